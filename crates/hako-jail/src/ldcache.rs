@@ -1,0 +1,1 @@
+//! ldcache (being written)

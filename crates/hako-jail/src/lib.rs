@@ -1,0 +1,18 @@
+//! hako-jail: everything that touches namespaces, mounts, cgroups, seccomp and Landlock.
+//!
+//! This is the only crate of hako with meaningful `unsafe`. Its entry point for running code
+//! is [`helper::main`], executed in a separate single-threaded process (`hako __jail`), never
+//! inside the multi-threaded server.
+
+pub mod cgroup;
+pub mod elf;
+pub mod helper;
+pub mod landlock;
+pub mod ldcache;
+pub mod mounts;
+pub mod probe;
+pub mod protocol;
+pub mod seccomp;
+pub mod spec;
+
+pub use spec::*;

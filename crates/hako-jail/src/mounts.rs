@@ -1,0 +1,1 @@
+//! mounts (being written)

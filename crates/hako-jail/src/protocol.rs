@@ -1,0 +1,95 @@
+//! The byte protocol between the caller and the jail helper.
+//!
+//! Caller → helper (helper's stdin): `u32 LE length`, the JSON [`JailSpec`], then the program
+//! text until EOF. Helper → caller (helper's stdout): `u32 LE length`, the JSON [`JailOutcome`],
+//! `u64 LE` stdout length, stdout bytes, `u64 LE` stderr length, stderr bytes.
+
+use crate::spec::{JailOutcome, JailSpec};
+use std::io::{self, Read, Write};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("jail protocol i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("jail protocol: bad JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("jail protocol: frame of {0} bytes is too large")]
+    TooLarge(u64),
+}
+
+const MAX_HEADER: u64 = 16 << 20;
+
+pub fn encode_request(spec: &JailSpec, code: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let header = serde_json::to_vec(spec)?;
+    let mut out = Vec::with_capacity(4 + header.len() + code.len());
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(code);
+    Ok(out)
+}
+
+pub fn decode_request(mut input: impl Read) -> Result<(JailSpec, Vec<u8>), ProtocolError> {
+    let header = read_frame(&mut input, 4)?;
+    let spec = serde_json::from_slice(&header)?;
+    let mut code = Vec::new();
+    input.read_to_end(&mut code)?;
+    Ok((spec, code))
+}
+
+pub fn encode_outcome(outcome: &JailOutcome, mut out: impl Write) -> Result<(), ProtocolError> {
+    let header = serde_json::to_vec(outcome)?;
+    out.write_all(&(header.len() as u32).to_le_bytes())?;
+    out.write_all(&header)?;
+    for stream in [&outcome.stdout, &outcome.stderr] {
+        out.write_all(&(stream.len() as u64).to_le_bytes())?;
+        out.write_all(stream)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn decode_outcome(bytes: &[u8]) -> Result<JailOutcome, ProtocolError> {
+    let mut input = bytes;
+    let header = read_frame(&mut input, 4)?;
+    let mut outcome: JailOutcome = serde_json::from_slice(&header)?;
+    outcome.stdout = read_frame(&mut input, 8)?;
+    outcome.stderr = read_frame(&mut input, 8)?;
+    Ok(outcome)
+}
+
+fn read_frame(input: &mut impl Read, width: usize) -> Result<Vec<u8>, ProtocolError> {
+    let mut len = [0u8; 8];
+    input.read_exact(&mut len[..width])?;
+    let len = u64::from_le_bytes(len);
+    if width == 4 && len > MAX_HEADER {
+        return Err(ProtocolError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; usize::try_from(len).map_err(|_| ProtocolError::TooLarge(len))?];
+    input.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_round_trips_with_binary_output() {
+        let outcome = JailOutcome {
+            exit_code: Some(3),
+            stdout: vec![0xff, 0, b'a'],
+            stderr: b"boom\n".to_vec(),
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        encode_outcome(&outcome, &mut buf).unwrap();
+        assert_eq!(decode_outcome(&buf).unwrap(), outcome);
+    }
+
+    #[test]
+    fn truncated_outcome_is_an_error() {
+        let mut buf = Vec::new();
+        encode_outcome(&JailOutcome::default(), &mut buf).unwrap();
+        assert!(decode_outcome(&buf[..buf.len() - 3]).is_err());
+    }
+}

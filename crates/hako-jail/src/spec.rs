@@ -1,0 +1,116 @@
+//! What the caller asks the jail helper to do, and what the helper reports back.
+//!
+//! The caller (CLI or server) and the helper (`hako __jail`) are separate processes; these
+//! types cross the pipe between them (see [`crate::protocol`]).
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// One run, fully described. Nothing in here comes from a request without validation by the
+/// runtime: limits are already clamped to the operator's maximums.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JailSpec {
+    /// `python3` or `nodejs`; used in messages and to pick the seccomp table.
+    pub language: String,
+    /// The interpreter binary on the host (also its path inside the jail).
+    pub interpreter: PathBuf,
+    /// Arguments after argv[0]. The code file path goes here.
+    pub args: Vec<String>,
+    /// The whole environment of the interpreter (nothing is inherited).
+    pub env: Vec<(String, String)>,
+    /// Where the program text is written inside the jail (on the read-only root).
+    pub code_path: PathBuf,
+    /// Host paths bind-mounted read-only at the same path inside the jail.
+    pub ro_binds: Vec<PathBuf>,
+    /// Per-run limits.
+    pub limits: Limits,
+    /// Network access of the run.
+    pub network: NetworkMode,
+    /// Syscall policy.
+    pub seccomp: SeccompSpec,
+    /// Identity of the run on the host.
+    pub ids: RunIds,
+    /// Empty directory on the host used as the mount point of the run's tmpfs root
+    /// (inside the run's private mount namespace only).
+    pub root_mountpoint: PathBuf,
+    /// Run without the layers the host lacks (cgroups, Landlock). Seccomp and namespaces are
+    /// never optional here; the caller refuses to start without them unless `insecure`.
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: u64,
+    pub tmp_bytes: u64,
+    pub output_bytes: u64,
+    pub timeout_ms: u64,
+    pub nofile: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Own network namespace with only loopback.
+    None,
+    /// The host's network namespace (Dify Sandbox's behaviour).
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    /// Calls outside the policy fail with EPERM (ENOSYS for some) and are recorded.
+    Enforce,
+    /// Calls outside the policy are allowed and recorded (`hako profile`).
+    Learn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeccompSpec {
+    pub mode: SeccompMode,
+    /// Syscall numbers (for the machine's arch) added to the language's default table.
+    pub extra_allowed: Vec<u32>,
+}
+
+/// Host ids the run's in-jail user maps to. Distinct per concurrent run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunIds {
+    pub host_uid: u32,
+    pub host_gid: u32,
+}
+
+/// The in-jail uid/gid of the program (`sandbox` in the synthetic /etc/passwd).
+pub const JAIL_UID: u32 = 1000;
+pub const JAIL_GID: u32 = 1000;
+
+/// What happened to one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JailOutcome {
+    /// Exit code of the program if it exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal that killed the program, if any.
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub output_limited: bool,
+    pub oom_killed: bool,
+    pub pids_limited: bool,
+    /// Syscalls the policy denied (or, in learn mode, would have denied), with counts.
+    pub blocked: Vec<BlockedSyscall>,
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub peak_memory_bytes: u64,
+    /// Set when the jail could not be built; the program never ran.
+    pub setup_error: Option<String>,
+    #[serde(skip)]
+    pub stdout: Vec<u8>,
+    #[serde(skip)]
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockedSyscall {
+    pub nr: u32,
+    pub name: String,
+    pub count: u64,
+}

@@ -1,0 +1,12 @@
+//! hako-runtime: configuration, language adapters and the executor that turns a run request
+//! into a jailed run.
+
+pub mod config;
+pub mod executor;
+pub mod language;
+pub mod result;
+
+pub use config::Config;
+pub use executor::{ExecError, Executor};
+pub use language::Language;
+pub use result::{RunRequest, RunResult, RunStatus, Usage};
