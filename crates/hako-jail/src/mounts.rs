@@ -1,1 +1,351 @@
-//! mounts (being written)
+//! The run's root file system: a tmpfs with read-only binds of exactly what the interpreter
+//! needs, synthetic /etc files, a minimal /dev, a fresh /proc and a size-capped /tmp.
+//!
+//! Everything here runs inside the run's new user + mount namespaces, in the single-threaded
+//! jail init process, before any program code exists in the jail.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::unistd::{chdir, pivot_root};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("make mounts private: {0}")]
+    MakePrivate(nix::Error),
+    #[error("mount tmpfs at {path}: {source}")]
+    Tmpfs { path: PathBuf, source: nix::Error },
+    #[error("bind {src} read-only into the jail: {source}")]
+    Bind { src: PathBuf, source: nix::Error },
+    #[error("bind source {path} is not usable: {source}")]
+    Source { path: PathBuf, source: std::io::Error },
+    #[error("path {path} has too many symlinks")]
+    SymlinkLoop { path: PathBuf },
+    #[error("create {path} in the jail root: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("mount a fresh /proc: {0} (a host that masks /proc, e.g. an unprivileged container, must allow it)")]
+    Proc(nix::Error),
+    #[error("pivot_root into the jail root: {0}")]
+    PivotRoot(nix::Error),
+    #[error("remount {path} read-only: {source}")]
+    Remount { path: PathBuf, source: nix::Error },
+}
+
+/// What the jail root contains.
+pub struct RootPlan<'a> {
+    /// Empty host directory the root tmpfs is mounted on (only in the run's mount namespace).
+    pub mountpoint: &'a Path,
+    /// Host paths (files or directories, possibly through symlinks) bound read-only at the
+    /// same path.
+    pub ro_binds: &'a [PathBuf],
+    /// Where the program text goes, and the text.
+    pub code_path: &'a Path,
+    pub code: &'a [u8],
+    /// Size cap of the writable /tmp.
+    pub tmp_bytes: u64,
+    /// In-jail uid/gid owning /tmp.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+const MAX_SYMLINKS: usize = 40;
+
+/// Builds the root and pivots into it. On return the process sees only the jail root, with
+/// cwd `/tmp`.
+pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(MountError::MakePrivate)?;
+    let root = plan.mountpoint;
+    // The root holds directories, symlinks, /etc files and the program text.
+    let root_size = plan.code.len() as u64 + (4 << 20);
+    mount_tmpfs(root, root_size, "0755", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+
+    bind_closure(root, plan.ro_binds)?;
+    write_etc(root)?;
+    build_dev(root)?;
+
+    let proc_dir = mkdirs(root, Path::new("/proc"))?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(MountError::Proc)?;
+
+    let tmp = mkdirs(root, Path::new("/tmp"))?;
+    mount_tmpfs(
+        &tmp,
+        plan.tmp_bytes,
+        "1777",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    )?;
+    chown(&tmp, plan.uid, plan.gid)?;
+
+    let code_file = inside(root, plan.code_path);
+    if let Some(parent) = plan.code_path.parent() {
+        mkdirs(root, parent)?;
+    }
+    write_file(&code_file, plan.code, 0o444)?;
+
+    chdir(root).map_err(MountError::PivotRoot)?;
+    pivot_root(".", ".").map_err(MountError::PivotRoot)?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(MountError::PivotRoot)?;
+    chdir("/").map_err(MountError::PivotRoot)?;
+
+    for path in ["/dev", "/"] {
+        remount_read_only(Path::new(path))?;
+    }
+    chdir("/tmp").map_err(MountError::PivotRoot)?;
+    Ok(())
+}
+
+fn mount_tmpfs(path: &Path, size: u64, mode: &str, flags: MsFlags) -> Result<(), MountError> {
+    let data = format!("size={size},mode={mode}");
+    mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(data.as_str()))
+        .map_err(|source| MountError::Tmpfs { path: path.to_path_buf(), source })
+}
+
+fn remount_read_only(path: &Path) -> Result<(), MountError> {
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | locked_flags(path);
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(|source| MountError::Remount { path: path.to_path_buf(), source })
+}
+
+/// Mount flags of `path`'s mount that a user namespace may not clear on remount.
+fn locked_flags(path: &Path) -> MsFlags {
+    let Ok(stat) = statvfs(path) else { return MsFlags::MS_NODEV };
+    let have = stat.flags();
+    let mut flags = MsFlags::empty();
+    for (fs_flag, ms_flag) in [
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(fs_flag) {
+            flags |= ms_flag;
+        }
+    }
+    flags
+}
+
+/// Binds every path read-only, recreating the symlinks on the way so that e.g.
+/// `/lib64/ld-linux-x86-64.so.2` resolves inside the jail as on the host.
+fn bind_closure(root: &Path, binds: &[PathBuf]) -> Result<(), MountError> {
+    // Ancestors sort before descendants, so a bound directory covers what lies below it.
+    let mut resolved: Vec<(PathBuf, &PathBuf)> = Vec::with_capacity(binds.len());
+    for path in binds {
+        let real = fs::canonicalize(path)
+            .map_err(|source| MountError::Source { path: path.clone(), source })?;
+        resolved.push((real, path));
+    }
+    resolved.sort();
+    let mut bound: BTreeSet<PathBuf> = BTreeSet::new();
+    for (real, original) in resolved {
+        recreate_symlinks(root, original)?;
+        if real.ancestors().any(|a| bound.contains(a)) {
+            continue;
+        }
+        bind_read_only(root, &real)?;
+        bound.insert(real);
+    }
+    Ok(())
+}
+
+/// Walks `path` on the host and creates, inside `root`, every symlink met on the way (with
+/// the same target) and every directory leading to the final target.
+fn recreate_symlinks(root: &Path, path: &Path) -> Result<(), MountError> {
+    let mut pending: Vec<PathBuf> = vec![path.to_path_buf()];
+    let mut hops = 0;
+    while let Some(path) = pending.pop() {
+        let mut host = PathBuf::from("/");
+        let components: Vec<Component<'_>> = path.components().collect();
+        for (i, component) in components.iter().enumerate() {
+            let name = match component {
+                Component::Normal(name) => name,
+                Component::ParentDir => {
+                    host.pop();
+                    continue;
+                }
+                _ => continue,
+            };
+            let next = host.join(name);
+            let meta = fs::symlink_metadata(&next)
+                .map_err(|source| MountError::Source { path: next.clone(), source })?;
+            if meta.file_type().is_symlink() {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return Err(MountError::SymlinkLoop { path: path.clone() });
+                }
+                let target = fs::read_link(&next)
+                    .map_err(|source| MountError::Source { path: next.clone(), source })?;
+                let link_in_jail = inside(root, &next);
+                if fs::symlink_metadata(&link_in_jail).is_err() {
+                    mkdirs(root, &host)?;
+                    symlink(&target, &link_in_jail).map_err(|source| MountError::Create {
+                        path: link_in_jail.clone(),
+                        source,
+                    })?;
+                }
+                let mut rest = host.join(&target);
+                for c in &components[i + 1..] {
+                    rest.push(c);
+                }
+                pending.push(rest);
+                break;
+            }
+            host = next;
+        }
+    }
+    Ok(())
+}
+
+fn bind_read_only(root: &Path, real: &Path) -> Result<(), MountError> {
+    let meta =
+        fs::metadata(real).map_err(|source| MountError::Source { path: real.into(), source })?;
+    let target = inside(root, real);
+    if meta.is_dir() {
+        mkdirs(root, real)?;
+    } else {
+        if let Some(parent) = real.parent() {
+            mkdirs(root, parent)?;
+        }
+        if fs::symlink_metadata(&target).is_err() {
+            fs::File::create(&target)
+                .map_err(|source| MountError::Create { path: target.clone(), source })?;
+        }
+    }
+    let bind_err = |source| MountError::Bind { src: real.to_path_buf(), source };
+    mount(Some(real), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(bind_err)?;
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | locked_flags(real);
+    mount(None::<&str>, &target, None::<&str>, flags, None::<&str>).map_err(bind_err)
+}
+
+/// Synthetic identity and name-service files: the run is `sandbox` (1000), nothing of the
+/// host's users, groups or resolver leaks in.
+fn write_etc(root: &Path) -> Result<(), MountError> {
+    let etc = mkdirs(root, Path::new("/etc"))?;
+    let files: [(&str, &str); 5] = [
+        ("passwd", "root:x:0:0:root:/root:/sbin/nologin\nsandbox:x:1000:1000:sandbox:/tmp:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"),
+        ("group", "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n"),
+        ("hosts", "127.0.0.1\tlocalhost hako\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
+        ("hostname", "hako\n"),
+    ];
+    for (name, text) in files {
+        write_file(&etc.join(name), text.as_bytes(), 0o444)?;
+    }
+    Ok(())
+}
+
+/// /dev with the five harmless character devices bound from the host, plus the usual links.
+fn build_dev(root: &Path) -> Result<(), MountError> {
+    let dev = mkdirs(root, Path::new("/dev"))?;
+    mount_tmpfs(&dev, 64 << 10, "0755", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        let target = dev.join(name);
+        fs::File::create(&target)
+            .map_err(|source| MountError::Create { path: target.clone(), source })?;
+        let bind_err = |source| MountError::Bind { src: host.clone(), source };
+        mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(bind_err)?;
+        let flags = MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NOEXEC
+            | locked_flags(&host);
+        mount(None::<&str>, &target, None::<&str>, flags, None::<&str>).map_err(bind_err)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(link);
+        symlink(target, &path).map_err(|source| MountError::Create { path, source })?;
+    }
+    Ok(())
+}
+
+/// `root` + absolute `path`.
+fn inside(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn mkdirs(root: &Path, path: &Path) -> Result<PathBuf, MountError> {
+    let dir = inside(root, path);
+    fs::create_dir_all(&dir).map_err(|source| MountError::Create { path: dir.clone(), source })?;
+    Ok(dir)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), MountError> {
+    let create = |source| MountError::Create { path: path.to_path_buf(), source };
+    let mut file = fs::File::create(path).map_err(create)?;
+    file.write_all(bytes).map_err(create)?;
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(create)
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), MountError> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|source| MountError::Create { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_joins_absolute_paths_under_the_root() {
+        assert_eq!(
+            inside(Path::new("/r"), Path::new("/usr/lib/x")),
+            PathBuf::from("/r/usr/lib/x")
+        );
+    }
+
+    #[test]
+    fn recreate_symlinks_mirrors_a_chain_of_links() {
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let real = host.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("lib.so"), b"x").unwrap();
+        symlink(&real, host.path().join("alias")).unwrap();
+        symlink("lib.so", real.join("lib.so.1")).unwrap();
+
+        recreate_symlinks(root.path(), &host.path().join("alias/lib.so.1")).unwrap();
+
+        let alias = inside(root.path(), &host.path().join("alias"));
+        assert_eq!(fs::read_link(&alias).unwrap(), real);
+        let versioned = inside(root.path(), &real.join("lib.so.1"));
+        assert_eq!(fs::read_link(versioned).unwrap(), PathBuf::from("lib.so"));
+    }
+
+    #[test]
+    fn recreate_symlinks_stops_on_a_loop() {
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        symlink(host.path().join("b"), host.path().join("a")).unwrap();
+        symlink(host.path().join("a"), host.path().join("b")).unwrap();
+        let err = recreate_symlinks(root.path(), &host.path().join("a")).unwrap_err();
+        assert!(matches!(err, MountError::SymlinkLoop { .. }), "{err}");
+    }
+}

@@ -5,8 +5,9 @@ pub mod config;
 pub mod executor;
 pub mod language;
 pub mod result;
+pub mod summary;
 
 pub use config::Config;
-pub use executor::{ExecError, Executor};
+pub use executor::{ExecError, ExecOptions, Executor};
 pub use language::Language;
 pub use result::{RunRequest, RunResult, RunStatus, Usage};
