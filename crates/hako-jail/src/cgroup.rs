@@ -279,7 +279,7 @@ impl Cgroups {
         match &self.layout {
             Layout::V2 { mount, controllers } => create_v2(mount, controllers, name, limits),
             Layout::V1 { memory, pids, .. } => {
-                create_v1(memory.as_deref(), pids.as_deref(), name, limits)
+                create_v1(&self.root, memory.as_deref(), pids.as_deref(), name, limits)
             }
             Layout::None => Err(CgroupError::Unavailable {
                 root: self.root.clone(),
@@ -424,6 +424,7 @@ impl RunCgroup {
 }
 
 fn create_v1(
+    root: &Path,
     memory: Option<&Path>,
     pids: Option<&Path>,
     name: &str,
@@ -431,7 +432,7 @@ fn create_v1(
 ) -> Result<RunCgroup, CgroupError> {
     if memory.is_none() && pids.is_none() {
         return Err(CgroupError::Unavailable {
-            root: PathBuf::from("(v1 without memory and pids)"),
+            root: root.to_path_buf(),
         });
     }
     let mut run = RunCgroup { dirs: Vec::new() };
