@@ -1,1 +1,123 @@
-//! hako-api
+//! hako-api: the Dify Sandbox compatible HTTP service.
+//!
+//! ```text
+//! request ─ request id + span ─ header cap ─ catch panic ─ route
+//!   /health, /metrics                       (no key)
+//!   /v1/sandbox/*  ─ X-Api-Key ─ handler ─ admission ─ RunCode
+//! ```
+
+mod admission;
+mod answer;
+mod body;
+pub mod deps;
+mod handlers;
+mod metrics;
+mod middleware;
+mod run_code;
+mod server;
+
+pub use admission::Admission;
+pub use answer::{Envelope, Rejection};
+pub use deps::{Dependencies, DependencyReport, DependencyState, NoDependencies};
+pub use metrics::Metrics;
+pub use middleware::{RequestId, MAX_HEADER_BYTES};
+pub use run_code::RunCode;
+pub use server::{serve, serve_on, shutdown_signal, ApiError};
+
+use axum::routing::{get, post};
+use axum::Router;
+use hako_runtime::Config;
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// What the handlers share.
+pub struct AppState<E> {
+    executor: Arc<E>,
+    config: Arc<Config>,
+    admission: Arc<Admission>,
+    metrics: Arc<Metrics>,
+    deps: Arc<dyn Dependencies>,
+}
+
+impl<E> Clone for AppState<E> {
+    fn clone(&self) -> Self {
+        AppState {
+            executor: Arc::clone(&self.executor),
+            config: Arc::clone(&self.config),
+            admission: Arc::clone(&self.admission),
+            metrics: Arc::clone(&self.metrics),
+            deps: Arc::clone(&self.deps),
+        }
+    }
+}
+
+impl<E: RunCode> AppState<E> {
+    pub fn new(config: Arc<Config>, executor: E) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let admission = Arc::new(Admission::new(
+            config.max_workers,
+            config.max_requests,
+            metrics.queue_depth(),
+            metrics.in_flight(),
+        ));
+        AppState {
+            executor: Arc::new(executor),
+            config,
+            admission,
+            metrics,
+            deps: Arc::new(NoDependencies),
+        }
+    }
+
+    /// Plugs in the package manager behind the dependencies endpoints.
+    pub fn with_dependencies(mut self, deps: Arc<dyn Dependencies>) -> Self {
+        self.deps = deps;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router<E: RunCode>(state: AppState<E>) -> Router {
+    let sandbox = Router::new()
+        .route("/run", post(handlers::run::<E>))
+        .route("/dependencies", get(handlers::dependencies::<E>))
+        .route(
+            "/dependencies/update",
+            post(handlers::update_dependencies::<E>),
+        )
+        .route(
+            "/dependencies/refresh",
+            get(handlers::refresh_dependencies::<E>),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_api_key::<E>,
+        ));
+    let metrics = Arc::clone(&state.metrics);
+    Router::new()
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics::<E>))
+        .nest("/v1/sandbox", sandbox)
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(server::panic_answer))
+        .layer(axum::middleware::from_fn(middleware::limit_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            middleware::count_rejections,
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+}

@@ -25,7 +25,11 @@ pub struct AppConfig {
 
 impl Default for AppConfig {
     fn default() -> Self {
-        AppConfig { port: 8194, key: DEFAULT_API_KEY.to_string(), debug: false }
+        AppConfig {
+            port: 8194,
+            key: DEFAULT_API_KEY.to_string(),
+            debug: false,
+        }
     }
 }
 
@@ -77,7 +81,13 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { memory_mb: 512, pids: 128, tmp_mb: 64, output_bytes: 4 << 20, nofile: 256 }
+        LimitsConfig {
+            memory_mb: 512,
+            pids: 128,
+            tmp_mb: 64,
+            output_bytes: 4 << 20,
+            nofile: 256,
+        }
     }
 }
 
@@ -93,7 +103,11 @@ pub struct NetworkConfig {
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        NetworkConfig { mode: NetworkPolicy::Proxy, allow: Vec::new(), deny: Vec::new() }
+        NetworkConfig {
+            mode: NetworkPolicy::Proxy,
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
     }
 }
 
@@ -239,7 +253,12 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     /// `value` is already formatted (strings quoted).
     #[error("invalid value {value} for {key} ({origin}): {reason}")]
-    Invalid { key: String, origin: String, value: String, reason: String },
+    Invalid {
+        key: String,
+        origin: String,
+        value: String,
+        reason: String,
+    },
     #[error("invalid value {value:?} in {key} ({origin}): {source}")]
     Syscall {
         key: String,
@@ -281,9 +300,10 @@ impl Config {
         let mut warnings = Vec::new();
         let (mut config, source) = match path {
             Some(path) => (read_file(path, &mut warnings)?, Some(path.to_path_buf())),
-            None if default_path.exists() => {
-                (read_file(default_path, &mut warnings)?, Some(default_path.to_path_buf()))
-            }
+            None if default_path.exists() => (
+                read_file(default_path, &mut warnings)?,
+                Some(default_path.to_path_buf()),
+            ),
             None => {
                 warnings.push(format!(
                     "no config file at {} (relative to the working directory); serving with \
@@ -302,10 +322,17 @@ impl Config {
         check_syscalls(&config.allowed_syscalls, "allowed_syscalls", &file_origin)?;
         let origins = apply_env(&mut config, env)?;
         config.normalize();
-        let origin = Origins { file: file_origin, env: origins };
+        let origin = Origins {
+            file: file_origin,
+            env: origins,
+        };
         config.validate(&origin)?;
         warnings.extend(config.warnings());
-        Ok(Loaded { config, warnings, source })
+        Ok(Loaded {
+            config,
+            warnings,
+            source,
+        })
     }
 
     /// The numbers of `allowed_syscalls` on this machine's arch.
@@ -319,12 +346,14 @@ impl Config {
         if text.is_empty() {
             return Ok(None);
         }
-        parse_go_duration(text).map(Some).map_err(|reason| ConfigError::Invalid {
-            key: "python_deps_update_interval".into(),
-            origin: "configuration".into(),
-            value: format!("{text:?}"),
-            reason,
-        })
+        parse_go_duration(text)
+            .map(Some)
+            .map_err(|reason| ConfigError::Invalid {
+                key: "python_deps_update_interval".into(),
+                origin: "configuration".into(),
+                value: format!("{text:?}"),
+                reason,
+            })
     }
 
     fn normalize(&mut self) {
@@ -336,30 +365,52 @@ impl Config {
             self.nodejs_path = defaults.nodejs_path;
         }
         let mut seen = std::collections::HashSet::new();
-        self.allowed_syscalls.retain(|s| seen.insert(s.trim().to_string()));
+        self.allowed_syscalls
+            .retain(|s| seen.insert(s.trim().to_string()));
     }
 
     fn validate(&self, origin: &Origins) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, value: String, reason: &str| {
             let (key, origin) = origin.describe(key);
-            ConfigError::Invalid { key, origin, value, reason: reason.to_string() }
+            ConfigError::Invalid {
+                key,
+                origin,
+                value,
+                reason: reason.to_string(),
+            }
         };
         if self.app.port == 0 {
-            return Err(invalid("app.port", "0".into(), "must be a port number from 1 to 65535"));
+            return Err(invalid(
+                "app.port",
+                "0".into(),
+                "must be a port number from 1 to 65535",
+            ));
         }
         if self.app.key.is_empty() {
             return Err(invalid("app.key", "\"\"".into(), "must not be empty"));
         }
         if self.max_workers < 1 {
-            return Err(invalid("max_workers", self.max_workers.to_string(), "must be at least 1"));
+            return Err(invalid(
+                "max_workers",
+                self.max_workers.to_string(),
+                "must be at least 1",
+            ));
         }
         if self.max_requests < self.max_workers {
             let reason = format!("must be at least max_workers ({})", self.max_workers);
-            return Err(invalid("max_requests", self.max_requests.to_string(), &reason));
+            return Err(invalid(
+                "max_requests",
+                self.max_requests.to_string(),
+                &reason,
+            ));
         }
         if self.worker_timeout < 1 {
             let value = self.worker_timeout.to_string();
-            return Err(invalid("worker_timeout", value, "must be at least 1 (seconds)"));
+            return Err(invalid(
+                "worker_timeout",
+                value,
+                "must be at least 1 (seconds)",
+            ));
         }
         let limits = [
             ("hako.limits.memory_mb", self.hako.limits.memory_mb),
@@ -377,13 +428,21 @@ impl Config {
         for module in &self.hako.python_preload {
             if !is_module_name(module) {
                 let reason = "expected a Python module name such as json or numpy";
-                return Err(invalid("hako.python_preload", format!("{module:?}"), reason));
+                return Err(invalid(
+                    "hako.python_preload",
+                    format!("{module:?}"),
+                    reason,
+                ));
             }
         }
         let interval = self.python_deps_update_interval.trim();
         if !interval.is_empty() {
             if let Err(reason) = parse_go_duration(interval) {
-                return Err(invalid("python_deps_update_interval", format!("{interval:?}"), &reason));
+                return Err(invalid(
+                    "python_deps_update_interval",
+                    format!("{interval:?}"),
+                    &reason,
+                ));
             }
         }
         let (key, sys_origin) = origin.describe("allowed_syscalls");
@@ -418,10 +477,14 @@ impl Config {
 }
 
 fn read_file(path: &Path, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    let (config, unknown) = parse_yaml(&text)
-        .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (config, unknown) = parse_yaml(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })?;
     for key in unknown {
         warnings.push(format!("unknown key {key} in {} ignored", path.display()));
     }
@@ -527,7 +590,11 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Applies Dify's and hako's environment variables; returns which keys they set.
@@ -535,19 +602,66 @@ fn apply_env(
     c: &mut Config,
     get: &dyn Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<&'static str, &'static str>, ConfigError> {
-    let mut e = EnvReader { get, set: BTreeMap::new() };
+    let mut e = EnvReader {
+        get,
+        set: BTreeMap::new(),
+    };
     e.string("API_KEY", "app.key", &mut c.app.key);
-    e.parse("SANDBOX_PORT", "app.port", &mut c.app.port, positive, "a port number (1-65535)")?;
-    e.parse("MAX_WORKERS", "max_workers", &mut c.max_workers, positive, POSITIVE)?;
-    e.parse("MAX_REQUESTS", "max_requests", &mut c.max_requests, positive, POSITIVE)?;
-    e.parse("WORKER_TIMEOUT", "worker_timeout", &mut c.worker_timeout, positive, POSITIVE)?;
-    e.parse("ENABLE_NETWORK", "enable_network", &mut c.enable_network, parse_bool, BOOL)?;
-    e.parse("ENABLE_PRELOAD", "enable_preload", &mut c.enable_preload, parse_bool, BOOL)?;
+    e.parse(
+        "SANDBOX_PORT",
+        "app.port",
+        &mut c.app.port,
+        positive,
+        "a port number (1-65535)",
+    )?;
+    e.parse(
+        "MAX_WORKERS",
+        "max_workers",
+        &mut c.max_workers,
+        positive,
+        POSITIVE,
+    )?;
+    e.parse(
+        "MAX_REQUESTS",
+        "max_requests",
+        &mut c.max_requests,
+        positive,
+        POSITIVE,
+    )?;
+    e.parse(
+        "WORKER_TIMEOUT",
+        "worker_timeout",
+        &mut c.worker_timeout,
+        positive,
+        POSITIVE,
+    )?;
+    e.parse(
+        "ENABLE_NETWORK",
+        "enable_network",
+        &mut c.enable_network,
+        parse_bool,
+        BOOL,
+    )?;
+    e.parse(
+        "ENABLE_PRELOAD",
+        "enable_preload",
+        &mut c.enable_preload,
+        parse_bool,
+        BOOL,
+    )?;
     e.path("PYTHON_PATH", "python_path", &mut c.python_path);
     e.path("NODEJS_PATH", "nodejs_path", &mut c.nodejs_path);
-    e.string("PIP_MIRROR_URL", "python_pip_mirror_url", &mut c.python_pip_mirror_url);
+    e.string(
+        "PIP_MIRROR_URL",
+        "python_pip_mirror_url",
+        &mut c.python_pip_mirror_url,
+    );
     let interval = &mut c.python_deps_update_interval;
-    e.string("PYTHON_DEPS_UPDATE_INTERVAL", "python_deps_update_interval", interval);
+    e.string(
+        "PYTHON_DEPS_UPDATE_INTERVAL",
+        "python_deps_update_interval",
+        interval,
+    );
     if let Some(list) = e.list("PYTHON_LIB_PATH", "python_lib_path") {
         c.python_lib_path = list;
     }
@@ -579,21 +693,69 @@ fn apply_env(
     let h = &mut c.hako;
     e.path("HAKO_STATE_DIR", "hako.state_dir", &mut h.state_dir);
     e.path("HAKO_RUNTIME_DIR", "hako.runtime_dir", &mut h.runtime_dir);
-    e.parse("HAKO_MODE", "hako.mode", &mut h.mode, parse_mode, "zygote or spawn")?;
+    e.parse(
+        "HAKO_MODE",
+        "hako.mode",
+        &mut h.mode,
+        parse_mode,
+        "zygote or spawn",
+    )?;
     if let Some(list) = e.list("HAKO_PYTHON_PRELOAD", "hako.python_preload") {
         h.python_preload = list;
     }
     let pool = &mut h.nodejs_pool;
-    e.parse("HAKO_NODEJS_POOL", "hako.nodejs_pool", pool, |s| s.parse().ok(), "an integer")?;
+    e.parse(
+        "HAKO_NODEJS_POOL",
+        "hako.nodejs_pool",
+        pool,
+        |s| s.parse().ok(),
+        "an integer",
+    )?;
     let l = &mut h.limits;
-    e.parse("HAKO_LIMITS_MEMORY_MB", "hako.limits.memory_mb", &mut l.memory_mb, positive, POSITIVE)?;
-    e.parse("HAKO_LIMITS_PIDS", "hako.limits.pids", &mut l.pids, positive, POSITIVE)?;
-    e.parse("HAKO_LIMITS_TMP_MB", "hako.limits.tmp_mb", &mut l.tmp_mb, positive, POSITIVE)?;
+    e.parse(
+        "HAKO_LIMITS_MEMORY_MB",
+        "hako.limits.memory_mb",
+        &mut l.memory_mb,
+        positive,
+        POSITIVE,
+    )?;
+    e.parse(
+        "HAKO_LIMITS_PIDS",
+        "hako.limits.pids",
+        &mut l.pids,
+        positive,
+        POSITIVE,
+    )?;
+    e.parse(
+        "HAKO_LIMITS_TMP_MB",
+        "hako.limits.tmp_mb",
+        &mut l.tmp_mb,
+        positive,
+        POSITIVE,
+    )?;
     let out = &mut l.output_bytes;
-    e.parse("HAKO_LIMITS_OUTPUT_BYTES", "hako.limits.output_bytes", out, positive, POSITIVE)?;
-    e.parse("HAKO_LIMITS_NOFILE", "hako.limits.nofile", &mut l.nofile, positive, POSITIVE)?;
+    e.parse(
+        "HAKO_LIMITS_OUTPUT_BYTES",
+        "hako.limits.output_bytes",
+        out,
+        positive,
+        POSITIVE,
+    )?;
+    e.parse(
+        "HAKO_LIMITS_NOFILE",
+        "hako.limits.nofile",
+        &mut l.nofile,
+        positive,
+        POSITIVE,
+    )?;
     let net = &mut h.network;
-    e.parse("HAKO_NETWORK_MODE", "hako.network.mode", &mut net.mode, parse_net, "proxy or host")?;
+    e.parse(
+        "HAKO_NETWORK_MODE",
+        "hako.network.mode",
+        &mut net.mode,
+        parse_net,
+        "proxy or host",
+    )?;
     if let Some(list) = e.list("HAKO_NETWORK_ALLOW", "hako.network.allow") {
         net.allow = list;
     }
@@ -604,12 +766,36 @@ fn apply_env(
     e.path("HAKO_NODEJS_REQUIREMENTS", "hako.nodejs_requirements", nreq);
     let preq = &mut h.python_requirements;
     e.path("HAKO_PYTHON_REQUIREMENTS", "hako.python_requirements", preq);
-    e.parse("HAKO_INSECURE", "hako.insecure", &mut h.insecure, parse_bool, BOOL)?;
-    e.parse("HAKO_LOG_FORMAT", "hako.log_format", &mut h.log_format, parse_log, "human or json")?;
+    e.parse(
+        "HAKO_INSECURE",
+        "hako.insecure",
+        &mut h.insecure,
+        parse_bool,
+        BOOL,
+    )?;
+    e.parse(
+        "HAKO_LOG_FORMAT",
+        "hako.log_format",
+        &mut h.log_format,
+        parse_log,
+        "human or json",
+    )?;
     let body = &mut h.max_body_bytes;
-    e.parse("HAKO_MAX_BODY_BYTES", "hako.max_body_bytes", body, positive, POSITIVE)?;
+    e.parse(
+        "HAKO_MAX_BODY_BYTES",
+        "hako.max_body_bytes",
+        body,
+        positive,
+        POSITIVE,
+    )?;
     let uid = &mut h.uid_base;
-    e.parse("HAKO_UID_BASE", "hako.uid_base", uid, |s| s.parse().ok(), "an integer")?;
+    e.parse(
+        "HAKO_UID_BASE",
+        "hako.uid_base",
+        uid,
+        |s| s.parse().ok(),
+        "an integer",
+    )?;
     e.path("HAKO_CGROUP_ROOT", "hako.cgroup_root", &mut h.cgroup_root);
     Ok(e.set)
 }
@@ -674,10 +860,14 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let mut rest = s;
     let mut total = 0f64;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
         let value: f64 = num.parse().map_err(|_| EXPECTED.to_string())?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let scale = match unit {
             "ns" => 1e-9,
@@ -795,8 +985,10 @@ proxy:
 
     fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
         let (_dir, path) = write(text);
-        let map: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load_with_env(Some(&path), &|k| map.get(k).cloned())
     }
 
@@ -814,13 +1006,20 @@ proxy:
         assert_eq!(c.app.port, 8194);
         assert!(c.app.debug);
         assert_eq!(c.app.key, "dify-sandbox");
-        assert_eq!((c.max_workers, c.max_requests, c.worker_timeout), (4, 50, 5));
+        assert_eq!(
+            (c.max_workers, c.max_requests, c.worker_timeout),
+            (4, 50, 5)
+        );
         assert_eq!(c.python_path, PathBuf::from("/usr/local/bin/python3"));
         assert!(c.enable_network);
         assert!(c.allowed_syscalls.is_empty());
         assert_eq!(c.proxy, ProxyConfig::default());
         assert!(loaded.source.is_some());
-        assert!(!loaded.warnings.iter().any(|w| w.contains("unknown key")), "{:?}", loaded.warnings);
+        assert!(
+            !loaded.warnings.iter().any(|w| w.contains("unknown key")),
+            "{:?}",
+            loaded.warnings
+        );
     }
 
     #[test]
@@ -829,7 +1028,10 @@ proxy:
         assert!(!loaded.config.enable_network);
         let all = loaded.warnings.join("\n");
         assert!(all.contains("\"dify-sandbox\""), "{all}");
-        assert!(all.contains("Dify always sends enable_network: true"), "{all}");
+        assert!(
+            all.contains("Dify always sends enable_network: true"),
+            "{all}"
+        );
 
         let loaded = load_text(DIFY_SAMPLE, &[("API_KEY", "s3cret")]).unwrap();
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
@@ -850,9 +1052,17 @@ enable_preload: false
         assert_eq!(c.python_lib_path.len(), 2);
         assert_eq!(c.python_pip_mirror_url, "");
         assert_eq!(c.nodejs_path, Config::default().nodejs_path);
-        assert_eq!(c.deps_update_interval().unwrap(), Some(Duration::from_secs(1800)));
+        assert_eq!(
+            c.deps_update_interval().unwrap(),
+            Some(Duration::from_secs(1800))
+        );
         // YAML 1.1 booleans, as Go's yaml reads them into a bool.
-        assert!(load_text("enable_preload: yes", &[]).unwrap().config.enable_preload);
+        assert!(
+            load_text("enable_preload: yes", &[])
+                .unwrap()
+                .config
+                .enable_preload
+        );
         assert!(load_text("", &[]).unwrap().config == Config::default());
     }
 
@@ -863,30 +1073,44 @@ enable_preload: false
         let numbers = loaded.config.allowed_syscall_numbers().unwrap();
         assert_eq!(numbers[1], resolve_syscall("mbind").unwrap());
         assert_eq!(numbers[0], 0);
-        let c = load_text("allowed_syscalls:\n  - 2\n  - 3\n", &[]).unwrap().config;
+        let c = load_text("allowed_syscalls:\n  - 2\n  - 3\n", &[])
+            .unwrap()
+            .config;
         assert_eq!(c.allowed_syscalls, ["2", "3"]);
     }
 
     #[test]
     fn allowed_syscalls_from_env_are_merged_with_the_file() {
         let text = "allowed_syscalls: [mbind]";
-        let c = load_text(text, &[("ALLOWED_SYSCALLS", "syslog, 0,mbind")]).unwrap().config;
+        let c = load_text(text, &[("ALLOWED_SYSCALLS", "syslog, 0,mbind")])
+            .unwrap()
+            .config;
         assert_eq!(c.allowed_syscalls, ["mbind", "syslog", "0"]);
     }
 
     #[test]
     fn unknown_syscalls_name_the_key_and_the_value() {
         let e = err_text("allowed_syscalls: [no_such_call]", &[]);
-        assert!(e.contains("\"no_such_call\"") && e.contains("allowed_syscalls"), "{e}");
+        assert!(
+            e.contains("\"no_such_call\"") && e.contains("allowed_syscalls"),
+            "{e}"
+        );
         let e = err_text("", &[("ALLOWED_SYSCALLS", "mbind,999999")]);
-        assert!(e.contains("\"999999\" in ALLOWED_SYSCALLS (environment)"), "{e}");
-        let c = Config { allowed_syscalls: vec!["bogus".into()], ..Config::default() };
+        assert!(
+            e.contains("\"999999\" in ALLOWED_SYSCALLS (environment)"),
+            "{e}"
+        );
+        let c = Config {
+            allowed_syscalls: vec!["bogus".into()],
+            ..Config::default()
+        };
         assert!(c.allowed_syscall_numbers().is_err());
     }
 
     #[test]
     fn unknown_keys_warn_and_do_not_fail() {
-        let text = "future_key: 1\napp:\n  port: 9000\n  colour: blue\nhako:\n  limits:\n    gpus: 2\n";
+        let text =
+            "future_key: 1\napp:\n  port: 9000\n  colour: blue\nhako:\n  limits:\n    gpus: 2\n";
         let loaded = load_text(text, &[]).unwrap();
         assert_eq!(loaded.config.app.port, 9000);
         let all = loaded.warnings.join("\n");
@@ -918,12 +1142,18 @@ enable_preload: false
         ];
         let c = load_text(DIFY_SAMPLE, &env).unwrap().config;
         assert_eq!((c.app.key.as_str(), c.app.port), ("k", 9001));
-        assert_eq!((c.max_workers, c.max_requests, c.worker_timeout), (8, 80, 15));
+        assert_eq!(
+            (c.max_workers, c.max_requests, c.worker_timeout),
+            (8, 80, 15)
+        );
         assert!(!c.enable_network && c.enable_preload && !c.app.debug);
         assert_eq!(c.python_path, PathBuf::from("/opt/py/bin/python3"));
         assert_eq!(c.nodejs_path, PathBuf::from("/opt/node/bin/node"));
         assert_eq!(c.python_pip_mirror_url, "https://mirror.example/simple");
-        assert_eq!(c.deps_update_interval().unwrap(), Some(Duration::from_secs(5400)));
+        assert_eq!(
+            c.deps_update_interval().unwrap(),
+            Some(Duration::from_secs(5400))
+        );
         assert_eq!(c.python_lib_path, ["/a", "/b"]);
         assert_eq!(c.proxy.http, "http://ssrf_proxy:3128");
         assert_eq!(c.proxy.https, "http://ssrf_proxy:3129");
@@ -932,14 +1162,22 @@ enable_preload: false
 
     #[test]
     fn empty_env_values_count_as_unset() {
-        let c = load_text(DIFY_SAMPLE, &[("MAX_WORKERS", ""), ("API_KEY", " ")]).unwrap().config;
+        let c = load_text(DIFY_SAMPLE, &[("MAX_WORKERS", ""), ("API_KEY", " ")])
+            .unwrap()
+            .config;
         assert_eq!(c.max_workers, 4);
         assert_eq!(c.app.key, "dify-sandbox");
     }
 
     #[test]
     fn gin_mode_sets_debug_unless_debug_is_given() {
-        assert!(!load_text(DIFY_SAMPLE, &[("GIN_MODE", "release")]).unwrap().config.app.debug);
+        assert!(
+            !load_text(DIFY_SAMPLE, &[("GIN_MODE", "release")])
+                .unwrap()
+                .config
+                .app
+                .debug
+        );
         let env = [("GIN_MODE", "release"), ("DEBUG", "true")];
         assert!(load_text(DIFY_SAMPLE, &env).unwrap().config.app.debug);
         let e = err_text("", &[("GIN_MODE", "fast")]);
@@ -972,19 +1210,30 @@ enable_preload: false
         assert!(h.insecure);
         assert_eq!(h.log_format, LogFormat::Json);
         assert_eq!(h.max_body_bytes, 1024);
-        assert_eq!(h.limits.memory_mb, 256, "the file's value stays when no env var is set");
-        assert_eq!((h.limits.pids, h.limits.tmp_mb, h.limits.output_bytes), (64, 32, 1000));
+        assert_eq!(
+            h.limits.memory_mb, 256,
+            "the file's value stays when no env var is set"
+        );
+        assert_eq!(
+            (h.limits.pids, h.limits.tmp_mb, h.limits.output_bytes),
+            (64, 32, 1000)
+        );
         assert_eq!(h.network.mode, NetworkPolicy::Host);
         assert_eq!(h.python_preload, ["json", "numpy", "os.path"]);
         assert!(loaded.warnings.iter().any(|w| w.contains("hako.insecure")));
-        let c = load_text("", &[("HAKO_LIMITS_MEMORY_MB", "128")]).unwrap().config;
+        let c = load_text("", &[("HAKO_LIMITS_MEMORY_MB", "128")])
+            .unwrap()
+            .config;
         assert_eq!(c.hako.limits.memory_mb, 128);
     }
 
     #[test]
     fn bad_env_values_name_the_variable() {
         let e = err_text("", &[("MAX_WORKERS", "abc")]);
-        assert_eq!(e, "invalid value \"abc\" for MAX_WORKERS (environment): expected a positive integer");
+        assert_eq!(
+            e,
+            "invalid value \"abc\" for MAX_WORKERS (environment): expected a positive integer"
+        );
         for (var, value) in [
             ("MAX_WORKERS", "0"),
             ("MAX_REQUESTS", "-1"),
@@ -1001,39 +1250,75 @@ enable_preload: false
             ("HAKO_INSECURE", "sure"),
         ] {
             let e = err_text("", &[(var, value)]);
-            assert!(e.contains(&format!("{value:?} for {var} (environment)")), "{e}");
+            assert!(
+                e.contains(&format!("{value:?} for {var} (environment)")),
+                "{e}"
+            );
         }
     }
 
     #[test]
     fn bad_file_values_name_the_key_and_file() {
         let (_dir, path) = write("max_workers: 0\n");
-        let e = Config::load_with_env(Some(&path), &no_env).unwrap_err().to_string();
-        assert_eq!(e, format!("invalid value 0 for max_workers ({}): must be at least 1", path.display()));
+        let e = Config::load_with_env(Some(&path), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "invalid value 0 for max_workers ({}): must be at least 1",
+                path.display()
+            )
+        );
         for (text, needle) in [
-            ("max_workers: 8\nmax_requests: 4", "invalid value 4 for max_requests"),
+            (
+                "max_workers: 8\nmax_requests: 4",
+                "invalid value 4 for max_requests",
+            ),
             ("worker_timeout: 0", "invalid value 0 for worker_timeout"),
             ("app:\n  port: 0", "invalid value 0 for app.port"),
             ("app:\n  key: ''", "for app.key"),
-            ("hako:\n  limits:\n    pids: 0", "invalid value 0 for hako.limits.pids"),
+            (
+                "hako:\n  limits:\n    pids: 0",
+                "invalid value 0 for hako.limits.pids",
+            ),
             ("hako:\n  limits:\n    tmp_mb: 0", "hako.limits.tmp_mb"),
-            ("hako:\n  limits:\n    output_bytes: 0", "hako.limits.output_bytes"),
-            ("hako:\n  limits:\n    memory_mb: 0", "hako.limits.memory_mb"),
+            (
+                "hako:\n  limits:\n    output_bytes: 0",
+                "hako.limits.output_bytes",
+            ),
+            (
+                "hako:\n  limits:\n    memory_mb: 0",
+                "hako.limits.memory_mb",
+            ),
             ("hako:\n  max_body_bytes: 0", "hako.max_body_bytes"),
-            ("hako:\n  python_preload: ['a b']", "\"a b\" for hako.python_preload"),
-            ("python_deps_update_interval: soon", "\"soon\" for python_deps_update_interval"),
+            (
+                "hako:\n  python_preload: ['a b']",
+                "\"a b\" for hako.python_preload",
+            ),
+            (
+                "python_deps_update_interval: soon",
+                "\"soon\" for python_deps_update_interval",
+            ),
         ] {
             let e = err_text(text, &[]);
             assert!(e.contains(needle), "{text:?}: {e}");
         }
         // The environment is named when it set the bad value.
         let e = err_text("max_workers: 2", &[("MAX_REQUESTS", "1")]);
-        assert!(e.starts_with("invalid value 1 for MAX_REQUESTS (environment)"), "{e}");
+        assert!(
+            e.starts_with("invalid value 1 for MAX_REQUESTS (environment)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn type_errors_and_broken_yaml_name_the_file() {
-        for text in ["max_workers: many", "app: [1, 2]", "app:\n  port: 8194\n bad indent: ["] {
+        for text in [
+            "max_workers: many",
+            "app: [1, 2]",
+            "app:\n  port: 8194\n bad indent: [",
+        ] {
             let (_dir, path) = write(text);
             match Config::load_with_env(Some(&path), &no_env) {
                 Err(ConfigError::Parse { path: p, message }) => {
@@ -1052,7 +1337,11 @@ enable_preload: false
         let loaded = Config::load_from(None, &absent, &no_env).unwrap();
         assert!(loaded.source.is_none());
         assert_eq!(loaded.config, Config::default());
-        assert!(loaded.warnings[0].contains("built-in defaults"), "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0].contains("built-in defaults"),
+            "{:?}",
+            loaded.warnings
+        );
 
         let e = Config::load_with_env(Some(&absent), &no_env).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e}");
@@ -1076,7 +1365,11 @@ enable_preload: false
             ("+2m3s", 123.0),
             ("10us", 0.00001),
         ] {
-            assert_eq!(parse_go_duration(text).unwrap().as_secs_f64(), secs, "{text}");
+            assert_eq!(
+                parse_go_duration(text).unwrap().as_secs_f64(),
+                secs,
+                "{text}"
+            );
         }
         for text in ["", "30", "m", "1x", "-5m", "1h 30m", "1..5s"] {
             assert!(parse_go_duration(text).is_err(), "{text}");
