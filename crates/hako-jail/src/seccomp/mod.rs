@@ -1,12 +1,93 @@
 //! Seccomp: the per-language syscall policy (as data), its BPF compiler and the
 //! user-notification listener that names blocked calls.
+//!
+//! - [`policy`]: the tables (groups of syscall names with a reason, argument rules).
+//! - [`bpf`]: compiles a policy to a classic BPF program.
+//! - [`notify`]: installs the program and answers user notifications.
+//!
+//! What a run sees for a call outside the policy:
+//!
+//! | call | answer | recorded as blocked |
+//! |---|---|---|
+//! | in a group, or in `extra_allowed` | runs normally | no |
+//! | `clone3` | `ENOSYS`, so glibc falls back to `clone` (which is checked) | no |
+//! | arg rule fails (`clone` without `CLONE_THREAD`, `socket(AF_PACKET)`) | deny action | yes |
+//! | any other syscall, or an x32 number on x86_64 | deny action | yes |
+//! | wrong audit arch (e.g. i386 `int 0x80`) | process killed | n/a |
+//!
+//! The deny action is `EPERM` straight from the filter (enforce, no listener), or a user
+//! notification that the supervisor answers with `EPERM` (enforce) or lets run (learn). If the
+//! supervisor is gone, the kernel answers notified calls with `ENOSYS`: the run still fails
+//! closed.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
+
+use crate::spec::SeccompMode;
+
+pub mod bpf;
+pub mod notify;
+pub mod policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("unknown syscall {0:?} for {1}; use a name such as `mbind` or a number for this machine")]
+    #[error(
+        "unknown syscall {0:?} for {1}; use a name such as `mbind` or a number for this machine"
+    )]
     UnknownSyscall(String, &'static str),
+    #[error("no seccomp policy for language {language:?}; expected `python3` or `nodejs`")]
+    UnknownLanguage { language: String },
+    #[error("no seccomp policy for arch {arch:?}; expected `x86_64` or `aarch64`")]
+    UnknownArch { arch: String },
+    #[error("policy table {table}: syscall {syscall:?} does not exist on {arch}; fix the table")]
+    NotInArch {
+        table: &'static str,
+        syscall: &'static str,
+        arch: &'static str,
+    },
+    #[error("syscall number {nr} cannot be allowed on {arch}: outside the native syscall range")]
+    NumberOutOfRange { nr: u32, arch: &'static str },
+    #[error("invalid argument rule for syscall {nr}: {reason}")]
+    InvalidRule { nr: u32, reason: &'static str },
+    #[error("errno {errno} cannot be returned by a seccomp filter (must be 1..=4095)")]
+    InvalidErrno { errno: u32 },
+    #[error("seccomp program has {len} instructions, the kernel accepts at most {max}")]
+    ProgramTooLong { len: usize, max: usize },
+    #[error("learn mode needs a notification listener; build the program with listener=true")]
+    LearnNeedsListener,
+    #[error(
+        "no_new_privs is not set; call prctl(PR_SET_NO_NEW_PRIVS, 1) before installing seccomp"
+    )]
+    NoNewPrivs,
+    #[error("checking no_new_privs failed: {source}")]
+    NoNewPrivsCheck { source: std::io::Error },
+    #[error("installing the seccomp filter ({instructions} insns, listener {listener}): {source}")]
+    Install {
+        instructions: usize,
+        listener: bool,
+        source: std::io::Error,
+    },
+    #[error(
+        "seccomp user notification is not supported by this kernel (needs Linux 5.0+): {source}"
+    )]
+    NotifUnsupported { source: std::io::Error },
+    #[error("receiving a seccomp notification failed: {source}")]
+    NotifRecv { source: std::io::Error },
+    #[error("answering seccomp notification {id} failed: {source}")]
+    NotifSend { id: u64, source: std::io::Error },
+    #[error("checking seccomp notification {id} failed: {source}")]
+    NotifIdValid { id: u64, source: std::io::Error },
+    /// Not a failure: the calling thread died or was interrupted by a signal before the
+    /// answer. Poll the listener again.
+    #[error("seccomp notification {id:?} is gone: its thread exited or was interrupted")]
+    TargetGone { id: Option<u64> },
+}
+
+impl SeccompError {
+    /// True for [`SeccompError::TargetGone`], which a supervisor loop just skips.
+    pub fn is_target_gone(&self) -> bool {
+        matches!(self, SeccompError::TargetGone { .. })
+    }
 }
 
 /// The machine's architecture name, as used in policy tables and messages.
@@ -17,9 +98,13 @@ pub fn resolve_syscall(name_or_number: &str) -> Result<u32, SeccompError> {
     let text = name_or_number.trim();
     let unknown = || SeccompError::UnknownSyscall(text.to_string(), NATIVE_ARCH);
     if let Ok(nr) = text.parse::<u32>() {
-        return syscalls::Sysno::new(nr as usize).map(|s| s.id() as u32).ok_or_else(unknown);
+        return syscalls::Sysno::new(nr as usize)
+            .map(|s| s.id() as u32)
+            .ok_or_else(unknown);
     }
-    syscalls::Sysno::from_str(text).map(|s| s.id() as u32).map_err(|_| unknown())
+    syscalls::Sysno::from_str(text)
+        .map(|s| s.id() as u32)
+        .map_err(|_| unknown())
 }
 
 /// The name of a syscall number on the machine's arch (`syscall_NNN` when unknown).
@@ -27,6 +112,109 @@ pub fn syscall_name(nr: u32) -> String {
     syscalls::Sysno::new(nr as usize)
         .map(|s| s.name().to_string())
         .unwrap_or_else(|| format!("syscall_{nr}"))
+}
+
+/// An architecture the policy tables cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Arch {
+    #[serde(rename = "x86_64")]
+    X86_64,
+    #[serde(rename = "aarch64")]
+    Aarch64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    pub fn parse(arch: &str) -> Result<Arch, SeccompError> {
+        match arch {
+            "x86_64" => Ok(Arch::X86_64),
+            "aarch64" => Ok(Arch::Aarch64),
+            other => Err(SeccompError::UnknownArch {
+                arch: other.to_string(),
+            }),
+        }
+    }
+
+    /// The machine's arch, if the tables cover it.
+    pub fn native() -> Result<Arch, SeccompError> {
+        Arch::parse(NATIVE_ARCH)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// `seccomp_data.arch` for this arch (`AUDIT_ARCH_*` of linux/audit.h).
+    pub fn audit_arch(self) -> u32 {
+        match self {
+            Arch::X86_64 => 0xC000_003E,
+            Arch::Aarch64 => 0xC000_00B7,
+        }
+    }
+
+    /// The syscall number of `name` on this arch.
+    pub fn number(self, name: &str) -> Option<u32> {
+        let id = match self {
+            Arch::X86_64 => syscalls::x86_64::Sysno::from_str(name).ok()?.id(),
+            Arch::Aarch64 => syscalls::aarch64::Sysno::from_str(name).ok()?.id(),
+        };
+        u32::try_from(id).ok()
+    }
+
+    /// The name of syscall `nr` on this arch (`syscall_NNN` when unknown).
+    pub fn syscall_name(self, nr: u32) -> String {
+        let name = match self {
+            Arch::X86_64 => syscalls::x86_64::Sysno::new(nr as usize).map(|s| s.name()),
+            Arch::Aarch64 => syscalls::aarch64::Sysno::new(nr as usize).map(|s| s.name()),
+        };
+        name.map(str::to_string)
+            .unwrap_or_else(|| format!("syscall_{nr}"))
+    }
+
+    /// Whether `nr` is a syscall of this arch (and not an x32 number on x86_64).
+    pub fn is_valid_number(self, nr: u32) -> bool {
+        match self {
+            Arch::X86_64 => syscalls::x86_64::Sysno::new(nr as usize).is_some(),
+            Arch::Aarch64 => syscalls::aarch64::Sysno::new(nr as usize).is_some(),
+        }
+    }
+}
+
+/// Builds the filter program the jail installs for `language` on this machine.
+///
+/// - `Enforce` with `listener`: calls outside the policy become user notifications; the
+///   supervisor answers `EPERM` and records the name.
+/// - `Enforce` without `listener`: calls outside the policy get `EPERM` from the filter.
+/// - `Learn` (needs `listener`): the same notifications; the supervisor lets them run.
+///
+/// `extra_allowed` (numbers on this machine) are allowed without argument checks, even for
+/// calls that the default policy checks or answers with `ENOSYS` (allowing `clone3` lets
+/// processes fork; that is the operator's choice).
+pub fn build_program(
+    language: &str,
+    extra_allowed: &[u32],
+    mode: SeccompMode,
+    listener: bool,
+) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let on_deny = match (mode, listener) {
+        (SeccompMode::Enforce, true) | (SeccompMode::Learn, true) => bpf::DenyAction::UserNotif,
+        (SeccompMode::Enforce, false) => bpf::DenyAction::Errno(libc::EPERM as u32),
+        (SeccompMode::Learn, false) => return Err(SeccompError::LearnNeedsListener),
+    };
+    policy::effective_policy(language, NATIVE_ARCH, extra_allowed)?.compile(on_deny)
+}
+
+/// True for syscalls the filter answers with `ENOSYS` on this machine: expected failures
+/// that libc handles by falling back (see [`policy::ENOSYS`]), never reported as blocked.
+pub fn is_expected_enosys(nr: u32) -> bool {
+    Arch::native()
+        .and_then(policy::enosys_numbers)
+        .map(|set: BTreeSet<u32>| set.contains(&nr))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -40,5 +228,29 @@ mod tests {
         assert_eq!(resolve_syscall(&nr.to_string()).unwrap(), nr);
         assert!(resolve_syscall("no_such_call").is_err());
         assert!(resolve_syscall("999999").is_err());
+    }
+
+    #[test]
+    fn arch_numbers_differ_per_arch() {
+        assert_eq!(Arch::X86_64.number("openat"), Some(257));
+        assert_eq!(Arch::Aarch64.number("openat"), Some(56));
+        assert_eq!(Arch::Aarch64.number("open"), None);
+        assert_eq!(Arch::X86_64.syscall_name(435), "clone3");
+        assert_eq!(Arch::Aarch64.syscall_name(100_000), "syscall_100000");
+        assert!(Arch::parse("riscv64").is_err());
+    }
+
+    #[test]
+    fn clone3_is_expected_enosys_and_openat_is_not() {
+        assert!(is_expected_enosys(resolve_syscall("clone3").unwrap()));
+        assert!(!is_expected_enosys(resolve_syscall("openat").unwrap()));
+    }
+
+    #[test]
+    fn learn_mode_needs_a_listener() {
+        let err = build_program("python3", &[], SeccompMode::Learn, false).unwrap_err();
+        assert!(matches!(err, SeccompError::LearnNeedsListener), "{err}");
+        assert!(build_program("python3", &[], SeccompMode::Learn, true).is_ok());
+        assert!(build_program("ruby", &[], SeccompMode::Enforce, false).is_err());
     }
 }

@@ -1,0 +1,1 @@
+//! Installing the filter, and the user-notification listener.
