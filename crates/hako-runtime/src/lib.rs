@@ -1,6 +1,7 @@
 //! hako-runtime: configuration, language adapters and the executor that turns a run request
 //! into a jailed run.
 
+pub mod adapter;
 pub mod config;
 pub mod executor;
 pub mod language;
