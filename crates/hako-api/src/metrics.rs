@@ -27,22 +27,21 @@ impl Metrics {
             .set_buckets(BUCKETS)
             .expect("the bucket list is not empty")
             .build_recorder();
-        let describe = [
-            ("hako_runs_total", "Finished runs by language and status."),
-            (
-                "hako_rejected_total",
-                "Requests refused before running, by reason.",
-            ),
-            (
-                "hako_run_duration_seconds",
-                "Wall time of runs, without queueing.",
-            ),
-            ("hako_queue_depth", "Admitted runs waiting for a worker."),
-            ("hako_runs_in_flight", "Runs executing now."),
-        ];
-        for (name, help) in describe {
-            recorder.describe_counter(KeyName::from(name), None, help.into());
-        }
+        let help = |text: &'static str| text.into();
+        let counter = |name: &'static str, text| {
+            recorder.describe_counter(KeyName::from(name), None, help(text))
+        };
+        counter("hako_runs_total", "Finished runs by language and status.");
+        counter(
+            "hako_rejected_total",
+            "Requests refused before running, by reason.",
+        );
+        let name = KeyName::from("hako_run_duration_seconds");
+        recorder.describe_histogram(name, None, help("Wall time of runs, without queueing."));
+        let name = KeyName::from("hako_queue_depth");
+        recorder.describe_gauge(name, None, help("Admitted runs waiting for a worker."));
+        let name = KeyName::from("hako_runs_in_flight");
+        recorder.describe_gauge(name, None, help("Runs executing now."));
         let handle = recorder.handle();
         let metrics = Metrics { recorder, handle };
         // Present from the start, so dashboards see zeros rather than nothing.

@@ -86,7 +86,7 @@ impl Default for LimitsConfig {
             pids: 128,
             tmp_mb: 64,
             output_bytes: 4 << 20,
-            nofile: 256,
+            nofile: 1024,
         }
     }
 }
@@ -265,7 +265,7 @@ pub enum ConfigError {
         origin: String,
         value: String,
         #[source]
-        source: SeccompError,
+        source: Box<SeccompError>,
     },
 }
 
@@ -831,7 +831,7 @@ fn check_syscalls(list: &[String], key: &str, origin: &str) -> Result<Vec<u32>, 
                 key: key.to_string(),
                 origin: origin.to_string(),
                 value: name.clone(),
-                source,
+                source: Box::new(source),
             })
         })
         .collect()
