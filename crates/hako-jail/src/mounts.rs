@@ -22,11 +22,17 @@ pub enum MountError {
     #[error("bind {src} read-only into the jail: {source}")]
     Bind { src: PathBuf, source: nix::Error },
     #[error("bind source {path} is not usable: {source}")]
-    Source { path: PathBuf, source: std::io::Error },
+    Source {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("path {path} has too many symlinks")]
     SymlinkLoop { path: PathBuf },
     #[error("create {path} in the jail root: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("mount a fresh /proc: {0} (a host that masks /proc, e.g. an unprivileged container, must allow it)")]
     Proc(nix::Error),
     #[error("pivot_root into the jail root: {0}")]
@@ -58,12 +64,23 @@ const MAX_SYMLINKS: usize = 40;
 /// Builds the root and pivots into it. On return the process sees only the jail root, with
 /// cwd `/tmp`.
 pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(MountError::MakePrivate)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(MountError::MakePrivate)?;
     let root = plan.mountpoint;
     // The root holds directories, symlinks, /etc files and the program text.
     let root_size = plan.code.len() as u64 + (4 << 20);
-    mount_tmpfs(root, root_size, "0755", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+    mount_tmpfs(
+        root,
+        root_size,
+        "0755",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
 
     bind_closure(root, plan.ro_binds)?;
     write_etc(root)?;
@@ -108,8 +125,17 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
 
 fn mount_tmpfs(path: &Path, size: u64, mode: &str, flags: MsFlags) -> Result<(), MountError> {
     let data = format!("size={size},mode={mode}");
-    mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(data.as_str()))
-        .map_err(|source| MountError::Tmpfs { path: path.to_path_buf(), source })
+    mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(|source| MountError::Tmpfs {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn remount_read_only(path: &Path) -> Result<(), MountError> {
@@ -118,13 +144,19 @@ fn remount_read_only(path: &Path) -> Result<(), MountError> {
         | MsFlags::MS_RDONLY
         | MsFlags::MS_NOSUID
         | locked_flags(path);
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
-        .map_err(|source| MountError::Remount { path: path.to_path_buf(), source })
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(|source| {
+        MountError::Remount {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Mount flags of `path`'s mount that a user namespace may not clear on remount.
 fn locked_flags(path: &Path) -> MsFlags {
-    let Ok(stat) = statvfs(path) else { return MsFlags::MS_NODEV };
+    let Ok(stat) = statvfs(path) else {
+        return MsFlags::MS_NODEV;
+    };
     let have = stat.flags();
     let mut flags = MsFlags::empty();
     for (fs_flag, ms_flag) in [
@@ -147,8 +179,10 @@ fn bind_closure(root: &Path, binds: &[PathBuf]) -> Result<(), MountError> {
     // Ancestors sort before descendants, so a bound directory covers what lies below it.
     let mut resolved: Vec<(PathBuf, &PathBuf)> = Vec::with_capacity(binds.len());
     for path in binds {
-        let real = fs::canonicalize(path)
-            .map_err(|source| MountError::Source { path: path.clone(), source })?;
+        let real = fs::canonicalize(path).map_err(|source| MountError::Source {
+            path: path.clone(),
+            source,
+        })?;
         resolved.push((real, path));
     }
     resolved.sort();
@@ -182,15 +216,19 @@ fn recreate_symlinks(root: &Path, path: &Path) -> Result<(), MountError> {
                 _ => continue,
             };
             let next = host.join(name);
-            let meta = fs::symlink_metadata(&next)
-                .map_err(|source| MountError::Source { path: next.clone(), source })?;
+            let meta = fs::symlink_metadata(&next).map_err(|source| MountError::Source {
+                path: next.clone(),
+                source,
+            })?;
             if meta.file_type().is_symlink() {
                 hops += 1;
                 if hops > MAX_SYMLINKS {
                     return Err(MountError::SymlinkLoop { path: path.clone() });
                 }
-                let target = fs::read_link(&next)
-                    .map_err(|source| MountError::Source { path: next.clone(), source })?;
+                let target = fs::read_link(&next).map_err(|source| MountError::Source {
+                    path: next.clone(),
+                    source,
+                })?;
                 let link_in_jail = inside(root, &next);
                 if fs::symlink_metadata(&link_in_jail).is_err() {
                     mkdirs(root, &host)?;
@@ -213,8 +251,10 @@ fn recreate_symlinks(root: &Path, path: &Path) -> Result<(), MountError> {
 }
 
 fn bind_read_only(root: &Path, real: &Path) -> Result<(), MountError> {
-    let meta =
-        fs::metadata(real).map_err(|source| MountError::Source { path: real.into(), source })?;
+    let meta = fs::metadata(real).map_err(|source| MountError::Source {
+        path: real.into(),
+        source,
+    })?;
     let target = inside(root, real);
     if meta.is_dir() {
         mkdirs(root, real)?;
@@ -223,12 +263,24 @@ fn bind_read_only(root: &Path, real: &Path) -> Result<(), MountError> {
             mkdirs(root, parent)?;
         }
         if fs::symlink_metadata(&target).is_err() {
-            fs::File::create(&target)
-                .map_err(|source| MountError::Create { path: target.clone(), source })?;
+            fs::File::create(&target).map_err(|source| MountError::Create {
+                path: target.clone(),
+                source,
+            })?;
         }
     }
-    let bind_err = |source| MountError::Bind { src: real.to_path_buf(), source };
-    mount(Some(real), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(bind_err)?;
+    let bind_err = |source| MountError::Bind {
+        src: real.to_path_buf(),
+        source,
+    };
+    mount(
+        Some(real),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(bind_err)?;
     let flags = MsFlags::MS_REMOUNT
         | MsFlags::MS_BIND
         | MsFlags::MS_RDONLY
@@ -258,15 +310,31 @@ fn write_etc(root: &Path) -> Result<(), MountError> {
 /// /dev with the five harmless character devices bound from the host, plus the usual links.
 fn build_dev(root: &Path) -> Result<(), MountError> {
     let dev = mkdirs(root, Path::new("/dev"))?;
-    mount_tmpfs(&dev, 64 << 10, "0755", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+    mount_tmpfs(
+        &dev,
+        64 << 10,
+        "0755",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+    )?;
     for name in DEVICES {
         let host = Path::new("/dev").join(name);
         let target = dev.join(name);
-        fs::File::create(&target)
-            .map_err(|source| MountError::Create { path: target.clone(), source })?;
-        let bind_err = |source| MountError::Bind { src: host.clone(), source };
-        mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(bind_err)?;
+        fs::File::create(&target).map_err(|source| MountError::Create {
+            path: target.clone(),
+            source,
+        })?;
+        let bind_err = |source| MountError::Bind {
+            src: host.clone(),
+            source,
+        };
+        mount(
+            Some(&host),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(bind_err)?;
         let flags = MsFlags::MS_REMOUNT
             | MsFlags::MS_BIND
             | MsFlags::MS_NOSUID
@@ -293,20 +361,29 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
 
 fn mkdirs(root: &Path, path: &Path) -> Result<PathBuf, MountError> {
     let dir = inside(root, path);
-    fs::create_dir_all(&dir).map_err(|source| MountError::Create { path: dir.clone(), source })?;
+    fs::create_dir_all(&dir).map_err(|source| MountError::Create {
+        path: dir.clone(),
+        source,
+    })?;
     Ok(dir)
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), MountError> {
-    let create = |source| MountError::Create { path: path.to_path_buf(), source };
+    let create = |source| MountError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = fs::File::create(path).map_err(create)?;
     file.write_all(bytes).map_err(create)?;
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(create)
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(create)
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), MountError> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .map_err(|source| MountError::Create { path: path.to_path_buf(), source })
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| MountError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

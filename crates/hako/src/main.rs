@@ -1,1 +1,323 @@
-fn main() {}
+//! `hako`: run untrusted Python and Node.js code in a real sandbox, from the command line or
+//! as a Dify Sandbox compatible HTTP service.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hako_runtime::config::Config;
+use hako_runtime::{ExecOptions, Executor, Language, RunRequest};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "hako", version, about = "Secure code execution for LLM applications")]
+struct Cli {
+    /// Configuration file (default: conf/config.yaml in the working directory).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one program in the jail and print what it printed.
+    Run(RunArgs),
+    /// Report which isolation layers this host can enforce.
+    Doctor {
+        /// Print the effective seccomp policy of a language instead.
+        #[arg(long, value_name = "LANGUAGE")]
+        policy: Option<String>,
+    },
+    /// Run a program with the syscall policy in learning mode and print what it needs.
+    Profile(ProfileArgs),
+    /// Serve the Dify Sandbox compatible HTTP API.
+    Serve,
+    /// Internal: the single-threaded jail helper (reads a run on stdin).
+    #[command(name = "__jail", hide = true)]
+    Jail,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// python3 or nodejs (default: from the file extension, else python3).
+    #[arg(long, short)]
+    language: Option<String>,
+    /// Wall-clock limit in seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// Give the run network access.
+    #[arg(long)]
+    network: bool,
+    /// Print the result object as JSON instead of the program's output.
+    #[arg(long)]
+    json: bool,
+    /// Run even if seccomp or namespaces are missing (unsafe).
+    #[arg(long)]
+    insecure: bool,
+    /// The program, or - for standard input.
+    file: PathBuf,
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    #[arg(long, short)]
+    language: Option<String>,
+    #[arg(long)]
+    timeout: Option<u64>,
+    file: PathBuf,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Jail) {
+        // The helper must stay single-threaded: no runtime, no logging threads.
+        std::process::exit(hako_jail::helper::main());
+    }
+    init_logging();
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("hako: {err:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAKO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("HAKO_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run(args) => run(cli.config.as_deref(), args),
+        Command::Doctor { policy } => doctor(cli.config.as_deref(), policy.as_deref()),
+        Command::Profile(args) => profile(cli.config.as_deref(), args),
+        Command::Serve => serve(cli.config.as_deref()),
+        Command::Jail => unreachable!("handled before logging starts"),
+    }
+}
+
+/// Loads the configuration; its warnings matter only to a server.
+fn load_config(path: Option<&Path>, serving: bool) -> Result<Config> {
+    let loaded = Config::load(path)?;
+    for warning in &loaded.warnings {
+        if serving {
+            tracing::warn!("{warning}");
+        } else {
+            tracing::debug!("{warning}");
+        }
+    }
+    Ok(loaded.config)
+}
+
+/// Refuses to run code when a required layer is missing, unless told to run insecurely.
+fn check_layers(config: &Config) -> Result<()> {
+    let reports = hako_jail::probe::probe_all(&config.hako.cgroup_root);
+    let missing = hako_jail::probe::missing_required(&reports);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().map(|r| format!("{} ({})", r.layer, r.detail)).collect();
+    if config.hako.insecure {
+        tracing::error!("RUNNING INSECURELY: missing {}", names.join(", "));
+        return Ok(());
+    }
+    bail!(
+        "refusing to run code: missing {}; see `hako doctor`, or set hako.insecure: true to run anyway (unsafe)",
+        names.join(", ")
+    )
+}
+
+fn executor(config: Config) -> Result<Executor> {
+    let helper = std::env::current_exe().context("locate the hako binary")?;
+    Ok(Executor::new(config, helper)?)
+}
+
+fn language_for(explicit: Option<&str>, file: &Path) -> Result<Language> {
+    if let Some(name) = explicit {
+        return name.parse().map_err(|_| anyhow::anyhow!("unsupported language {name:?}; use python3 or nodejs"));
+    }
+    Ok(match file.extension().and_then(|e| e.to_str()) {
+        Some("js" | "mjs" | "cjs") => Language::Nodejs,
+        _ => Language::Python3,
+    })
+}
+
+fn read_program(file: &Path) -> Result<String> {
+    let mut code = String::new();
+    if file == Path::new("-") {
+        std::io::stdin().read_to_string(&mut code).context("read the program from stdin")?;
+    } else {
+        code = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    }
+    Ok(code)
+}
+
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(future))
+}
+
+fn run(config_path: Option<&Path>, args: RunArgs) -> Result<i32> {
+    let mut config = load_config(config_path, false)?;
+    config.hako.insecure |= args.insecure;
+    if let Some(timeout) = args.timeout {
+        config.worker_timeout = timeout.max(1);
+    }
+    if let Some(memory) = args.memory_mb {
+        config.hako.limits.memory_mb = memory.max(1);
+    }
+    config.enable_network = config.enable_network || args.network;
+    check_layers(&config)?;
+    let language = language_for(args.language.as_deref(), &args.file)?;
+    let code = read_program(&args.file)?;
+    let executor = executor(config)?;
+    let request = RunRequest {
+        language,
+        code,
+        preload: None,
+        enable_network: args.network,
+        limits: Default::default(),
+        request_id: "cli".into(),
+    };
+    let result = block_on(executor.run(request))??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        std::io::stdout().write_all(result.stdout.as_bytes())?;
+        std::io::stderr().write_all(result.stderr.as_bytes())?;
+        let messages: String = result
+            .error
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("error: "))
+            .map(|l| format!("hako: {l}\n"))
+            .collect();
+        std::io::stderr().write_all(messages.as_bytes())?;
+    }
+    Ok(match result.exit_code {
+        code if code >= 0 => code,
+        _ => 137,
+    })
+}
+
+fn profile(config_path: Option<&Path>, args: ProfileArgs) -> Result<i32> {
+    let mut config = load_config(config_path, false)?;
+    if let Some(timeout) = args.timeout {
+        config.worker_timeout = timeout.max(1);
+    }
+    check_layers(&config)?;
+    let language = language_for(args.language.as_deref(), &args.file)?;
+    let code = read_program(&args.file)?;
+    let executor = executor(config)?;
+    let request = RunRequest {
+        language,
+        code,
+        preload: None,
+        enable_network: false,
+        limits: Default::default(),
+        request_id: "profile".into(),
+    };
+    let (result, outcome) =
+        block_on(executor.run_with(request, ExecOptions { learn_syscalls: true }))??;
+    std::io::stdout().write_all(result.stdout.as_bytes())?;
+    std::io::stderr().write_all(result.stderr.as_bytes())?;
+    println!("\n--- hako profile ({language}) ---");
+    if outcome.blocked.is_empty() {
+        println!("no syscalls outside the default {language} policy were used");
+    } else {
+        println!("syscalls outside the default {language} policy:");
+        for call in &outcome.blocked {
+            println!("  {:<24} {:>8} call(s)", call.name, call.count);
+        }
+        let names: Vec<&str> = outcome.blocked.iter().map(|b| b.name.as_str()).collect();
+        println!("\nenvironment:\n  ALLOWED_SYSCALLS={}", names.join(","));
+        println!("\nconf/config.yaml:\n  allowed_syscalls:");
+        for name in names {
+            println!("    - {name}");
+        }
+    }
+    println!("\nprogram: {} (exit code {})", result.status.as_str(), result.exit_code);
+    Ok(if result.exit_code == 0 { 0 } else { 1 })
+}
+
+fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
+    let config = load_config(config_path, false)?;
+    if let Some(language) = policy {
+        let extra = config
+            .allowed_syscalls
+            .iter()
+            .map(|s| hako_jail::seccomp::resolve_syscall(s))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let text = hako_jail::seccomp::policy::effective_policy(language, hako_jail::seccomp::NATIVE_ARCH, &extra)?;
+        println!("{text}");
+        return Ok(0);
+    }
+    let reports = hako_jail::probe::probe_all(&config.hako.cgroup_root);
+    for report in &reports {
+        println!("{:<28} {:<9} {}", report.layer, format!("{:?}", report.state).to_lowercase(), report.detail);
+    }
+    let executor = executor(config.clone())?;
+    for language in [Language::Python3, Language::Nodejs] {
+        match executor.adapter(language) {
+            Ok(adapter) => {
+                let missing = if adapter.missing_libraries.is_empty() {
+                    String::new()
+                } else {
+                    format!("; unresolved libraries: {}", adapter.missing_libraries.join(", "))
+                };
+                println!(
+                    "{:<28} {:<9} {} {} ({} read-only paths){missing}",
+                    format!("interpreter {language}"),
+                    "found",
+                    adapter.interpreter.display(),
+                    adapter.version,
+                    adapter.ro_binds.len()
+                );
+            }
+            Err(err) => println!("{:<28} {:<9} {err}", format!("interpreter {language}"), "missing"),
+        }
+    }
+    if config.enable_network {
+        println!(
+            "{:<28} {:<9} runs that ask for network share the host's network namespace",
+            "network", "host"
+        );
+    }
+    let missing = hako_jail::probe::missing_required(&reports);
+    if !missing.is_empty() {
+        println!("\nhako refuses to run code on this host (missing required layers) unless hako.insecure is set");
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn serve(config_path: Option<&Path>) -> Result<i32> {
+    let config = load_config(config_path, true)?;
+    check_layers(&config)?;
+    let executor = executor(config.clone())?;
+    for language in [Language::Python3, Language::Nodejs] {
+        if let Err(err) = executor.adapter(language) {
+            tracing::warn!("{err}");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(hako_api::serve(
+        std::sync::Arc::new(config),
+        executor,
+        hako_api::shutdown_signal(),
+    ))?;
+    Ok(0)
+}

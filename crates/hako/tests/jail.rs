@@ -1,0 +1,287 @@
+//! The jail, end to end: programs that must work, and attacks that must fail, each with the
+//! specific outcome asserted. Every test runs the real `hako run` binary as root.
+
+mod common;
+use common::*;
+
+#[test]
+fn python_and_node_print() {
+    if !can_run_jail() {
+        return;
+    }
+    let py = run("python3", "print(1+1)", &[]);
+    assert_eq!((py.stdout(), py.status(), py.exit_code()), ("2\n", "ok", 0), "{:?}", py.json);
+    let js = run("nodejs", "console.log(1+1)", &[]);
+    assert_eq!((js.stdout(), js.status(), js.exit_code()), ("2\n", "ok", 0), "{:?}", js.json);
+}
+
+#[test]
+fn python_stdlib_runs_unchanged() {
+    if !can_run_jail() {
+        return;
+    }
+    let code = r#"
+import threading, sqlite3, zoneinfo, ssl, hashlib, tempfile, asyncio, datetime, os
+out = []
+t = threading.Thread(target=lambda: out.append("thread"))
+t.start(); t.join()
+db = sqlite3.connect(":memory:"); db.execute("create table t(x)"); db.execute("insert into t values (42)")
+out.append("sqlite=%d" % db.execute("select x from t").fetchone()[0])
+tz = datetime.datetime(2024, 1, 1, tzinfo=zoneinfo.ZoneInfo("Asia/Shanghai"))
+out.append("tz=" + tz.strftime("%z"))
+ctx = ssl.create_default_context()
+out.append("certs=%s" % (ctx.cert_store_stats()["x509_ca"] > 0))
+out.append("sha=" + hashlib.sha256(b"x").hexdigest()[:8])
+with tempfile.NamedTemporaryFile("w", delete=False) as f:
+    f.write("hi")
+out.append("tmp=" + os.path.dirname(f.name) + ":" + open(f.name).read())
+async def main():
+    await asyncio.sleep(0.01)
+    return "async"
+out.append(asyncio.run(main()))
+print(" ".join(out))
+"#;
+    let r = run("python3", code, &[]);
+    assert_eq!(
+        r.stdout(),
+        "thread sqlite=42 tz=+0800 certs=True sha=2d711642 tmp=/tmp:hi async\n",
+        "{:?}",
+        r.json
+    );
+    assert_eq!(r.status(), "ok");
+}
+
+#[test]
+fn node_builtins_run_unchanged() {
+    if !can_run_jail() {
+        return;
+    }
+    let code = r#"
+const crypto = require('crypto');
+const b = Buffer.from('hako').toString('base64');
+const h = crypto.createHash('sha256').update('x').digest('hex').slice(0, 8);
+const u = new URL('https://example.com/a?b=1').searchParams.get('b');
+setTimeout(() => {
+  Promise.resolve(7).then(v => console.log([b, h, u, v, crypto.randomUUID().length].join(' ')));
+}, 10);
+"#;
+    let r = run("nodejs", code, &[]);
+    assert_eq!(r.stdout(), "aGFrbw== 2d711642 1 7 36\n", "{:?}", r.json);
+}
+
+#[test]
+fn host_files_are_not_visible() {
+    if !can_run_jail() {
+        return;
+    }
+    let secret = format!("/var/tmp/hako-test-secret-{}", std::process::id());
+    std::fs::write(&secret, "top secret").unwrap();
+    let code = format!(
+        "import os\nfor p in ['{secret}', '/etc/shadow', '/root', '/home', '/var']:\n    print(p, os.path.exists(p))\nprint(sorted(l.split(':')[0] for l in open('/etc/passwd')))\n"
+    );
+    let r = run("python3", &code, &[]);
+    std::fs::remove_file(&secret).unwrap();
+    assert_eq!(
+        r.stdout(),
+        format!("{secret} False\n/etc/shadow False\n/root False\n/home False\n/var False\n['nobody', 'root', 'sandbox']\n"),
+        "{:?}",
+        r.json
+    );
+}
+
+#[test]
+fn listing_root_shows_only_the_jail() {
+    if !can_run_jail() {
+        return;
+    }
+    let r = run("python3", "import os\nprint(sorted(os.listdir('/')))", &[]);
+    let listed: Vec<String> = r
+        .stdout()
+        .trim()
+        .trim_matches(['[', ']'])
+        .split(", ")
+        .map(|s| s.trim_matches('\'').to_string())
+        .collect();
+    let allowed = ["bin", "dev", "etc", "lib", "lib64", "proc", "sandbox", "tmp", "usr"];
+    for entry in &listed {
+        assert!(allowed.contains(&entry.as_str()), "unexpected /{entry} in the jail: {listed:?}");
+    }
+    for needed in ["dev", "etc", "proc", "tmp", "usr"] {
+        assert!(listed.iter().any(|e| e == needed), "missing /{needed}: {listed:?}");
+    }
+}
+
+#[test]
+fn runs_do_not_see_each_others_tmp() {
+    if !can_run_jail() {
+        return;
+    }
+    let writer = std::thread::spawn(|| {
+        run(
+            "python3",
+            "import time\nopen('/tmp/run-a-secret', 'w').write('a')\ntime.sleep(2)\nprint('wrote')",
+            &[],
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let reader = run("python3", "import os\nprint(os.listdir('/tmp'))", &[]);
+    let writer = writer.join().unwrap();
+    assert_eq!(writer.stdout(), "wrote\n", "{:?}", writer.json);
+    assert_eq!(reader.stdout(), "[]\n", "{:?}", reader.json);
+}
+
+#[test]
+fn proc_shows_only_the_run_and_no_host_environment() {
+    if !can_run_jail() {
+        return;
+    }
+    let code = "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n\
+try:\n    print(open('/proc/1/environ','rb').read())\nexcept OSError as e:\n    print('environ', e.errno)\n\
+print(open('/proc/self/environ','rb').read().count(b'HAKO_TEST_MARKER'))\nprint('HAKO_TEST_MARKER' in os.environ)\n";
+    let r = run_with_env("python3", code, &[], &[("HAKO_TEST_MARKER", "host-secret")]);
+    assert_eq!(r.stdout(), "[1, 2]\nenviron 13\n0\nFalse\n", "{:?}", r.json);
+}
+
+#[test]
+fn kill_all_processes_hurts_nobody_outside() {
+    if !can_run_jail() {
+        return;
+    }
+    let mut canary = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let r = run("python3", "import os\nos.kill(-1, 9)\nprint('still here')", &[]);
+    let alive = canary.try_wait().unwrap().is_none();
+    canary.kill().unwrap();
+    canary.wait().unwrap();
+    assert!(alive, "a host process died");
+    assert_eq!(r.stdout(), "still here\n", "{:?}", r.json);
+    let again = run("python3", "print('ok')", &[]);
+    assert_eq!(again.stdout(), "ok\n");
+}
+
+#[test]
+fn fork_and_subprocess_are_not_permitted() {
+    if !can_run_jail() {
+        return;
+    }
+    let r = run("python3", "import os\nwhile True:\n    os.fork()", &[]);
+    assert_eq!(r.status(), "blocked", "{:?}", r.json);
+    assert!(r.stderr().contains("PermissionError: [Errno 1] Operation not permitted"), "{:?}", r.json);
+    assert!(r.error().contains("error: operation not permitted: syscall clone blocked by the python3 policy"), "{:?}", r.json);
+
+    let r = run("python3", "import subprocess\nsubprocess.run(['ls'])", &[]);
+    assert!(r.error().contains("Operation not permitted"), "{:?}", r.json);
+    let r = run("python3", "import os\nos.execl('/usr/bin/python3', 'python3', '-c', 'print(1)')", &[]);
+    assert!(r.error().contains("Operation not permitted"), "{:?}", r.json);
+    assert!(r.blocked().contains(&"execve".to_string()), "{:?}", r.json);
+    let r = run("nodejs", "require('child_process').execSync('ls')", &[]);
+    assert_ne!(r.exit_code(), 0);
+    assert!(r.error().contains("EPERM") || r.error().contains("operation not permitted"), "{:?}", r.json);
+}
+
+#[test]
+fn thread_bomb_stops_at_the_pids_limit() {
+    if !can_run_jail() {
+        return;
+    }
+    let code = "import threading, time\nn = 0\ntry:\n    for _ in range(1000):\n        threading.Thread(target=time.sleep, args=(3,), daemon=True).start()\n        n += 1\nexcept RuntimeError as e:\n    print('stopped', e)\nprint(n < 1000)\n";
+    let r = run("python3", code, &["--timeout", "10"]);
+    assert_eq!(r.stdout(), "stopped can't start new thread\nTrue\n", "{:?}", r.json);
+    assert_eq!(run("python3", "print('ok')", &[]).stdout(), "ok\n");
+}
+
+#[test]
+fn huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit() {
+    if !can_run_jail() {
+        return;
+    }
+    let r = run("python3", "try:\n    b = bytearray(64 << 30)\nexcept MemoryError:\n    print('MemoryError')", &[]);
+    assert_eq!(r.stdout(), "MemoryError\n", "{:?}", r.json);
+    let r = run(
+        "python3",
+        "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))",
+        &["--memory-mb", "128", "--timeout", "20"],
+    );
+    assert_eq!(r.status(), "memory_limit", "{:?}", r.json);
+    assert!(r.error().contains("memory limit of 128 MiB exceeded"), "{:?}", r.json);
+}
+
+#[test]
+fn filling_tmp_stops_at_its_cap() {
+    if !can_run_jail() {
+        return;
+    }
+    let code = "import errno\nblock = b'x' * (1 << 20)\nwritten = 0\ntry:\n    with open('/tmp/fill', 'wb') as f:\n        for _ in range(10 * 1024):\n            f.write(block); f.flush(); written += 1\nexcept OSError as e:\n    print(errno.errorcode[e.errno], written <= 64)\n";
+    let r = run("python3", code, &["--timeout", "20"]);
+    assert!(
+        r.stdout() == "ENOSPC True\n" || r.stdout() == "EFBIG True\n",
+        "{:?}",
+        r.json
+    );
+}
+
+#[test]
+fn infinite_loop_times_out() {
+    if !can_run_jail() {
+        return;
+    }
+    let r = run("python3", "while True:\n    pass", &["--timeout", "1"]);
+    assert_eq!(r.status(), "timeout", "{:?}", r.json);
+    assert_eq!(r.error(), "process exited with code -1\nerror: timeout\n");
+    let r = run("nodejs", "while (true) {}", &["--timeout", "1"]);
+    assert_eq!(r.status(), "timeout", "{:?}", r.json);
+}
+
+#[test]
+fn output_flood_is_capped() {
+    if !can_run_jail() {
+        return;
+    }
+    let r = run("python3", "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", &["--timeout", "10"]);
+    assert_eq!(r.status(), "output_limit", "{:?}", r.json["status"]);
+    assert!(r.stdout().len() <= 4 << 20 && r.stdout().len() > 1 << 20, "{}", r.stdout().len());
+}
+
+#[test]
+fn privileged_syscalls_are_denied_and_named() {
+    if !can_run_jail() {
+        return;
+    }
+    let cases = [
+        ("mount", "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)"),
+        ("unshare", "libc.unshare(0x10000000)"),
+        ("setuid", "libc.setuid(0)"),
+        ("ptrace", "libc.ptrace(0, 0, None, None)"),
+        ("chroot", "libc.chroot(b'/tmp')"),
+    ];
+    for (name, call) in cases {
+        let r = run("python3", &ctypes_call(name, call), &[]);
+        assert_eq!(r.stdout(), format!("{name}=-1 errno=Operation not permitted\n"), "{name}: {:?}", r.json);
+        assert!(r.blocked().contains(&name.to_string()), "{name}: {:?}", r.json);
+    }
+}
+
+#[test]
+fn dangerous_sockets_are_denied() {
+    if !can_run_jail() {
+        return;
+    }
+    let code = "import socket\nfor fam, typ in [(socket.AF_PACKET, socket.SOCK_RAW), (socket.AF_NETLINK, socket.SOCK_RAW), (socket.AF_INET, socket.SOCK_RAW)]:\n    try:\n        socket.socket(fam, typ)\n        print('opened')\n    except PermissionError:\n        print('denied')\n";
+    let r = run("python3", code, &[]);
+    assert_eq!(r.stdout(), "denied\ndenied\ndenied\n", "{:?}", r.json);
+}
+
+#[test]
+fn host_loopback_is_unreachable_without_network() {
+    if !can_run_jail() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = format!(
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print(type(e).__name__)\n"
+    );
+    let r = run("python3", &code, &[]);
+    assert_eq!(r.stdout(), "ConnectionRefusedError\n", "{:?}", r.json);
+    assert!(listener.accept().is_err(), "the host listener saw a connection");
+}
