@@ -83,3 +83,161 @@ pub fn ctypes_call(name: &str, call: &str) -> String {
         "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nr = {call}\nprint('{name}=%d errno=%s' % (r, os.strerror(ctypes.get_errno())))\n"
     )
 }
+
+/// A real `hako serve` on a free loopback port, in its own working directory.
+pub struct Server {
+    pub port: u16,
+    pub key: String,
+    pub child: std::process::Child,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts `hako serve` with `conf/config.yaml` = `config` (port and key are added) and
+    /// waits for /health.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let key = format!("test-key-{port}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+        let yaml = format!("app:\n  port: {port}\n  key: {key}\n{config}");
+        std::fs::write(dir.path().join("conf/config.yaml"), yaml).unwrap();
+        Server::start_in(dir, port, key, env)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, port: u16, key: String, env: &[(&str, &str)]) -> Server {
+        let child = Command::new(HAKO)
+            .arg("serve")
+            .current_dir(dir.path())
+            .envs(env.iter().copied())
+            .env("HAKO_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hako serve");
+        let server = Server { port, key, child, dir };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("hako serve did not listen on {}", self.port);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill only signals the server child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a Dify Code node ends with, following Dify's code executor error mapping.
+#[derive(Debug, PartialEq)]
+pub enum DifyOutcome {
+    Stdout(String),
+    Failed(String),
+}
+
+pub async fn dify_execute(server: &Server, language: &str, code: &str) -> DifyOutcome {
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({
+        "language": language, "code": code, "preload": "", "enable_network": true
+    });
+    let resp = client
+        .post(server.url("/v1/sandbox/run"))
+        .header("X-Api-Key", &server.key)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    if status == 503 {
+        return DifyOutcome::Failed("Code execution service is unavailable".into());
+    }
+    if status != 200 {
+        return DifyOutcome::Failed(format!(
+            "Failed to execute code, which is likely a network issue, please check if the sandbox service is running. ( Error: got status code {status} )"
+        ));
+    }
+    let text = resp.text().await.unwrap();
+    let Ok(json) = serde_json::from_str::<Value>(&text) else {
+        return DifyOutcome::Failed("Failed to parse response".into());
+    };
+    let code = json["code"].as_i64().unwrap_or(-1);
+    if code != 0 {
+        return DifyOutcome::Failed(format!(
+            "Got error code: {code}. Got error msg: {}",
+            json["message"].as_str().unwrap_or_default()
+        ));
+    }
+    let error = json["data"]["error"].as_str().unwrap_or_default();
+    if !error.is_empty() {
+        return DifyOutcome::Failed(error.to_string());
+    }
+    DifyOutcome::Stdout(json["data"]["stdout"].as_str().unwrap_or_default().to_string())
+}
+
+/// Dify's `re.search(r"<<RESULT>>(.*)<<RESULT>>", stdout, re.DOTALL)` (greedy), then JSON.
+pub fn dify_result(stdout: &str) -> Option<String> {
+    let start = stdout.find("<<RESULT>>")? + "<<RESULT>>".len();
+    let end = stdout.rfind("<<RESULT>>")?;
+    (end >= start).then(|| stdout[start..end].to_string())
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+}
+
+/// Dify's Python 3 runner script around `code`.
+pub fn python_runner(code: &str, inputs: &Value) -> String {
+    format!(
+        "{code}\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('{}').decode('utf-8'))\noutput_obj = main(**inputs_obj)\noutput_json = json.dumps(output_obj, indent=4)\nresult = f'''<<RESULT>>{{output_json}}<<RESULT>>'''\nprint(result)\n",
+        b64(&serde_json::to_string(inputs).unwrap())
+    )
+}
+
+/// Dify's JavaScript runner script around `code`.
+pub fn javascript_runner(code: &str, inputs: &Value) -> String {
+    format!(
+        "{code}\nvar inputs_obj = JSON.parse(Buffer.from('{}', 'base64').toString('utf-8'))\nvar output_obj = main(inputs_obj)\nvar output_json = JSON.stringify(output_obj)\nvar result = `<<RESULT>>${{output_json}}<<RESULT>>`\nconsole.log(result)\n",
+        b64(&serde_json::to_string(inputs).unwrap())
+    )
+}
+
+/// Dify's Jinja2 runner (template base64-encoded, sandboxed environment).
+pub fn jinja2_runner(template: &str, inputs: &Value) -> String {
+    format!(
+        "def main(**inputs):\n    from base64 import b64decode\n    from jinja2.sandbox import SandboxedEnvironment\n    env = SandboxedEnvironment()\n    template = env.from_string(b64decode('{}').decode('utf-8'))\n    return template.render(**inputs)\n\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('{}').decode('utf-8'))\noutput = main(**inputs_obj)\nresult = f'''<<RESULT>>{{output}}<<RESULT>>'''\nprint(result)\n",
+        b64(template),
+        b64(&serde_json::to_string(inputs).unwrap())
+    )
+}
