@@ -12,6 +12,7 @@
 
 use crate::cgroup::{CgroupLimits, Cgroups, RunCgroup};
 use crate::mounts::{self, RootPlan};
+use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
 use crate::protocol;
 use crate::seccomp::{self, notify};
 use crate::spec::{
@@ -21,14 +22,14 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, read, write, Pid};
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -80,7 +81,7 @@ mod msg {
     /// jail → helper: setup failed, text follows.
     pub const ERROR: u8 = b'E';
     /// program → helper: about to exec; carries the seccomp listener fd (if any).
-    pub const READY: u8 = b'R';
+    pub const READY: u8 = crate::lockdown::READY;
     /// init → helper: the program ended; i32 exit code and i32 signal follow.
     pub const EXITED: u8 = b'X';
 }
@@ -157,12 +158,6 @@ fn run(spec: &JailSpec, code: &[u8]) -> Result<JailOutcome, HelperError> {
     } else {
         result
     }
-}
-
-#[derive(Clone, Copy)]
-struct CgroupCoverage {
-    memory: bool,
-    pids: bool,
 }
 
 fn spawn_and_supervise(
@@ -499,20 +494,10 @@ enum JailError {
     Mount(#[from] mounts::MountError),
     #[error("fork the program: {0}")]
     Fork(Errno),
-    #[error("set rlimit {name}: {source}")]
-    Rlimit { name: &'static str, source: Errno },
     #[error("open the interpreter {path}: {source}")]
     Interpreter { path: PathBuf, source: Errno },
-    #[error("set no_new_privs: {0}")]
-    NoNewPrivs(Errno),
-    #[error("landlock: {0}")]
-    Landlock(String),
-    #[error("drop capabilities: {0}")]
-    Caps(String),
-    #[error("install seccomp: {0}")]
-    Seccomp(String),
-    #[error("hand the seccomp listener to the helper: {0}")]
-    Listener(Errno),
+    #[error("{0}")]
+    LockDown(#[from] LockDownError),
     #[error("exec {path}: {source}")]
     Exec { path: PathBuf, source: Errno },
     #[error("bad argument {0:?}: contains a NUL byte")]
@@ -540,7 +525,7 @@ fn jail_init(
         Err(err) => return report_error(control, &err),
     };
     // Init keeps no privileges while it waits.
-    let _ = drop_all_caps();
+    let _ = lockdown::drop_all_caps();
     // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag, which
     // keeps the program from reading init's memory through /proc.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -582,6 +567,7 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
     mounts::build_root(&RootPlan {
         mountpoint: &spec.root_mountpoint,
         ro_binds: &spec.ro_binds,
+        mapped_binds: &spec.mapped_binds,
         code_path: &spec.code_path,
         code,
         tmp_bytes: spec.limits.tmp_bytes,
@@ -720,40 +706,18 @@ fn confine_and_exec(
     if unsafe { libc::dup3(interpreter, seccomp::policy::EXEC_FD, libc::O_CLOEXEC) } < 0 {
         return Err(JailError::Interpreter { path: spec.interpreter.clone(), source: Errno::last() });
     }
-    // Close everything else but stdio, the exec fd and the control socket (close-on-exec).
-    let keep = [seccomp::policy::EXEC_FD, control.as_raw_fd()];
-    close_other_fds(&keep);
-    // After the exec fd is in place: it may lie above the descriptor limit.
-    set_rlimits(spec, coverage)?;
-
-    // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(JailError::NoNewPrivs(Errno::last()));
-    }
-    match crate::landlock::restrict(&[PathBuf::from("/")], &[PathBuf::from("/tmp"), PathBuf::from("/dev")]) {
-        Ok(_) => {}
-        Err(err) if spec.insecure => eprintln!("hako: landlock not applied: {err}"),
-        Err(err) => {
-            if crate::landlock::abi_version().is_some() {
-                return Err(JailError::Landlock(err.to_string()));
-            }
-        }
-    }
-    drop_all_caps()?;
-    let listener = notify::install(program, use_listener).map_err(|e| JailError::Seccomp(e.to_string()))?;
-    // From here on only calls the policy allows: sendmsg, close, execveat.
-    let ready = [msg::READY];
-    let iov = [IoSlice::new(&ready)];
-    let raw;
-    let cmsgs: Vec<ControlMessage<'_>> = match &listener {
-        Some(fd) => {
-            raw = [fd.as_raw_fd()];
-            vec![ControlMessage::ScmRights(&raw)]
-        }
-        None => Vec::new(),
-    };
-    sendmsg::<()>(control.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), None).map_err(JailError::Listener)?;
-    drop(listener);
+    lockdown::lock_down(
+        &LockDown {
+            language: &spec.language,
+            limits: &spec.limits,
+            coverage,
+            seccomp: program,
+            use_listener,
+            insecure: spec.insecure,
+        },
+        control.as_raw_fd(),
+        &[seccomp::policy::EXEC_FD],
+    )?;
 
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -772,53 +736,4 @@ fn confine_and_exec(
         )
     };
     Err(JailError::Exec { path: spec.interpreter.clone(), source: Errno::last() })
-}
-
-fn close_other_fds(keep: &[RawFd]) {
-    let mut keep: Vec<RawFd> = keep.to_vec();
-    keep.sort_unstable();
-    let mut next: u32 = 3;
-    for fd in keep {
-        let fd = fd as u32;
-        if fd > next {
-            // SAFETY: close_range closes descriptors of this process only.
-            unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0) };
-        }
-        next = next.max(fd + 1);
-    }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
-}
-
-fn set_rlimits(spec: &JailSpec, coverage: CgroupCoverage) -> Result<(), JailError> {
-    use nix::sys::resource::{setrlimit, Resource};
-    let l = &spec.limits;
-    let mut limits = vec![
-        ("NOFILE", Resource::RLIMIT_NOFILE, l.nofile),
-        ("FSIZE", Resource::RLIMIT_FSIZE, l.tmp_bytes),
-        ("CORE", Resource::RLIMIT_CORE, 0),
-        ("STACK", Resource::RLIMIT_STACK, 8 << 20),
-    ];
-    if !coverage.pids {
-        limits.push(("NPROC", Resource::RLIMIT_NPROC, l.pids));
-    }
-    if !coverage.memory && spec.language == "python3" {
-        limits.push(("AS", Resource::RLIMIT_AS, l.memory_bytes.max(256 << 20)));
-    }
-    for (name, resource, value) in limits {
-        setrlimit(resource, value, value).map_err(|source| JailError::Rlimit { name, source })?;
-    }
-    Ok(())
-}
-
-fn drop_all_caps() -> Result<(), JailError> {
-    let err = |e: caps::errors::CapsError| JailError::Caps(e.to_string());
-    for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap).map_err(err)?;
-    }
-    caps::clear(None, caps::CapSet::Ambient).map_err(err)?;
-    caps::clear(None, caps::CapSet::Inheritable).map_err(err)?;
-    caps::clear(None, caps::CapSet::Effective).map_err(err)?;
-    caps::clear(None, caps::CapSet::Permitted).map_err(err)?;
-    Ok(())
 }

@@ -1,0 +1,137 @@
+//! The last confinement steps of every run, shared by spawn mode (right before the
+//! interpreter is exec'd) and the zygote's run children (right before the request is read):
+//! descriptor cleanup, rlimits, no_new_privs, Landlock, dropping every capability, and
+//! seccomp, whose listener is handed to the supervisor.
+
+use crate::spec::Limits;
+use crate::seccomp::notify;
+use nix::errno::Errno;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockDownError {
+    #[error("set rlimit {name}: {source}")]
+    Rlimit { name: &'static str, source: Errno },
+    #[error("set no_new_privs: {0}")]
+    NoNewPrivs(Errno),
+    #[error("landlock: {0}")]
+    Landlock(String),
+    #[error("drop capabilities: {0}")]
+    Caps(String),
+    #[error("install seccomp: {0}")]
+    Seccomp(String),
+    #[error("hand the seccomp listener to the supervisor: {0}")]
+    Listener(Errno),
+}
+
+/// Which limits a cgroup already enforces (rlimits stand in for the others).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct CgroupCoverage {
+    pub memory: bool,
+    pub pids: bool,
+}
+
+/// Message byte that tells the supervisor the run is confined; the seccomp listener (if
+/// any) rides along as SCM_RIGHTS.
+pub const READY: u8 = b'R';
+
+pub struct LockDown<'a> {
+    pub language: &'a str,
+    pub limits: &'a Limits,
+    pub coverage: CgroupCoverage,
+    pub seccomp: &'a [libc::sock_filter],
+    pub use_listener: bool,
+    pub insecure: bool,
+}
+
+/// Applies the final layers to the calling (single-threaded) process. Descriptors other
+/// than 0-2, `keep` and `control` are closed. On success the process has no capabilities,
+/// no_new_privs, Landlock and seccomp, and the supervisor holds the seccomp listener.
+pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<(), LockDownError> {
+    let mut keep: Vec<RawFd> = keep.to_vec();
+    keep.push(control);
+    close_other_fds(&keep);
+    set_rlimits(plan)?;
+    // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(LockDownError::NoNewPrivs(Errno::last()));
+    }
+    let read_only = [PathBuf::from("/")];
+    let writable = [PathBuf::from("/tmp"), PathBuf::from("/dev")];
+    if let Err(err) = crate::landlock::restrict(&read_only, &writable) {
+        if plan.insecure {
+            eprintln!("hako: landlock not applied: {err}");
+        } else if crate::landlock::abi_version().is_some() {
+            return Err(LockDownError::Landlock(err.to_string()));
+        }
+    }
+    drop_all_caps()?;
+    let listener = notify::install(plan.seccomp, plan.use_listener)
+        .map_err(|e| LockDownError::Seccomp(e.to_string()))?;
+    // From here on only calls the policy allows.
+    let ready = [READY];
+    let iov = [IoSlice::new(&ready)];
+    let raw;
+    let cmsgs: Vec<ControlMessage<'_>> = match &listener {
+        Some(fd) => {
+            raw = [fd.as_raw_fd()];
+            vec![ControlMessage::ScmRights(&raw)]
+        }
+        None => Vec::new(),
+    };
+    sendmsg::<()>(control, &iov, &cmsgs, MsgFlags::empty(), None)
+        .map_err(LockDownError::Listener)?;
+    Ok(())
+}
+
+pub fn close_other_fds(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.to_vec();
+    keep.sort_unstable();
+    let mut next: u32 = 3;
+    for fd in keep {
+        let fd = fd as u32;
+        if fd > next {
+            // SAFETY: close_range closes descriptors of this process only.
+            unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0) };
+        }
+        next = next.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
+}
+
+fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let l = plan.limits;
+    let mut limits = vec![
+        ("NOFILE", Resource::RLIMIT_NOFILE, l.nofile),
+        ("FSIZE", Resource::RLIMIT_FSIZE, l.tmp_bytes),
+        ("CORE", Resource::RLIMIT_CORE, 0),
+        ("STACK", Resource::RLIMIT_STACK, 8 << 20),
+    ];
+    if !plan.coverage.pids {
+        limits.push(("NPROC", Resource::RLIMIT_NPROC, l.pids));
+    }
+    if !plan.coverage.memory && plan.language == "python3" {
+        limits.push(("AS", Resource::RLIMIT_AS, l.memory_bytes.max(256 << 20)));
+    }
+    for (name, resource, value) in limits {
+        setrlimit(resource, value, value).map_err(|source| LockDownError::Rlimit { name, source })?;
+    }
+    Ok(())
+}
+
+pub fn drop_all_caps() -> Result<(), LockDownError> {
+    let err = |e: caps::errors::CapsError| LockDownError::Caps(e.to_string());
+    for cap in caps::all() {
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(err)?;
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(err)?;
+    caps::clear(None, caps::CapSet::Inheritable).map_err(err)?;
+    caps::clear(None, caps::CapSet::Effective).map_err(err)?;
+    caps::clear(None, caps::CapSet::Permitted).map_err(err)?;
+    Ok(())
+}
