@@ -37,6 +37,8 @@ pub enum MountError {
     Proc(nix::Error),
     #[error("pivot_root into the jail root: {0}")]
     PivotRoot(nix::Error),
+    #[error("jail path {path} of a mapped bind must be absolute and without `..`")]
+    Target { path: PathBuf },
     #[error("remount {path} read-only: {source}")]
     Remount { path: PathBuf, source: nix::Error },
 }
@@ -48,6 +50,8 @@ pub struct RootPlan<'a> {
     /// Host paths (files or directories, possibly through symlinks) bound read-only at the
     /// same path.
     pub ro_binds: &'a [PathBuf],
+    /// `(host source, jail target)` bound read-only at a different path.
+    pub mapped_binds: &'a [(PathBuf, PathBuf)],
     /// Where the program text goes, and the text.
     pub code_path: &'a Path,
     pub code: &'a [u8],
@@ -83,6 +87,9 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
     )?;
 
     bind_closure(root, plan.ro_binds)?;
+    for (src, target) in plan.mapped_binds {
+        bind_mapped(root, src, target)?;
+    }
     write_etc(root)?;
     build_dev(root)?;
 
@@ -251,15 +258,38 @@ fn recreate_symlinks(root: &Path, path: &Path) -> Result<(), MountError> {
 }
 
 fn bind_read_only(root: &Path, real: &Path) -> Result<(), MountError> {
+    bind_read_only_at(root, real, real)
+}
+
+/// Binds host `src` read-only at `target` inside the jail. The target must be absolute and
+/// without `..`; a target under a (read-only) host bind fails to be created.
+fn bind_mapped(root: &Path, src: &Path, target: &Path) -> Result<(), MountError> {
+    let clean = target.is_absolute()
+        && target
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !clean {
+        return Err(MountError::Target {
+            path: target.to_path_buf(),
+        });
+    }
+    let real = fs::canonicalize(src).map_err(|source| MountError::Source {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    bind_read_only_at(root, &real, target)
+}
+
+fn bind_read_only_at(root: &Path, real: &Path, at: &Path) -> Result<(), MountError> {
     let meta = fs::metadata(real).map_err(|source| MountError::Source {
         path: real.into(),
         source,
     })?;
-    let target = inside(root, real);
+    let target = inside(root, at);
     if meta.is_dir() {
-        mkdirs(root, real)?;
+        mkdirs(root, at)?;
     } else {
-        if let Some(parent) = real.parent() {
+        if let Some(parent) = at.parent() {
             mkdirs(root, parent)?;
         }
         if fs::symlink_metadata(&target).is_err() {

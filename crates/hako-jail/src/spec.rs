@@ -22,6 +22,10 @@ pub struct JailSpec {
     pub code_path: PathBuf,
     /// Host paths bind-mounted read-only at the same path inside the jail.
     pub ro_binds: Vec<PathBuf>,
+    /// `(host source, jail target)`: directories bound read-only at another path inside the
+    /// jail (package environments at a fixed path).
+    #[serde(default)]
+    pub mapped_binds: Vec<(PathBuf, PathBuf)>,
     /// Per-run limits.
     pub limits: Limits,
     /// Network access of the run.

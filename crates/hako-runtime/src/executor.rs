@@ -162,6 +162,7 @@ impl Executor {
             env: adapter.env(),
             code_path: adapter.code_path(),
             ro_binds: adapter.ro_binds.clone(),
+            mapped_binds: Vec::new(),
             limits,
             network: if request.enable_network { NetworkMode::Host } else { NetworkMode::None },
             seccomp: SeccompSpec {
