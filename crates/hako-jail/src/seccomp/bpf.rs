@@ -350,6 +350,12 @@ pub(crate) mod tests {
 
     /// Runs `program` on `data`, checking what the kernel's loader checks for our opcodes.
     pub(crate) fn run(program: &[libc::sock_filter], data: Data) -> u32 {
+        run_counted(program, data).0
+    }
+
+    /// Like [`run`], also returning how many instructions ran.
+    fn run_counted(program: &[libc::sock_filter], data: Data) -> (u32, usize) {
+        let mut steps = 0;
         assert!(!program.is_empty() && program.len() <= MAX_INSNS);
         assert_eq!(
             program.last().unwrap().code,
@@ -360,6 +366,7 @@ pub(crate) mod tests {
         let mut pc = 0usize;
         loop {
             let ins = program[pc];
+            steps += 1;
             let next = |off: usize| {
                 let to = pc + 1 + off;
                 assert!(to < program.len(), "jump out of program at {pc}");
@@ -378,7 +385,7 @@ pub(crate) mod tests {
                 JMP_JA => pc = next(ins.k as usize),
                 JMP_JEQ_K => pc = next(usize::from(if a == ins.k { ins.jt } else { ins.jf })),
                 JMP_JGE_K => pc = next(usize::from(if a >= ins.k { ins.jt } else { ins.jf })),
-                RET_K => return ins.k,
+                RET_K => return (ins.k, steps),
                 other => panic!("unexpected opcode {other:#x} at {pc}"),
             }
         }
@@ -576,6 +583,40 @@ pub(crate) mod tests {
                         arch.syscall_name(nr)
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn allowed_calls_are_cheap_and_programs_small() {
+        for arch in Arch::ALL {
+            for language in policy::LANGUAGES {
+                let pol = policy::effective_policy(language, arch.name(), &[]).unwrap();
+                let p = pol.compile(DenyAction::UserNotif).unwrap();
+                let data = |nr| Data {
+                    nr,
+                    arch: arch.audit_arch(),
+                    args: [0; 6],
+                };
+                let worst = pol
+                    .allowed
+                    .iter()
+                    .map(|&nr| run_counted(&p, data(nr)).1)
+                    .max();
+                // arch check (3) + load + x32 check + ~log2(runs) jumps + ret.
+                assert!(
+                    worst.unwrap() <= 14,
+                    "{language} {arch:?}: {worst:?} instructions"
+                );
+                assert!(
+                    p.len() < 600,
+                    "{language} {arch:?}: {} instructions",
+                    p.len()
+                );
+                eprintln!(
+                    "{language} {arch:?}: {} insns, worst allowed path {worst:?}",
+                    p.len()
+                );
             }
         }
     }
