@@ -19,11 +19,15 @@ pub async fn health() -> Json<&'static str> {
     Json("ok")
 }
 
-pub async fn metrics<E>(State(state): State<AppState<E>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+/// Readiness, distinct from liveness: see [`crate::ready`].
+pub async fn ready<E>(State(state): State<AppState<E>>) -> axum::response::Response {
+    crate::ready::answer(state.readiness.as_ref())
+}
+
+pub async fn metrics<E: RunCode>(State(state): State<AppState<E>>) -> impl IntoResponse {
+    let mut text = state.metrics.render();
+    text.push_str(&state.executor.worker_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn not_found() -> Rejection {

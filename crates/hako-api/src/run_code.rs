@@ -7,6 +7,11 @@ use std::future::Future;
 pub trait RunCode: Send + Sync + 'static {
     fn run(&self, request: RunRequest)
         -> impl Future<Output = Result<RunResult, ExecError>> + Send;
+
+    /// Extra Prometheus text about the workers (warm zygotes and their memory).
+    fn worker_metrics(&self) -> String {
+        String::new()
+    }
 }
 
 impl RunCode for Executor {
@@ -15,5 +20,18 @@ impl RunCode for Executor {
         request: RunRequest,
     ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
         Executor::run(self, request)
+    }
+
+    fn worker_metrics(&self) -> String {
+        let Some(status) = self.warm_status() else { return String::new() };
+        let mut text = String::from(
+            "# HELP hako_warm_workers Warm Python zygotes ready to fork a run.\n# TYPE hako_warm_workers gauge\n",
+        );
+        text.push_str(&format!("hako_warm_workers {}\n", status.idle));
+        text.push_str("# HELP hako_zygote_rss_bytes Resident memory of each idle zygote.\n# TYPE hako_zygote_rss_bytes gauge\n");
+        for (i, rss) in status.zygote_rss_bytes.iter().enumerate() {
+            text.push_str(&format!("hako_zygote_rss_bytes{{zygote=\"{i}\"}} {rss}\n"));
+        }
+        text
     }
 }

@@ -16,7 +16,8 @@ use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
 use crate::protocol;
 use crate::seccomp::{self, notify};
 use crate::spec::{
-    BlockedSyscall, JailOutcome, JailSpec, NetworkMode, SeccompMode, JAIL_GID, JAIL_UID,
+    BlockedSyscall, JailOutcome, JailSpec, Limits, NetworkMode, SeccompMode, JAIL_GID, JAIL_UID,
+    RUN_GID, RUN_UID, ZYGOTE_FD,
 };
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -52,6 +53,8 @@ pub enum HelperError {
     Setup(String),
     #[error("supervise the run: {0}")]
     Supervise(Errno),
+    #[error("egress: {0}")]
+    Egress(#[from] crate::netns::NetnsError),
 }
 
 /// Entry point of `hako __jail`. Reads the request on stdin, writes the outcome on stdout.
@@ -75,7 +78,7 @@ pub fn main() -> i32 {
 }
 
 /// Messages on the control socket between the helper and the jail.
-mod msg {
+pub(crate) mod msg {
     /// helper → init: the id maps and cgroup are in place.
     pub const GO: u8 = b'G';
     /// jail → helper: setup failed, text follows.
@@ -86,13 +89,18 @@ mod msg {
     pub const EXITED: u8 = b'X';
 }
 
-struct Pipes {
-    stdout: (OwnedFd, OwnedFd),
-    stderr: (OwnedFd, OwnedFd),
-    control: (OwnedFd, OwnedFd),
+pub(crate) struct Pipes {
+    pub stdout: (OwnedFd, OwnedFd),
+    pub stderr: (OwnedFd, OwnedFd),
+    pub control: (OwnedFd, OwnedFd),
 }
 
-fn channels() -> Result<Pipes, HelperError> {
+pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), HelperError> {
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|source| HelperError::Channel { what: "zygote socket", source })
+}
+
+pub(crate) fn channels() -> Result<Pipes, HelperError> {
     let pipe = |what| pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| HelperError::Channel { what, source });
     let control = socketpair(
         AddressFamily::Unix,
@@ -113,63 +121,91 @@ fn run(spec: &JailSpec, code: &[u8]) -> Result<JailOutcome, HelperError> {
         spec.seccomp.mode,
         use_listener,
     )?;
-
-    let cgroups = Cgroups::detect(Path::new("/sys/fs/cgroup"));
-    let run_cgroup = if nix::unistd::geteuid().is_root() {
-        let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
-        let limits = CgroupLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.pids };
-        match cgroups.create_run(&name, &limits) {
-            Ok(cg) => Some(cg),
-            Err(err) if spec.insecure => {
-                eprintln!("hako jail: running without cgroup limits: {err}");
-                None
-            }
-            Err(err) if cgroups.support().version.is_none() => {
-                let _ = err;
-                None
-            }
-            Err(err) => return Err(err.into()),
-        }
-    } else {
-        None
-    };
-    let support = cgroups.support();
-    let cgroup_limits = CgroupCoverage {
-        memory: run_cgroup.is_some() && support.memory,
-        pids: run_cgroup.is_some() && support.pids,
-    };
-
-    let result = spawn_and_supervise(spec, code, &program, use_listener, cgroup_limits, run_cgroup.as_ref(), started);
-    if let Some(cg) = run_cgroup {
-        let stats = cg.stats();
-        let removed = cg.remove();
-        let mut outcome = result?;
-        let killed = outcome.signal == Some(libc::SIGKILL);
-        outcome.oom_killed |= stats.oom_kills > 0
-            || (killed && stats.memory_limit_hits > 0 && !outcome.timed_out && !outcome.output_limited);
-        outcome.pids_limited |= stats.pids_limit_hits > 0;
-        if let Some(peak) = stats.peak_memory_bytes {
-            outcome.peak_memory_bytes = peak;
-        }
-        if let Err(err) = removed {
-            eprintln!("hako jail: {err}");
-        }
+    let egress = crate::netns::prepare(spec)?;
+    let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
+    let (run_cgroup, coverage) = create_cgroup(&name, &spec.limits, spec.insecure)?;
+    let result = (|| {
+        let pipes = channels()?;
+        let stdio = (pipes.stdout.1, pipes.stderr.1);
+        let (init, control) =
+            start_jail(spec, code, &program, use_listener, coverage, run_cgroup.as_ref(), stdio, None, pipes.control)?;
+        let mut guard = KillOnDrop(Some(init));
+        let watch = Watch { limits: &spec.limits, mode: spec.seccomp.mode, target: init, started };
+        let mut outcome = supervise(&watch, &control, None, pipes.stdout.0, pipes.stderr.0)?;
+        guard.0 = None;
+        let (cpu_ms, rss) = reap(init);
+        outcome.cpu_ms = cpu_ms;
+        outcome.peak_memory_bytes = rss;
+        outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
-    } else {
-        result
-    }
+    })();
+    crate::netns::finish(egress, finish_cgroup(run_cgroup, result))
 }
 
-fn spawn_and_supervise(
+/// Creates the run's cgroup where the host allows it; says which limits it covers.
+pub(crate) fn create_cgroup(
+    name: &str,
+    limits: &Limits,
+    insecure: bool,
+) -> Result<(Option<RunCgroup>, CgroupCoverage), HelperError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok((None, CgroupCoverage::default()));
+    }
+    let cgroups = Cgroups::detect(Path::new("/sys/fs/cgroup"));
+    let support = cgroups.support();
+    let wanted = CgroupLimits { memory_bytes: limits.memory_bytes, pids: limits.pids };
+    let cgroup = match cgroups.create_run(name, &wanted) {
+        Ok(cg) => Some(cg),
+        Err(err) if insecure => {
+            eprintln!("hako jail: running without cgroup limits: {err}");
+            None
+        }
+        Err(_) if support.version.is_none() => None,
+        Err(err) => return Err(err.into()),
+    };
+    let coverage = CgroupCoverage {
+        memory: cgroup.is_some() && support.memory,
+        pids: cgroup.is_some() && support.pids,
+    };
+    Ok((cgroup, coverage))
+}
+
+/// Folds the cgroup's accounting into the outcome and removes the cgroup.
+pub(crate) fn finish_cgroup(
+    cgroup: Option<RunCgroup>,
+    result: Result<JailOutcome, HelperError>,
+) -> Result<JailOutcome, HelperError> {
+    let Some(cg) = cgroup else { return result };
+    let stats = cg.stats();
+    let removed = cg.remove();
+    let mut outcome = result?;
+    let killed = outcome.signal == Some(libc::SIGKILL);
+    outcome.oom_killed |= stats.oom_kills > 0
+        || (killed && stats.memory_limit_hits > 0 && !outcome.timed_out && !outcome.output_limited);
+    outcome.pids_limited |= stats.pids_limit_hits > 0;
+    if let Some(peak) = stats.peak_memory_bytes {
+        outcome.peak_memory_bytes = peak;
+    }
+    if let Err(err) = removed {
+        eprintln!("hako jail: {err}");
+    }
+    Ok(outcome)
+}
+
+/// Clones the jail's init into new namespaces, maps its ids, puts it in the cgroup and lets
+/// it build the root. Returns init's pid and the helper's end of the control socket.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_jail(
     spec: &JailSpec,
     code: &[u8],
     program: &[libc::sock_filter],
     use_listener: bool,
     coverage: CgroupCoverage,
     cgroup: Option<&RunCgroup>,
-    started: Instant,
-) -> Result<JailOutcome, HelperError> {
-    let pipes = channels()?;
+    stdio: (OwnedFd, OwnedFd),
+    inherit: Option<OwnedFd>,
+    control: (OwnedFd, OwnedFd),
+) -> Result<(Pid, OwnedFd), HelperError> {
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -182,37 +218,50 @@ fn spawn_and_supervise(
     // fork-like clone with no new stack is sound: the child continues on a copy of our stack
     // and only this thread existed. The child never returns from `jail_init`.
     let pid = unsafe {
-        libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
     };
     if pid < 0 {
         return Err(HelperError::Clone(Errno::last()));
     }
     if pid == 0 {
-        drop((pipes.stdout.0, pipes.stderr.0, pipes.control.0));
-        let control = pipes.control.1;
-        let code = jail_init(spec, code, program, use_listener, coverage, &control, pipes.stdout.1, pipes.stderr.1);
+        drop(control.0);
+        let child_control = control.1;
+        let code = jail_init(
+            spec,
+            code,
+            program,
+            use_listener,
+            coverage,
+            &child_control,
+            stdio.0,
+            stdio.1,
+            inherit,
+        );
         // SAFETY: _exit is async-signal-safe and ends the child without running the parent's
         // atexit handlers or destructors of copied state.
         unsafe { libc::_exit(code) }
     }
     let init = Pid::from_raw(pid as i32);
-    drop((pipes.stdout.1, pipes.stderr.1, pipes.control.1));
+    drop((stdio, inherit, control.1));
     let mut guard = KillOnDrop(Some(init));
-
     map_ids(init, spec)?;
     if let Some(cg) = cgroup {
         cg.add_pid(init.as_raw())?;
     }
-    write(&pipes.control.0, &[msg::GO]).map_err(HelperError::Supervise)?;
-
-    let mut outcome = supervise(spec, init, &pipes.control.0, pipes.stdout.0, pipes.stderr.0, started)?;
+    write(&control.0, &[msg::GO]).map_err(HelperError::Supervise)?;
     guard.0 = None;
-    outcome.wall_ms = started.elapsed().as_millis() as u64;
-    Ok(outcome)
+    Ok((init, control.0))
 }
 
 /// Kills the run's init (and so its whole pid namespace) if supervision bails out early.
-struct KillOnDrop(Option<Pid>);
+pub(crate) struct KillOnDrop(pub Option<Pid>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -236,8 +285,14 @@ fn map_ids(init: Pid, spec: &JailSpec) -> Result<(), HelperError> {
         write_file("setgroups", "deny".into())?;
         (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
     };
-    write_file("uid_map", format!("{JAIL_UID} {uid} 1\n"))?;
-    write_file("gid_map", format!("{JAIL_GID} {gid} 1\n"))
+    if spec.zygote {
+        // The zygote and its run children get distinct host ids.
+        write_file("uid_map", format!("{JAIL_UID} {uid} 1\n{RUN_UID} {} 1\n", uid + 1))?;
+        write_file("gid_map", format!("{JAIL_GID} {gid} 1\n{RUN_GID} {} 1\n", gid + 1))
+    } else {
+        write_file("uid_map", format!("{JAIL_UID} {uid} 1\n"))?;
+        write_file("gid_map", format!("{JAIL_GID} {gid} 1\n"))
+    }
 }
 
 struct Collected {
@@ -245,30 +300,40 @@ struct Collected {
     open: bool,
 }
 
-fn supervise(
-    spec: &JailSpec,
-    init: Pid,
+/// What the supervisor watches: the limits, the policy mode, and whom to kill.
+pub(crate) struct Watch<'a> {
+    pub limits: &'a Limits,
+    pub mode: SeccompMode,
+    /// Killing it ends the run (the run's pid 1).
+    pub target: Pid,
+    pub started: Instant,
+}
+
+/// Collects output, answers seccomp notifications and enforces the deadline and output cap
+/// until the program has ended. Its exit status arrives on `status` (the zygote's socket) or,
+/// when that is `None`, on `control` (from the jail's init).
+pub(crate) fn supervise(
+    watch: &Watch<'_>,
     control: &OwnedFd,
+    status_source: Option<&OwnedFd>,
     stdout: OwnedFd,
     stderr: OwnedFd,
-    started: Instant,
 ) -> Result<JailOutcome, HelperError> {
-    let deadline = started + Duration::from_millis(spec.limits.timeout_ms);
-    let cap = spec.limits.output_bytes as usize;
+    let init = watch.target;
+    let deadline = watch.started + Duration::from_millis(watch.limits.timeout_ms);
+    let cap = watch.limits.output_bytes as usize;
     let mut outcome = JailOutcome::default();
     let mut streams = [Collected { data: Vec::new(), open: true }, Collected { data: Vec::new(), open: true }];
     let mut listener: Option<OwnedFd> = None;
     let mut blocked: BTreeMap<u32, u64> = BTreeMap::new();
     let mut control_open = true;
-    let mut status: Option<(i32, i32)> = None;
+    let mut status: Option<ExitStatus> = None;
+    let mut status_open = status_source.is_some();
     let mut killed = false;
 
     loop {
-        let program_done = status.is_some() || (!control_open && killed);
-        if program_done && !streams[0].open && !streams[1].open {
-            break;
-        }
-        if !control_open && !streams[0].open && !streams[1].open {
+        let status_known = status.is_some() || (!control_open && !status_open);
+        if status_known && !streams[0].open && !streams[1].open {
             break;
         }
         let now = Instant::now();
@@ -298,6 +363,10 @@ fn supervise(
         if let Some(l) = &listener {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             roles.push(Role::Listener);
+        }
+        if let Some(source) = status_source.filter(|_| status_open) {
+            fds.push(PollFd::new(source.as_fd(), PollFlags::POLLIN));
+            roles.push(Role::Status);
         }
         let ready = match poll(&mut fds, wait) {
             Ok(n) => n,
@@ -349,33 +418,43 @@ fn supervise(
                         continue;
                     }
                     if let Some(l) = &listener {
-                        handle_notification(l.as_fd(), spec.seccomp.mode, &mut blocked);
+                        handle_notification(l.as_fd(), watch.mode, &mut blocked);
                     }
                 }
                 Role::Control => match receive_control(control)? {
                     Control::Closed => control_open = false,
                     Control::Error(text) => {
                         let _ = kill(init, Signal::SIGKILL);
-                        reap(init);
                         return Err(HelperError::Setup(text));
                     }
-                    Control::Ready(fd) => listener = fd,
-                    Control::Exited(code, signal) => status = Some((code, signal)),
+                    Control::Ready(fd) => {
+                        listener = fd;
+                        outcome.confined = true;
+                    }
+                    Control::Exited(exit) => status = Some(exit),
                     Control::Other => {}
                 },
+                Role::Status => {
+                    if let Some(source) = status_source {
+                        match receive_control(source)? {
+                            Control::Closed => status_open = false,
+                            Control::Exited(exit) => status = Some(exit),
+                            _ => {}
+                        }
+                    }
+                }
             }
         }
     }
 
-    let usage = reap(init);
-    outcome.cpu_ms = usage.0;
-    outcome.peak_memory_bytes = usage.1;
-    if let Some((code, signal)) = status {
-        if signal != 0 {
-            outcome.signal = Some(signal);
+    if let Some(exit) = status {
+        if exit.signal != 0 {
+            outcome.signal = Some(exit.signal);
         } else {
-            outcome.exit_code = Some(code);
+            outcome.exit_code = Some(exit.code);
         }
+        outcome.cpu_ms = exit.cpu_ms;
+        outcome.peak_memory_bytes = exit.max_rss_bytes;
     } else {
         outcome.signal = Some(libc::SIGKILL);
     }
@@ -394,6 +473,16 @@ enum Role {
     Control,
     Stream(usize),
     Listener,
+    Status,
+}
+
+/// How the program ended, as its reaper reports it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ExitStatus {
+    pub code: i32,
+    pub signal: i32,
+    pub cpu_ms: u64,
+    pub max_rss_bytes: u64,
 }
 
 fn read_some(fd: RawFd, into: &mut Vec<u8>, max: usize) -> Result<usize, Errno> {
@@ -414,15 +503,15 @@ fn handle_notification(listener: BorrowedFd<'_>, mode: SeccompMode, blocked: &mu
     };
 }
 
-enum Control {
+pub(crate) enum Control {
     Closed,
     Error(String),
     Ready(Option<OwnedFd>),
-    Exited(i32, i32),
+    Exited(ExitStatus),
     Other,
 }
 
-fn receive_control(control: &OwnedFd) -> Result<Control, HelperError> {
+pub(crate) fn receive_control(control: &OwnedFd) -> Result<Control, HelperError> {
     let mut buf = [0u8; 4096];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
@@ -450,16 +539,18 @@ fn receive_control(control: &OwnedFd) -> Result<Control, HelperError> {
         Some(&msg::ERROR) => Control::Error(String::from_utf8_lossy(&data[1..]).into_owned()),
         Some(&msg::READY) => Control::Ready(fd),
         Some(&msg::EXITED) if len >= 9 => {
-            let code = i32::from_le_bytes([data[1], data[2], data[3], data[4]]);
-            let signal = i32::from_le_bytes([data[5], data[6], data[7], data[8]]);
-            Control::Exited(code, signal)
+            let word = |at: usize| i32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+            let long = |at: usize| {
+                data.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            };
+            Control::Exited(ExitStatus { code: word(1), signal: word(5), cpu_ms: long(9), max_rss_bytes: long(17) })
         }
         Some(_) => Control::Other,
     })
 }
 
 /// Waits for init; returns (cpu ms of the whole run, max RSS in bytes).
-fn reap(init: Pid) -> (u64, u64) {
+pub(crate) fn reap(init: Pid) -> (u64, u64) {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -500,6 +591,8 @@ enum JailError {
     LockDown(#[from] LockDownError),
     #[error("exec {path}: {source}")]
     Exec { path: PathBuf, source: Errno },
+    #[error("start the zygote: {0}")]
+    Zygote(String),
     #[error("bad argument {0:?}: contains a NUL byte")]
     Nul(String),
 }
@@ -514,11 +607,12 @@ fn jail_init(
     control: &OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    inherit: Option<OwnedFd>,
 ) -> i32 {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let program_pid = match prepare_jail(spec, code, control) {
-        Ok(()) => match fork_program(spec, program, use_listener, coverage, control, stdout, stderr) {
+        Ok(()) => match fork_program(spec, program, use_listener, coverage, control, stdout, stderr, inherit) {
             Ok(pid) => pid,
             Err(err) => return report_error(control, &err),
         },
@@ -629,6 +723,7 @@ fn fork_program(
     control: &OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    inherit: Option<OwnedFd>,
 ) -> Result<Pid, JailError> {
     // Everything the program needs is prepared before fork; the child only makes syscalls.
     let argv = cstrings(std::iter::once(spec.interpreter.to_string_lossy().into_owned()).chain(spec.args.iter().cloned()))?;
@@ -636,11 +731,11 @@ fn fork_program(
     // SAFETY: init is single-threaded, so fork is sound.
     match unsafe { nix::unistd::fork() }.map_err(JailError::Fork)? {
         nix::unistd::ForkResult::Parent { child } => {
-            drop((stdout, stderr));
+            drop((stdout, stderr, inherit));
             Ok(child)
         }
         nix::unistd::ForkResult::Child => {
-            let err = exec_program(spec, program, use_listener, coverage, control, stdout, stderr, &argv, &envp);
+            let err = exec_program(spec, program, use_listener, coverage, control, stdout, stderr, inherit, &argv, &envp);
             report_error(control, &err);
             // SAFETY: _exit ends the child immediately; nothing else must run here.
             unsafe { libc::_exit(127) }
@@ -661,10 +756,11 @@ fn exec_program(
     control: &OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    inherit: Option<OwnedFd>,
     argv: &[CString],
     envp: &[CString],
 ) -> JailError {
-    match confine_and_exec(spec, program, use_listener, coverage, control, stdout, stderr, argv, envp) {
+    match confine_and_exec(spec, program, use_listener, coverage, control, stdout, stderr, inherit, argv, envp) {
         Ok(never) => match never {},
         Err(err) => err,
     }
@@ -681,6 +777,7 @@ fn confine_and_exec(
     control: &OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
+    inherit: Option<OwnedFd>,
     argv: &[CString],
     envp: &[CString],
 ) -> Result<Never, JailError> {
@@ -706,7 +803,10 @@ fn confine_and_exec(
     if unsafe { libc::dup3(interpreter, seccomp::policy::EXEC_FD, libc::O_CLOEXEC) } < 0 {
         return Err(JailError::Interpreter { path: spec.interpreter.clone(), source: Errno::last() });
     }
-    lockdown::lock_down(
+    if spec.zygote {
+        keep_zygote_powers(control, inherit)?;
+    } else {
+        lockdown::lock_down(
         &LockDown {
             language: &spec.language,
             limits: &spec.limits,
@@ -718,6 +818,7 @@ fn confine_and_exec(
         control.as_raw_fd(),
         &[seccomp::policy::EXEC_FD],
     )?;
+    }
 
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -737,3 +838,38 @@ fn confine_and_exec(
     };
     Err(JailError::Exec { path: spec.interpreter.clone(), source: Errno::last() })
 }
+
+/// A zygote execs with the capabilities its run children need to build their namespaces
+/// (raised as ambient capabilities, so they survive the exec of a non-root uid), its control
+/// socket as [`ZYGOTE_FD`], and no seccomp of its own: it runs only trusted start-up code,
+/// and each run child locks itself down before it reads a request.
+fn keep_zygote_powers(control: &OwnedFd, socket: Option<OwnedFd>) -> Result<(), JailError> {
+    let socket = socket.ok_or_else(|| JailError::Zygote("no control socket".into()))?;
+    // SAFETY: dup2 onto the fixed descriptor; dup2 clears close-on-exec so it survives exec.
+    if unsafe { libc::dup2(socket.as_raw_fd(), ZYGOTE_FD) } < 0 {
+        return Err(JailError::Zygote(format!("dup2: {}", Errno::last())));
+    }
+    drop(socket);
+    lockdown::close_other_fds(&[seccomp::policy::EXEC_FD, ZYGOTE_FD, control.as_raw_fd()]);
+    // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(JailError::Zygote(format!("no_new_privs: {}", Errno::last())));
+    }
+    let kept: caps::CapsHashSet = ZYGOTE_CAPS.iter().copied().collect();
+    let err = |e: caps::errors::CapsError| JailError::Zygote(e.to_string());
+    caps::set(None, caps::CapSet::Inheritable, &kept).map_err(err)?;
+    for cap in ZYGOTE_CAPS {
+        caps::raise(None, caps::CapSet::Ambient, *cap).map_err(err)?;
+    }
+    write(control, &[msg::READY]).map_err(|e| JailError::Zygote(e.to_string()))?;
+    Ok(())
+}
+
+/// What a zygote keeps (within its own user namespace only): new namespaces and mounts for
+/// each run child, switching to the run uid, and dropping the bounding set.
+const ZYGOTE_CAPS: &[caps::Capability] = &[
+    caps::Capability::CAP_SYS_ADMIN,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETPCAP,
+];

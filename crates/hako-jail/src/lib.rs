@@ -11,9 +11,11 @@ pub mod landlock;
 pub mod ldcache;
 pub mod lockdown;
 pub mod mounts;
+pub mod netns;
 pub mod probe;
 pub mod protocol;
 pub mod seccomp;
 pub mod spec;
+pub mod zygote;
 
 pub use spec::*;

@@ -57,6 +57,33 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<JailOutcome, ProtocolError> {
     Ok(outcome)
 }
 
+/// Writes a `u32 LE` length and the JSON of `value`.
+pub fn write_json<T: serde::Serialize>(mut out: impl Write, value: &T) -> Result<(), ProtocolError> {
+    let bytes = serde_json::to_vec(value)?;
+    out.write_all(&(bytes.len() as u32).to_le_bytes())?;
+    out.write_all(&bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads what [`write_json`] wrote.
+pub fn read_json<T: serde::de::DeserializeOwned>(mut input: impl Read) -> Result<T, ProtocolError> {
+    Ok(serde_json::from_slice(&read_frame(&mut input, 4)?)?)
+}
+
+/// Writes a `u64 LE` length and the bytes.
+pub fn write_bytes(mut out: impl Write, bytes: &[u8]) -> Result<(), ProtocolError> {
+    out.write_all(&(bytes.len() as u64).to_le_bytes())?;
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads what [`write_bytes`] wrote.
+pub fn read_bytes(mut input: impl Read) -> Result<Vec<u8>, ProtocolError> {
+    read_frame(&mut input, 8)
+}
+
 fn read_frame(input: &mut impl Read, width: usize) -> Result<Vec<u8>, ProtocolError> {
     let mut len = [0u8; 8];
     input.read_exact(&mut len[..width])?;

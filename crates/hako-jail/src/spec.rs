@@ -30,6 +30,9 @@ pub struct JailSpec {
     pub limits: Limits,
     /// Network access of the run.
     pub network: NetworkMode,
+    /// Where a [`NetworkMode::Proxy`] run's listener is handed over (see [`crate::netns`]).
+    #[serde(default)]
+    pub egress: Option<EgressSpec>,
     /// Syscall policy.
     pub seccomp: SeccompSpec,
     /// Identity of the run on the host.
@@ -40,6 +43,10 @@ pub struct JailSpec {
     /// Run without the layers the host lacks (cgroups, Landlock). Seccomp and namespaces are
     /// never optional here; the caller refuses to start without them unless `insecure`.
     pub insecure: bool,
+    /// Start a warm zygote (keeps namespace capabilities, gets a control socket as fd 3 and
+    /// two in-jail ids: [`JAIL_UID`] for itself and [`RUN_UID`] for its run children).
+    #[serde(default)]
+    pub zygote: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,6 +66,34 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace (Dify Sandbox's behaviour).
     Host,
+    /// Own network namespace with only loopback, where a listener of the egress guard
+    /// waits on 127.0.0.1:[`crate::netns::EGRESS_PORT`].
+    Proxy,
+}
+
+/// The egress guard a proxy-mode run registers with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EgressSpec {
+    /// Unix socket of the guard (in the caller's runtime directory).
+    pub socket: PathBuf,
+    /// Names the run in the guard's log.
+    pub run_id: String,
+}
+
+/// What the egress guard saw of one run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkReport {
+    /// Connections the run opened to the guard.
+    pub connections: u64,
+    /// Bytes relayed from the run to destinations, and back.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// `host:port` of every destination the guard connected to, in first-use order.
+    pub destinations: Vec<String>,
+    /// `host:port` of every destination the guard refused, in first-refusal order.
+    pub refused: Vec<String>,
+    /// Set when a per-run limit cut the run off: `connections` or `bytes`.
+    pub limit: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,6 +122,11 @@ pub struct RunIds {
 /// The in-jail uid/gid of the program (`sandbox` in the synthetic /etc/passwd).
 pub const JAIL_UID: u32 = 1000;
 pub const JAIL_GID: u32 = 1000;
+/// The in-jail uid/gid of a zygote's run children (distinct from the zygote's own).
+pub const RUN_UID: u32 = 1001;
+pub const RUN_GID: u32 = 1001;
+/// The descriptor a zygote receives its control socket on.
+pub const ZYGOTE_FD: i32 = 3;
 
 /// What happened to one run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -106,6 +146,13 @@ pub struct JailOutcome {
     pub peak_memory_bytes: u64,
     /// Set when the jail could not be built; the program never ran.
     pub setup_error: Option<String>,
+    /// The program was fully confined (and so may have started): a failure after this
+    /// point is never retried.
+    #[serde(default)]
+    pub confined: bool,
+    /// Egress of a proxy-mode run.
+    #[serde(default)]
+    pub network: Option<NetworkReport>,
     #[serde(skip)]
     pub stdout: Vec<u8>,
     #[serde(skip)]

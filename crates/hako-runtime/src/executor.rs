@@ -6,6 +6,7 @@
 use crate::adapter::{Adapter, AdapterError};
 use crate::config::Config;
 use crate::language::Language;
+use crate::packages::PackageManager;
 use crate::result::{RunRequest, RunResult};
 use crate::summary::summarize;
 use hako_jail::protocol;
@@ -38,6 +39,10 @@ struct Inner {
     adapters: Vec<Result<Adapter, String>>,
     extra_syscalls: Vec<u32>,
     next_id: AtomicU32,
+    packages: PackageManager,
+    egress: crate::egress::Egress,
+    /// Warm Python zygotes; set by [`Executor::start_warm`] (the server), absent in the CLI.
+    warm: std::sync::OnceLock<(crate::warm::ZygotePool, PathBuf)>,
 }
 
 /// Runs programs. Cheap to clone and share between requests.
@@ -80,7 +85,13 @@ impl Executor {
             .map(|(lang, path)| {
                 Adapter::discover(lang, path).map_err(|e: AdapterError| e.to_string())
             })
-            .collect();
+            .collect::<Vec<Result<Adapter, String>>>();
+        let interpreter = |i: usize| {
+            adapters[i].as_ref().map(|a| (a.interpreter.clone(), a.version.clone())).map_err(Clone::clone)
+        };
+        // Uses environments that are already built; `PackageManager::start` installs.
+        let packages = PackageManager::new(&config, interpreter(0), interpreter(1));
+        let egress = crate::egress::Egress::new(&config).map_err(|e| ExecError::Sandbox(e.to_string()))?;
         Ok(Executor {
             inner: Arc::new(Inner {
                 config,
@@ -88,12 +99,20 @@ impl Executor {
                 adapters,
                 extra_syscalls,
                 next_id: AtomicU32::new(0),
+                packages,
+                egress,
+                warm: std::sync::OnceLock::new(),
             }),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The package environments runs see.
+    pub fn packages(&self) -> &PackageManager {
+        &self.inner.packages
     }
 
     /// The adapter of a language, or why it is unavailable.
@@ -122,7 +141,13 @@ impl Executor {
             return Err(ExecError::NetworkDisabled);
         }
         let adapter = self.adapter(request.language)?;
-        let spec = self.spec(adapter, &request, options);
+        let mut spec = self.spec(adapter, &request, options);
+        // Held until the run ends, so the environment is not garbage-collected under it.
+        let _packages = self.inner.packages.attach(adapter.language, &mut spec);
+        self.inner
+            .egress
+            .attach(&mut spec, adapter.language, &request.request_id)
+            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
         let mut code = Vec::new();
         if config.enable_preload {
             if let Some(preload) = request.preload.as_deref().filter(|p| !p.trim().is_empty()) {
@@ -131,7 +156,7 @@ impl Executor {
             }
         }
         code.extend_from_slice(request.code.as_bytes());
-        let outcome = self.spawn_helper(&spec, &code).await?;
+        let outcome = self.execute(&spec, &code, options).await?;
         if let Some(err) = &outcome.setup_error {
             tracing::error!(request_id = %request.request_id, error = %err, "jail setup failed");
             return Err(ExecError::Sandbox(err.clone()));
@@ -164,7 +189,7 @@ impl Executor {
             ro_binds: adapter.ro_binds.clone(),
             mapped_binds: Vec::new(),
             limits,
-            network: if request.enable_network { NetworkMode::Host } else { NetworkMode::None },
+            network: crate::egress::network_mode(config, request.enable_network),
             seccomp: SeccompSpec {
                 mode: if options.learn_syscalls { SeccompMode::Learn } else { SeccompMode::Enforce },
                 extra_allowed: self.inner.extra_syscalls.clone(),
@@ -172,6 +197,8 @@ impl Executor {
             ids: RunIds { host_uid: base + slot, host_gid: base + slot },
             root_mountpoint: root_mountpoint(config),
             insecure: config.hako.insecure,
+            zygote: false,
+            egress: None,
         }
     }
 
@@ -213,4 +240,126 @@ impl Executor {
 
 fn root_mountpoint(config: &Config) -> PathBuf {
     config.hako.runtime_dir.join("root")
+}
+
+impl Executor {
+    /// Starts warm Python zygotes (mode `zygote`): `count` of them, so that many runs can
+    /// fork at once. Needs a tokio runtime. Without the zygote library, runs stay in spawn mode.
+    pub fn start_warm(&self, count: usize) -> Result<(), ExecError> {
+        let config = &self.inner.config;
+        if config.hako.mode != crate::config::ExecMode::Zygote {
+            return Ok(());
+        }
+        if !nix_is_root() {
+            tracing::warn!("zygote mode needs root (two mapped ids per zygote); using spawn mode");
+            return Ok(());
+        }
+        let library = zygote_library(&self.inner.helper)?;
+        let adapter = self.adapter(Language::Python3)?;
+        let pool = crate::warm::ZygotePool::new(self.inner.helper.clone(), count);
+        let (template, key) = self.zygote_template(adapter, &library)?;
+        pool.set_template(template, hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec(), key);
+        let _ = self.inner.warm.set((pool, library));
+        Ok(())
+    }
+
+    /// The warm pool's state, if the server started one.
+    pub fn warm_status(&self) -> Option<crate::warm::PoolStatus> {
+        self.inner.warm.get().map(|(pool, _)| pool.status())
+    }
+
+    /// The zygote's spec, and the package binds it was made from.
+    #[allow(clippy::type_complexity)]
+    fn zygote_template(
+        &self,
+        adapter: &Adapter,
+        library: &std::path::Path,
+    ) -> Result<(JailSpec, Vec<(PathBuf, PathBuf)>), ExecError> {
+        let config = &self.inner.config;
+        let request = RunRequest {
+            language: Language::Python3,
+            code: String::new(),
+            preload: None,
+            enable_network: false,
+            limits: Default::default(),
+            request_id: "zygote".into(),
+        };
+        let mut spec = self.spec(adapter, &request, ExecOptions::default());
+        let _env = self.inner.packages.attach(Language::Python3, &mut spec);
+        let key = spec.mapped_binds.clone();
+        spec.zygote = true;
+        // Zygote ids live above the spawn range; the pool gives each zygote its own pair.
+        let base = config.hako.uid_base + ID_SLOTS;
+        spec.ids = RunIds { host_uid: base, host_gid: base };
+        spec.mapped_binds.push((library.to_path_buf(), PathBuf::from(ZYGOTE_LIBRARY_IN_JAIL)));
+        let cache = hako_jail::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))
+            .unwrap_or_else(|_| hako_jail::ldcache::LdCache::empty());
+        let closure = hako_jail::elf::library_closure(&[library.to_path_buf()], &cache)
+            .map_err(|e| ExecError::Sandbox(format!("zygote library closure: {e}")))?;
+        spec.ro_binds.extend(closure.files);
+        spec.ro_binds.sort();
+        spec.ro_binds.dedup();
+        let preload: Vec<String> = config.hako.python_preload.clone();
+        spec.env.push(("HAKO_ZYGOTE_LIBRARY".into(), ZYGOTE_LIBRARY_IN_JAIL.into()));
+        spec.env.push((
+            "HAKO_PRELOAD".into(),
+            serde_json::to_string(&preload).map_err(|e| ExecError::Sandbox(e.to_string()))?,
+        ));
+        Ok((spec, key))
+    }
+
+    /// Runs in a warm zygote when one fits, else in a fresh jailed interpreter.
+    async fn execute(&self, spec: &JailSpec, code: &[u8], options: ExecOptions) -> Result<JailOutcome, ExecError> {
+        if let Some((pool, library)) = self.inner.warm.get() {
+            // Zygotes have loopback only; runs with host network start afresh.
+            let fits = spec.language == "python3"
+                && !options.learn_syscalls
+                && spec.network == NetworkMode::None
+                && spec.egress.is_none();
+            if fits {
+                if !pool.made_from(&spec.mapped_binds) {
+                    // The package environment changed: new zygotes, old ones drain.
+                    let adapter = self.adapter(Language::Python3)?;
+                    let (template, key) = self.zygote_template(adapter, library)?;
+                    pool.set_template(template, hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec(), key);
+                }
+                let order = hako_jail::zygote::RunOrder {
+                    limits: spec.limits,
+                    seccomp: spec.seccomp.clone(),
+                    insecure: spec.insecure,
+                };
+                match pool.run(&order, code).await {
+                    Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => return Ok(outcome),
+                    Ok(Some(outcome)) => {
+                        // The zygote failed before the program started: run it afresh once.
+                        tracing::warn!("zygote run failed before the program started: {:?}", outcome.setup_error);
+                    }
+                    Ok(None) => tracing::debug!("no warm zygote free; spawning"),
+                    Err(err) => tracing::warn!("{err}; spawning"),
+                }
+            }
+        }
+        self.spawn_helper(spec, code).await
+    }
+}
+
+/// Where the zygote library appears inside the jail.
+const ZYGOTE_LIBRARY_IN_JAIL: &str = "/opt/hako/lib/libhako_zygote.so";
+
+/// The zygote library is built next to the `hako` binary.
+fn zygote_library(helper: &std::path::Path) -> Result<PathBuf, ExecError> {
+    let path = helper.with_file_name("libhako_zygote.so");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ExecError::Sandbox(format!(
+            "zygote mode needs {} (built with `cargo build --workspace`); set hako.mode: spawn to run without it",
+            path.display()
+        )))
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }

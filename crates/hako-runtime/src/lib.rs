@@ -3,10 +3,13 @@
 
 pub mod adapter;
 pub mod config;
+pub mod egress;
 pub mod executor;
 pub mod language;
+pub mod packages;
 pub mod result;
 pub mod summary;
+pub mod warm;
 
 pub use config::Config;
 pub use executor::{ExecError, ExecOptions, Executor};

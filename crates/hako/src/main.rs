@@ -35,6 +35,9 @@ enum Command {
     /// Internal: the single-threaded jail helper (reads a run on stdin).
     #[command(name = "__jail", hide = true)]
     Jail,
+    /// Internal: a warm Python zygote and its supervisor (reads runs on stdin).
+    #[command(name = "__zygote", hide = true)]
+    Zygote,
 }
 
 #[derive(Args)]
@@ -72,9 +75,11 @@ struct ProfileArgs {
 
 fn main() {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Jail) {
-        // The helper must stay single-threaded: no runtime, no logging threads.
-        std::process::exit(hako_jail::helper::main());
+    // The helpers must stay single-threaded: no runtime, no logging threads.
+    match cli.command {
+        Command::Jail => std::process::exit(hako_jail::helper::main()),
+        Command::Zygote => std::process::exit(hako_jail::zygote::main()),
+        _ => {}
     }
     init_logging();
     let code = match dispatch(cli) {
@@ -105,7 +110,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Doctor { policy } => doctor(cli.config.as_deref(), policy.as_deref()),
         Command::Profile(args) => profile(cli.config.as_deref(), args),
         Command::Serve => serve(cli.config.as_deref()),
-        Command::Jail => unreachable!("handled before logging starts"),
+        Command::Jail | Command::Zygote => unreachable!("handled before logging starts"),
     }
 }
 
@@ -290,6 +295,9 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
             Err(err) => println!("{:<28} {:<9} {err}", format!("interpreter {language}"), "missing"),
         }
     }
+    for language in [Language::Python3, Language::Nodejs] {
+        print_packages(&executor, language);
+    }
     if config.enable_network {
         println!(
             "{:<28} {:<9} runs that ask for network share the host's network namespace",
@@ -304,6 +312,40 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
     Ok(0)
 }
 
+/// One line per language on its package environment; a failed install's output below it.
+fn print_packages(executor: &Executor, language: Language) {
+    use hako_runtime::packages::EnvState;
+    let packages = executor.packages();
+    let report = packages.report(language);
+    let layer = format!("packages {language}");
+    let current = match &report.current {
+        Some((key, dir)) => format!("{} packages in {} ({key})", report.packages.len(), dir.display()),
+        None => "no environment".to_string(),
+    };
+    let pending = if packages.pending(language) {
+        "; the requirements file changed and is not installed yet (`hako serve` installs it)"
+    } else {
+        ""
+    };
+    let missing = if report.missing_libraries.is_empty() {
+        String::new()
+    } else {
+        format!("; unresolved libraries: {}", report.missing_libraries.join(", "))
+    };
+    let state = match report.state {
+        EnvState::None if pending.is_empty() => "none",
+        EnvState::None | EnvState::Installing => "pending",
+        EnvState::Ready => "ready",
+        EnvState::Failed => "failed",
+    };
+    println!("{layer:<28} {state:<9} {current}{pending}{missing}");
+    if let Some(error) = &report.error {
+        for line in error.lines() {
+            println!("{:<38} {line}", "");
+        }
+    }
+}
+
 fn serve(config_path: Option<&Path>) -> Result<i32> {
     let config = load_config(config_path, true)?;
     check_layers(&config)?;
@@ -313,11 +355,21 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
             tracing::warn!("{err}");
         }
     }
+    // Installs in the background; until then runs use the previous (or no) environment.
+    let packages = executor.packages().clone();
+    packages.start();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(hako_api::serve(
-        std::sync::Arc::new(config),
-        executor,
-        hako_api::shutdown_signal(),
-    ))?;
+    runtime.block_on(async move {
+        if let Err(err) = executor.start_warm(config.max_workers) {
+            tracing::warn!("warm workers unavailable, every run starts a fresh interpreter: {err}");
+        }
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], config.app.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| hako_api::ApiError::Bind { addr, source })?;
+        let state = hako_api::AppState::new(std::sync::Arc::new(config), executor)
+            .with_dependencies(std::sync::Arc::new(packages));
+        hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await
+    })?;
     Ok(0)
 }

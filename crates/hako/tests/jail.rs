@@ -4,22 +4,50 @@
 mod common;
 use common::*;
 
-#[test]
-fn python_and_node_print() {
-    if !can_run_jail() {
-        return;
-    }
-    let py = run("python3", "print(1+1)", &[]);
+/// Every isolation test runs in every execution mode: the CLI (spawn), and servers in spawn
+/// and zygote mode (Node runs in the pool or spawn mode there).
+macro_rules! in_every_mode {
+    ($($name:ident),* $(,)?) => {
+        mod cli_spawn {
+            $(#[test] fn $name() { if super::can_run_jail() { super::$name(&super::Runner::cli()) } })*
+        }
+        mod server_spawn {
+            $(#[test] fn $name() { if super::can_run_jail() { super::$name(&super::Runner::server("spawn")) } })*
+        }
+        mod server_zygote {
+            $(#[test] fn $name() { if super::can_run_jail() { super::$name(&super::Runner::server("zygote")) } })*
+        }
+    };
+}
+
+in_every_mode!(
+    python_and_node_print,
+    python_stdlib_runs_unchanged,
+    node_builtins_run_unchanged,
+    host_files_are_not_visible,
+    listing_root_shows_only_the_jail,
+    runs_do_not_see_each_others_tmp,
+    proc_shows_only_the_run_and_no_host_environment,
+    kill_all_processes_hurts_nobody_outside,
+    fork_and_subprocess_are_not_permitted,
+    thread_bomb_stops_at_the_pids_limit,
+    huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit,
+    filling_tmp_stops_at_its_cap,
+    infinite_loop_times_out,
+    output_flood_is_capped,
+    privileged_syscalls_are_denied_and_named,
+    dangerous_sockets_are_denied,
+    host_loopback_is_unreachable_without_network,
+);
+
+fn python_and_node_print(jail: &Runner) {
+    let py = jail.run("python3", "print(1+1)", &[]);
     assert_eq!((py.stdout(), py.status(), py.exit_code()), ("2\n", "ok", 0), "{:?}", py.json);
-    let js = run("nodejs", "console.log(1+1)", &[]);
+    let js = jail.run("nodejs", "console.log(1+1)", &[]);
     assert_eq!((js.stdout(), js.status(), js.exit_code()), ("2\n", "ok", 0), "{:?}", js.json);
 }
 
-#[test]
-fn python_stdlib_runs_unchanged() {
-    if !can_run_jail() {
-        return;
-    }
+fn python_stdlib_runs_unchanged(jail: &Runner) {
     let code = r#"
 import threading, sqlite3, zoneinfo, ssl, hashlib, tempfile, asyncio, datetime, os
 out = []
@@ -41,7 +69,7 @@ async def main():
 out.append(asyncio.run(main()))
 print(" ".join(out))
 "#;
-    let r = run("python3", code, &[]);
+    let r = jail.run("python3", code, &[]);
     assert_eq!(
         r.stdout(),
         "thread sqlite=42 tz=+0800 certs=True sha=2d711642 tmp=/tmp:hi async\n",
@@ -51,11 +79,7 @@ print(" ".join(out))
     assert_eq!(r.status(), "ok");
 }
 
-#[test]
-fn node_builtins_run_unchanged() {
-    if !can_run_jail() {
-        return;
-    }
+fn node_builtins_run_unchanged(jail: &Runner) {
     let code = r#"
 const crypto = require('crypto');
 const b = Buffer.from('hako').toString('base64');
@@ -65,21 +89,17 @@ setTimeout(() => {
   Promise.resolve(7).then(v => console.log([b, h, u, v, crypto.randomUUID().length].join(' ')));
 }, 10);
 "#;
-    let r = run("nodejs", code, &[]);
+    let r = jail.run("nodejs", code, &[]);
     assert_eq!(r.stdout(), "aGFrbw== 2d711642 1 7 36\n", "{:?}", r.json);
 }
 
-#[test]
-fn host_files_are_not_visible() {
-    if !can_run_jail() {
-        return;
-    }
+fn host_files_are_not_visible(jail: &Runner) {
     let secret = format!("/var/tmp/hako-test-secret-{}", std::process::id());
     std::fs::write(&secret, "top secret").unwrap();
     let code = format!(
         "import os\nfor p in ['{secret}', '/etc/shadow', '/root', '/home', '/var']:\n    print(p, os.path.exists(p))\nprint(sorted(l.split(':')[0] for l in open('/etc/passwd')))\n"
     );
-    let r = run("python3", &code, &[]);
+    let r = jail.run("python3", &code, &[]);
     std::fs::remove_file(&secret).unwrap();
     assert_eq!(
         r.stdout(),
@@ -89,12 +109,8 @@ fn host_files_are_not_visible() {
     );
 }
 
-#[test]
-fn listing_root_shows_only_the_jail() {
-    if !can_run_jail() {
-        return;
-    }
-    let r = run("python3", "import os\nprint(sorted(os.listdir('/')))", &[]);
+fn listing_root_shows_only_the_jail(jail: &Runner) {
+    let r = jail.run("python3", "import os\nprint(sorted(os.listdir('/')))", &[]);
     let listed: Vec<String> = r
         .stdout()
         .trim()
@@ -102,7 +118,7 @@ fn listing_root_shows_only_the_jail() {
         .split(", ")
         .map(|s| s.trim_matches('\'').to_string())
         .collect();
-    let allowed = ["bin", "dev", "etc", "lib", "lib64", "proc", "sandbox", "tmp", "usr"];
+    let allowed = ["bin", "dev", "etc", "lib", "lib64", "opt", "proc", "sandbox", "tmp", "usr"];
     for entry in &listed {
         assert!(allowed.contains(&entry.as_str()), "unexpected /{entry} in the jail: {listed:?}");
     }
@@ -111,93 +127,72 @@ fn listing_root_shows_only_the_jail() {
     }
 }
 
-#[test]
-fn runs_do_not_see_each_others_tmp() {
-    if !can_run_jail() {
-        return;
-    }
-    let writer = std::thread::spawn(|| {
-        run(
-            "python3",
-            "import time\nopen('/tmp/run-a-secret', 'w').write('a')\ntime.sleep(2)\nprint('wrote')",
-            &[],
-        )
+fn runs_do_not_see_each_others_tmp(jail: &Runner) {
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            jail.run(
+                "python3",
+                "import time\nopen('/tmp/run-a-secret', 'w').write('a')\ntime.sleep(2)\nprint('wrote')",
+                &[],
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let reader = jail.run("python3", "import os\nprint(os.listdir('/tmp'))", &[]);
+        let writer = writer.join().unwrap();
+        assert_eq!(writer.stdout(), "wrote\n", "{:?}", writer.json);
+        assert_eq!(reader.stdout(), "[]\n", "{:?}", reader.json);
     });
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    let reader = run("python3", "import os\nprint(os.listdir('/tmp'))", &[]);
-    let writer = writer.join().unwrap();
-    assert_eq!(writer.stdout(), "wrote\n", "{:?}", writer.json);
-    assert_eq!(reader.stdout(), "[]\n", "{:?}", reader.json);
 }
 
-#[test]
-fn proc_shows_only_the_run_and_no_host_environment() {
-    if !can_run_jail() {
-        return;
-    }
-    let code = "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n\
-try:\n    print(open('/proc/1/environ','rb').read())\nexcept OSError as e:\n    print('environ', e.errno)\n\
-print(open('/proc/self/environ','rb').read().count(b'HAKO_TEST_MARKER'))\nprint('HAKO_TEST_MARKER' in os.environ)\n";
-    let r = run_with_env("python3", code, &[], &[("HAKO_TEST_MARKER", "host-secret")]);
-    assert_eq!(r.stdout(), "[1, 2]\nenviron 13\n0\nFalse\n", "{:?}", r.json);
+fn proc_shows_only_the_run_and_no_host_environment(jail: &Runner) {
+    // The host (and the server) carry HAKO_TEST_MARKER; no process the run can see may.
+    let code = "import os\npids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n\
+print(all(p <= 2 for p in pids), os.getpid() in pids)\nleaks = 0\nfor p in pids:\n    try:\n        leaks += open('/proc/%d/environ' % p, 'rb').read().count(b'HAKO_TEST_MARKER')\n    except OSError:\n        pass\n\
+print(leaks, 'HAKO_TEST_MARKER' in os.environ)\n";
+    let r = jail.run("python3", code, &[]);
+    assert_eq!(r.stdout(), "True True\n0 False\n", "{:?}", r.json);
 }
 
-#[test]
-fn kill_all_processes_hurts_nobody_outside() {
-    if !can_run_jail() {
-        return;
-    }
+fn kill_all_processes_hurts_nobody_outside(jail: &Runner) {
     let mut canary = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     let code = "import os\ntry:\n    os.kill(-1, 9)\nexcept ProcessLookupError:\n    print('nobody to kill')\nprint('still here')";
-    let r = run("python3", code, &[]);
+    let r = jail.run("python3", code, &[]);
     let alive = canary.try_wait().unwrap().is_none();
     canary.kill().unwrap();
     canary.wait().unwrap();
     assert!(alive, "a host process died");
     assert_eq!(r.stdout(), "nobody to kill\nstill here\n", "{:?}", r.json);
-    let again = run("python3", "print('ok')", &[]);
+    let again = jail.run("python3", "print('ok')", &[]);
     assert_eq!(again.stdout(), "ok\n");
 }
 
-#[test]
-fn fork_and_subprocess_are_not_permitted() {
-    if !can_run_jail() {
-        return;
-    }
-    let r = run("python3", "import os\nwhile True:\n    os.fork()", &[]);
+fn fork_and_subprocess_are_not_permitted(jail: &Runner) {
+    let r = jail.run("python3", "import os\nwhile True:\n    os.fork()", &[]);
     assert_eq!(r.status(), "blocked", "{:?}", r.json);
     assert!(r.stderr().contains("PermissionError: [Errno 1] Operation not permitted"), "{:?}", r.json);
     assert!(r.error().contains("error: operation not permitted: syscall clone blocked by the python3 policy"), "{:?}", r.json);
 
-    let r = run("python3", "import subprocess\nsubprocess.run(['ls'])", &[]);
+    let r = jail.run("python3", "import subprocess\nsubprocess.run(['ls'])", &[]);
     assert!(r.error().contains("Operation not permitted"), "{:?}", r.json);
-    let r = run("python3", "import os\nos.execl('/usr/bin/python3', 'python3', '-c', 'print(1)')", &[]);
+    let r = jail.run("python3", "import os\nos.execl('/usr/bin/python3', 'python3', '-c', 'print(1)')", &[]);
     assert!(r.error().contains("Operation not permitted"), "{:?}", r.json);
     assert!(r.blocked().contains(&"execve".to_string()), "{:?}", r.json);
-    let r = run("nodejs", "require('child_process').execSync('ls')", &[]);
+    let r = jail.run("nodejs", "require('child_process').execSync('ls')", &[]);
     assert_ne!(r.exit_code(), 0);
     assert!(r.error().contains("EPERM") || r.error().contains("operation not permitted"), "{:?}", r.json);
 }
 
-#[test]
-fn thread_bomb_stops_at_the_pids_limit() {
-    if !can_run_jail() {
-        return;
-    }
+fn thread_bomb_stops_at_the_pids_limit(jail: &Runner) {
     let code = "import threading, time\nn = 0\ntry:\n    for _ in range(1000):\n        threading.Thread(target=time.sleep, args=(3,), daemon=True).start()\n        n += 1\nexcept RuntimeError as e:\n    print('stopped', e)\nprint(n < 1000)\n";
-    let r = run("python3", code, &["--timeout", "10"]);
+    let r = jail.run("python3", code, &["--timeout", "10"]);
     assert_eq!(r.stdout(), "stopped can't start new thread\nTrue\n", "{:?}", r.json);
-    assert_eq!(run("python3", "print('ok')", &[]).stdout(), "ok\n");
+    assert_eq!(jail.run("python3", "print('ok')", &[]).stdout(), "ok\n");
 }
 
-#[test]
-fn huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit() {
-    if !can_run_jail() {
-        return;
-    }
-    let r = run("python3", "try:\n    b = bytearray(64 << 30)\nexcept MemoryError:\n    print('MemoryError')", &[]);
+fn huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit(jail: &Runner) {
+    let r = jail.run("python3", "try:\n    b = bytearray(64 << 30)\nexcept MemoryError:\n    print('MemoryError')", &[]);
     assert_eq!(r.stdout(), "MemoryError\n", "{:?}", r.json);
-    let r = run(
+    let r = jail.run(
         "python3",
         "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))",
         &["--memory-mb", "128", "--timeout", "20"],
@@ -206,13 +201,9 @@ fn huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit() {
     assert!(r.error().contains("memory limit of 128 MiB exceeded"), "{:?}", r.json);
 }
 
-#[test]
-fn filling_tmp_stops_at_its_cap() {
-    if !can_run_jail() {
-        return;
-    }
+fn filling_tmp_stops_at_its_cap(jail: &Runner) {
     let code = "import errno\nblock = b'x' * (1 << 20)\nwritten = 0\ntry:\n    with open('/tmp/fill', 'wb') as f:\n        for _ in range(10 * 1024):\n            f.write(block); f.flush(); written += 1\nexcept OSError as e:\n    print(errno.errorcode[e.errno], written <= 64)\n";
-    let r = run("python3", code, &["--timeout", "20"]);
+    let r = jail.run("python3", code, &["--timeout", "20"]);
     assert!(
         r.stdout() == "ENOSPC True\n" || r.stdout() == "EFBIG True\n",
         "{:?}",
@@ -220,33 +211,21 @@ fn filling_tmp_stops_at_its_cap() {
     );
 }
 
-#[test]
-fn infinite_loop_times_out() {
-    if !can_run_jail() {
-        return;
-    }
-    let r = run("python3", "while True:\n    pass", &["--timeout", "1"]);
+fn infinite_loop_times_out(jail: &Runner) {
+    let r = jail.run("python3", "while True:\n    pass", &["--timeout", "1"]);
     assert_eq!(r.status(), "timeout", "{:?}", r.json);
     assert_eq!(r.error(), "process exited with code -1\nerror: timeout\n");
-    let r = run("nodejs", "while (true) {}", &["--timeout", "1"]);
+    let r = jail.run("nodejs", "while (true) {}", &["--timeout", "1"]);
     assert_eq!(r.status(), "timeout", "{:?}", r.json);
 }
 
-#[test]
-fn output_flood_is_capped() {
-    if !can_run_jail() {
-        return;
-    }
-    let r = run("python3", "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", &["--timeout", "10"]);
+fn output_flood_is_capped(jail: &Runner) {
+    let r = jail.run("python3", "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", &["--timeout", "10"]);
     assert_eq!(r.status(), "output_limit", "{:?}", r.json["status"]);
     assert!(r.stdout().len() <= 4 << 20 && r.stdout().len() > 1 << 20, "{}", r.stdout().len());
 }
 
-#[test]
-fn privileged_syscalls_are_denied_and_named() {
-    if !can_run_jail() {
-        return;
-    }
+fn privileged_syscalls_are_denied_and_named(jail: &Runner) {
     let cases = [
         ("mount", "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)"),
         ("unshare", "libc.unshare(0x10000000)"),
@@ -255,34 +234,26 @@ fn privileged_syscalls_are_denied_and_named() {
         ("chroot", "libc.chroot(b'/tmp')"),
     ];
     for (name, call) in cases {
-        let r = run("python3", &ctypes_call(name, call), &[]);
+        let r = jail.run("python3", &ctypes_call(name, call), &[]);
         assert_eq!(r.stdout(), format!("{name}=-1 errno=Operation not permitted\n"), "{name}: {:?}", r.json);
         assert!(r.blocked().contains(&name.to_string()), "{name}: {:?}", r.json);
     }
 }
 
-#[test]
-fn dangerous_sockets_are_denied() {
-    if !can_run_jail() {
-        return;
-    }
+fn dangerous_sockets_are_denied(jail: &Runner) {
     let code = "import socket\nfor fam, typ in [(socket.AF_PACKET, socket.SOCK_RAW), (socket.AF_NETLINK, socket.SOCK_RAW), (socket.AF_INET, socket.SOCK_RAW)]:\n    try:\n        socket.socket(fam, typ)\n        print('opened')\n    except PermissionError:\n        print('denied')\n";
-    let r = run("python3", code, &[]);
+    let r = jail.run("python3", code, &[]);
     assert_eq!(r.stdout(), "denied\ndenied\ndenied\n", "{:?}", r.json);
 }
 
-#[test]
-fn host_loopback_is_unreachable_without_network() {
-    if !can_run_jail() {
-        return;
-    }
+fn host_loopback_is_unreachable_without_network(jail: &Runner) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let code = format!(
         "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print(type(e).__name__)\n"
     );
-    let r = run("python3", &code, &[]);
+    let r = jail.run("python3", &code, &[]);
     assert_eq!(r.stdout(), "ConnectionRefusedError\n", "{:?}", r.json);
     assert!(listener.accept().is_err(), "the host listener saw a connection");
 }

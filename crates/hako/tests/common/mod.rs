@@ -44,7 +44,11 @@ impl Run {
     pub fn blocked(&self) -> Vec<String> {
         self.json["blocked_syscalls"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -65,7 +69,12 @@ pub fn run_with_env(language: &str, code: &str, extra: &[&str], env: &[(&str, &s
         .stderr(Stdio::piped())
         .spawn()
         .expect("start hako");
-    child.stdin.take().unwrap().write_all(code.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(code.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
@@ -74,7 +83,10 @@ pub fn run_with_env(language: &str, code: &str, extra: &[&str], env: &[(&str, &s
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    Run { json, exit: out.status.code().unwrap_or(-1) }
+    Run {
+        json,
+        exit: out.status.code().unwrap_or(-1),
+    }
 }
 
 /// Python code that calls a libc function through ctypes and prints `name=<ret> errno=<e>`.
@@ -93,7 +105,11 @@ pub struct Server {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
@@ -109,7 +125,12 @@ impl Server {
         Server::start_in(dir, port, key, env)
     }
 
-    pub fn start_in(dir: tempfile::TempDir, port: u16, key: String, env: &[(&str, &str)]) -> Server {
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        port: u16,
+        key: String,
+        env: &[(&str, &str)],
+    ) -> Server {
         let child = Command::new(HAKO)
             .arg("serve")
             .current_dir(dir.path())
@@ -119,7 +140,12 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start hako serve");
-        let server = Server { port, key, child, dir };
+        let server = Server {
+            port,
+            key,
+            child,
+            dir,
+        };
         server.wait_ready();
         server
     }
@@ -202,7 +228,12 @@ pub async fn dify_execute(server: &Server, language: &str, code: &str) -> DifyOu
     if !error.is_empty() {
         return DifyOutcome::Failed(error.to_string());
     }
-    DifyOutcome::Stdout(json["data"]["stdout"].as_str().unwrap_or_default().to_string())
+    DifyOutcome::Stdout(
+        json["data"]["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
 }
 
 /// Dify's `re.search(r"<<RESULT>>(.*)<<RESULT>>", stdout, re.DOTALL)` (greedy), then JSON.
@@ -240,4 +271,115 @@ pub fn jinja2_runner(template: &str, inputs: &Value) -> String {
         b64(template),
         b64(&serde_json::to_string(inputs).unwrap())
     )
+}
+
+/// Where an isolation test runs its programs: the CLI (spawn mode) or a server in a mode.
+pub enum Runner {
+    Cli,
+    Server(Server),
+}
+
+impl Runner {
+    pub fn cli() -> Runner {
+        Runner::Cli
+    }
+
+    /// A server in `mode` (spawn | zygote) that allows runs up to 20 s.
+    pub fn server(mode: &str) -> Runner {
+        Runner::server_with_env(mode, &[("HAKO_TEST_MARKER", "host-secret")])
+    }
+
+    pub fn server_with_env(mode: &str, env: &[(&str, &str)]) -> Runner {
+        let config = format!("worker_timeout: 20\nmax_workers: 2\nhako:\n  mode: {mode}\n");
+        let server = Server::start(&config, env);
+        if mode == "zygote" {
+            server.wait_warm();
+        }
+        Runner::Server(server)
+    }
+
+    /// Runs `code`; `extra` takes `--timeout S` and `--memory-mb N` like `hako run`.
+    pub fn run(&self, language: &str, code: &str, extra: &[&str]) -> Run {
+        match self {
+            Runner::Cli => run_with_env(
+                language,
+                code,
+                extra,
+                &[("HAKO_TEST_MARKER", "host-secret")],
+            ),
+            Runner::Server(server) => {
+                let mut limits = serde_json::Map::new();
+                let mut args = extra.iter();
+                while let Some(flag) = args.next() {
+                    let value: u64 = args
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("flag value");
+                    match *flag {
+                        "--timeout" => limits.insert("timeout_ms".into(), (value * 1000).into()),
+                        "--memory-mb" => limits.insert("memory_mb".into(), value.into()),
+                        other => panic!("unsupported flag {other}"),
+                    };
+                }
+                let body = serde_json::json!({
+                    "language": language, "code": code, "enable_network": false, "limits": limits
+                });
+                Run {
+                    json: post_run(server, &body),
+                    exit: 0,
+                }
+            }
+        }
+    }
+}
+
+/// A blocking POST of a run (the isolation tests are synchronous); returns `data`.
+fn post_run(server: &Server, body: &Value) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp: Value = reqwest::Client::new()
+            .post(server.url("/v1/sandbox/run"))
+            .header("X-Api-Key", &server.key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON answer");
+        assert_eq!(resp["code"], 0, "{resp}");
+        resp["data"].clone()
+    })
+}
+
+impl Server {
+    /// Waits until the warm zygotes are up (the server reports them in /metrics).
+    pub fn wait_warm(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        while std::time::Instant::now() < deadline {
+            let text = rt.block_on(async {
+                reqwest::get(self.url("/metrics"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()
+            });
+            if text.is_some_and(|t| {
+                t.lines()
+                    .any(|l| l.starts_with("hako_warm_workers ") && !l.ends_with(" 0"))
+            }) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no warm zygote became ready");
+    }
 }

@@ -1,0 +1,141 @@
+# hako zygote: imports the preload modules once, then forks one child per run.
+# Runs inside the jail with namespace capabilities only. It never touches request data:
+# each child confines itself through the hako library (Rust) before reading the program.
+import atexit
+import builtins
+import ctypes
+import json
+import linecache
+import os
+import random
+import socket
+import struct
+import sys
+import threading
+import traceback
+import types
+
+LIBRARY = os.environ.pop("HAKO_ZYGOTE_LIBRARY")
+PRELOAD = json.loads(os.environ.pop("HAKO_PRELOAD", "[]"))
+PROGRAM_PATH = "/sandbox/main.py"
+
+_hako = ctypes.PyDLL(LIBRARY)
+_hako.hako_prepare_fork.restype = ctypes.c_int
+_hako.hako_confine.restype = ctypes.c_int
+_hako.hako_confine.argtypes = [
+    ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+]
+
+_skipped = []
+for _name in PRELOAD:
+    try:
+        __import__(_name)
+    except BaseException as _e:  # a module that fails to import is skipped and reported
+        _skipped.append("%s: %s: %s" % (_name, type(_e).__name__, _e))
+
+_control = socket.socket(fileno=3)
+_control.sendall(b"Z" + json.dumps(_skipped).encode())
+sys.stdout.flush()
+sys.stderr.flush()
+
+
+def _reseed():
+    # Anything that drew entropy at import time gets fresh entropy in every child.
+    random.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
+def _run_program(source):
+    linecache.cache[PROGRAM_PATH] = (len(source), None, source.splitlines(True), PROGRAM_PATH)
+    main = types.ModuleType("__main__")
+    main.__file__ = PROGRAM_PATH
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    sys.argv = [PROGRAM_PATH]
+    status = 0
+    try:
+        exec(compile(source, PROGRAM_PATH, "exec"), main.__dict__)
+    except SystemExit as e:
+        if e.code is None:
+            status = 0
+        elif isinstance(e.code, int):
+            status = e.code
+        else:
+            print(e.code, file=sys.stderr)
+            status = 1
+    except BaseException as e:
+        # Like the interpreter: the traceback starts at the program, not at this loader.
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        traceback.print_exception(type(e), e, tb)
+        status = 1
+    try:
+        threading._shutdown()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+    os._exit(status & 0xFF)
+
+
+def _child(params, fds):
+    run_ctl, out, err, program = fds
+    _control.detach()  # the Rust side closes fd 3; Python must not close it again later
+    if _hako.hako_confine(params, len(params), run_ctl, out, err, program) != 0:
+        os._exit(126)
+    # Confined: only now is the request read.
+    chunks = []
+    while True:
+        chunk = os.read(program, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(program)
+    _reseed()
+    _run_program(b"".join(chunks).decode("utf-8", "surrogateescape"))
+
+
+def _serve():
+    fd_size = struct.calcsize("i")
+    while True:
+        message, ancillary, _flags, _addr = _control.recvmsg(1 << 20, socket.CMSG_SPACE(4 * fd_size))
+        if not message:
+            os._exit(0)
+        fds = []
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(data) - len(data) % fd_size
+                fds.extend(struct.unpack("%di" % (usable // fd_size), data[:usable]))
+        if message[:1] != b"F" or len(fds) != 4:
+            for fd in fds:
+                os.close(fd)
+            _control.sendall(b"Ebad fork request")
+            continue
+        if _hako.hako_prepare_fork() != 0:
+            for fd in fds:
+                os.close(fd)
+            _control.sendall(b"Ecannot prepare a pid namespace")
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(message[1:], fds)
+            finally:
+                os._exit(126)
+        for fd in fds:
+            os.close(fd)
+        _control.sendall(b"P" + str(pid).encode())
+        _, status, usage = os.wait4(pid, 0)
+        if os.WIFSIGNALED(status):
+            code, signal = 0, os.WTERMSIG(status)
+        else:
+            code, signal = os.WEXITSTATUS(status), 0
+        cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
+        _control.sendall(b"X" + struct.pack("<iiQQ", code, signal, cpu_ms, usage.ru_maxrss * 1024))
+
+
+_serve()

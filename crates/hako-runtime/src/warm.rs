@@ -1,0 +1,255 @@
+//! Warm Python workers: a pool of zygotes (each a `hako __zygote` helper process holding one
+//! jailed, pre-imported interpreter) that fork one child per run.
+//!
+//! The pool keeps `size` zygotes ready so `max_workers` runs can fork at once. A zygote
+//! serves one run at a time. When the package environment changes, the template changes:
+//! zygotes of the old generation finish their run and are not reused.
+
+use hako_jail::protocol;
+use hako_jail::spec::{JailOutcome, JailSpec};
+use hako_jail::zygote::{RunOrder, ZygoteReport};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    #[error("start a zygote: {0}")]
+    Start(String),
+    #[error("the zygote failed: {0}")]
+    Broken(String),
+}
+
+/// One zygote helper and its pipes.
+struct Zygote {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    generation: u64,
+    pid: i32,
+}
+
+#[derive(Clone)]
+struct Template {
+    spec: JailSpec,
+    bootstrap: Vec<u8>,
+    generation: u64,
+}
+
+struct State {
+    template: Option<Template>,
+    /// What the current template was made from (the package environment's binds).
+    template_key: Vec<(PathBuf, PathBuf)>,
+    idle: Vec<Zygote>,
+    starting: usize,
+    skipped: Vec<String>,
+    /// Each zygote gets its own pair of host ids.
+    next_ids: u32,
+}
+
+/// Size and memory of the warm zygotes (for `/metrics` and `hako doctor`).
+#[derive(Debug, Clone, Default)]
+pub struct PoolStatus {
+    pub idle: usize,
+    pub zygote_rss_bytes: Vec<u64>,
+    pub skipped_preload: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct ZygotePool {
+    helper: PathBuf,
+    size: usize,
+    state: Arc<Mutex<State>>,
+}
+
+impl ZygotePool {
+    pub fn new(helper: PathBuf, size: usize) -> ZygotePool {
+        ZygotePool {
+            helper,
+            size: size.max(1),
+            state: Arc::new(Mutex::new(State {
+                template: None,
+                template_key: Vec::new(),
+                idle: Vec::new(),
+                starting: 0,
+                skipped: Vec::new(),
+                next_ids: 0,
+            })),
+        }
+    }
+
+    /// Sets what new zygotes are made of; idle zygotes of an older template are retired.
+    /// Must be called from within a tokio runtime (it starts zygotes in the background).
+    pub fn set_template(&self, spec: JailSpec, bootstrap: Vec<u8>, key: Vec<(PathBuf, PathBuf)>) {
+        let retired = {
+            let mut state = self.lock();
+            state.template_key = key;
+            let generation = state.template.as_ref().map_or(1, |t| t.generation + 1);
+            state.template = Some(Template { spec, bootstrap, generation });
+            std::mem::take(&mut state.idle)
+        };
+        drop(retired);
+        self.refill();
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let state = self.lock();
+        PoolStatus {
+            idle: state.idle.len(),
+            zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
+            skipped_preload: state.skipped.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts zygotes in the background until `size` are ready or starting.
+    fn refill(&self) {
+        let (template, missing) = {
+            let mut state = self.lock();
+            let Some(template) = state.template.clone() else { return };
+            let missing = self.size.saturating_sub(state.idle.len() + state.starting);
+            state.starting += missing;
+            (template, missing)
+        };
+        for _ in 0..missing {
+            let pool = self.clone();
+            let mut template = template.clone();
+            {
+                let mut state = pool.lock();
+                let slot = state.next_ids % 16384;
+                state.next_ids = state.next_ids.wrapping_add(1);
+                template.spec.ids.host_uid += 2 * slot;
+                template.spec.ids.host_gid += 2 * slot;
+            }
+            tokio::spawn(async move {
+                let started = pool.start(&template).await;
+                let mut state = pool.lock();
+                state.starting = state.starting.saturating_sub(1);
+                match started {
+                    Ok((zygote, report)) => {
+                        state.skipped = report.skipped;
+                        let current = state.template.as_ref().map(|t| t.generation);
+                        if current == Some(zygote.generation) {
+                            state.idle.push(zygote);
+                        }
+                    }
+                    Err(err) => tracing::error!("zygote did not start: {err}"),
+                }
+            });
+        }
+    }
+
+    async fn start(&self, template: &Template) -> Result<(Zygote, ZygoteReport), WarmError> {
+        let start_err = |e: std::io::Error| WarmError::Start(e.to_string());
+        let mut child = tokio::process::Command::new(&self.helper)
+            .arg("__zygote")
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(start_err)?;
+        let mut stdin = child.stdin.take().ok_or_else(|| WarmError::Start("no stdin".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| WarmError::Start("no stdout".into()))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_log(stderr));
+        }
+        let mut frame = Vec::new();
+        protocol::write_json(&mut frame, &template.spec).map_err(|e| WarmError::Start(e.to_string()))?;
+        protocol::write_bytes(&mut frame, &template.bootstrap).map_err(|e| WarmError::Start(e.to_string()))?;
+        stdin.write_all(&frame).await.map_err(start_err)?;
+        let mut stdout = BufReader::new(stdout);
+        let header = read_frame(&mut stdout, 4).await.map_err(start_err)?;
+        let report: ZygoteReport =
+            serde_json::from_slice(&header).map_err(|e| WarmError::Start(e.to_string()))?;
+        if !report.ready {
+            let _ = child.kill().await;
+            return Err(WarmError::Start(report.error.unwrap_or_else(|| "not ready".into())));
+        }
+        for skipped in &report.skipped {
+            tracing::warn!("preload module skipped: {skipped}");
+        }
+        let pid = report.zygote_pid;
+        Ok((Zygote { child, stdin, stdout, generation: template.generation, pid }, report))
+    }
+
+    /// True when the zygotes were made from `key` (the package environment's binds).
+    pub fn made_from(&self, key: &[(PathBuf, PathBuf)]) -> bool {
+        self.lock().template_key == key
+    }
+
+    /// Runs one program in a child of a warm zygote. `Ok(None)` means no zygote was ready
+    /// (the caller falls back to a fresh interpreter).
+    pub async fn run(&self, order: &RunOrder, code: &[u8]) -> Result<Option<JailOutcome>, WarmError> {
+        let taken = self.lock().idle.pop();
+        self.refill();
+        let Some(mut zygote) = taken else { return Ok(None) };
+        let result = exchange(&mut zygote, order, code).await;
+        match result {
+            Ok(outcome) => {
+                let reusable = outcome.setup_error.is_none();
+                let mut state = self.lock();
+                let current = state.template.as_ref().map(|t| t.generation);
+                if reusable && current == Some(zygote.generation) && state.idle.len() < self.size {
+                    state.idle.push(zygote);
+                } else {
+                    drop(state);
+                    drop(zygote);
+                    self.refill();
+                }
+                Ok(Some(outcome))
+            }
+            Err(err) => {
+                drop(zygote);
+                self.refill();
+                Err(WarmError::Broken(err.to_string()))
+            }
+        }
+    }
+}
+
+async fn exchange(zygote: &mut Zygote, order: &RunOrder, code: &[u8]) -> std::io::Result<JailOutcome> {
+    let mut frame = Vec::with_capacity(code.len() + 256);
+    protocol::write_json(&mut frame, order).map_err(std::io::Error::other)?;
+    protocol::write_bytes(&mut frame, code).map_err(std::io::Error::other)?;
+    zygote.stdin.write_all(&frame).await?;
+    zygote.stdin.flush().await?;
+    let header = read_frame(&mut zygote.stdout, 4).await?;
+    let stdout = read_frame(&mut zygote.stdout, 8).await?;
+    let stderr = read_frame(&mut zygote.stdout, 8).await?;
+    let mut outcome: JailOutcome = serde_json::from_slice(&header).map_err(std::io::Error::other)?;
+    outcome.stdout = stdout;
+    outcome.stderr = stderr;
+    let _ = &zygote.child;
+    Ok(outcome)
+}
+
+async fn read_frame(input: &mut BufReader<ChildStdout>, width: usize) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 8];
+    input.read_exact(&mut len[..width]).await?;
+    let len = u64::from_le_bytes(len);
+    let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+    input.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn forward_log(stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!(target: "hako::zygote", "{line}");
+    }
+}
+
+/// Resident memory of a process (the zygote interpreter), in bytes.
+fn rss_of_tree(pid: i32) -> u64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else { return 0 };
+    let pages: u64 = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    pages * 4096
+}

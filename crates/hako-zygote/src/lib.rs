@@ -1,0 +1,41 @@
+//! C entry points the Python zygote calls through ctypes. All the work is in
+//! [`hako_jail::zygote`]; this crate only adapts it to the C calling convention.
+
+use std::os::raw::c_int;
+
+/// Makes the zygote's next child pid 1 of a fresh pid namespace. Returns 0 or -1.
+#[no_mangle]
+pub extern "C" fn hako_prepare_fork() -> c_int {
+    match hako_jail::zygote::prepare_fork() {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("hako zygote: {err}");
+            -1
+        }
+    }
+}
+
+/// Confines a freshly forked run child (see [`hako_jail::zygote::confine_child`]).
+/// Returns 0, or -1 after reporting the error to the supervisor.
+///
+/// # Safety
+/// `params` must point to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hako_confine(
+    params: *const u8,
+    len: usize,
+    run_ctl: c_int,
+    stdout: c_int,
+    stderr: c_int,
+    program: c_int,
+) -> c_int {
+    if params.is_null() {
+        return -1;
+    }
+    // SAFETY: the caller guarantees `params` points to `len` readable bytes.
+    let params = unsafe { std::slice::from_raw_parts(params, len) };
+    match hako_jail::zygote::confine_child(params, run_ctl, stdout, stderr, program) {
+        Ok(()) => 0,
+        Err(_) => -1,
+    }
+}

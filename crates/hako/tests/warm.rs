@@ -1,0 +1,81 @@
+//! Attacks that only a warm design invites: state left in the zygote, reading or signalling
+//! the zygote, and concurrent runs talking to each other. Real server in zygote mode.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn zygote_server(workers: usize) -> Option<Runner> {
+    if !can_run_jail() {
+        return None;
+    }
+    let config = format!("worker_timeout: 20\nmax_workers: {workers}\nhako:\n  mode: zygote\n");
+    let server = Server::start(&config, &[]);
+    server.wait_warm();
+    Some(Runner::Server(server))
+}
+
+/// Runs in zygote mode are the pid 1 of their own namespace (spawn-mode programs are pid 2).
+fn assert_forked_from_zygote(jail: &Runner) {
+    let r = jail.run("python3", "import os\nprint(os.getpid(), os.getuid())", &[]);
+    assert_eq!(r.stdout(), "1 1001\n", "not a zygote child: {:?}", r.json);
+}
+
+#[test]
+fn module_and_global_changes_do_not_reach_the_next_run() {
+    let Some(jail) = zygote_server(1) else { return };
+    assert_forked_from_zygote(&jail);
+    let poison = "import json, builtins, sys\njson.dumps = lambda *a, **k: 'poisoned'\nbuiltins.LEAK = 'x'\nsys.modules['evil'] = object()\nimport os\nos.environ['LEAK'] = '1'\nprint('poisoned')";
+    assert_eq!(jail.run("python3", poison, &[]).stdout(), "poisoned\n");
+    let check = "import json, builtins, sys, os\nprint(json.dumps({'a': 1}), hasattr(builtins, 'LEAK'), 'evil' in sys.modules, 'LEAK' in os.environ)";
+    for _ in 0..3 {
+        let r = jail.run("python3", check, &[]);
+        assert_eq!(r.stdout(), "{\"a\": 1} False False False\n", "{:?}", r.json);
+    }
+}
+
+#[test]
+fn the_zygote_is_out_of_reach() {
+    let Some(jail) = zygote_server(1) else { return };
+    assert_forked_from_zygote(&jail);
+    // No parent is visible, /proc shows only the run, and guessing host pids fails.
+    let code = "import os\nppid = os.getppid()\nvisible = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n\
+readable = 0\nfor pid in range(2, 4096):\n    try:\n        open('/proc/%d/mem' % pid, 'rb').read(1)\n        readable += 1\n    except OSError:\n        pass\n\
+killed = 0\nfor pid in range(2, 4096):\n    try:\n        os.kill(pid, 9)\n        killed += 1\n    except OSError:\n        pass\nprint(ppid, visible, readable, killed)";
+    let r = jail.run("python3", code, &["--timeout", "15"]);
+    assert_eq!(r.stdout(), "0 [1] 0 0\n", "{:?}", r.json);
+    // The zygote survived and still serves.
+    assert_forked_from_zygote(&jail);
+}
+
+#[test]
+fn entropy_is_fresh_in_every_run() {
+    let Some(jail) = zygote_server(1) else { return };
+    let code = "import random, uuid, os\nprint(random.random(), uuid.uuid4(), os.urandom(8).hex())";
+    let a = jail.run("python3", code, &[]);
+    let b = jail.run("python3", code, &[]);
+    assert_eq!(a.status(), "ok", "{:?}", a.json);
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.stdout().split(' ').collect(), b.stdout().split(' ').collect());
+    for i in 0..3 {
+        assert_ne!(a[i], b[i], "value {i} repeated across runs");
+    }
+}
+
+#[test]
+fn concurrent_runs_cannot_talk() {
+    let Some(jail) = zygote_server(2) else { return };
+    let listener = "import socket, time\n\
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\nu.bind('\\0hako-rendezvous')\nu.listen(1)\n\
+t = socket.socket()\nt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\nt.bind(('127.0.0.1', 47123))\nt.listen(1)\n\
+u.settimeout(3)\nt.settimeout(0.1)\ngot = []\nfor s in (u, t):\n    try:\n        s.accept()\n        got.append('accepted')\n    except OSError:\n        got.append('alone')\nprint(got)";
+    let dialer = "import socket, time\ntime.sleep(0.5)\nout = []\n\
+for fam, addr in ((socket.AF_UNIX, '\\0hako-rendezvous'), (socket.AF_INET, ('127.0.0.1', 47123))):\n    s = socket.socket(fam, socket.SOCK_STREAM)\n    try:\n        s.connect(addr)\n        out.append('connected')\n    except OSError as e:\n        out.append(type(e).__name__)\nprint(out)";
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| jail.run("python3", listener, &["--timeout", "10"]));
+        std::thread::sleep(Duration::from_millis(300));
+        let second = jail.run("python3", dialer, &["--timeout", "10"]);
+        let first = first.join().unwrap();
+        assert_eq!(second.stdout(), "['ConnectionRefusedError', 'ConnectionRefusedError']\n", "{:?}", second.json);
+        assert_eq!(first.stdout(), "['alone', 'alone']\n", "{:?}", first.json);
+    });
+}
