@@ -1,6 +1,7 @@
-//! The dependencies endpoints' data source. The package manager plugs in here later;
-//! until then [`NoDependencies`] answers with an empty list.
+//! The dependencies endpoints' data source: the runtime's package manager, or
+//! [`NoDependencies`] (an empty list) where none is plugged in.
 
+use hako_runtime::packages::{EnvReport, EnvState, PackageManager};
 use hako_runtime::Language;
 use serde::Serialize;
 use std::future::Future;
@@ -65,5 +66,39 @@ impl Dependencies for NoDependencies {
     }
     fn refresh(&self, _: Language) -> ReportFuture<'_> {
         Box::pin(async { DependencyReport::empty() })
+    }
+}
+
+/// The package manager behind the endpoints: the list is what the current environment
+/// really holds; `update` and `refresh` re-read the requirements file and rebuild now.
+impl Dependencies for PackageManager {
+    fn list(&self, language: Language) -> DependencyReport {
+        from_env_report(self.report(language))
+    }
+    fn update(&self, language: Language) -> ReportFuture<'_> {
+        Box::pin(async move { from_env_report(PackageManager::refresh(self, language).await) })
+    }
+    fn refresh(&self, language: Language) -> ReportFuture<'_> {
+        Box::pin(async move { from_env_report(PackageManager::refresh(self, language).await) })
+    }
+}
+
+fn from_env_report(report: EnvReport) -> DependencyReport {
+    DependencyReport {
+        dependencies: report
+            .packages
+            .into_iter()
+            .map(|p| Dependency {
+                name: p.name,
+                version: p.version,
+            })
+            .collect(),
+        state: match report.state {
+            EnvState::None => DependencyState::None,
+            EnvState::Installing => DependencyState::Installing,
+            EnvState::Ready => DependencyState::Ready,
+            EnvState::Failed => DependencyState::Failed,
+        },
+        error: report.error,
     }
 }

@@ -1,0 +1,985 @@
+//! Package environments: the requirements files installed with pip or npm into managed
+//! directories under the state dir, bound read-only into every run at a fixed path.
+//!
+//! ```text
+//! <state_dir>/packages/<language>/<key>/          finished environment, never modified
+//!     manifest.json                                inputs and host libraries it needs
+//!     site-packages/ | node_modules/               what runs see at PYTHON_SITE / NODE_MODULES
+//! <state_dir>/packages/<language>/.build-<key>-<pid>   environment being built
+//! <state_dir>/cache/{pip,npm}                      download caches
+//! ```
+//!
+//! The key hashes the interpreter and the requirement set, so an unchanged set is reused at
+//! once (restarts are instant). A new set is built next to the old one and renamed into
+//! place; then the current environment is swapped under a lock. Runs hold an `Arc` of the
+//! environment they started with, and garbage collection skips any environment still held.
+
+use crate::config::Config;
+use crate::language::Language;
+use hako_jail::elf::{self, find_elf_objects};
+use hako_jail::ldcache::LdCache;
+use hako_jail::spec::JailSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+/// Where the Python environment appears inside the jail (on `PYTHONPATH`).
+pub const PYTHON_SITE: &str = "/opt/hako/python/site-packages";
+/// Where the Node environment appears inside the jail (on `NODE_PATH`).
+pub const NODE_MODULES: &str = "/opt/hako/nodejs/node_modules";
+/// Always installed, as in Dify Sandbox's image: Dify's Jinja2 templates need jinja2.
+pub const DEFAULT_PYTHON_PACKAGES: [&str; 3] = ["jinja2", "requests", "httpx"];
+/// Finished environments kept per language (the current one included).
+const KEEP_ENVS: usize = 3;
+/// Tail of the installer's output kept in an error.
+const ERROR_TAIL: usize = 4000;
+const MANIFEST: &str = "manifest.json";
+/// The last failed build of a language (`{key, error}`), for `hako doctor` and restarts.
+const FAILED: &str = "failed.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("read requirements {path}: {source}")]
+    Requirements {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("prepare {path}: {source}; check that the state dir (hako.state_dir) is writable")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("start {program}: {source}; is it installed?")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{tool} install of {requirements} failed ({status}); the previous environment stays in use:\n{output}")]
+    Install {
+        tool: &'static str,
+        requirements: PathBuf,
+        status: String,
+        output: String,
+    },
+    #[error("shared-library closure of {path}: {source}")]
+    Closure {
+        path: PathBuf,
+        source: elf::ElfError,
+    },
+    #[error("manifest {path}: {detail}")]
+    Manifest { path: PathBuf, detail: String },
+    #[error("{language} interpreter is not available: {reason}")]
+    NoInterpreter { language: Language, reason: String },
+}
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvState {
+    /// Nothing to install (no requirements) and no environment.
+    None,
+    Installing,
+    Ready,
+    Failed,
+}
+
+/// What the dependencies endpoint and `hako doctor` show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvReport {
+    pub state: EnvState,
+    /// Installer output of the last failed build.
+    pub error: Option<String>,
+    /// Packages of the environment runs use now.
+    pub packages: Vec<Package>,
+    /// Key and host directory of the environment runs use now.
+    pub current: Option<(String, PathBuf)>,
+    /// Sonames none of the host's libraries provide.
+    pub missing_libraries: Vec<String>,
+}
+
+/// A finished environment. Runs hold it (an `Arc`) until they end.
+#[derive(Debug)]
+pub struct Env {
+    pub language: Language,
+    pub key: String,
+    /// The environment's directory on the host.
+    pub dir: PathBuf,
+    /// `site-packages` or `node_modules` on the host, bound at [`Env::jail_path`].
+    pub content: PathBuf,
+    pub packages: Vec<Package>,
+    /// Host libraries its ELF objects need (outside the environment).
+    pub system_libs: Vec<PathBuf>,
+    pub missing_libraries: Vec<String>,
+}
+
+impl Env {
+    pub fn jail_path(&self) -> &'static str {
+        match self.language {
+            Language::Python3 => PYTHON_SITE,
+            Language::Nodejs => NODE_MODULES,
+        }
+    }
+
+    /// Adds the bind of the environment, its libraries and its search-path variable.
+    pub fn apply(&self, spec: &mut JailSpec) {
+        spec.mapped_binds
+            .push((self.content.clone(), PathBuf::from(self.jail_path())));
+        spec.ro_binds.extend(self.system_libs.iter().cloned());
+        spec.ro_binds.sort();
+        spec.ro_binds.dedup();
+        let var = match self.language {
+            Language::Python3 => "PYTHONPATH",
+            Language::Nodejs => "NODE_PATH",
+        };
+        spec.env.retain(|(k, _)| k != var);
+        spec.env
+            .push((var.to_string(), self.jail_path().to_string()));
+    }
+}
+
+/// Written last into a build directory; its presence marks the environment complete.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    key: String,
+    language: Language,
+    interpreter: PathBuf,
+    interpreter_version: String,
+    requirements: String,
+    defaults: Vec<String>,
+    system_libs: Vec<PathBuf>,
+    missing_libraries: Vec<String>,
+}
+
+/// What one environment is built from.
+#[derive(Debug, Clone)]
+struct Inputs {
+    language: Language,
+    key: String,
+    interpreter: PathBuf,
+    interpreter_version: String,
+    requirements_path: PathBuf,
+    requirements: String,
+    defaults: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Status {
+    state: EnvState,
+    error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    current: RwLock<Option<Arc<Env>>>,
+    status: Mutex<Status>,
+    /// Held for the whole of a check or build: one build per language at a time.
+    build: Mutex<()>,
+    /// Every environment loaded by this process; a live entry may be in use by a run.
+    loaded: Mutex<HashMap<String, Weak<Env>>>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            current: RwLock::new(None),
+            status: Mutex::new(Status {
+                state: EnvState::None,
+                error: None,
+            }),
+            build: Mutex::new(()),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn set_status(&self, state: EnvState, error: Option<String>) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.state = state;
+        status.error = error;
+    }
+
+    fn current(&self) -> Option<Arc<Env>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state_dir: PathBuf,
+    pip_index_url: String,
+    interval: Option<Duration>,
+    python: Result<(PathBuf, String), String>,
+    python_requirements: PathBuf,
+    node: Result<(PathBuf, String), String>,
+    node_requirements: PathBuf,
+    slots: [Slot; 2],
+}
+
+/// The package environments of both languages. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PackageManager {
+    inner: Arc<Inner>,
+}
+
+fn index(language: Language) -> usize {
+    match language {
+        Language::Python3 => 0,
+        Language::Nodejs => 1,
+    }
+}
+
+impl PackageManager {
+    /// Loads the environments that already exist for the current requirement sets. Never
+    /// installs anything (see [`PackageManager::start`]). `python`/`node` are the
+    /// interpreter path and version, or why the language is unavailable.
+    pub fn new(
+        config: &Config,
+        python: Result<(PathBuf, String), String>,
+        node: Result<(PathBuf, String), String>,
+    ) -> Self {
+        let interval = config.deps_update_interval().ok().flatten();
+        let manager = PackageManager {
+            inner: Arc::new(Inner {
+                state_dir: config.hako.state_dir.clone(),
+                pip_index_url: config.python_pip_mirror_url.trim().to_string(),
+                interval,
+                python,
+                python_requirements: config.hako.python_requirements.clone(),
+                node,
+                node_requirements: config.hako.nodejs_requirements.clone(),
+                slots: [Slot::new(), Slot::new()],
+            }),
+        };
+        for language in [Language::Python3, Language::Nodejs] {
+            if let Err(err) = manager.load_existing(language) {
+                tracing::debug!(%language, error = %err, "no ready package environment");
+            }
+        }
+        manager
+    }
+
+    /// True when the current requirement set of `language` has no built environment yet.
+    pub fn pending(&self, language: Language) -> bool {
+        match self.inputs(language) {
+            Ok(Some(inputs)) => self.current(language).is_none_or(|e| e.key != inputs.key),
+            _ => false,
+        }
+    }
+
+    fn slot(&self, language: Language) -> &Slot {
+        &self.inner.slots[index(language)]
+    }
+
+    /// The environment new runs of `language` use.
+    pub fn current(&self, language: Language) -> Option<Arc<Env>> {
+        self.slot(language).current()
+    }
+
+    /// Adds the current environment to `spec`. Keep the returned lease until the run ends:
+    /// garbage collection never deletes a leased environment.
+    pub fn attach(&self, language: Language, spec: &mut JailSpec) -> Option<Arc<Env>> {
+        let env = self.current(language)?;
+        env.apply(spec);
+        Some(env)
+    }
+
+    pub fn report(&self, language: Language) -> EnvReport {
+        let slot = self.slot(language);
+        let current = slot.current();
+        let status = slot.status.lock().unwrap_or_else(|e| e.into_inner());
+        EnvReport {
+            state: status.state,
+            error: status.error.clone(),
+            packages: current
+                .as_ref()
+                .map(|e| e.packages.clone())
+                .unwrap_or_default(),
+            current: current.as_ref().map(|e| (e.key.clone(), e.dir.clone())),
+            missing_libraries: current
+                .as_ref()
+                .map(|e| e.missing_libraries.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Builds both environments in the background, then re-checks the requirements files
+    /// every `python_deps_update_interval`. Never blocks and never panics the caller.
+    pub fn start(&self) {
+        let manager = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hako-packages".into())
+            .spawn(move || loop {
+                for language in [Language::Python3, Language::Nodejs] {
+                    // Failures are recorded in the status and logged by ensure.
+                    let _ = manager.ensure(language);
+                }
+                match manager.inner.interval {
+                    Some(interval) => std::thread::sleep(interval),
+                    None => return,
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the package installer thread");
+        }
+    }
+
+    /// Re-reads the requirements file and builds (or reuses) its environment now; returns
+    /// when runs use it, or with the error that kept the previous one in place.
+    pub async fn refresh(&self, language: Language) -> EnvReport {
+        let manager = self.clone();
+        let joined = tokio::task::spawn_blocking(move || manager.ensure(language)).await;
+        if let Err(err) = joined {
+            tracing::error!(%language, error = %err, "package install task failed");
+        }
+        self.report(language)
+    }
+
+    /// Makes the current environment match the requirements file, building it if needed.
+    pub fn ensure(&self, language: Language) -> Result<(), PackageError> {
+        let slot = self.slot(language);
+        let _build = slot.build.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.ensure_locked(language);
+        let failed = self.language_dir(language).join(FAILED);
+        match &result {
+            Ok(()) => {
+                let _ = fs::remove_file(&failed);
+            }
+            Err(err) => {
+                tracing::error!(%language, error = %err, "package environment not updated");
+                slot.set_status(EnvState::Failed, Some(err.to_string()));
+                let key = self.inputs(language).ok().flatten().map(|i| i.key);
+                let record = serde_json::json!({"key": key, "error": err.to_string()});
+                let _ = create_dirs(&self.language_dir(language))
+                    .and_then(|()| write(&failed, record.to_string().as_bytes()));
+            }
+        }
+        result
+    }
+
+    fn ensure_locked(&self, language: Language) -> Result<(), PackageError> {
+        let slot = self.slot(language);
+        let Some(inputs) = self.inputs(language)? else {
+            *slot.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+            slot.set_status(EnvState::None, None);
+            return Ok(());
+        };
+        if slot.current().is_some_and(|env| env.key == inputs.key) {
+            slot.set_status(EnvState::Ready, None);
+            return Ok(());
+        }
+        let dir = self.env_dir(language, &inputs.key);
+        if !dir.join(MANIFEST).is_file() {
+            slot.set_status(EnvState::Installing, None);
+            tracing::info!(%language, key = %inputs.key, requirements = %inputs.requirements_path.display(), "installing packages");
+            self.build(&inputs, &dir)?;
+        }
+        let env = self.switch_to(language, &dir)?;
+        tracing::info!(%language, key = %env.key, packages = env.packages.len(), "package environment ready");
+        self.collect_garbage(language);
+        Ok(())
+    }
+
+    /// Uses an existing environment for the current inputs, without installing.
+    fn load_existing(&self, language: Language) -> Result<(), PackageError> {
+        let Some(inputs) = self.inputs(language)? else {
+            return Ok(());
+        };
+        let dir = self.env_dir(language, &inputs.key);
+        if dir.join(MANIFEST).is_file() {
+            self.switch_to(language, &dir)?;
+            return Ok(());
+        }
+        // The same set failed before: say so until a build succeeds.
+        let failed = fs::read(self.language_dir(language).join(FAILED)).unwrap_or_default();
+        let record: serde_json::Value = serde_json::from_slice(&failed).unwrap_or_default();
+        if record["key"].as_str() == Some(inputs.key.as_str()) {
+            let error = record["error"].as_str().unwrap_or_default().to_string();
+            self.slot(language)
+                .set_status(EnvState::Failed, Some(error));
+        }
+        Ok(())
+    }
+
+    fn switch_to(&self, language: Language, dir: &Path) -> Result<Arc<Env>, PackageError> {
+        let slot = self.slot(language);
+        let env = Arc::new(load_env(language, dir)?);
+        slot.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(env.key.clone(), Arc::downgrade(&env));
+        // The switch: new runs get `env`; runs in flight keep the Arc they hold.
+        *slot.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&env));
+        slot.set_status(EnvState::Ready, None);
+        Ok(env)
+    }
+
+    fn language_dir(&self, language: Language) -> PathBuf {
+        self.inner
+            .state_dir
+            .join("packages")
+            .join(language.as_str())
+    }
+
+    fn env_dir(&self, language: Language, key: &str) -> PathBuf {
+        self.language_dir(language).join(key)
+    }
+
+    /// The requirement set of `language`; `None` when there is nothing to install.
+    fn inputs(&self, language: Language) -> Result<Option<Inputs>, PackageError> {
+        let (interpreter, requirements_path, defaults) = match language {
+            Language::Python3 => (
+                &self.inner.python,
+                &self.inner.python_requirements,
+                DEFAULT_PYTHON_PACKAGES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            Language::Nodejs => (&self.inner.node, &self.inner.node_requirements, Vec::new()),
+        };
+        let requirements = match fs::read_to_string(requirements_path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(PackageError::Requirements {
+                    path: requirements_path.clone(),
+                    source,
+                })
+            }
+        };
+        if language == Language::Nodejs && npm_specs(&requirements).is_empty() {
+            return Ok(None);
+        }
+        let (interpreter, version) = interpreter
+            .clone()
+            .map_err(|reason| PackageError::NoInterpreter { language, reason })?;
+        let mut hash = Fnv::new();
+        for part in [
+            language.as_str(),
+            &interpreter.to_string_lossy(),
+            &version,
+            &requirements,
+            &defaults.join("\n"),
+        ] {
+            hash.write(part.as_bytes());
+            hash.write(&[0]);
+        }
+        let requirements_path =
+            std::path::absolute(requirements_path).unwrap_or_else(|_| requirements_path.clone());
+        Ok(Some(Inputs {
+            language,
+            key: format!("{:016x}", hash.finish()),
+            interpreter,
+            interpreter_version: version,
+            requirements_path,
+            requirements,
+            defaults,
+        }))
+    }
+
+    /// Installs into a temporary directory next to `dir` and renames it into place.
+    fn build(&self, inputs: &Inputs, dir: &Path) -> Result<(), PackageError> {
+        let parent = self.language_dir(inputs.language);
+        create_dirs(&parent)?;
+        let tmp = parent.join(format!(".build-{}-{}", inputs.key, std::process::id()));
+        if tmp.exists() {
+            remove_dir(&tmp)?;
+        }
+        create_dirs(&tmp)?;
+        let result = self.install(inputs, &tmp).and_then(|()| {
+            let content = tmp.join(content_name(inputs.language));
+            create_dirs(&content)?;
+            open_permissions(&tmp)?;
+            let (system_libs, missing_libraries) = system_libraries(&content)?;
+            let manifest = Manifest {
+                key: inputs.key.clone(),
+                language: inputs.language,
+                interpreter: inputs.interpreter.clone(),
+                interpreter_version: inputs.interpreter_version.clone(),
+                requirements: inputs.requirements.clone(),
+                defaults: inputs.defaults.clone(),
+                system_libs,
+                missing_libraries,
+            };
+            let text =
+                serde_json::to_vec_pretty(&manifest).map_err(|e| PackageError::Manifest {
+                    path: tmp.join(MANIFEST),
+                    detail: e.to_string(),
+                })?;
+            write(&tmp.join(MANIFEST), &text)?;
+            match fs::rename(&tmp, dir) {
+                Ok(()) => Ok(()),
+                // Another process finished the same key first; use its copy.
+                Err(_) if dir.join(MANIFEST).is_file() => remove_dir(&tmp),
+                Err(source) => Err(PackageError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                }),
+            }
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    fn install(&self, inputs: &Inputs, tmp: &Path) -> Result<(), PackageError> {
+        let cache = self.inner.state_dir.join("cache");
+        let (tool, mut command) = match inputs.language {
+            Language::Python3 => {
+                let mut command = Command::new(&inputs.interpreter);
+                command
+                    .args(["-m", "pip", "install", "--no-input", "--no-user"])
+                    .args(["--disable-pip-version-check", "--progress-bar", "off"])
+                    .args(["--no-warn-script-location", "--target"])
+                    .arg(tmp.join(content_name(Language::Python3)));
+                if !self.inner.pip_index_url.is_empty() {
+                    command.args(["--index-url", &self.inner.pip_index_url]);
+                }
+                if !inputs.requirements.trim().is_empty() {
+                    command.arg("-r").arg(&inputs.requirements_path);
+                }
+                command.args(&inputs.defaults);
+                if std::env::var_os("PIP_CACHE_DIR").is_none() {
+                    command.env("PIP_CACHE_DIR", cache.join("pip"));
+                }
+                ("pip", command)
+            }
+            Language::Nodejs => {
+                let npm = inputs
+                    .interpreter
+                    .parent()
+                    .map(|d| d.join("npm"))
+                    .filter(|p| p.is_file())
+                    .unwrap_or_else(|| PathBuf::from("npm"));
+                let mut command = Command::new(npm);
+                command
+                    .args(["install", "--prefix"])
+                    .arg(tmp)
+                    .args([
+                        "--no-audit",
+                        "--no-fund",
+                        "--omit=dev",
+                        "--no-update-notifier",
+                    ])
+                    .args(npm_specs(&inputs.requirements));
+                if std::env::var_os("npm_config_cache").is_none() {
+                    command.env("npm_config_cache", cache.join("npm"));
+                }
+                if let Some(bin) = inputs.interpreter.parent() {
+                    // npm's `#!/usr/bin/env node` finds the configured node first.
+                    let path = std::env::var("PATH").unwrap_or_default();
+                    command.env("PATH", format!("{}:{path}", bin.display()));
+                }
+                ("npm", command)
+            }
+        };
+        let program = command.get_program().to_string_lossy().into_owned();
+        let output = command
+            .current_dir(tmp)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| PackageError::Spawn { program, source })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+        if text.trim().is_empty() {
+            text = String::from_utf8_lossy(&output.stdout).into_owned();
+        }
+        Err(PackageError::Install {
+            tool,
+            requirements: inputs.requirements_path.clone(),
+            status: output.status.to_string(),
+            output: tail(text.trim(), ERROR_TAIL),
+        })
+    }
+
+    /// Keeps the newest [`KEEP_ENVS`] environments and any a run may still use; removes
+    /// the rest, and builds abandoned by a process that no longer exists.
+    fn collect_garbage(&self, language: Language) {
+        let dir = self.language_dir(language);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return;
+        };
+        let live: Vec<String> = {
+            let mut loaded = self
+                .slot(language)
+                .loaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            loaded.retain(|_, weak| weak.strong_count() > 0);
+            loaded.keys().cloned().collect()
+        };
+        let mut finished: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == FAILED {
+                continue;
+            }
+            if let Some(rest) = name.strip_prefix(".build-") {
+                let pid = rest.rsplit('-').next().unwrap_or_default();
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = fs::remove_dir_all(&path);
+                }
+                continue;
+            }
+            let modified = fs::metadata(path.join(MANIFEST))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            finished.push((modified, path));
+        }
+        finished.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+        for (_, path) in finished.into_iter().skip(KEEP_ENVS) {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| live.contains(&n)) {
+                continue;
+            }
+            tracing::info!(path = %path.display(), "removing old package environment");
+            if let Err(err) = fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %err, "cannot remove old package environment");
+            }
+        }
+    }
+}
+
+fn content_name(language: Language) -> &'static str {
+    match language {
+        Language::Python3 => "site-packages",
+        Language::Nodejs => "node_modules",
+    }
+}
+
+fn load_env(language: Language, dir: &Path) -> Result<Env, PackageError> {
+    let path = dir.join(MANIFEST);
+    let text = fs::read(&path).map_err(|source| PackageError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| PackageError::Manifest {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    let content = dir.join(content_name(language));
+    let packages = match language {
+        Language::Python3 => python_packages(&content),
+        Language::Nodejs => node_packages(&content),
+    };
+    Ok(Env {
+        language,
+        key: manifest.key,
+        dir: dir.to_path_buf(),
+        content,
+        packages,
+        // A library removed from the host since the build is skipped, not fatal.
+        system_libs: manifest
+            .system_libs
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect(),
+        missing_libraries: manifest.missing_libraries,
+    })
+}
+
+/// Host libraries the environment's ELF objects need, and the sonames nothing provides.
+/// Files inside the environment are reachable through its own bind.
+fn system_libraries(content: &Path) -> Result<(Vec<PathBuf>, Vec<String>), PackageError> {
+    let closure_err = |source| PackageError::Closure {
+        path: content.to_path_buf(),
+        source,
+    };
+    let objects = find_elf_objects(content).map_err(closure_err)?;
+    let cache = LdCache::load(Path::new("/etc/ld.so.cache")).unwrap_or_else(|_| LdCache::empty());
+    let closure = elf::library_closure(&objects, &cache).map_err(closure_err)?;
+    let libs = closure
+        .files
+        .into_iter()
+        .filter(|p| !p.starts_with(content))
+        .collect();
+    // A library bundled in the environment but needed by an object without RPATH (e.g.
+    // scipy.libs' libgfortran) is found at run time through its loader's RPATH.
+    let bundled: std::collections::HashSet<_> =
+        objects.iter().filter_map(|p| p.file_name()).collect();
+    let mut missing: Vec<String> = closure
+        .missing
+        .into_iter()
+        .map(|(_, soname)| soname)
+        .filter(|soname| !bundled.contains(std::ffi::OsStr::new(soname)))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    Ok((libs, missing))
+}
+
+/// Names and versions from every `*.dist-info/METADATA`.
+fn python_packages(site: &Path) -> Vec<Package> {
+    let mut packages = Vec::new();
+    let Ok(entries) = fs::read_dir(site) else {
+        return packages;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().ends_with(".dist-info") {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(entry.path().join("METADATA")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            text.lines()
+                .take_while(|l| !l.is_empty())
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        };
+        if let (Some(name), Some(version)) = (field("Name:"), field("Version:")) {
+            packages.push(Package { name, version });
+        }
+    }
+    packages.sort_by_key(|p| p.name.to_lowercase());
+    packages
+}
+
+/// Names and versions from `node_modules/<name>/package.json` (and `@scope/<name>`).
+fn node_packages(modules: &Path) -> Vec<Package> {
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(modules).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('@') {
+            dirs.extend(
+                fs::read_dir(entry.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if !name.starts_with('.') {
+            dirs.push(entry.path());
+        }
+    }
+    let mut packages: Vec<Package> = dirs
+        .iter()
+        .filter_map(|dir| {
+            let text = fs::read(dir.join("package.json")).ok()?;
+            let json: serde_json::Value = serde_json::from_slice(&text).ok()?;
+            Some(Package {
+                name: json["name"].as_str()?.to_string(),
+                version: json["version"].as_str().unwrap_or_default().to_string(),
+            })
+        })
+        .collect();
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    packages
+}
+
+/// One npm spec per line; `#` starts a comment at the line start or after a space (a `#`
+/// inside a spec, as in `user/repo#tag`, is kept).
+fn npm_specs(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| {
+            let line = line.trim();
+            let line = if line.starts_with('#') {
+                ""
+            } else {
+                line.split(" #").next().unwrap_or_default()
+            };
+            line.trim().to_string()
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Runs read through binds as another uid: everything must be world-readable, and
+/// directories and executables world-searchable, whatever the installer's umask was.
+fn open_permissions(path: &Path) -> Result<(), PackageError> {
+    let io = |source| PackageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::symlink_metadata(path).map_err(io)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    let wanted = if meta.is_dir() || mode & 0o100 != 0 {
+        mode | 0o555
+    } else {
+        mode | 0o444
+    };
+    if wanted != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(wanted)).map_err(io)?;
+    }
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(io)? {
+            open_permissions(&entry.map_err(io)?.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and its parents, each searchable by the runs' uids.
+fn create_dirs(dir: &Path) -> Result<(), PackageError> {
+    fs::create_dir_all(dir).map_err(|source| PackageError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|source| PackageError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn remove_dir(dir: &Path) -> Result<(), PackageError> {
+    fs::remove_dir_all(dir).map_err(|source| PackageError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
+    fs::write(path, bytes).map_err(|source| PackageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The last `max` bytes of `text`, on a character boundary.
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &text[start..])
+}
+
+/// FNV-1a, 64 bits: a stable name for a requirement set (stable across toolchains, unlike
+/// std's hasher). Inputs are trusted; the manifest keeps them for inspection.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npm_specs_skip_comments_and_keep_git_refs() {
+        let text = "# tools\nlodash@4\n\n  dayjs # dates\nuser/repo#v1\n";
+        assert_eq!(npm_specs(text), vec!["lodash@4", "dayjs", "user/repo#v1"]);
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        let mut h = Fnv::new();
+        h.write(b"a");
+        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn python_packages_read_dist_info_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("Jinja2-3.1.4.dist-info");
+        fs::create_dir(&info).unwrap();
+        fs::write(
+            info.join("METADATA"),
+            "Metadata-Version: 2.1\nName: Jinja2\nVersion: 3.1.4\n\nName: body\n",
+        )
+        .unwrap();
+        fs::create_dir(dir.path().join("jinja2")).unwrap();
+        assert_eq!(
+            python_packages(dir.path()),
+            vec![Package {
+                name: "Jinja2".into(),
+                version: "3.1.4".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn node_packages_include_scoped_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, json) in [
+            ("lodash", r#"{"name":"lodash","version":"4.17.21"}"#),
+            (
+                "@types/node",
+                r#"{"name":"@types/node","version":"20.0.0"}"#,
+            ),
+        ] {
+            fs::create_dir_all(dir.path().join(path)).unwrap();
+            fs::write(dir.path().join(path).join("package.json"), json).unwrap();
+        }
+        fs::create_dir(dir.path().join(".bin")).unwrap();
+        let names: Vec<String> = node_packages(dir.path())
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, vec!["@types/node", "lodash"]);
+    }
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        assert_eq!(tail("abc", 10), "abc");
+        assert_eq!(tail("ééé", 3), "...é");
+    }
+
+    #[test]
+    fn apply_binds_the_env_at_the_fixed_path() {
+        let env = Env {
+            language: Language::Python3,
+            key: "k".into(),
+            dir: PathBuf::from("/state/k"),
+            content: PathBuf::from("/state/k/site-packages"),
+            packages: Vec::new(),
+            system_libs: vec![PathBuf::from("/usr/lib/libx.so")],
+            missing_libraries: Vec::new(),
+        };
+        let mut spec: JailSpec = serde_json::from_value(serde_json::json!({
+            "language": "python3", "interpreter": "/usr/bin/python3", "args": [],
+            "env": [["PYTHONPATH", "/elsewhere"]], "code_path": "/sandbox/main.py", "ro_binds": [],
+            "limits": {"memory_bytes": 1, "pids": 1, "tmp_bytes": 1, "output_bytes": 1, "timeout_ms": 1, "nofile": 1},
+            "network": "none", "seccomp": {"mode": "enforce", "extra_allowed": []},
+            "ids": {"host_uid": 1, "host_gid": 1}, "root_mountpoint": "/r", "insecure": false
+        }))
+        .unwrap();
+        env.apply(&mut spec);
+        assert_eq!(
+            spec.mapped_binds,
+            vec![(
+                PathBuf::from("/state/k/site-packages"),
+                PathBuf::from(PYTHON_SITE)
+            )]
+        );
+        assert_eq!(
+            spec.env,
+            vec![("PYTHONPATH".to_string(), PYTHON_SITE.to_string())]
+        );
+        assert_eq!(spec.ro_binds, vec![PathBuf::from("/usr/lib/libx.so")]);
+    }
+}
