@@ -1,0 +1,381 @@
+//! Package environments end to end: real pip and npm installs from the registries, bound
+//! read-only into runs of a real `hako serve`, under the default seccomp policy.
+//!
+//! Downloads are cached in /var/cache/hako-test (pip, npm) and the heavy environment lives
+//! in a stable state dir there, so a repeated run reuses it instead of installing again.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CACHE: &str = "/var/cache/hako-test";
+const HEAVY: &str = "numpy\npandas\nmatplotlib\nscipy\npillow\nboto3\n";
+
+/// Installer caches shared by every test and every CI run.
+fn cache_env() -> Vec<(String, String)> {
+    vec![
+        ("PIP_CACHE_DIR".into(), format!("{CACHE}/pip")),
+        ("npm_config_cache".into(), format!("{CACHE}/npm")),
+    ]
+}
+
+/// Starts `hako serve` with the requirements files already in place.
+fn start(state_dir: &Path, python: &str, node: Option<&str>) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let key = format!("test-key-{port}");
+    std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+    std::fs::create_dir_all(dir.path().join("dependencies")).unwrap();
+    let yaml = format!(
+        "app:\n  port: {port}\n  key: {key}\nworker_timeout: 60\nhako:\n  state_dir: {}\n",
+        state_dir.display()
+    );
+    std::fs::write(dir.path().join("conf/config.yaml"), yaml).unwrap();
+    std::fs::write(
+        dir.path().join("dependencies/python-requirements.txt"),
+        python,
+    )
+    .unwrap();
+    if let Some(node) = node {
+        std::fs::write(
+            dir.path().join("dependencies/nodejs-requirements.txt"),
+            node,
+        )
+        .unwrap();
+    }
+    let env = cache_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start_in(dir, port, key, &env)
+}
+
+/// A state dir the runs' uids can traverse (temp dirs are 0700).
+fn temp_state() -> tempfile::TempDir {
+    std::fs::create_dir_all(CACHE).unwrap();
+    let dir = tempfile::tempdir_in(CACHE).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+async fn get(server: &Server, path: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .get(server.url(path))
+        .header("X-Api-Key", &server.key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+    resp.json().await.unwrap()
+}
+
+/// `refresh` rebuilds now and answers when the build is over.
+async fn refresh(server: &Server, language: &str) -> Value {
+    let t = Instant::now();
+    let report = get(
+        server,
+        &format!("/v1/sandbox/dependencies/refresh?language={language}"),
+    )
+    .await;
+    eprintln!(
+        "refresh {language}: {:.1}s, state {}",
+        t.elapsed().as_secs_f64(),
+        report["data"]["state"]
+    );
+    report["data"].clone()
+}
+
+fn names(report: &Value) -> Vec<String> {
+    report["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_lowercase())
+        .collect()
+}
+
+/// The `data` of one run.
+async fn run(server: &Server, language: &str, code: &str) -> Value {
+    let body = json!({"language": language, "code": code, "preload": "", "enable_network": false});
+    let resp = reqwest::Client::new()
+        .post(server.url("/v1/sandbox/run"))
+        .header("X-Api-Key", &server.key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let json: Value = resp.json().await.unwrap();
+    assert_eq!(json["code"], 0, "{json}");
+    json["data"].clone()
+}
+
+/// Runs `code` and asserts it succeeded and printed `expected`.
+async fn expect_stdout(server: &Server, what: &str, language: &str, code: &str, expected: &str) {
+    let data = run(server, language, code).await;
+    assert_eq!(data["error"], "", "{what}: {data}");
+    assert_eq!(data["stdout"], expected, "{what}: {data}");
+    if data["blocked_syscalls"]
+        .as_array()
+        .is_some_and(|b| !b.is_empty())
+    {
+        eprintln!("{what}: denied but survived: {}", data["blocked_syscalls"]);
+    }
+}
+
+#[tokio::test]
+async fn heavy_packages_and_node_modules_work_under_the_default_policy() {
+    if !can_run_jail() {
+        return;
+    }
+    let state = Path::new(CACHE).join("state-heavy");
+    std::fs::create_dir_all(&state).unwrap();
+    let server = start(&state, HEAVY, Some("# utilities\nlodash\n"));
+    let python = refresh(&server, "python3").await;
+    assert_eq!(python["state"], "ready", "{python}");
+    let installed = names(&python);
+    for name in [
+        "numpy",
+        "pandas",
+        "matplotlib",
+        "scipy",
+        "pillow",
+        "boto3",
+        "jinja2",
+        "requests",
+        "httpx",
+    ] {
+        assert!(
+            installed.contains(&name.to_string()),
+            "{name} not listed: {installed:?}"
+        );
+    }
+    let node = refresh(&server, "nodejs").await;
+    assert_eq!(names(&node), vec!["lodash"], "{node}");
+
+    let cases = [
+        ("numpy", "import numpy as np\na = np.random.rand(300, 300) + np.eye(300) * 300\nprint(np.allclose(np.linalg.inv(a) @ a, np.eye(300)))\n", "True\n"),
+        ("pandas", "import io, pandas as pd\ndf = pd.read_csv(io.StringIO('k,v,t\\na,1,2024-01-01\\nb,2,2024-02-01\\na,3,2024-03-01'), parse_dates=['t'])\nprint(df.groupby('k')['v'].sum().to_dict(), df['t'].dt.month.tolist())\n", "{'a': 4, 'b': 2} [1, 2, 3]\n"),
+        ("matplotlib", "import io, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2, 3], [1, 4, 9])\nbuf = io.BytesIO()\nfig.savefig(buf, format='png')\nprint(buf.getvalue()[:4])\n", "b'\\x89PNG'\n"),
+        ("scipy", "from scipy.optimize import minimize\nr = minimize(lambda x: (x[0] - 3) ** 2 + (x[1] + 1) ** 2, [0, 0])\nprint(r.success, [round(float(v), 3) for v in r.x])\n", "True [3.0, -1.0]\n"),
+        ("pillow", "import io\nfrom PIL import Image\nsrc = io.BytesIO()\nImage.new('RGB', (64, 32), 'red').save(src, 'PNG')\nim = Image.open(io.BytesIO(src.getvalue())).resize((16, 8))\nprint(im.size, im.getpixel((0, 0)))\n", "(16, 8) (255, 0, 0)\n"),
+        ("boto3", "import boto3\nc = boto3.client('s3', region_name='us-east-1', aws_access_key_id='a', aws_secret_access_key='b')\nprint(c.meta.region_name)\n", "us-east-1\n"),
+        ("requests+httpx", "import requests, httpx\nprint(requests.Session is not None, httpx.Client is not None)\n", "True True\n"),
+        ("sys.path", "import sys\nprint('/opt/hako/python/site-packages' in sys.path)\n", "True\n"),
+    ];
+    for (what, code, expected) in cases {
+        let t = Instant::now();
+        expect_stdout(&server, what, "python3", code, expected).await;
+        eprintln!("{what}: {} ms", t.elapsed().as_millis());
+    }
+    let jinja = jinja2_runner(
+        "Hello {{ name }}! {{ items | join(',') }}",
+        &json!({"name": "hako", "items": [1, 2]}),
+    );
+    expect_stdout(
+        &server,
+        "jinja2",
+        "python3",
+        &jinja,
+        "<<RESULT>>Hello hako! 1,2<<RESULT>>\n",
+    )
+    .await;
+    expect_stdout(
+        &server,
+        "lodash",
+        "nodejs",
+        "const _ = require('lodash');\nconsole.log(_.chunk([1, 2, 3, 4], 2));\n",
+        "[ [ 1, 2 ], [ 3, 4 ] ]\n",
+    )
+    .await;
+
+    // Nothing of the environment is writable by a run.
+    let attacks = [
+        (
+            "modify a module",
+            "open('/opt/hako/python/site-packages/jinja2/__init__.py', 'a').write('x')\n",
+        ),
+        (
+            "add a .pth file",
+            "open('/opt/hako/python/site-packages/evil.pth', 'w').write('import os')\n",
+        ),
+        (
+            "replace a package",
+            "import os\nos.rename('/opt/hako/python/site-packages/six.py', '/opt/hako/python/site-packages/six2.py')\n",
+        ),
+        (
+            "chmod",
+            "import os\nos.chmod('/opt/hako/python/site-packages/numpy', 0o777)\n",
+        ),
+    ];
+    for (what, code) in attacks {
+        let data = run(&server, "python3", code).await;
+        let error = data["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("Read-only file system")
+                || error.contains("Permission denied")
+                || error.contains("Operation not permitted"),
+            "{what} was not refused: {data}"
+        );
+    }
+    let data = run(
+        &server,
+        "nodejs",
+        "require('fs').writeFileSync('/opt/hako/nodejs/node_modules/lodash/index.js', 'x')",
+    )
+    .await;
+    assert!(
+        data["error"].as_str().unwrap().contains("EROFS")
+            || data["error"].as_str().unwrap().contains("EACCES"),
+        "{data}"
+    );
+    expect_stdout(
+        &server,
+        "after the attacks",
+        "python3",
+        "import jinja2, os\nprint(os.path.exists('/opt/hako/python/site-packages/evil.pth'))\n",
+        "False\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn refresh_switches_environments_without_restart_or_failed_runs() {
+    if !can_run_jail() {
+        return;
+    }
+    let state = temp_state();
+    let server = start(state.path(), "", None);
+    let first = refresh(&server, "python3").await;
+    assert_eq!(first["state"], "ready", "{first}");
+    assert!(
+        names(&first).contains(&"jinja2".to_string()),
+        "default packages missing: {first}"
+    );
+    let data = run(&server, "python3", "import six").await;
+    assert!(
+        data["error"]
+            .as_str()
+            .unwrap()
+            .contains("No module named 'six'"),
+        "{data}"
+    );
+
+    // Runs in flight during the switch keep their environment and succeed.
+    let in_flight = "import time, jinja2\ntime.sleep(0.5)\nimport requests\nprint('ok')\n";
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut runners = Vec::new();
+    for _ in 0..3 {
+        let stop = stop.clone();
+        let url = server.url("/v1/sandbox/run");
+        let key = server.key.clone();
+        runners.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut results = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = json!({"language": "python3", "code": in_flight});
+                let resp = client
+                    .post(&url)
+                    .header("X-Api-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let json: Value = resp.json().await.unwrap();
+                results.push(json["data"].clone());
+            }
+            results
+        }));
+    }
+    let path = server
+        .dir
+        .path()
+        .join("dependencies/python-requirements.txt");
+    std::fs::write(&path, "six\n").unwrap();
+    let second = refresh(&server, "python3").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for runner in runners {
+        for data in runner.await.unwrap() {
+            assert_eq!(
+                data["stdout"], "ok\n",
+                "a run during the switch failed: {data}"
+            );
+            total += 1;
+        }
+    }
+    assert!(total >= 3, "only {total} runs overlapped the switch");
+    assert_eq!(second["state"], "ready", "{second}");
+    assert!(names(&second).contains(&"six".to_string()), "{second}");
+    expect_stdout(
+        &server,
+        "new package",
+        "python3",
+        "import six\nprint(six.PY3)\n",
+        "True\n",
+    )
+    .await;
+    // The previous environment is kept (a run may still use it).
+    let envs = std::fs::read_dir(state.path().join("packages/python3"))
+        .unwrap()
+        .count();
+    assert!(
+        envs >= 2,
+        "old environment removed too early ({envs} entries)"
+    );
+}
+
+#[tokio::test]
+async fn failed_install_is_reported_and_the_previous_environment_stays() {
+    if !can_run_jail() {
+        return;
+    }
+    let state = temp_state();
+    let server = start(state.path(), "six\n", None);
+    let good = refresh(&server, "python3").await;
+    assert_eq!(good["state"], "ready", "{good}");
+
+    let path = server
+        .dir
+        .path()
+        .join("dependencies/python-requirements.txt");
+    std::fs::write(&path, "six\nhako-no-such-package-4f1c9\n").unwrap();
+    let bad = refresh(&server, "python3").await;
+    assert_eq!(bad["state"], "failed", "{bad}");
+    let error = bad["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("hako-no-such-package-4f1c9"),
+        "pip's error is not shown: {bad}"
+    );
+    assert!(
+        names(&bad).contains(&"six".to_string()),
+        "the list lost the previous environment: {bad}"
+    );
+    let listed = get(&server, "/v1/sandbox/dependencies?language=python3").await;
+    assert_eq!(listed["data"], bad, "list and refresh disagree");
+    expect_stdout(
+        &server,
+        "previous environment",
+        "python3",
+        "import six, jinja2\nprint('still here')\n",
+        "still here\n",
+    )
+    .await;
+
+    let doctor = std::process::Command::new(HAKO)
+        .arg("doctor")
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("packages python3"))
+        .unwrap_or_else(|| panic!("no packages line: {text}"));
+    assert!(line.contains("failed"), "{line}");
+    assert!(
+        text.contains("hako-no-such-package-4f1c9"),
+        "doctor does not show pip's error: {text}"
+    );
+}
