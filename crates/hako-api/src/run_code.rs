@@ -28,6 +28,8 @@ impl RunCode for Executor {
             "# HELP hako_warm_workers Warm Python zygotes ready to fork a run.\n# TYPE hako_warm_workers gauge\n",
         );
         text.push_str(&format!("hako_warm_workers {}\n", status.idle));
+        text.push_str("# HELP hako_node_workers Pre-started Node.js workers ready for a program.\n# TYPE hako_node_workers gauge\n");
+        text.push_str(&format!("hako_node_workers {}\n", status.node_idle));
         text.push_str("# HELP hako_zygote_rss_bytes Resident memory of each idle zygote.\n# TYPE hako_zygote_rss_bytes gauge\n");
         for (i, rss) in status.zygote_rss_bytes.iter().enumerate() {
             text.push_str(&format!("hako_zygote_rss_bytes{{zygote=\"{i}\"}} {rss}\n"));

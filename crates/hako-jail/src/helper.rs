@@ -17,7 +17,7 @@ use crate::protocol;
 use crate::seccomp::{self, notify};
 use crate::spec::{
     BlockedSyscall, JailOutcome, JailSpec, Limits, NetworkMode, SeccompMode, JAIL_GID, JAIL_UID,
-    RUN_GID, RUN_UID, ZYGOTE_FD,
+    CODE_FD, RUN_GID, RUN_UID, ZYGOTE_FD,
 };
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -30,7 +30,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, read, write, Pid};
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,11 +61,15 @@ pub enum HelperError {
 pub fn main() -> i32 {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let outcome = match protocol::decode_request(io::stdin().lock()) {
-        Ok((spec, code)) => run(&spec, &code).unwrap_or_else(|err| JailOutcome {
-            setup_error: Some(err.to_string()),
-            ..Default::default()
-        }),
+    let mut stdin = io::stdin().lock();
+    let outcome = match read_request(&mut stdin) {
+        Ok((spec, code)) => {
+            let later = spec.deferred.then_some(&mut stdin as &mut dyn Read);
+            run(&spec, &code, later).unwrap_or_else(|err| JailOutcome {
+                setup_error: Some(err.to_string()),
+                ..Default::default()
+            })
+        }
         Err(err) => JailOutcome { setup_error: Some(err.to_string()), ..Default::default() },
     };
     match protocol::encode_outcome(&outcome, io::stdout().lock()) {
@@ -75,6 +79,20 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// Reads the spec and the code. A deferred run sends a length-prefixed bootstrap instead;
+/// its program follows later, until EOF.
+fn read_request(input: &mut impl Read) -> Result<(JailSpec, Vec<u8>), protocol::ProtocolError> {
+    let spec: JailSpec = protocol::read_json(&mut *input)?;
+    let code = if spec.deferred {
+        protocol::read_bytes(&mut *input)?
+    } else {
+        let mut code = Vec::new();
+        input.read_to_end(&mut code)?;
+        code
+    };
+    Ok((spec, code))
 }
 
 /// Messages on the control socket between the helper and the jail.
@@ -112,8 +130,11 @@ pub(crate) fn channels() -> Result<Pipes, HelperError> {
     Ok(Pipes { stdout: pipe("stdout pipe")?, stderr: pipe("stderr pipe")?, control })
 }
 
-fn run(spec: &JailSpec, code: &[u8]) -> Result<JailOutcome, HelperError> {
-    let started = Instant::now();
+/// Runs one program. With `later` (a deferred run) the jail starts with `code` as a
+/// bootstrap, and the program is read from `later` and handed over through [`CODE_FD`];
+/// the clock starts then.
+fn run(spec: &JailSpec, code: &[u8], later: Option<&mut dyn Read>) -> Result<JailOutcome, HelperError> {
+    let mut started = Instant::now();
     let use_listener = notify::user_notif_supported();
     let program = seccomp::build_program(
         &spec.language,
@@ -127,9 +148,25 @@ fn run(spec: &JailSpec, code: &[u8]) -> Result<JailOutcome, HelperError> {
     let result = (|| {
         let pipes = channels()?;
         let stdio = (pipes.stdout.1, pipes.stderr.1);
+        let code_pipe = match later {
+            Some(_) => Some(pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| HelperError::Channel { what: "code pipe", source })?),
+            None => None,
+        };
+        let (code_read, code_write) = match code_pipe {
+            Some((r, w)) => (Some(r), Some(w)),
+            None => (None, None),
+        };
         let (init, control) =
-            start_jail(spec, code, &program, use_listener, coverage, run_cgroup.as_ref(), stdio, None, pipes.control)?;
+            start_jail(spec, code, &program, use_listener, coverage, run_cgroup.as_ref(), stdio, code_read, pipes.control)?;
         let mut guard = KillOnDrop(Some(init));
+        if let (Some(source), Some(sink)) = (later, code_write) {
+            let mut program_text = Vec::new();
+            source.read_to_end(&mut program_text).map_err(|e| HelperError::Setup(format!("read the program: {e}")))?;
+            started = Instant::now();
+            let mut sink = std::fs::File::from(sink);
+            // A program the bootstrap never reads (it died) is reported by the supervisor.
+            let _ = sink.write_all(&program_text);
+        }
         let watch = Watch { limits: &spec.limits, mode: spec.seccomp.mode, target: init, started };
         let mut outcome = supervise(&watch, &control, None, pipes.stdout.0, pipes.stderr.0)?;
         guard.0 = None;
@@ -618,7 +655,9 @@ fn jail_init(
         },
         Err(err) => return report_error(control, &err),
     };
-    // Init keeps no privileges while it waits.
+    // Init keeps no privileges and no descriptors (a pipe end it held would keep the
+    // program from ever seeing EOF) while it waits.
+    lockdown::close_other_fds(&[control.as_raw_fd()]);
     let _ = lockdown::drop_all_caps();
     // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag, which
     // keeps the program from reading init's memory through /proc.
@@ -783,6 +822,9 @@ fn confine_and_exec(
 ) -> Result<Never, JailError> {
     // SAFETY: PR_SET_PDEATHSIG only changes this process's death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // Move the descriptors we keep above the fixed numbers (3, 4) they could collide with.
+    let control = &raise_fd(control)?;
+    let inherit = inherit.map(|fd| raise_fd(&fd)).transpose()?;
     let devnull = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
         .map_err(|e| JailError::Interpreter { path: "/dev/null".into(), source: e })?;
     for (fd, target) in [(devnull, 0), (stdout.as_raw_fd(), 1), (stderr.as_raw_fd(), 2)] {
@@ -806,6 +848,12 @@ fn confine_and_exec(
     if spec.zygote {
         keep_zygote_powers(control, inherit)?;
     } else {
+        if let Some(code) = inherit {
+            // SAFETY: dup2 onto the fixed descriptor a deferred bootstrap reads its program from.
+            if unsafe { libc::dup2(code.as_raw_fd(), CODE_FD) } < 0 {
+                return Err(JailError::Interpreter { path: "code pipe".into(), source: Errno::last() });
+            }
+        }
         lockdown::lock_down(
         &LockDown {
             language: &spec.language,
@@ -816,7 +864,7 @@ fn confine_and_exec(
             insecure: spec.insecure,
         },
         control.as_raw_fd(),
-        &[seccomp::policy::EXEC_FD],
+        &[seccomp::policy::EXEC_FD, CODE_FD],
     )?;
     }
 
@@ -873,3 +921,14 @@ const ZYGOTE_CAPS: &[caps::Capability] = &[
     caps::Capability::CAP_SETGID,
     caps::Capability::CAP_SETPCAP,
 ];
+
+/// A close-on-exec duplicate of `fd` numbered 900 or above (below [`seccomp::policy::EXEC_FD`]).
+fn raise_fd(fd: &OwnedFd) -> Result<OwnedFd, JailError> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (or -1) that we then own.
+    let raised = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 900) };
+    if raised < 0 {
+        return Err(JailError::Interpreter { path: "descriptor".into(), source: Errno::last() });
+    }
+    // SAFETY: `raised` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raised) })
+}

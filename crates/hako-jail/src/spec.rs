@@ -47,6 +47,10 @@ pub struct JailSpec {
     /// two in-jail ids: [`JAIL_UID`] for itself and [`RUN_UID`] for its run children).
     #[serde(default)]
     pub zygote: bool,
+    /// Start now, receive the program later (pre-started pool workers): the code sent with
+    /// the spec is a bootstrap that reads the program from [`CODE_FD`].
+    #[serde(default)]
+    pub deferred: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -127,6 +131,8 @@ pub const RUN_UID: u32 = 1001;
 pub const RUN_GID: u32 = 1001;
 /// The descriptor a zygote receives its control socket on.
 pub const ZYGOTE_FD: i32 = 3;
+/// The descriptor a deferred run's bootstrap reads its program from.
+pub const CODE_FD: i32 = 4;
 
 /// What happened to one run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

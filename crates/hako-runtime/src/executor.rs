@@ -43,6 +43,8 @@ struct Inner {
     egress: crate::egress::Egress,
     /// Warm Python zygotes; set by [`Executor::start_warm`] (the server), absent in the CLI.
     warm: std::sync::OnceLock<(crate::warm::ZygotePool, PathBuf)>,
+    /// Pre-started Node.js workers; set by [`Executor::start_warm`].
+    node_pool: std::sync::OnceLock<crate::warm::NodePool>,
 }
 
 /// Runs programs. Cheap to clone and share between requests.
@@ -102,6 +104,7 @@ impl Executor {
                 packages,
                 egress,
                 warm: std::sync::OnceLock::new(),
+                node_pool: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -198,6 +201,7 @@ impl Executor {
             root_mountpoint: root_mountpoint(config),
             insecure: config.hako.insecure,
             zygote: false,
+            deferred: false,
             egress: None,
         }
     }
@@ -250,6 +254,11 @@ impl Executor {
         if config.hako.mode != crate::config::ExecMode::Zygote {
             return Ok(());
         }
+        if let (Ok(adapter), true) = (self.adapter(Language::Nodejs), config.hako.nodejs_pool > 0) {
+            let pool = crate::warm::NodePool::new(self.inner.helper.clone(), config.hako.nodejs_pool);
+            pool.set_template(self.node_template(adapter));
+            let _ = self.inner.node_pool.set(pool);
+        }
         if !nix_is_root() {
             tracing::warn!("zygote mode needs root (two mapped ids per zygote); using spawn mode");
             return Ok(());
@@ -263,9 +272,29 @@ impl Executor {
         Ok(())
     }
 
+    /// A pooled Node worker's spec: default limits, no network, the current packages.
+    fn node_template(&self, adapter: &Adapter) -> JailSpec {
+        let request = RunRequest {
+            language: Language::Nodejs,
+            code: String::new(),
+            preload: None,
+            enable_network: false,
+            limits: Default::default(),
+            request_id: "pool".into(),
+        };
+        let mut spec = self.spec(adapter, &request, ExecOptions::default());
+        let _env = self.inner.packages.attach(Language::Nodejs, &mut spec);
+        let base = self.inner.config.hako.uid_base + 4 * ID_SLOTS;
+        spec.ids = RunIds { host_uid: base, host_gid: base };
+        spec.deferred = true;
+        spec
+    }
+
     /// The warm pool's state, if the server started one.
     pub fn warm_status(&self) -> Option<crate::warm::PoolStatus> {
-        self.inner.warm.get().map(|(pool, _)| pool.status())
+        let mut status = self.inner.warm.get().map(|(pool, _)| pool.status())?;
+        status.node_idle = self.inner.node_pool.get().map_or(0, |p| p.idle());
+        Some(status)
     }
 
     /// The zygote's spec, and the package binds it was made from.
@@ -339,7 +368,48 @@ impl Executor {
                 }
             }
         }
+        if let Some(pool) = self.inner.node_pool.get() {
+            let eligible = spec.language == "nodejs"
+                && !options.learn_syscalls
+                && spec.network == NetworkMode::None
+                && spec.egress.is_none();
+            if eligible {
+                if !pool.fits(spec) && spec.limits == self.default_limits() {
+                    // The package environment changed: new workers.
+                    pool.set_template(self.node_template(self.adapter(Language::Nodejs)?));
+                }
+                if pool.fits(spec) {
+                    match pool.run(code).await {
+                        Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => return Ok(outcome),
+                        Ok(Some(outcome)) => tracing::warn!("pooled node worker failed before the program: {:?}", outcome.setup_error),
+                        Ok(None) => tracing::debug!("no pooled node worker ready; spawning"),
+                        Err(err) => tracing::warn!("{err}; spawning"),
+                    }
+                }
+            }
+        }
         self.spawn_helper(spec, code).await
+    }
+
+    /// The limits of a run that asks for nothing special.
+    fn default_limits(&self) -> Limits {
+        let adapter = self.adapter(Language::Nodejs).ok();
+        let request = RunRequest {
+            language: Language::Nodejs,
+            code: String::new(),
+            preload: None,
+            enable_network: false,
+            limits: Default::default(),
+            request_id: String::new(),
+        };
+        adapter.map(|a| self.spec(a, &request, ExecOptions::default()).limits).unwrap_or(Limits {
+            memory_bytes: 0,
+            pids: 0,
+            tmp_bytes: 0,
+            output_bytes: 0,
+            timeout_ms: 0,
+            nofile: 0,
+        })
     }
 }
 

@@ -53,6 +53,8 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct PoolStatus {
     pub idle: usize,
+    /// Pre-started Node.js workers ready for a program.
+    pub node_idle: usize,
     pub zygote_rss_bytes: Vec<u64>,
     pub skipped_preload: Vec<String>,
 }
@@ -98,6 +100,7 @@ impl ZygotePool {
         let state = self.lock();
         PoolStatus {
             idle: state.idle.len(),
+            node_idle: 0,
             zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
             skipped_preload: state.skipped.clone(),
         }
@@ -252,4 +255,159 @@ fn rss_of_tree(pid: i32) -> u64 {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else { return 0 };
     let pages: u64 = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     pages * 4096
+}
+
+/// Pre-started, fully confined Node.js workers waiting for their program (Node cannot fork
+/// safely). Each is used for exactly one run and replaced in the background; when none is
+/// ready the caller starts a fresh interpreter, so the pool is never slower than spawn.
+#[derive(Clone)]
+pub struct NodePool {
+    helper: PathBuf,
+    size: usize,
+    state: Arc<Mutex<NodeState>>,
+}
+
+struct NodeState {
+    template: Option<(JailSpec, Vec<u8>)>,
+    idle: Vec<NodeWorker>,
+    starting: usize,
+    next_ids: u32,
+}
+
+struct NodeWorker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    /// The package environment the worker was started with.
+    binds: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The program a pooled Node worker runs first: it waits for the real program on fd 4 and
+/// runs it as the main module, as `node /sandbox/main.js` would.
+pub const NODE_BOOTSTRAP: &str = r#"'use strict';
+const fs = require('fs');
+const Module = require('module');
+const path = '/sandbox/main.js';
+let source;
+try { source = fs.readFileSync(4, 'utf8'); } catch (e) { process.exit(125); }
+try { fs.closeSync(4); } catch (e) {}
+const main = new Module(path, null);
+main.filename = path;
+main.paths = Module._nodeModulePaths('/sandbox');
+process.argv[1] = path;
+process.mainModule = main;
+require.main = main;
+main._compile(source, path);
+"#;
+
+impl NodePool {
+    pub fn new(helper: PathBuf, size: usize) -> NodePool {
+        NodePool {
+            helper,
+            size,
+            state: Arc::new(Mutex::new(NodeState { template: None, idle: Vec::new(), starting: 0, next_ids: 0 })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets what workers are made of (a deferred spec); idle workers of an older one retire.
+    pub fn set_template(&self, spec: JailSpec) {
+        let retired = {
+            let mut state = self.lock();
+            state.template = Some((spec, NODE_BOOTSTRAP.as_bytes().to_vec()));
+            std::mem::take(&mut state.idle)
+        };
+        drop(retired);
+        self.refill();
+    }
+
+    pub fn idle(&self) -> usize {
+        self.lock().idle.len()
+    }
+
+    /// True when a worker made with these limits and package binds can take `spec`'s run.
+    pub fn fits(&self, spec: &JailSpec) -> bool {
+        let state = self.lock();
+        state.template.as_ref().is_some_and(|(t, _)| t.limits == spec.limits && t.mapped_binds == spec.mapped_binds)
+    }
+
+    fn refill(&self) {
+        let missing = {
+            let mut state = self.lock();
+            if state.template.is_none() {
+                return;
+            }
+            let missing = self.size.saturating_sub(state.idle.len() + state.starting);
+            state.starting += missing;
+            missing
+        };
+        for _ in 0..missing {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                let started = pool.start().await;
+                let mut state = pool.lock();
+                state.starting = state.starting.saturating_sub(1);
+                match started {
+                    Ok(worker) => {
+                        let current = state.template.as_ref().map(|(t, _)| t.mapped_binds.clone());
+                        if current.as_ref() == Some(&worker.binds) {
+                            state.idle.push(worker);
+                        }
+                    }
+                    Err(err) => tracing::error!("node worker did not start: {err}"),
+                }
+            });
+        }
+    }
+
+    async fn start(&self) -> Result<NodeWorker, WarmError> {
+        let (mut spec, bootstrap) = {
+            let mut state = self.lock();
+            let slot = state.next_ids % 16384;
+            state.next_ids = state.next_ids.wrapping_add(1);
+            let (spec, bootstrap) = state.template.clone().ok_or_else(|| WarmError::Start("no template".into()))?;
+            let mut spec = spec;
+            spec.ids.host_uid += slot;
+            spec.ids.host_gid += slot;
+            (spec, bootstrap)
+        };
+        spec.deferred = true;
+        let mut child = tokio::process::Command::new(&self.helper)
+            .arg("__jail")
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| WarmError::Start(e.to_string()))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| WarmError::Start("no stdin".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| WarmError::Start("no stdout".into()))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_log(stderr));
+        }
+        let mut frame = Vec::new();
+        protocol::write_json(&mut frame, &spec).map_err(|e| WarmError::Start(e.to_string()))?;
+        protocol::write_bytes(&mut frame, &bootstrap).map_err(|e| WarmError::Start(e.to_string()))?;
+        stdin.write_all(&frame).await.map_err(|e| WarmError::Start(e.to_string()))?;
+        stdin.flush().await.map_err(|e| WarmError::Start(e.to_string()))?;
+        Ok(NodeWorker { child, stdin, stdout, binds: spec.mapped_binds })
+    }
+
+    /// Runs `code` in a ready worker; `Ok(None)` when none is ready.
+    pub async fn run(&self, code: &[u8]) -> Result<Option<JailOutcome>, WarmError> {
+        let taken = self.lock().idle.pop();
+        self.refill();
+        let Some(mut worker) = taken else { return Ok(None) };
+        let broken = |e: std::io::Error| WarmError::Broken(e.to_string());
+        worker.stdin.write_all(code).await.map_err(broken)?;
+        drop(worker.stdin);
+        let mut bytes = Vec::new();
+        worker.stdout.read_to_end(&mut bytes).await.map_err(broken)?;
+        let _ = worker.child.wait().await;
+        protocol::decode_outcome(&bytes).map(Some).map_err(|e| WarmError::Broken(e.to_string()))
+    }
 }
