@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! request ─ request id + span ─ header cap ─ catch panic ─ route
-//!   /health, /metrics                       (no key)
+//!   /health, /ready, /metrics               (no key)
 //!   /v1/sandbox/*  ─ X-Api-Key ─ handler ─ admission ─ RunCode
 //! ```
 
@@ -13,6 +13,7 @@ pub mod deps;
 mod handlers;
 mod metrics;
 mod middleware;
+pub mod ready;
 mod run_code;
 mod server;
 
@@ -21,6 +22,7 @@ pub use answer::{Envelope, Rejection};
 pub use deps::{Dependencies, DependencyReport, DependencyState, NoDependencies};
 pub use metrics::Metrics;
 pub use middleware::{RequestId, MAX_HEADER_BYTES};
+pub use ready::{AlwaysReady, NotReady, Readiness};
 pub use run_code::RunCode;
 pub use server::{serve, serve_on, shutdown_signal, ApiError};
 
@@ -37,6 +39,7 @@ pub struct AppState<E> {
     admission: Arc<Admission>,
     metrics: Arc<Metrics>,
     deps: Arc<dyn Dependencies>,
+    readiness: Arc<dyn Readiness>,
 }
 
 impl<E> Clone for AppState<E> {
@@ -47,6 +50,7 @@ impl<E> Clone for AppState<E> {
             admission: Arc::clone(&self.admission),
             metrics: Arc::clone(&self.metrics),
             deps: Arc::clone(&self.deps),
+            readiness: Arc::clone(&self.readiness),
         }
     }
 }
@@ -66,12 +70,19 @@ impl<E: RunCode> AppState<E> {
             admission,
             metrics,
             deps: Arc::new(NoDependencies),
+            readiness: Arc::new(AlwaysReady),
         }
     }
 
     /// Plugs in the package manager behind the dependencies endpoints.
     pub fn with_dependencies(mut self, deps: Arc<dyn Dependencies>) -> Self {
         self.deps = deps;
+        self
+    }
+
+    /// Plugs in what `GET /ready` waits for (packages installed, a warm worker).
+    pub fn with_readiness(mut self, readiness: Arc<dyn Readiness>) -> Self {
+        self.readiness = readiness;
         self
     }
 
@@ -108,6 +119,7 @@ pub fn router<E: RunCode>(state: AppState<E>) -> Router {
     let metrics = Arc::clone(&state.metrics);
     Router::new()
         .route("/health", get(handlers::health))
+        .route("/ready", get(handlers::ready::<E>))
         .route("/metrics", get(handlers::metrics::<E>))
         .nest("/v1/sandbox", sandbox)
         .fallback(handlers::not_found)
