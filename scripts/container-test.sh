@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# Builds the hako image, starts it the way docs/deploy.md says (the shipped seccomp profile,
+# no --privileged), drives it over HTTP like Dify (Python, JavaScript and Jinja2 templates)
+# with three attacks (host file read, fork bomb, memory bomb), measures it, and stops it.
+#
+# Runs as root with podman. Without a container registry it builds the runtime stage from a
+# hako binary built here (HAKO_BINARY=prebuilt) on a Debian base image made with debootstrap
+# and cached in /var/cache/hako-ci, so it is made once per machine.
+# Skips (exit 0, saying why) only where podman cannot run containers at all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE=${HAKO_CI_CACHE:-/var/cache/hako-ci}
+IMAGE=${HAKO_TEST_IMAGE:-localhost/hako:container-test}
+BASE=docker.io/library/debian:bookworm-slim
+NAME=hako-container-test-$$
+PORT=${HAKO_TEST_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+KEY=container-test-key
+# crun refuses hosts with a hybrid cgroup v1 layout; runc works everywhere.
+PODMAN=(podman --runtime runc)
+ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
+
+log() { printf 'container-test: %s\n' "$*"; }
+skip() { log "SKIPPED: $*"; exit 0; }
+die() { log "FAILED: $*"; exit 1; }
+
+# Every step has a bound; CI has 90 minutes for everything.
+bounded() { local secs=$1; shift; timeout --kill-after=10 "$secs" "$@"; }
+
+install_tools() {
+  local missing=()
+  command -v podman >/dev/null || missing+=(podman)
+  command -v runc >/dev/null || missing+=(runc)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v curl >/dev/null || missing+=(curl)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    skip "podman is not installed and cannot be installed here (needs root and apt-get)"
+  fi
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  bounded 600 apt-get update -qq
+  bounded 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" uidmap slirp4netns >/dev/null
+}
+
+check_podman() {
+  [ "$(id -u)" = 0 ] || skip "needs root (rootful podman drives the per-run uids and cgroups)"
+  command -v podman >/dev/null || skip "podman not found"
+  if ! out=$(bounded 120 "${PODMAN[@]}" info 2>&1); then
+    skip "podman cannot run here: $(printf '%s' "$out" | tail -1)"
+  fi
+}
+
+# A stand-in for Debian's bookworm-slim, made with debootstrap: minbase, trimmed like slim.
+# The machine's own extra CA certificates (a TLS-intercepting proxy's, if any) are added so
+# that pip can reach PyPI during the build; an image built against a registry has none.
+make_base() {
+  if "${PODMAN[@]}" image exists "$BASE"; then
+    log "base image $BASE present"
+    return 0
+  fi
+  mkdir -p "$CACHE"
+  local tarball="$CACHE/bookworm-minbase.tar.gz"
+  if [ ! -s "$tarball" ]; then
+    log "debootstrap bookworm (once per machine, cached in $CACHE)"
+    local dir="$CACHE/rootfs.tmp"
+    rm -rf "$dir"
+    bounded 1200 debootstrap --variant=minbase bookworm "$dir" >"$CACHE/debootstrap.log" 2>&1 \
+      || { tail -20 "$CACHE/debootstrap.log"; die "debootstrap failed"; }
+    tar -C "$dir" -c . | gzip -1 >"$tarball.tmp"
+    mv "$tarball.tmp" "$tarball"
+    rm -rf "$dir"
+  fi
+  local dir="$CACHE/rootfs.import"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  tar -C "$dir" -xzf "$tarball"
+  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* \
+    "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/locale/*
+  mkdir -p "$dir/etc/dpkg/dpkg.cfg.d"
+  printf 'path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\npath-exclude /usr/share/locale/*\n' \
+    >"$dir/etc/dpkg/dpkg.cfg.d/slim"
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$dir/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$dir/usr/local/share/ca-certificates/"
+  fi
+  log "importing $BASE"
+  tar -C "$dir" -c . | bounded 300 "${PODMAN[@]}" import - "$BASE" >/dev/null
+  rm -rf "$dir"
+}
+
+build_binary() {
+  log "building hako (release)"
+  bounded 1800 cargo build --release --locked -p hako
+  local target=${CARGO_TARGET_DIR:-target}
+  mkdir -p dist
+  install -m 0755 "$target/release/hako" dist/hako
+}
+
+build_image() {
+  log "building $IMAGE (runtime stage, HAKO_BINARY=prebuilt)"
+  local started=$SECONDS
+  bounded 1500 "${PODMAN[@]}" build --pull=never --format docker "${ULIMITS[@]}" \
+    --build-arg HAKO_BINARY=prebuilt -t "$IMAGE" . >"$LOGDIR/build.log" 2>&1 \
+    || { tail -30 "$LOGDIR/build.log"; die "image build failed"; }
+  log "image built in $((SECONDS - started)) s"
+}
+
+# The run options, exactly as docs/deploy.md gives them for podman.
+run_options() {
+  RUN_OPTS=(
+    --security-opt seccomp="$PWD/deploy/seccomp/hako.json"
+    --security-opt 'unmask=/proc/*'
+    --security-opt no-new-privileges
+    --cap-drop ALL
+    --cap-add SETUID --cap-add SETGID --cap-add KILL
+  )
+  delegate_cgroups
+}
+
+# A cgroup subtree for the container's runs, delegated by bind mount (docs/deploy.md,
+# "cgroups"): the container writes only below it, and its limits cap all runs together.
+delegate_cgroups() {
+  CGROUP_DIRS=()
+  if [ -d /sys/fs/cgroup/memory ] && [ -d /sys/fs/cgroup/pids ]; then
+    local c
+    for c in memory pids; do
+      mkdir -p "/sys/fs/cgroup/$c/$NAME"
+      CGROUP_DIRS+=("/sys/fs/cgroup/$c/$NAME")
+      RUN_OPTS+=(-v "/sys/fs/cgroup/$c/$NAME:/sys/fs/cgroup/$c:rw")
+    done
+    echo $((4 << 30)) >"/sys/fs/cgroup/memory/$NAME/memory.limit_in_bytes"
+    echo 2048 >"/sys/fs/cgroup/pids/$NAME/pids.max"
+  elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    mkdir -p "/sys/fs/cgroup/$NAME"
+    CGROUP_DIRS+=("/sys/fs/cgroup/$NAME")
+    echo "+memory +pids" >/sys/fs/cgroup/cgroup.subtree_control || true
+    echo $((4 << 30)) >"/sys/fs/cgroup/$NAME/memory.max"
+    echo 2048 >"/sys/fs/cgroup/$NAME/pids.max"
+    RUN_OPTS+=(-v "/sys/fs/cgroup/$NAME:/sys/fs/cgroup:rw")
+  fi
+}
+
+remove_cgroups() {
+  local dir
+  for dir in "${CGROUP_DIRS[@]}"; do
+    [ -d "$dir" ] || continue
+    find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+    rmdir "$dir" 2>/dev/null || true
+  done
+}
+
+api() { # api METHOD PATH [BODY]: prints "STATUS BODY"
+  local method=$1 path=$2 body=${3:-}
+  local args=(-sS -m 60 -o "$LOGDIR/answer" -w '%{http_code}' -X "$method" -H "X-Api-Key: $KEY")
+  [ -n "$body" ] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
+  local code
+  code=$(curl "${args[@]}" "http://127.0.0.1:$PORT$path") || code=000
+  printf '%s %s' "$code" "$(cat "$LOGDIR/answer" 2>/dev/null)"
+}
+
+PASSED=0
+FAILED=0
+check() { # check NAME PYTHON-EXPR-ON-answer (answer is the parsed JSON, status the HTTP code)
+  local name=$1 expr=$2 out
+  out=$(python3 -c '
+import json, re, sys
+status, _, body = sys.stdin.read().partition(" ")
+try:
+    answer = json.loads(body)
+except ValueError:
+    answer = None
+try:
+    ok = eval(sys.argv[1], {"answer": answer, "status": int(status), "json": json, "re": re})
+except Exception as e:
+    ok = False
+    body = repr(e) + " " + body
+print("ok" if ok else "bad: HTTP " + status + " " + body[:600])
+' "$expr" <<<"$RESPONSE")
+  if [ "$out" = ok ]; then
+    PASSED=$((PASSED + 1)); log "ok     $name"
+  else
+    FAILED=$((FAILED + 1)); log "FAILED $name: $out"
+  fi
+}
+
+run_body() { # run_body LANGUAGE CODE
+  python3 -c 'import json, sys; print(json.dumps({"language": sys.argv[1], "code": sys.argv[2], "preload": "", "enable_network": True}))' "$1" "$2"
+}
+
+b64() { printf '%s' "$1" | base64 -w0; }
+
+dify_python() { # Dify's Python 3 runner around main(arg1, arg2)
+  printf '%s\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('"'"'%s'"'"').decode('"'"'utf-8'"'"'))\noutput_obj = main(**inputs_obj)\noutput_json = json.dumps(output_obj, indent=4)\nresult = f'"'''"'<<RESULT>>{output_json}<<RESULT>>'"'''"'\nprint(result)\n' "$1" "$(b64 "$2")"
+}
+
+dify_javascript() {
+  printf '%s\nvar inputs_obj = JSON.parse(Buffer.from('"'"'%s'"'"', '"'"'base64'"'"').toString('"'"'utf-8'"'"'))\nvar output_obj = main(inputs_obj)\nvar output_json = JSON.stringify(output_obj)\nvar result = `<<RESULT>>${output_json}<<RESULT>>`\nconsole.log(result)\n' "$1" "$(b64 "$2")"
+}
+
+dify_jinja2() {
+  printf 'def main(**inputs):\n    from base64 import b64decode\n    from jinja2.sandbox import SandboxedEnvironment\n    env = SandboxedEnvironment()\n    template = env.from_string(b64decode('"'"'%s'"'"').decode('"'"'utf-8'"'"'))\n    return template.render(**inputs)\n\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('"'"'%s'"'"').decode('"'"'utf-8'"'"'))\noutput = main(**inputs_obj)\nresult = f'"'''"'<<RESULT>>{output}<<RESULT>>'"'''"'\nprint(result)\n' "$(b64 "$1")" "$(b64 "$2")"
+}
+
+result_of() { # the <<RESULT>> payload as Dify extracts it, as a Python expression
+  printf 're.search(r"<<RESULT>>(.*)<<RESULT>>", answer["data"]["stdout"], re.DOTALL).group(1)'
+}
+
+cleanup() {
+  if [ -n "${STARTED:-}" ]; then
+    "${PODMAN[@]}" logs "$NAME" >"$LOGDIR/server.log" 2>&1 || true
+    "${PODMAN[@]}" rm -f -t 5 "$NAME" >/dev/null 2>&1 || true
+  fi
+  [ -n "${CGROUP_DIRS+x}" ] && remove_cgroups
+  return 0
+}
+
+main() {
+  install_tools
+  check_podman
+  LOGDIR=$(mktemp -d /tmp/hako-container-test.XXXXXX)
+  trap cleanup EXIT
+  make_base
+  [ "${HAKO_SKIP_BINARY_BUILD:-}" = 1 ] && [ -x dist/hako ] || build_binary
+  build_image
+  run_options
+
+  log "starting $NAME on port $PORT"
+  local t0
+  t0=$(date +%s%N)
+  STARTED=1
+  # podman schedules HEALTHCHECK with systemd timers; without systemd there are none, and
+  # this script polls /ready itself.
+  local health=()
+  [ -d /run/systemd/system ] || health=(--no-healthcheck)
+  "${PODMAN[@]}" run -d --name "$NAME" "${ULIMITS[@]}" "${RUN_OPTS[@]}" "${health[@]}" \
+    -p "127.0.0.1:$PORT:8194" -e API_KEY="$KEY" -e WORKER_TIMEOUT=10 "$IMAGE" >/dev/null
+  local ready=""
+  for _ in $(seq 1 600); do
+    if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$PORT/ready" 2>/dev/null; then ready=1; break; fi
+    if [ "$("${PODMAN[@]}" inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != true ]; then break; fi
+    sleep 0.1
+  done
+  if [ -z "$ready" ]; then
+    "${PODMAN[@]}" logs "$NAME" 2>&1 | tail -30
+    die "the container did not become ready within 60 s"
+  fi
+  local cold_ms=$((($(date +%s%N) - t0) / 1000000))
+  log "ready after $cold_ms ms (podman run to 200 on /ready)"
+
+  RESPONSE=$(api GET /health); check "GET /health is \"ok\"" 'status == 200 and answer == "ok"'
+  RESPONSE=$(api GET /ready); check "GET /ready is 200" 'status == 200 and answer["ready"] is True'
+
+  # Dify's templates, byte for byte as its TemplateTransformer writes them.
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(dify_python 'def main(arg1: str, arg2: str):
+    return {"result": arg1 + arg2}' '{"arg1":"ha","arg2":"ko"}')")")
+  check "Dify Python template" 'answer["code"] == 0 and answer["data"]["error"] == "" and json.loads('"$(result_of)"') == {"result": "hako"}'
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body nodejs "$(dify_javascript 'function main({arg1, arg2}) { return { result: arg1 + arg2 } }' '{"arg1":"ha","arg2":"ko"}')")")
+  check "Dify JavaScript template" 'answer["code"] == 0 and answer["data"]["error"] == "" and json.loads('"$(result_of)"') == {"result": "hako"}'
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(dify_jinja2 'Hello {{ name }}! {% for i in items %}{{ i }},{% endfor %}' '{"name":"Dify","items":[1,2,3]}')")")
+  check "Dify Jinja2 template (jinja2 pre-installed in the image)" 'answer["code"] == 0 and answer["data"]["error"] == "" and '"$(result_of)"' == "Hello Dify! 1,2,3,"'
+
+  # Attacks: each must fail inside the sandbox while the server keeps serving.
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import os
+for path in ["/usr/local/bin/hako", "/etc/shadow", "/proc/1/environ", "/conf", "/var/lib/hako"]:
+    try:
+        open(path, "rb").read(16)
+        print("READ", path)
+    except Exception as e:
+        print("denied", path, type(e).__name__)
+print("root:", sorted(os.listdir("/")))')")
+  check "attack: reading the container's files fails" 'answer["code"] == 0 and "READ" not in answer["data"]["stdout"] and "denied /usr/local/bin/hako" in answer["data"]["stdout"]'
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import os, time
+n = 0
+try:
+    for _ in range(100000):
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print("fork stopped after", n, type(e).__name__)')")
+  check "attack: fork bomb is stopped by the pids limit" 'answer["code"] == 0 and "fork stopped after" in answer["data"]["stdout"] and int(answer["data"]["stdout"].split()[3]) < 1000'
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'chunks = []
+while True:
+    chunks.append(bytearray(64 * 1024 * 1024))
+    for i in range(0, len(chunks[-1]), 4096):
+        chunks[-1][i] = 1')")
+  check "attack: memory bomb is stopped by the memory limit" 'answer["code"] == 0 and answer["data"]["exit_code"] != 0 and answer["data"]["status"] in ("memory_limit", "error")'
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(dify_python 'def main(arg1: str, arg2: str):
+    return {"result": arg1 + arg2}' '{"arg1":"still","arg2":"serving"}')")")
+  check "the server still serves after the attacks" 'answer["code"] == 0 and json.loads('"$(result_of)"') == {"result": "stillserving"}'
+
+  measure
+  log "stopping $NAME (SIGTERM)"
+  local stop0=$SECONDS
+  bounded 60 "${PODMAN[@]}" stop -t 20 "$NAME" >/dev/null
+  local exit_code
+  exit_code=$("${PODMAN[@]}" inspect -f '{{.State.ExitCode}}' "$NAME")
+  "${PODMAN[@]}" logs "$NAME" >"$LOGDIR/server.log" 2>&1 || true
+  if [ "$exit_code" = 0 ] && grep -q "stopped" "$LOGDIR/server.log"; then
+    PASSED=$((PASSED + 1)); log "ok     clean stop in $((SECONDS - stop0)) s (exit code 0)"
+  else
+    FAILED=$((FAILED + 1)); log "FAILED clean stop: exit code $exit_code"; tail -20 "$LOGDIR/server.log"
+  fi
+  "${PODMAN[@]}" rm -f "$NAME" >/dev/null 2>&1 || true
+  STARTED=""
+  if [ "$FAILED" -ne 0 ]; then
+    log "server log (last 40 lines):"; tail -40 "$LOGDIR/server.log"
+  fi
+  echo "container-test: $PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+}
+
+# Numbers for docs/deploy.md: image size, idle memory, sequential runs per second.
+measure() {
+  local size
+  size=$("${PODMAN[@]}" image inspect -f '{{.Size}}' "$IMAGE")
+  log "measure: image size $((size / 1000000)) MB"
+  sleep 2
+  local mem
+  mem=$("${PODMAN[@]}" stats --no-stream --format '{{.MemUsage}}' "$NAME" 2>/dev/null || echo "n/a")
+  log "measure: idle memory $mem"
+  local n=${HAKO_TEST_RUNS:-30} body t0 t1
+  for language in python3 nodejs; do
+    if [ "$language" = python3 ]; then
+      body=$(run_body python3 "$(dify_python 'def main(arg1: str, arg2: str):
+    return {"result": arg1 + arg2}' '{"arg1":"a","arg2":"b"}')")
+    else
+      body=$(run_body nodejs "$(dify_javascript 'function main({arg1, arg2}) { return { result: arg1 + arg2 } }' '{"arg1":"a","arg2":"b"}')")
+    fi
+    t0=$(date +%s%N)
+    for _ in $(seq 1 "$n"); do
+      curl -fsS -m 30 -o /dev/null -H "X-Api-Key: $KEY" --data-binary "$body" "http://127.0.0.1:$PORT/v1/sandbox/run" || true
+    done
+    t1=$(date +%s%N)
+    log "measure: $language $n sequential Dify runs: $(((t1 - t0) / 1000000 / n)) ms each"
+  done
+}
+
+main "$@"
