@@ -56,6 +56,8 @@ impl RunCode for Fake {
                 cpu_ms: 1,
                 peak_memory_bytes: 1024,
             },
+            refused_destinations: Vec::new(),
+            network: None,
         })
     }
 }

@@ -99,6 +99,13 @@ pub struct NetworkConfig {
     pub allow: Vec<String>,
     #[serde(deserialize_with = "nullable")]
     pub deny: Vec<String>,
+    /// Extra CA certificates (PEM) runs trust, e.g. an internal CA.
+    #[serde(deserialize_with = "nullable")]
+    pub ca_file: PathBuf,
+    /// Per run: connections in total, connections at once, bytes relayed both ways.
+    pub max_connections: u64,
+    pub max_concurrent: u64,
+    pub max_bytes: u64,
 }
 
 impl Default for NetworkConfig {
@@ -107,6 +114,10 @@ impl Default for NetworkConfig {
             mode: NetworkPolicy::Proxy,
             allow: Vec::new(),
             deny: Vec::new(),
+            ca_file: PathBuf::new(),
+            max_connections: 512,
+            max_concurrent: 64,
+            max_bytes: 256 << 20,
         }
     }
 }
@@ -761,6 +772,14 @@ fn apply_env(
     }
     if let Some(list) = e.list("HAKO_NETWORK_DENY", "hako.network.deny") {
         net.deny = list;
+    }
+    e.path("HAKO_NETWORK_CA_FILE", "hako.network.ca_file", &mut net.ca_file);
+    for (var, key, target) in [
+        ("HAKO_NETWORK_MAX_CONNECTIONS", "hako.network.max_connections", &mut net.max_connections),
+        ("HAKO_NETWORK_MAX_CONCURRENT", "hako.network.max_concurrent", &mut net.max_concurrent),
+        ("HAKO_NETWORK_MAX_BYTES", "hako.network.max_bytes", &mut net.max_bytes),
+    ] {
+        e.parse(var, key, target, positive, POSITIVE)?;
     }
     let nreq = &mut h.nodejs_requirements;
     e.path("HAKO_NODEJS_REQUIREMENTS", "hako.nodejs_requirements", nreq);

@@ -63,4 +63,10 @@ pub struct RunResult {
     pub status: RunStatus,
     pub blocked_syscalls: Vec<String>,
     pub usage: Usage,
+    /// `host:port` the egress guard refused (proxy-mode runs).
+    #[serde(default)]
+    pub refused_destinations: Vec<String>,
+    /// What the egress guard saw of a proxy-mode run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<hako_jail::spec::NetworkReport>,
 }

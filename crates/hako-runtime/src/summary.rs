@@ -51,6 +51,14 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
         if outcome.pids_limited {
             text.push_str("error: process limit reached\n");
         }
+        if let Some(net) = &outcome.network {
+            for dest in &net.refused {
+                text.push_str(&format!("error: network: connection to {dest} refused by the egress guard\n"));
+            }
+            if let Some(limit) = &net.limit {
+                text.push_str(&format!("error: network: per-run {limit} limit reached\n"));
+            }
+        }
         text.push_str(&stderr);
         text
     };
@@ -66,6 +74,8 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
             cpu_ms: outcome.cpu_ms,
             peak_memory_bytes: outcome.peak_memory_bytes,
         },
+        refused_destinations: outcome.network.as_ref().map(|n| n.refused.clone()).unwrap_or_default(),
+        network: outcome.network.clone(),
     }
 }
 
