@@ -298,6 +298,13 @@ enum Controller {
     Unified,
 }
 
+/// Memory in use and number of tasks of a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    pub memory_bytes: u64,
+    pub tasks: u64,
+}
+
 /// The cgroup(s) of one run. Dropping it leaves the groups in place; call [`RunCgroup::remove`].
 #[derive(Debug)]
 pub struct RunCgroup {
@@ -352,6 +359,58 @@ impl RunCgroup {
             }
         }
         stats
+    }
+
+    /// Memory in use and tasks in the group, best effort (0 when unknown).
+    pub fn usage(&self) -> CgroupUsage {
+        let mut usage = CgroupUsage::default();
+        for (kind, dir) in &self.dirs {
+            let read = |file: &str| {
+                fs::read_to_string(dir.join(file)).ok().and_then(|s| s.trim().parse::<u64>().ok())
+            };
+            match kind {
+                Controller::Memory => usage.memory_bytes = read("memory.usage_in_bytes").unwrap_or(0),
+                Controller::Pids => usage.tasks = read("pids.current").unwrap_or(0),
+                Controller::Unified => {
+                    usage.memory_bytes = read("memory.current").unwrap_or(0);
+                    usage.tasks = read("pids.current").unwrap_or(0);
+                }
+            }
+        }
+        usage
+    }
+
+    /// Sets new limits on the existing group and (v1) restarts its peak-memory count. A zygote
+    /// keeps its run children in its own group and retunes it before each run, which avoids a
+    /// task migration (milliseconds on v1) per run.
+    pub fn retune(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        for (kind, dir) in &self.dirs {
+            match kind {
+                Controller::Memory => {
+                    let value = if limits.memory_bytes == 0 { "-1".to_string() } else { limits.memory_bytes.to_string() };
+                    let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+                    // memsw may never be below limit_in_bytes: raise it first, lower it last.
+                    if set(dir, "memory.limit_in_bytes", &value).is_err() && memsw {
+                        set(dir, "memory.memsw.limit_in_bytes", &value)?;
+                        set(dir, "memory.limit_in_bytes", &value)?;
+                    } else if memsw {
+                        set(dir, "memory.memsw.limit_in_bytes", &value)?;
+                    }
+                    let _ = write_value(&dir.join("memory.max_usage_in_bytes"), "0");
+                }
+                Controller::Pids => {
+                    let value = if limits.pids == 0 { "max".to_string() } else { limits.pids.to_string() };
+                    set(dir, "pids.max", &value)?;
+                }
+                Controller::Unified => {
+                    let memory = if limits.memory_bytes == 0 { "max".to_string() } else { limits.memory_bytes.to_string() };
+                    set(dir, "memory.max", &memory)?;
+                    let pids = if limits.pids == 0 { "max".to_string() } else { limits.pids.to_string() };
+                    set(dir, "pids.max", &pids)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Kills every process of the run. v2 uses `cgroup.kill` when the kernel has it (5.14+);

@@ -132,8 +132,9 @@ pub fn main() -> i32 {
 
 struct Zygote {
     init: Pid,
-    /// Holds the zygote itself (its memory is not charged to runs).
+    /// Holds the zygote and, one at a time, its run children.
     cgroup: Option<crate::cgroup::RunCgroup>,
+    coverage: CgroupCoverage,
     pid: Pid,
     socket: OwnedFd,
     skipped: Vec<String>,
@@ -169,6 +170,9 @@ impl Zygote {
             pipes.control,
         )?;
         let guard = KillOnDrop(Some(init));
+        // Neither init nor the zygote is ever the OOM killer's choice; run children reset
+        // their own score (see `confine_child`).
+        let _ = std::fs::write(format!("/proc/{init}/oom_score_adj"), "-1000");
         match helper::receive_control(&control)? {
             Control::Ready(_) => {}
             Control::Error(text) => return Err(ZygoteError::Start(text)),
@@ -182,9 +186,11 @@ impl Zygote {
         }
         let skipped: Vec<String> = serde_json::from_slice(&buf[1..n]).unwrap_or_default();
         let pid = only_child(init).map_err(|detail| ZygoteError::Child { zygote: init.as_raw(), detail })?;
+        let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         Ok(Zygote {
             init,
             cgroup,
+            coverage,
             pid,
             socket: ours,
             skipped,
@@ -201,14 +207,32 @@ impl Zygote {
     fn run(&mut self, order: &RunOrder, code: &[u8]) -> Result<JailOutcome, ZygoteError> {
         let started = Instant::now();
         self.runs += 1;
-        let name = format!("run-{}-{}", std::process::id(), self.runs);
-        let (cgroup, coverage) = helper::create_cgroup(&name, &order.limits, order.insecure)?;
-        let result = self.fork_and_supervise(order, code, coverage, cgroup.as_ref(), started);
-        let result = result.map_err(|err| match err {
-            ZygoteError::Helper(h) => h,
-            other => HelperError::Setup(other.to_string()),
-        });
-        Ok(helper::finish_cgroup(cgroup, result)?)
+        // The child is forked inside the zygote's own group (no migration): the group's
+        // limits become what the zygote uses now plus the run's limits.
+        let baseline = self.cgroup.as_ref().map(|cg| cg.usage()).unwrap_or_default();
+        if let Some(cg) = &self.cgroup {
+            cg.retune(&crate::cgroup::CgroupLimits {
+                memory_bytes: baseline.memory_bytes + order.limits.memory_bytes,
+                pids: baseline.tasks + order.limits.pids,
+            })
+            .map_err(HelperError::from)?;
+        }
+        let before = self.cgroup.as_ref().map(|cg| cg.stats()).unwrap_or_default();
+        let mut outcome = self.fork_and_supervise(order, code, self.coverage, started)?;
+        if let Some(cg) = &self.cgroup {
+            let after = cg.stats();
+            let killed = outcome.signal == Some(libc::SIGKILL);
+            outcome.oom_killed |= after.oom_kills > before.oom_kills
+                || (killed
+                    && after.memory_limit_hits > before.memory_limit_hits
+                    && !outcome.timed_out
+                    && !outcome.output_limited);
+            outcome.pids_limited |= after.pids_limit_hits > before.pids_limit_hits;
+            if let Some(peak) = after.peak_memory_bytes {
+                outcome.peak_memory_bytes = peak.saturating_sub(baseline.memory_bytes);
+            }
+        }
+        Ok(outcome)
     }
 
     fn fork_and_supervise(
@@ -216,7 +240,6 @@ impl Zygote {
         order: &RunOrder,
         code: &[u8],
         coverage: CgroupCoverage,
-        cgroup: Option<&crate::cgroup::RunCgroup>,
         started: Instant,
     ) -> Result<JailOutcome, ZygoteError> {
         let pipes = helper::channels()?;
@@ -258,9 +281,6 @@ impl Zygote {
         }
         let child = only_child(self.pid).map_err(|detail| ZygoteError::Child { zygote: self.pid.as_raw(), detail })?;
         let mut guard = KillOnDrop(Some(child));
-        if let Some(cg) = cgroup {
-            cg.add_pid(child.as_raw()).map_err(HelperError::from)?;
-        }
         nix::unistd::write(&pipes.control.0, &[msg::GO]).map_err(ZygoteError::Socket)?;
         let watch = Watch { limits: &order.limits, mode: order.seccomp.mode, target: child, started };
         let outcome = helper::supervise(&watch, &pipes.control.0, Some(&self.socket), pipes.stdout.0, pipes.stderr.0);
@@ -403,6 +423,8 @@ fn confine_child_inner(
     )
     .map_err(|source| ChildError::Mount { what: "/proc", source })?;
     let _ = nix::unistd::sethostname("hako");
+    // The zygote is exempt from the OOM killer; a run child must not be.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     become_run_user()?;
     nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount { what: "cwd /tmp", source })?;
     let devnull = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())

@@ -314,7 +314,7 @@ impl Executor {
             request_id: "zygote".into(),
         };
         let mut spec = self.spec(adapter, &request, ExecOptions::default());
-        let _env = self.inner.packages.attach(Language::Python3, &mut spec);
+        let env = self.inner.packages.attach(Language::Python3, &mut spec);
         let key = spec.mapped_binds.clone();
         spec.zygote = true;
         // Zygote ids live above the spawn range; the pool gives each zygote its own pair.
@@ -328,7 +328,15 @@ impl Executor {
         spec.ro_binds.extend(closure.files);
         spec.ro_binds.sort();
         spec.ro_binds.dedup();
-        let preload: Vec<String> = config.hako.python_preload.clone();
+        // The configured modules plus the top-level modules of the installed requirements.
+        let mut preload: Vec<String> = config.hako.python_preload.clone();
+        if let Some(env) = &env {
+            for module in top_level_modules(&env.content) {
+                if !preload.contains(&module) {
+                    preload.push(module);
+                }
+            }
+        }
         spec.env.push(("HAKO_ZYGOTE_LIBRARY".into(), ZYGOTE_LIBRARY_IN_JAIL.into()));
         spec.env.push((
             "HAKO_PRELOAD".into(),
@@ -411,6 +419,28 @@ impl Executor {
             nofile: 0,
         })
     }
+}
+
+/// Top-level module names of the distributions installed in `site` (from their
+/// `top_level.txt`), without private and test modules.
+fn top_level_modules(site: &std::path::Path) -> Vec<String> {
+    let mut modules = Vec::new();
+    let Ok(entries) = std::fs::read_dir(site) else { return modules };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".dist-info") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path().join("top_level.txt")) else { continue };
+        for module in text.lines().map(str::trim) {
+            let private = module.starts_with('_') || module.contains('/') || module.is_empty();
+            if !private && !module.starts_with("test") && !modules.iter().any(|m| m == module) {
+                modules.push(module.to_string());
+            }
+        }
+    }
+    modules.sort();
+    modules
 }
 
 /// Where the zygote library appears inside the jail.

@@ -8,6 +8,8 @@ use hako_runtime::{ExecOptions, Executor, Language, RunRequest};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "hako", version, about = "Secure code execution for LLM applications")]
 struct Cli {
@@ -32,6 +34,8 @@ enum Command {
     Profile(ProfileArgs),
     /// Serve the Dify Sandbox compatible HTTP API.
     Serve,
+    /// Load-test the run API (starts its own servers unless --url is given).
+    Bench(bench::BenchArgs),
     /// Internal: the single-threaded jail helper (reads a run on stdin).
     #[command(name = "__jail", hide = true)]
     Jail,
@@ -110,6 +114,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Doctor { policy } => doctor(cli.config.as_deref(), policy.as_deref()),
         Command::Profile(args) => profile(cli.config.as_deref(), args),
         Command::Serve => serve(cli.config.as_deref()),
+        Command::Bench(args) => bench::bench(args),
         Command::Jail | Command::Zygote => unreachable!("handled before logging starts"),
     }
 }
@@ -298,11 +303,16 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
     for language in [Language::Python3, Language::Nodejs] {
         print_packages(&executor, language);
     }
-    if config.enable_network {
-        println!(
-            "{:<28} {:<9} runs that ask for network share the host's network namespace",
+    match (config.enable_network, config.hako.network.mode) {
+        (false, _) => println!("{:<28} {:<9} runs have loopback only", "network", "off"),
+        (true, hako_runtime::config::NetworkPolicy::Proxy) => println!(
+            "{:<28} {:<9} runs with network get their own namespace; egress through the SSRF guard (docs/network.md)",
+            "network", "proxy"
+        ),
+        (true, hako_runtime::config::NetworkPolicy::Host) => println!(
+            "{:<28} {:<9} UNSAFE for multi-tenant use: runs with network share the host's network namespace (internal services, cloud metadata); use hako.network.mode: proxy",
             "network", "host"
-        );
+        ),
     }
     let missing = hako_jail::probe::missing_required(&reports);
     if !missing.is_empty() {

@@ -1,0 +1,353 @@
+//! `hako bench`: a load generator that speaks the run API, against a URL or servers it starts
+//! itself, with ratios against a spawn-mode server measured in the same invocation.
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use clap::Args;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Server to measure (default: start one, in zygote mode).
+    #[arg(long)]
+    url: Option<String>,
+    /// API key of --url.
+    #[arg(long, default_value = "dify-sandbox")]
+    key: String,
+    /// python-hello | python-pandas | node-hello (ignored with --code).
+    #[arg(long, default_value = "python-hello")]
+    workload: String,
+    /// A program to run instead of a built-in workload.
+    #[arg(long)]
+    code: Option<PathBuf>,
+    /// Language of --code.
+    #[arg(long, default_value = "python3")]
+    language: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Seconds to run (unless --count).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Total runs (overrides --duration).
+    #[arg(long)]
+    count: Option<usize>,
+    /// Pause between a worker's runs, in ms (e.g. to let a pool refill).
+    #[arg(long, default_value_t = 0)]
+    spacing_ms: u64,
+    /// Also measure a spawn-mode server with the same workload and print the ratios.
+    #[arg(long)]
+    compare_spawn: bool,
+    /// Runs before measuring (not counted).
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+}
+
+struct Workload {
+    language: String,
+    code: String,
+    requirements: Vec<&'static str>,
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Dify's runner templates around trivial user code.
+fn workload(args: &BenchArgs) -> Result<Workload> {
+    if let Some(path) = &args.code {
+        let code = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        return Ok(Workload { language: args.language.clone(), code, requirements: Vec::new() });
+    }
+    let inputs = b64(r#"{"arg1": "Hello", "arg2": "World"}"#);
+    let python = |user: &str| {
+        format!(
+            "{user}\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('{inputs}').decode('utf-8'))\noutput_obj = main(**inputs_obj)\noutput_json = json.dumps(output_obj, indent=4)\nresult = f'''<<RESULT>>{{output_json}}<<RESULT>>'''\nprint(result)\n"
+        )
+    };
+    Ok(match args.workload.as_str() {
+        "python-hello" => Workload {
+            language: "python3".into(),
+            code: python("def main(arg1: str, arg2: str):\n    return {\"result\": arg1 + arg2}\n"),
+            requirements: Vec::new(),
+        },
+        "python-pandas" => Workload {
+            language: "python3".into(),
+            code: python("import pandas as pd\ndef main(arg1: str, arg2: str):\n    df = pd.DataFrame({'a': [1, 2, 3], 'b': [arg1, arg2, arg1]})\n    return {\"result\": int(df['a'].sum()), \"rows\": len(df)}\n"),
+            requirements: vec!["pandas"],
+        },
+        "node-hello" => Workload {
+            language: "nodejs".into(),
+            code: format!(
+                "function main({{arg1, arg2}}) {{\n    return {{ result: arg1 + arg2 }}\n}}\nvar inputs_obj = JSON.parse(Buffer.from('{inputs}', 'base64').toString('utf-8'))\nvar output_obj = main(inputs_obj)\nvar output_json = JSON.stringify(output_obj)\nvar result = `<<RESULT>>${{output_json}}<<RESULT>>`\nconsole.log(result)\n"
+            ),
+            requirements: Vec::new(),
+        },
+        other => bail!("unknown workload {other:?}; use python-hello, python-pandas or node-hello"),
+    })
+}
+
+/// A server started by the bench in its own directory; killed on drop.
+struct OwnServer {
+    child: Child,
+    url: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        // SAFETY: kill only signals the server child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_server(mode: &str, workers: usize, requirements: &[&str]) -> Result<OwnServer> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let key = "bench-key".to_string();
+    std::fs::create_dir_all(dir.path().join("conf"))?;
+    std::fs::create_dir_all(dir.path().join("dependencies"))?;
+    std::fs::write(
+        dir.path().join("conf/config.yaml"),
+        format!(
+            "app:\n  port: {port}\n  key: {key}\nmax_workers: {workers}\nmax_requests: {}\nworker_timeout: 30\nhako:\n  mode: {mode}\n  nodejs_pool: {workers}\n",
+            workers * 4 + 8
+        ),
+    )?;
+    std::fs::write(dir.path().join("dependencies/python-requirements.txt"), requirements.join("\n"))?;
+    let child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("HAKO_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start hako serve")?;
+    Ok(OwnServer { child, url: format!("http://127.0.0.1:{port}"), key, _dir: dir })
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str, key: &str, work: &Workload) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if Instant::now() > deadline {
+            bail!("the server at {url} did not become ready");
+        }
+        // Ready means: packages installed (if any) and the workload runs.
+        let deps = client
+            .get(format!("{url}/v1/sandbox/dependencies?language=python3"))
+            .header("X-Api-Key", key)
+            .send()
+            .await;
+        let installing = match deps {
+            Ok(resp) => resp.json::<Value>().await.map(|v| v["data"]["state"] == "installing").unwrap_or(true),
+            Err(_) => true,
+        };
+        if !installing {
+            if let Ok(answer) = run_once(client, url, key, work).await {
+                if answer.is_ok() {
+                    // Let warm workers settle after the environment switch.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn run_once(client: &reqwest::Client, url: &str, key: &str, work: &Workload) -> Result<std::result::Result<(), String>> {
+    let resp = client
+        .post(format!("{url}/v1/sandbox/run"))
+        .header("X-Api-Key", key)
+        .json(&json!({"language": work.language, "code": work.code, "enable_network": false}))
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Ok(Err(format!("HTTP {status}")));
+    }
+    let body: Value = resp.json().await?;
+    let ok = body["code"] == 0 && body["data"]["exit_code"] == 0;
+    Ok(if ok { Ok(()) } else { Err(body.to_string()) })
+}
+
+#[derive(Default)]
+struct Measured {
+    latencies: Vec<Duration>,
+    errors: usize,
+    overloaded: usize,
+    elapsed: Duration,
+    cpu_ms: Option<f64>,
+    server_rss: Option<u64>,
+}
+
+impl Measured {
+    fn percentile(&self, p: f64) -> f64 {
+        let mut v: Vec<f64> = self.latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+    }
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// CPU time (ms) of a process and all its descendants, including reaped children.
+fn tree_cpu_ms(root: u32) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if let Some(rest) = stat.rsplit(')').next() {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                // Fields after the name: utime=12, stime=13, cutime=14, cstime=15 (1-based 14..17).
+                let sum: f64 = f.iter().skip(11).take(4).filter_map(|v| v.parse::<f64>().ok()).sum();
+                total += sum / ticks * 1000.0;
+            }
+        }
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            stack.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    total
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+async fn measure(url: &str, key: &str, work: Arc<Workload>, args: &BenchArgs, server_pid: Option<u32>) -> Result<Measured> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    wait_ready(&client, url, key, &work).await?;
+    for _ in 0..args.warmup {
+        let _ = run_once(&client, url, key, &work).await;
+        if args.spacing_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.spacing_ms)).await;
+        }
+    }
+    let server_rss = server_pid.and_then(rss_bytes);
+    let cpu_before = server_pid.map(tree_cpu_ms);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration);
+    let remaining = Arc::new(std::sync::atomic::AtomicIsize::new(args.count.map_or(isize::MAX, |c| c as isize)));
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, url, key, work, remaining) = (client.clone(), url.to_string(), key.to_string(), work.clone(), remaining.clone());
+        let spacing = Duration::from_millis(args.spacing_ms);
+        let use_deadline = args.count.is_none();
+        tasks.push(tokio::spawn(async move {
+            let mut m = Measured::default();
+            loop {
+                if use_deadline && Instant::now() >= deadline {
+                    break;
+                }
+                if remaining.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) <= 0 {
+                    break;
+                }
+                let t = Instant::now();
+                match run_once(&client, &url, &key, &work).await {
+                    Ok(Ok(())) => m.latencies.push(t.elapsed()),
+                    Ok(Err(e)) if e == "HTTP 503" => m.overloaded += 1,
+                    _ => m.errors += 1,
+                }
+                if !spacing.is_zero() {
+                    tokio::time::sleep(spacing).await;
+                }
+            }
+            m
+        }));
+    }
+    let mut total = Measured::default();
+    for t in tasks {
+        let m = t.await?;
+        total.latencies.extend(m.latencies);
+        total.errors += m.errors;
+        total.overloaded += m.overloaded;
+    }
+    total.elapsed = started.elapsed();
+    if let (Some(pid), Some(before)) = (server_pid, cpu_before) {
+        let runs = (total.latencies.len() + total.errors).max(1) as f64;
+        total.cpu_ms = Some((tree_cpu_ms(pid) - before) / runs);
+    }
+    total.server_rss = server_rss;
+    Ok(total)
+}
+
+fn report(label: &str, m: &Measured) {
+    println!(
+        "{label:<8} runs {:>6}  errors {:>3}  503s {:>3}  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  {:>8.1} runs/s  cpu/run {}  server RSS {}",
+        m.latencies.len(),
+        m.errors,
+        m.overloaded,
+        m.percentile(50.0),
+        m.percentile(90.0),
+        m.percentile(99.0),
+        m.rate(),
+        m.cpu_ms.map_or("n/a".into(), |c| format!("{c:.1} ms")),
+        m.server_rss.map_or("n/a".into(), |r| format!("{:.1} MiB", r as f64 / 1048576.0)),
+    );
+}
+
+pub fn bench(args: BenchArgs) -> Result<i32> {
+    let work = Arc::new(workload(&args)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    println!(
+        "workload {} ({}), concurrency {}, {}{}",
+        if args.code.is_some() { "custom" } else { args.workload.as_str() },
+        work.language,
+        args.concurrency,
+        args.count.map_or(format!("{} s", args.duration), |c| format!("{c} runs")),
+        if args.spacing_ms > 0 { format!(", {} ms between runs", args.spacing_ms) } else { String::new() }
+    );
+    let main = match &args.url {
+        Some(url) => runtime.block_on(measure(url, &args.key, work.clone(), &args, None))?,
+        None => {
+            let server = start_server("zygote", args.concurrency.max(1), &work.requirements)?;
+            let pid = server.child.id();
+            let m = runtime.block_on(measure(&server.url, &server.key, work.clone(), &args, Some(pid)))?;
+            print_workers(&runtime, &server.url);
+            m
+        }
+    };
+    report(if args.url.is_some() { "server" } else { "warm" }, &main);
+    if args.compare_spawn {
+        let server = start_server("spawn", args.concurrency.max(1), &work.requirements)?;
+        let pid = server.child.id();
+        let spawn = runtime.block_on(measure(&server.url, &server.key, work, &args, Some(pid)))?;
+        report("spawn", &spawn);
+        println!(
+            "ratios (spawn / warm): p50 {:.1}x  p99 {:.1}x  throughput (warm / spawn) {:.2}x",
+            spawn.percentile(50.0) / main.percentile(50.0),
+            spawn.percentile(99.0) / main.percentile(99.0),
+            main.rate() / spawn.rate().max(1e-9)
+        );
+    }
+    Ok(if main.errors == 0 { 0 } else { 1 })
+}
+
+fn print_workers(runtime: &tokio::runtime::Runtime, url: &str) {
+    let text = runtime.block_on(async {
+        reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()
+    });
+    if let Some(text) = text {
+        for line in text.lines().filter(|l| l.starts_with("hako_zygote_rss_bytes") || l.starts_with("hako_warm_workers")) {
+            println!("  {line}");
+        }
+    }
+}
