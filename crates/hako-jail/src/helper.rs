@@ -533,11 +533,23 @@ fn read_some(fd: RawFd, into: &mut Vec<u8>, max: usize) -> Result<usize, Errno> 
 fn handle_notification(listener: BorrowedFd<'_>, mode: SeccompMode, blocked: &mut BTreeMap<u32, u64>) {
     let Ok(note) = notify::receive(listener) else { return };
     let nr = note.nr as u32;
+    if is_resolver_probe(&note) {
+        // glibc's getaddrinfo(AI_ADDRCONFIG) asks the kernel for interface addresses over
+        // NETLINK_ROUTE and falls back when refused: expected, never reported or allowed.
+        let _ = notify::respond_errno(listener, note.id, libc::EPERM);
+        return;
+    }
     *blocked.entry(nr).or_insert(0) += 1;
     let _ = match mode {
         SeccompMode::Learn => notify::respond_continue(listener, note.id),
         SeccompMode::Enforce => notify::respond_errno(listener, note.id, libc::EPERM),
     };
+}
+
+fn is_resolver_probe(note: &notify::Notification) -> bool {
+    note.nr as i64 == libc::SYS_socket
+        && note.args[0] == libc::AF_NETLINK as u64
+        && note.args[2] == libc::NETLINK_ROUTE as u64
 }
 
 pub(crate) enum Control {
