@@ -85,6 +85,24 @@ pub fn prepare(spec: &JailSpec) -> Result<Option<EgressLink>, NetnsError> {
 }
 
 /// Adds the guard's report to the outcome of a run `prepare` registered.
+/// Registers a listener on 127.0.0.1:[`EGRESS_PORT`] of the caller's current network
+/// namespace with the guard, for one run (a zygote helper lives in its zygote's namespace).
+pub fn listen_for_run(egress: &EgressSpec) -> Result<EgressLink, NetnsError> {
+    let mut attempts = 0;
+    let listener = loop {
+        // The guard drops the previous run's listener asynchronously.
+        match tcp_listen() {
+            Ok(l) => break l,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(NetnsError::Listen(e)),
+        }
+    };
+    register(listener, egress)
+}
+
 pub fn finish<E>(
     link: Option<EgressLink>,
     outcome: Result<JailOutcome, E>,

@@ -95,6 +95,10 @@ def _child(params, fds):
             break
         chunks.append(chunk)
     os.close(program)
+    env = json.loads(params).get("env")
+    if env:
+        os.environ.clear()
+        os.environ.update(dict(env))
     _reseed()
     _run_program(b"".join(chunks).decode("utf-8", "surrogateescape"))
 

@@ -51,6 +51,12 @@ pub struct RunOrder {
     pub limits: Limits,
     pub seccomp: SeccompSpec,
     pub insecure: bool,
+    /// The run's whole environment (e.g. proxy variables for a run with network).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Register a listener of the egress guard for this run (proxy network).
+    #[serde(default)]
+    pub egress: Option<crate::spec::EgressSpec>,
 }
 
 /// The zygote helper's first answer: the zygote is ready (or why not).
@@ -67,6 +73,8 @@ pub struct ZygoteReport {
 /// What a run child needs to confine itself; sent by the helper through the zygote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildParams {
+    /// Read by the Python side: the run's environment.
+    pub env: Vec<(String, String)>,
     pub language: String,
     pub limits: Limits,
     pub coverage: CgroupCoverage,
@@ -186,6 +194,13 @@ impl Zygote {
         }
         let skipped: Vec<String> = serde_json::from_slice(&buf[1..n]).unwrap_or_default();
         let pid = only_child(init).map_err(|detail| ZygoteError::Child { zygote: init.as_raw(), detail })?;
+        // Live in the zygote's network namespace: egress listeners for runs are made here.
+        if spec.network == crate::spec::NetworkMode::None {
+            let ns = std::fs::File::open(format!("/proc/{init}/ns/net"))
+                .map_err(|e| ZygoteError::Start(format!("open the zygote's network namespace: {e}")))?;
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| ZygoteError::Start(format!("enter the zygote's network namespace: {e}")))?;
+        }
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         Ok(Zygote {
             init,
@@ -218,7 +233,12 @@ impl Zygote {
             .map_err(HelperError::from)?;
         }
         let before = self.cgroup.as_ref().map(|cg| cg.stats()).unwrap_or_default();
-        let mut outcome = self.fork_and_supervise(order, code, self.coverage, started)?;
+        let link = match &order.egress {
+            Some(egress) => Some(crate::netns::listen_for_run(egress).map_err(HelperError::from)?),
+            None => None,
+        };
+        let outcome = self.fork_and_supervise(order, code, self.coverage, started);
+        let mut outcome = crate::netns::finish(link, outcome)?;
         if let Some(cg) = &self.cgroup {
             let after = cg.stats();
             let killed = outcome.signal == Some(libc::SIGKILL);
@@ -245,6 +265,7 @@ impl Zygote {
         let pipes = helper::channels()?;
         let memfd = code_memfd(code)?;
         let params = ChildParams {
+            env: order.env.clone(),
             language: "python3".into(),
             limits: order.limits,
             coverage,

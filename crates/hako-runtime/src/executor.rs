@@ -317,6 +317,14 @@ impl Executor {
         let env = self.inner.packages.attach(Language::Python3, &mut spec);
         let key = spec.mapped_binds.clone();
         spec.zygote = true;
+        // Files that runs with network need (the guard's CA bundle) must be in the zygote's root.
+        let mut probe = spec.clone();
+        probe.network = crate::egress::network_mode(config, true);
+        if probe.network != NetworkMode::Host
+            && self.inner.egress.attach(&mut probe, Language::Python3, "zygote").is_ok()
+        {
+            spec.ro_binds = probe.ro_binds;
+        }
         // Zygote ids live above the spawn range; the pool gives each zygote its own pair.
         let base = config.hako.uid_base + ID_SLOTS;
         spec.ids = RunIds { host_uid: base, host_gid: base };
@@ -348,11 +356,12 @@ impl Executor {
     /// Runs in a warm zygote when one fits, else in a fresh jailed interpreter.
     async fn execute(&self, spec: &JailSpec, code: &[u8], options: ExecOptions) -> Result<JailOutcome, ExecError> {
         if let Some((pool, library)) = self.inner.warm.get() {
-            // Zygotes have loopback only; runs with host network start afresh.
+            // Zygotes have loopback only (plus a guard listener per run in proxy mode); runs
+            // with host network start afresh.
             let fits = spec.language == "python3"
                 && !options.learn_syscalls
-                && spec.network == NetworkMode::None
-                && spec.egress.is_none();
+                && (spec.network == NetworkMode::None
+                    || (spec.network == NetworkMode::Proxy && spec.egress.is_some()));
             if fits {
                 if !pool.made_from(&spec.mapped_binds) {
                     // The package environment changed: new zygotes, old ones drain.
@@ -364,6 +373,8 @@ impl Executor {
                     limits: spec.limits,
                     seccomp: spec.seccomp.clone(),
                     insecure: spec.insecure,
+                    env: spec.env.clone(),
+                    egress: spec.egress.clone(),
                 };
                 match pool.run(&order, code).await {
                     Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => return Ok(outcome),

@@ -257,8 +257,18 @@ fn a_thousand_runs_leave_nothing_behind() {
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().count()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    // Warm up once so lazily opened descriptors are counted in the baseline.
-    assert_eq!(rt.block_on(dify_execute(&server, "python3", "print(0)")), DifyOutcome::Stdout("0\n".into()));
+    // Warm up so pools and lazily opened descriptors are in the baseline.
+    for _ in 0..50 {
+        assert_eq!(rt.block_on(dify_execute(&server, "python3", "print(0)")), DifyOutcome::Stdout("0\n".into()));
+    }
+    let zygote_rss = |server: &Server| -> Vec<u64> {
+        let text = rt.block_on(async { reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap() });
+        text.lines()
+            .filter(|l| l.starts_with("hako_zygote_rss_bytes"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect()
+    };
+    let rss_before = zygote_rss(&server);
     let (fds, mnt) = (count_fds(server.pid()), mounts());
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -280,5 +290,10 @@ fn a_thousand_runs_leave_nothing_behind() {
     assert_eq!(run_cgroups(), 0, "run cgroups left behind");
     assert_eq!(mounts(), mnt, "host mounts changed");
     let after = count_fds(server.pid());
-    assert!(after <= fds + 2, "server descriptors grew from {fds} to {after}");
+    // Pools may replace a worker meanwhile; a leak would grow with the 1,000 runs.
+    assert!(after <= fds + 8, "server descriptors grew from {fds} to {after}");
+    let rss_after = zygote_rss(&server);
+    assert!(!rss_before.is_empty(), "no zygote reported");
+    let (before, after) = (rss_before.iter().max().unwrap(), rss_after.iter().max().unwrap_or(&0));
+    assert!(*after < before + (2 << 20), "zygote RSS grew from {before} to {after}");
 }

@@ -580,3 +580,55 @@ fn host_mode_shares_the_host_network() {
     assert_eq!(r.stdout(), "None hello /host\n", "{:?}", r.json);
     assert!(r.json.get("network").is_none() || r.json["network"].is_null());
 }
+
+/// POSTs a run with network to a server; returns `data`.
+fn post_with_network(server: &Server, language: &str, code: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let resp: Value = reqwest::Client::new()
+            .post(server.url("/v1/sandbox/run"))
+            .header("X-Api-Key", &server.key)
+            .json(&serde_json::json!({"language": language, "code": code, "enable_network": true}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(resp["code"], 0, "{resp}");
+        resp["data"].clone()
+    })
+}
+
+#[test]
+fn the_guard_serves_warm_runs_too() {
+    if !can_run_jail() {
+        return;
+    }
+    let s = Servers::start();
+    let urls = vec![
+        format!("http://127.0.0.1:{}/warm", s.http),
+        format!("https://127.0.0.1:{}/warm-tls", s.https),
+    ];
+    for (allow, expect) in [("    allow: [\"127.0.0.1\"]\n", "ok"), ("", "refused")] {
+        let config = format!(
+            "worker_timeout: 30\nhako:\n  mode: zygote\n  network:\n    ca_file: {}\n{allow}",
+            s.ca().display()
+        );
+        let server = Server::start(&config, &[]);
+        server.wait_warm();
+        let whoami = post_with_network(&server, "python3", "import os\nprint(os.getpid(), os.getuid())");
+        assert_eq!(whoami["stdout"], "1 1001\n", "not forked from a zygote: {whoami}");
+        let py = post_with_network(&server, "python3", &python_clients(&urls));
+        let out = py["stdout"].as_str().unwrap_or_default();
+        assert_eq!(lines_with(out, expect).len(), 6, "{py}");
+        let js = post_with_network(&server, "nodejs", &node_clients(&urls));
+        let out = js["stdout"].as_str().unwrap_or_default();
+        assert_eq!(lines_with(out, expect).len(), 4, "{js}");
+        if expect == "refused" {
+            let names = py["refused_destinations"].to_string();
+            assert!(names.contains(&format!("127.0.0.1:{}", s.https)), "{names}");
+        }
+    }
+    assert!(s.hits("http").contains("/warm-tls"));
+}
