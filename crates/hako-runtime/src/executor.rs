@@ -255,7 +255,12 @@ impl Executor {
             return Ok(());
         }
         if let (Ok(adapter), true) = (self.adapter(Language::Nodejs), config.hako.nodejs_pool > 0) {
-            let pool = crate::warm::NodePool::new(self.inner.helper.clone(), config.hako.nodejs_pool);
+            let executor = self.clone();
+            let factory = Arc::new(move || {
+                let adapter = executor.adapter(Language::Nodejs).ok()?;
+                Some(executor.node_template(adapter))
+            });
+            let pool = crate::warm::NodePool::new(self.inner.helper.clone(), config.hako.nodejs_pool, factory);
             pool.set_template(self.node_template(adapter));
             let _ = self.inner.node_pool.set(pool);
         }
@@ -272,18 +277,24 @@ impl Executor {
         Ok(())
     }
 
-    /// A pooled Node worker's spec: default limits, no network, the current packages.
+    /// A pooled Node worker's spec: default limits, the current packages, and network as a
+    /// Dify request asks for it (`enable_network: true`) when the configuration allows it.
     fn node_template(&self, adapter: &Adapter) -> JailSpec {
         let request = RunRequest {
             language: Language::Nodejs,
             code: String::new(),
             preload: None,
-            enable_network: false,
+            enable_network: self.inner.config.enable_network,
             limits: Default::default(),
             request_id: "pool".into(),
         };
         let mut spec = self.spec(adapter, &request, ExecOptions::default());
         let _env = self.inner.packages.attach(Language::Nodejs, &mut spec);
+        if let Err(err) = self.inner.egress.attach(&mut spec, Language::Nodejs, "pool") {
+            tracing::warn!("pooled node workers run without network: {err}");
+            spec.network = NetworkMode::None;
+            spec.egress = None;
+        }
         let base = self.inner.config.hako.uid_base + 4 * ID_SLOTS;
         spec.ids = RunIds { host_uid: base, host_gid: base };
         spec.deferred = true;
@@ -388,12 +399,9 @@ impl Executor {
             }
         }
         if let Some(pool) = self.inner.node_pool.get() {
-            let eligible = spec.language == "nodejs"
-                && !options.learn_syscalls
-                && spec.network == NetworkMode::None
-                && spec.egress.is_none();
+            let eligible = spec.language == "nodejs" && !options.learn_syscalls && spec.network != NetworkMode::Host;
             if eligible {
-                if !pool.fits(spec) && spec.limits == self.default_limits() {
+                if !pool.made_from(&spec.mapped_binds) && spec.limits == self.default_limits() {
                     // The package environment changed: new workers.
                     pool.set_template(self.node_template(self.adapter(Language::Nodejs)?));
                 }

@@ -265,6 +265,8 @@ pub struct NodePool {
     helper: PathBuf,
     size: usize,
     state: Arc<Mutex<NodeState>>,
+    /// Makes each worker's spec (a fresh one per worker: its network registration is its own).
+    factory: Arc<dyn Fn() -> Option<JailSpec> + Send + Sync>,
 }
 
 struct NodeState {
@@ -301,11 +303,16 @@ main._compile(source, path);
 "#;
 
 impl NodePool {
-    pub fn new(helper: PathBuf, size: usize) -> NodePool {
+    pub fn new(
+        helper: PathBuf,
+        size: usize,
+        factory: Arc<dyn Fn() -> Option<JailSpec> + Send + Sync>,
+    ) -> NodePool {
         NodePool {
             helper,
             size,
             state: Arc::new(Mutex::new(NodeState { template: None, idle: Vec::new(), starting: 0, next_ids: 0 })),
+            factory,
         }
     }
 
@@ -328,10 +335,21 @@ impl NodePool {
         self.lock().idle.len()
     }
 
-    /// True when a worker made with these limits and package binds can take `spec`'s run.
+    /// True when the workers were made with these package binds.
+    pub fn made_from(&self, binds: &[(PathBuf, PathBuf)]) -> bool {
+        self.lock().template.as_ref().is_some_and(|(t, _)| t.mapped_binds == binds)
+    }
+
+    /// True when a worker made with these limits, network and package binds can take
+    /// `spec`'s run.
     pub fn fits(&self, spec: &JailSpec) -> bool {
         let state = self.lock();
-        state.template.as_ref().is_some_and(|(t, _)| t.limits == spec.limits && t.mapped_binds == spec.mapped_binds)
+        state.template.as_ref().is_some_and(|(t, _)| {
+            t.limits == spec.limits
+                && t.mapped_binds == spec.mapped_binds
+                && t.network == spec.network
+                && t.egress.is_some() == spec.egress.is_some()
+        })
     }
 
     fn refill(&self) {
@@ -368,8 +386,9 @@ impl NodePool {
             let mut state = self.lock();
             let slot = state.next_ids % 16384;
             state.next_ids = state.next_ids.wrapping_add(1);
-            let (spec, bootstrap) = state.template.clone().ok_or_else(|| WarmError::Start("no template".into()))?;
-            let mut spec = spec;
+            let (template, bootstrap) = state.template.clone().ok_or_else(|| WarmError::Start("no template".into()))?;
+            // A fresh spec per worker (its own network registration), same shape as the template.
+            let mut spec = (self.factory)().filter(|fresh| fresh.mapped_binds == template.mapped_binds).unwrap_or(template);
             spec.ids.host_uid += slot;
             spec.ids.host_gid += slot;
             (spec, bootstrap)
