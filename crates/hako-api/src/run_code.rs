@@ -23,7 +23,9 @@ impl RunCode for Executor {
     }
 
     fn worker_metrics(&self) -> String {
-        let Some(status) = self.warm_status() else { return String::new() };
+        let Some(status) = self.warm_status() else {
+            return String::new();
+        };
         let mut text = String::from(
             "# HELP hako_warm_workers Warm Python zygotes ready to fork a run.\n# TYPE hako_warm_workers gauge\n",
         );

@@ -366,10 +366,14 @@ impl RunCgroup {
         let mut usage = CgroupUsage::default();
         for (kind, dir) in &self.dirs {
             let read = |file: &str| {
-                fs::read_to_string(dir.join(file)).ok().and_then(|s| s.trim().parse::<u64>().ok())
+                fs::read_to_string(dir.join(file))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
             };
             match kind {
-                Controller::Memory => usage.memory_bytes = read("memory.usage_in_bytes").unwrap_or(0),
+                Controller::Memory => {
+                    usage.memory_bytes = read("memory.usage_in_bytes").unwrap_or(0)
+                }
                 Controller::Pids => usage.tasks = read("pids.current").unwrap_or(0),
                 Controller::Unified => {
                     usage.memory_bytes = read("memory.current").unwrap_or(0);
@@ -387,7 +391,11 @@ impl RunCgroup {
         for (kind, dir) in &self.dirs {
             match kind {
                 Controller::Memory => {
-                    let value = if limits.memory_bytes == 0 { "-1".to_string() } else { limits.memory_bytes.to_string() };
+                    let value = if limits.memory_bytes == 0 {
+                        "-1".to_string()
+                    } else {
+                        limits.memory_bytes.to_string()
+                    };
                     let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
                     // memsw may never be below limit_in_bytes: raise it first, lower it last.
                     if set(dir, "memory.limit_in_bytes", &value).is_err() && memsw {
@@ -399,13 +407,25 @@ impl RunCgroup {
                     let _ = write_value(&dir.join("memory.max_usage_in_bytes"), "0");
                 }
                 Controller::Pids => {
-                    let value = if limits.pids == 0 { "max".to_string() } else { limits.pids.to_string() };
+                    let value = if limits.pids == 0 {
+                        "max".to_string()
+                    } else {
+                        limits.pids.to_string()
+                    };
                     set(dir, "pids.max", &value)?;
                 }
                 Controller::Unified => {
-                    let memory = if limits.memory_bytes == 0 { "max".to_string() } else { limits.memory_bytes.to_string() };
+                    let memory = if limits.memory_bytes == 0 {
+                        "max".to_string()
+                    } else {
+                        limits.memory_bytes.to_string()
+                    };
                     set(dir, "memory.max", &memory)?;
-                    let pids = if limits.pids == 0 { "max".to_string() } else { limits.pids.to_string() };
+                    let pids = if limits.pids == 0 {
+                        "max".to_string()
+                    } else {
+                        limits.pids.to_string()
+                    };
                     set(dir, "pids.max", &pids)?;
                 }
             }

@@ -11,20 +11,19 @@
 //! When init exits, the kernel kills everything else in the run's pid namespace.
 
 use crate::cgroup::{CgroupLimits, Cgroups, RunCgroup};
-use crate::mounts::{self, RootPlan};
 use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
+use crate::mounts::{self, RootPlan};
 use crate::protocol;
 use crate::seccomp::{self, notify};
 use crate::spec::{
-    BlockedSyscall, JailOutcome, JailSpec, Limits, NetworkMode, SeccompMode, JAIL_GID, JAIL_UID,
-    CODE_FD, RUN_GID, RUN_UID, ZYGOTE_FD,
+    BlockedSyscall, JailOutcome, JailSpec, Limits, NetworkMode, SeccompMode, CODE_FD, JAIL_GID,
+    JAIL_UID, RUN_GID, RUN_UID, ZYGOTE_FD,
 };
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
-    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, read, write, Pid};
@@ -70,7 +69,10 @@ pub fn main() -> i32 {
                 ..Default::default()
             })
         }
-        Err(err) => JailOutcome { setup_error: Some(err.to_string()), ..Default::default() },
+        Err(err) => JailOutcome {
+            setup_error: Some(err.to_string()),
+            ..Default::default()
+        },
     };
     match protocol::encode_outcome(&outcome, io::stdout().lock()) {
         Ok(()) => 0,
@@ -114,26 +116,47 @@ pub(crate) struct Pipes {
 }
 
 pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), HelperError> {
-    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|source| HelperError::Channel { what: "zygote socket", source })
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|source| HelperError::Channel {
+        what: "zygote socket",
+        source,
+    })
 }
 
 pub(crate) fn channels() -> Result<Pipes, HelperError> {
-    let pipe = |what| pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| HelperError::Channel { what, source });
+    let pipe = |what| {
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| HelperError::Channel { what, source })
+    };
     let control = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|source| HelperError::Channel { what: "control socket", source })?;
-    Ok(Pipes { stdout: pipe("stdout pipe")?, stderr: pipe("stderr pipe")?, control })
+    .map_err(|source| HelperError::Channel {
+        what: "control socket",
+        source,
+    })?;
+    Ok(Pipes {
+        stdout: pipe("stdout pipe")?,
+        stderr: pipe("stderr pipe")?,
+        control,
+    })
 }
 
 /// Runs one program. With `later` (a deferred run) the jail starts with `code` as a
 /// bootstrap, and the program is read from `later` and handed over through [`CODE_FD`];
 /// the clock starts then.
-fn run(spec: &JailSpec, code: &[u8], later: Option<&mut dyn Read>) -> Result<JailOutcome, HelperError> {
+fn run(
+    spec: &JailSpec,
+    code: &[u8],
+    later: Option<&mut dyn Read>,
+) -> Result<JailOutcome, HelperError> {
     let mut started = Instant::now();
     let use_listener = notify::user_notif_supported();
     let program = seccomp::build_program(
@@ -149,25 +172,46 @@ fn run(spec: &JailSpec, code: &[u8], later: Option<&mut dyn Read>) -> Result<Jai
         let pipes = channels()?;
         let stdio = (pipes.stdout.1, pipes.stderr.1);
         let code_pipe = match later {
-            Some(_) => Some(pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| HelperError::Channel { what: "code pipe", source })?),
+            Some(_) => Some(pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| {
+                HelperError::Channel {
+                    what: "code pipe",
+                    source,
+                }
+            })?),
             None => None,
         };
         let (code_read, code_write) = match code_pipe {
             Some((r, w)) => (Some(r), Some(w)),
             None => (None, None),
         };
-        let (init, control) =
-            start_jail(spec, code, &program, use_listener, coverage, run_cgroup.as_ref(), stdio, code_read, pipes.control)?;
+        let (init, control) = start_jail(
+            spec,
+            code,
+            &program,
+            use_listener,
+            coverage,
+            run_cgroup.as_ref(),
+            stdio,
+            code_read,
+            pipes.control,
+        )?;
         let mut guard = KillOnDrop(Some(init));
         if let (Some(source), Some(sink)) = (later, code_write) {
             let mut program_text = Vec::new();
-            source.read_to_end(&mut program_text).map_err(|e| HelperError::Setup(format!("read the program: {e}")))?;
+            source
+                .read_to_end(&mut program_text)
+                .map_err(|e| HelperError::Setup(format!("read the program: {e}")))?;
             started = Instant::now();
             let mut sink = std::fs::File::from(sink);
             // A program the bootstrap never reads (it died) is reported by the supervisor.
             let _ = sink.write_all(&program_text);
         }
-        let watch = Watch { limits: &spec.limits, mode: spec.seccomp.mode, target: init, started };
+        let watch = Watch {
+            limits: &spec.limits,
+            mode: spec.seccomp.mode,
+            target: init,
+            started,
+        };
         let mut outcome = supervise(&watch, &control, None, pipes.stdout.0, pipes.stderr.0)?;
         guard.0 = None;
         let (cpu_ms, rss) = reap(init);
@@ -190,7 +234,10 @@ pub(crate) fn create_cgroup(
     }
     let cgroups = Cgroups::detect(Path::new("/sys/fs/cgroup"));
     let support = cgroups.support();
-    let wanted = CgroupLimits { memory_bytes: limits.memory_bytes, pids: limits.pids };
+    let wanted = CgroupLimits {
+        memory_bytes: limits.memory_bytes,
+        pids: limits.pids,
+    };
     let cgroup = match cgroups.create_run(name, &wanted) {
         Ok(cg) => Some(cg),
         Err(err) if insecure => {
@@ -320,12 +367,21 @@ fn map_ids(init: Pid, spec: &JailSpec) -> Result<(), HelperError> {
     } else {
         // Unprivileged: only our own ids can be mapped, and setgroups must be denied first.
         write_file("setgroups", "deny".into())?;
-        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
     };
     if spec.zygote {
         // The zygote and its run children get distinct host ids.
-        write_file("uid_map", format!("{JAIL_UID} {uid} 1\n{RUN_UID} {} 1\n", uid + 1))?;
-        write_file("gid_map", format!("{JAIL_GID} {gid} 1\n{RUN_GID} {} 1\n", gid + 1))
+        write_file(
+            "uid_map",
+            format!("{JAIL_UID} {uid} 1\n{RUN_UID} {} 1\n", uid + 1),
+        )?;
+        write_file(
+            "gid_map",
+            format!("{JAIL_GID} {gid} 1\n{RUN_GID} {} 1\n", gid + 1),
+        )
     } else {
         write_file("uid_map", format!("{JAIL_UID} {uid} 1\n"))?;
         write_file("gid_map", format!("{JAIL_GID} {gid} 1\n"))
@@ -360,7 +416,16 @@ pub(crate) fn supervise(
     let deadline = watch.started + Duration::from_millis(watch.limits.timeout_ms);
     let cap = watch.limits.output_bytes as usize;
     let mut outcome = JailOutcome::default();
-    let mut streams = [Collected { data: Vec::new(), open: true }, Collected { data: Vec::new(), open: true }];
+    let mut streams = [
+        Collected {
+            data: Vec::new(),
+            open: true,
+        },
+        Collected {
+            data: Vec::new(),
+            open: true,
+        },
+    ];
     let mut listener: Option<OwnedFd> = None;
     let mut blocked: BTreeMap<u32, u64> = BTreeMap::new();
     let mut control_open = true;
@@ -382,7 +447,10 @@ pub(crate) fn supervise(
         let wait = if killed {
             PollTimeout::from(200u16)
         } else {
-            let left = deadline.saturating_duration_since(now).as_millis().min(60_000) as u16;
+            let left = deadline
+                .saturating_duration_since(now)
+                .as_millis()
+                .min(60_000) as u16;
             PollTimeout::from(left.max(1))
         };
         let mut fds = Vec::with_capacity(4);
@@ -428,7 +496,11 @@ pub(crate) fn supervise(
                 Role::Stream(i) => {
                     let fd = if i == 0 { &stdout } else { &stderr };
                     let total: usize = streams.iter().map(|s| s.data.len()).sum();
-                    match read_some(fd.as_raw_fd(), &mut streams[i].data, cap.saturating_sub(total) + 1) {
+                    match read_some(
+                        fd.as_raw_fd(),
+                        &mut streams[i].data,
+                        cap.saturating_sub(total) + 1,
+                    ) {
                         Ok(0) => streams[i].open = false,
                         Ok(_) => {
                             let total: usize = streams.iter().map(|s| s.data.len()).sum();
@@ -450,7 +522,10 @@ pub(crate) fn supervise(
                     let _ = revents;
                 }
                 Role::Listener => {
-                    if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) && !revents.contains(PollFlags::POLLIN) {
+                    if revents
+                        .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+                        && !revents.contains(PollFlags::POLLIN)
+                    {
                         listener = None;
                         continue;
                     }
@@ -497,7 +572,11 @@ pub(crate) fn supervise(
     }
     outcome.blocked = blocked
         .into_iter()
-        .map(|(nr, count)| BlockedSyscall { nr, name: seccomp::syscall_name(nr), count })
+        .map(|(nr, count)| BlockedSyscall {
+            nr,
+            name: seccomp::syscall_name(nr),
+            count,
+        })
         .collect();
     let [out, err] = streams;
     outcome.stdout = out.data;
@@ -530,8 +609,14 @@ fn read_some(fd: RawFd, into: &mut Vec<u8>, max: usize) -> Result<usize, Errno> 
     Ok(n)
 }
 
-fn handle_notification(listener: BorrowedFd<'_>, mode: SeccompMode, blocked: &mut BTreeMap<u32, u64>) {
-    let Ok(note) = notify::receive(listener) else { return };
+fn handle_notification(
+    listener: BorrowedFd<'_>,
+    mode: SeccompMode,
+    blocked: &mut BTreeMap<u32, u64>,
+) {
+    let Ok(note) = notify::receive(listener) else {
+        return;
+    };
     let nr = note.nr as u32;
     if is_resolver_probe(&note) {
         // glibc's getaddrinfo(AI_ADDRCONFIG) asks the kernel for interface addresses over
@@ -564,7 +649,12 @@ pub(crate) fn receive_control(control: &OwnedFd) -> Result<Control, HelperError>
     let mut buf = [0u8; 4096];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let received = match recvmsg::<()>(control.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+    let received = match recvmsg::<()>(
+        control.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    ) {
         Ok(m) => m,
         Err(Errno::EINTR | Errno::EAGAIN) => return Ok(Control::Other),
         Err(err) => return Err(HelperError::Supervise(err)),
@@ -588,11 +678,19 @@ pub(crate) fn receive_control(control: &OwnedFd) -> Result<Control, HelperError>
         Some(&msg::ERROR) => Control::Error(String::from_utf8_lossy(&data[1..]).into_owned()),
         Some(&msg::READY) => Control::Ready(fd),
         Some(&msg::EXITED) if len >= 9 => {
-            let word = |at: usize| i32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
-            let long = |at: usize| {
-                data.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            let word = |at: usize| {
+                i32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
             };
-            Control::Exited(ExitStatus { code: word(1), signal: word(5), cpu_ms: long(9), max_rss_bytes: long(17) })
+            let long = |at: usize| {
+                data.get(at..at + 8)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            };
+            Control::Exited(ExitStatus {
+                code: word(1),
+                signal: word(5),
+                cpu_ms: long(9),
+                max_rss_bytes: long(17),
+            })
         }
         Some(_) => Control::Other,
     })
@@ -611,7 +709,10 @@ pub(crate) fn reap(init: Pid) -> (u64, u64) {
         }
     }
     let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
-    (ms(usage.ru_utime) + ms(usage.ru_stime), usage.ru_maxrss.max(0) as u64 * 1024)
+    (
+        ms(usage.ru_utime) + ms(usage.ru_stime),
+        usage.ru_maxrss.max(0) as u64 * 1024,
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -661,7 +762,16 @@ fn jail_init(
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let program_pid = match prepare_jail(spec, code, control) {
-        Ok(()) => match fork_program(spec, program, use_listener, coverage, control, stdout, stderr, inherit) {
+        Ok(()) => match fork_program(
+            spec,
+            program,
+            use_listener,
+            coverage,
+            control,
+            stdout,
+            stderr,
+            inherit,
+        ) {
             Ok(pid) => pid,
             Err(err) => return report_error(control, &err),
         },
@@ -736,8 +846,10 @@ fn become_run_user() -> Result<(), JailError> {
     // SAFETY: PR_SET_KEEPCAPS only changes this process's securebits for the next setuid.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
     nix::unistd::setresuid(uid, uid, uid).map_err(id)?;
-    let permitted = caps::read(None, caps::CapSet::Permitted).map_err(|e| JailError::Identity(e.to_string()))?;
-    caps::set(None, caps::CapSet::Effective, &permitted).map_err(|e| JailError::Identity(e.to_string()))
+    let permitted = caps::read(None, caps::CapSet::Permitted)
+        .map_err(|e| JailError::Identity(e.to_string()))?;
+    caps::set(None, caps::CapSet::Effective, &permitted)
+        .map_err(|e| JailError::Identity(e.to_string()))
 }
 
 fn loopback_up() -> Result<(), JailError> {
@@ -766,6 +878,7 @@ fn loopback_up() -> Result<(), JailError> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fork_program(
     spec: &JailSpec,
     program: &[libc::sock_filter],
@@ -777,7 +890,10 @@ fn fork_program(
     inherit: Option<OwnedFd>,
 ) -> Result<Pid, JailError> {
     // Everything the program needs is prepared before fork; the child only makes syscalls.
-    let argv = cstrings(std::iter::once(spec.interpreter.to_string_lossy().into_owned()).chain(spec.args.iter().cloned()))?;
+    let argv = cstrings(
+        std::iter::once(spec.interpreter.to_string_lossy().into_owned())
+            .chain(spec.args.iter().cloned()),
+    )?;
     let envp = cstrings(spec.env.iter().map(|(k, v)| format!("{k}={v}")))?;
     // SAFETY: init is single-threaded, so fork is sound.
     match unsafe { nix::unistd::fork() }.map_err(JailError::Fork)? {
@@ -786,7 +902,18 @@ fn fork_program(
             Ok(child)
         }
         nix::unistd::ForkResult::Child => {
-            let err = exec_program(spec, program, use_listener, coverage, control, stdout, stderr, inherit, &argv, &envp);
+            let err = exec_program(
+                spec,
+                program,
+                use_listener,
+                coverage,
+                control,
+                stdout,
+                stderr,
+                inherit,
+                &argv,
+                &envp,
+            );
             report_error(control, &err);
             // SAFETY: _exit ends the child immediately; nothing else must run here.
             unsafe { libc::_exit(127) }
@@ -795,7 +922,9 @@ fn fork_program(
 }
 
 fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, JailError> {
-    items.map(|s| CString::new(s.clone()).map_err(|_| JailError::Nul(s))).collect()
+    items
+        .map(|s| CString::new(s.clone()).map_err(|_| JailError::Nul(s)))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -811,7 +940,18 @@ fn exec_program(
     argv: &[CString],
     envp: &[CString],
 ) -> JailError {
-    match confine_and_exec(spec, program, use_listener, coverage, control, stdout, stderr, inherit, argv, envp) {
+    match confine_and_exec(
+        spec,
+        program,
+        use_listener,
+        coverage,
+        control,
+        stdout,
+        stderr,
+        inherit,
+        argv,
+        envp,
+    ) {
         Ok(never) => match never {},
         Err(err) => err,
     }
@@ -837,12 +977,26 @@ fn confine_and_exec(
     // Move the descriptors we keep above the fixed numbers (3, 4) they could collide with.
     let control = &raise_fd(control)?;
     let inherit = inherit.map(|fd| raise_fd(&fd)).transpose()?;
-    let devnull = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-        .map_err(|e| JailError::Interpreter { path: "/dev/null".into(), source: e })?;
-    for (fd, target) in [(devnull, 0), (stdout.as_raw_fd(), 1), (stderr.as_raw_fd(), 2)] {
+    let devnull = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| JailError::Interpreter {
+        path: "/dev/null".into(),
+        source: e,
+    })?;
+    for (fd, target) in [
+        (devnull, 0),
+        (stdout.as_raw_fd(), 1),
+        (stderr.as_raw_fd(), 2),
+    ] {
         // SAFETY: dup2 onto the standard descriptors; both are valid open descriptors.
         if unsafe { libc::dup2(fd, target) } < 0 {
-            return Err(JailError::Interpreter { path: "/dev/stdio".into(), source: Errno::last() });
+            return Err(JailError::Interpreter {
+                path: "/dev/stdio".into(),
+                source: Errno::last(),
+            });
         }
     }
     drop((stdout, stderr));
@@ -852,10 +1006,16 @@ fn confine_and_exec(
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|source| JailError::Interpreter { path: spec.interpreter.clone(), source })?;
+    .map_err(|source| JailError::Interpreter {
+        path: spec.interpreter.clone(),
+        source,
+    })?;
     // SAFETY: dup3 onto the fixed descriptor the seccomp policy allows execveat from.
     if unsafe { libc::dup3(interpreter, seccomp::policy::EXEC_FD, libc::O_CLOEXEC) } < 0 {
-        return Err(JailError::Interpreter { path: spec.interpreter.clone(), source: Errno::last() });
+        return Err(JailError::Interpreter {
+            path: spec.interpreter.clone(),
+            source: Errno::last(),
+        });
     }
     if spec.zygote {
         keep_zygote_powers(control, inherit)?;
@@ -863,21 +1023,24 @@ fn confine_and_exec(
         if let Some(code) = inherit {
             // SAFETY: dup2 onto the fixed descriptor a deferred bootstrap reads its program from.
             if unsafe { libc::dup2(code.as_raw_fd(), CODE_FD) } < 0 {
-                return Err(JailError::Interpreter { path: "code pipe".into(), source: Errno::last() });
+                return Err(JailError::Interpreter {
+                    path: "code pipe".into(),
+                    source: Errno::last(),
+                });
             }
         }
         lockdown::lock_down(
-        &LockDown {
-            language: &spec.language,
-            limits: &spec.limits,
-            coverage,
-            seccomp: program,
-            use_listener,
-            insecure: spec.insecure,
-        },
-        control.as_raw_fd(),
-        &[seccomp::policy::EXEC_FD, CODE_FD],
-    )?;
+            &LockDown {
+                language: &spec.language,
+                limits: &spec.limits,
+                coverage,
+                seccomp: program,
+                use_listener,
+                insecure: spec.insecure,
+            },
+            control.as_raw_fd(),
+            &[seccomp::policy::EXEC_FD, CODE_FD],
+        )?;
     }
 
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -896,7 +1059,10 @@ fn confine_and_exec(
             libc::AT_EMPTY_PATH,
         )
     };
-    Err(JailError::Exec { path: spec.interpreter.clone(), source: Errno::last() })
+    Err(JailError::Exec {
+        path: spec.interpreter.clone(),
+        source: Errno::last(),
+    })
 }
 
 /// A zygote execs with the capabilities its run children need to build their namespaces
@@ -913,7 +1079,10 @@ fn keep_zygote_powers(control: &OwnedFd, socket: Option<OwnedFd>) -> Result<(), 
     lockdown::close_other_fds(&[seccomp::policy::EXEC_FD, ZYGOTE_FD, control.as_raw_fd()]);
     // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(JailError::Zygote(format!("no_new_privs: {}", Errno::last())));
+        return Err(JailError::Zygote(format!(
+            "no_new_privs: {}",
+            Errno::last()
+        )));
     }
     let kept: caps::CapsHashSet = ZYGOTE_CAPS.iter().copied().collect();
     let err = |e: caps::errors::CapsError| JailError::Zygote(e.to_string());
@@ -939,7 +1108,10 @@ fn raise_fd(fd: &OwnedFd) -> Result<OwnedFd, JailError> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (or -1) that we then own.
     let raised = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 900) };
     if raised < 0 {
-        return Err(JailError::Interpreter { path: "descriptor".into(), source: Errno::last() });
+        return Err(JailError::Interpreter {
+            path: "descriptor".into(),
+            source: Errno::last(),
+        });
     }
     // SAFETY: `raised` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raised) })

@@ -3,8 +3,8 @@
 //! descriptor cleanup, rlimits, no_new_privs, Landlock, dropping every capability, and
 //! seccomp, whose listener is handed to the supervisor.
 
-use crate::spec::Limits;
 use crate::seccomp::notify;
+use crate::spec::Limits;
 use nix::errno::Errno;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use std::io::IoSlice;
@@ -119,7 +119,8 @@ fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
         limits.push(("AS", Resource::RLIMIT_AS, l.memory_bytes.max(256 << 20)));
     }
     for (name, resource, value) in limits {
-        setrlimit(resource, value, value).map_err(|source| LockDownError::Rlimit { name, source })?;
+        setrlimit(resource, value, value)
+            .map_err(|source| LockDownError::Rlimit { name, source })?;
     }
     Ok(())
 }

@@ -104,7 +104,10 @@ pub fn main() -> i32 {
     let mut zygote = match started {
         Ok(z) => z,
         Err(err) => {
-            let report = ZygoteReport { error: Some(err.to_string()), ..Default::default() };
+            let report = ZygoteReport {
+                error: Some(err.to_string()),
+                ..Default::default()
+            };
             let _ = protocol::write_json(&mut output, &report);
             return 1;
         }
@@ -184,22 +187,33 @@ impl Zygote {
         match helper::receive_control(&control)? {
             Control::Ready(_) => {}
             Control::Error(text) => return Err(ZygoteError::Start(text)),
-            _ => return Err(ZygoteError::Start("the jail ended before the zygote started".into())),
+            _ => {
+                return Err(ZygoteError::Start(
+                    "the jail ended before the zygote started".into(),
+                ))
+            }
         }
         // Wait for the bootstrap: "Z" + JSON list of preload modules that failed.
         let mut buf = vec![0u8; 65536];
         let n = recv(ours.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(ZygoteError::Socket)?;
         if n == 0 || buf[0] != b'Z' {
-            return Err(ZygoteError::Start(String::from_utf8_lossy(&buf[..n]).into_owned()));
+            return Err(ZygoteError::Start(
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
         }
         let skipped: Vec<String> = serde_json::from_slice(&buf[1..n]).unwrap_or_default();
-        let pid = only_child(init).map_err(|detail| ZygoteError::Child { zygote: init.as_raw(), detail })?;
+        let pid = only_child(init).map_err(|detail| ZygoteError::Child {
+            zygote: init.as_raw(),
+            detail,
+        })?;
         // Live in the zygote's network namespace: egress listeners for runs are made here.
         if spec.network == crate::spec::NetworkMode::None {
-            let ns = std::fs::File::open(format!("/proc/{init}/ns/net"))
-                .map_err(|e| ZygoteError::Start(format!("open the zygote's network namespace: {e}")))?;
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| ZygoteError::Start(format!("enter the zygote's network namespace: {e}")))?;
+            let ns = std::fs::File::open(format!("/proc/{init}/ns/net")).map_err(|e| {
+                ZygoteError::Start(format!("open the zygote's network namespace: {e}"))
+            })?;
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                ZygoteError::Start(format!("enter the zygote's network namespace: {e}"))
+            })?;
         }
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         Ok(Zygote {
@@ -224,7 +238,11 @@ impl Zygote {
         self.runs += 1;
         // The child is forked inside the zygote's own group (no migration): the group's
         // limits become what the zygote uses now plus the run's limits.
-        let baseline = self.cgroup.as_ref().map(|cg| cg.usage()).unwrap_or_default();
+        let baseline = self
+            .cgroup
+            .as_ref()
+            .map(|cg| cg.usage())
+            .unwrap_or_default();
         if let Some(cg) = &self.cgroup {
             cg.retune(&crate::cgroup::CgroupLimits {
                 memory_bytes: baseline.memory_bytes + order.limits.memory_bytes,
@@ -232,7 +250,11 @@ impl Zygote {
             })
             .map_err(HelperError::from)?;
         }
-        let before = self.cgroup.as_ref().map(|cg| cg.stats()).unwrap_or_default();
+        let before = self
+            .cgroup
+            .as_ref()
+            .map(|cg| cg.stats())
+            .unwrap_or_default();
         let link = match &order.egress {
             Some(egress) => Some(crate::netns::listen_for_run(egress).map_err(HelperError::from)?),
             None => None,
@@ -292,19 +314,36 @@ impl Zygote {
         drop((pipes.control.1, pipes.stdout.1, pipes.stderr.1, memfd));
 
         let mut buf = [0u8; 4096];
-        let n = recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(ZygoteError::Socket)?;
+        let n = recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty())
+            .map_err(ZygoteError::Socket)?;
         match buf[..n].first() {
             Some(b'P') => {}
             Some(&msg::ERROR) => {
-                return Err(ZygoteError::Start(String::from_utf8_lossy(&buf[1..n]).into_owned()))
+                return Err(ZygoteError::Start(
+                    String::from_utf8_lossy(&buf[1..n]).into_owned(),
+                ))
             }
             _ => return Err(ZygoteError::Gone),
         }
-        let child = only_child(self.pid).map_err(|detail| ZygoteError::Child { zygote: self.pid.as_raw(), detail })?;
+        let child = only_child(self.pid).map_err(|detail| ZygoteError::Child {
+            zygote: self.pid.as_raw(),
+            detail,
+        })?;
         let mut guard = KillOnDrop(Some(child));
         nix::unistd::write(&pipes.control.0, &[msg::GO]).map_err(ZygoteError::Socket)?;
-        let watch = Watch { limits: &order.limits, mode: order.seccomp.mode, target: child, started };
-        let outcome = helper::supervise(&watch, &pipes.control.0, Some(&self.socket), pipes.stdout.0, pipes.stderr.0);
+        let watch = Watch {
+            limits: &order.limits,
+            mode: order.seccomp.mode,
+            target: child,
+            started,
+        };
+        let outcome = helper::supervise(
+            &watch,
+            &pipes.control.0,
+            Some(&self.socket),
+            pipes.stdout.0,
+            pipes.stderr.0,
+        );
         // The zygote reaps the child; never wait for it here.
         guard.0 = None;
         let mut outcome = outcome?;
@@ -329,7 +368,9 @@ impl Drop for Zygote {
 fn only_child(parent: Pid) -> Result<Pid, String> {
     let path = format!("/proc/{parent}/task/{parent}/children");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    let mut pids = text.split_whitespace().filter_map(|p| p.parse::<i32>().ok());
+    let mut pids = text
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok());
     match (pids.next(), pids.next()) {
         (Some(pid), None) => Ok(Pid::from_raw(pid)),
         (None, _) => Err("no child".into()),
@@ -377,13 +418,23 @@ pub enum ChildError {
 /// Called in the zygote right before it forks: the next child becomes pid 1 of a fresh pid
 /// namespace.
 pub fn prepare_fork() -> Result<(), ChildError> {
-    let own = std::fs::File::open("/proc/self/ns/pid")
-        .map_err(|e| ChildError::Namespace { what: "pid", source: Errno::from_raw(e.raw_os_error().unwrap_or(0)) })?;
+    let own = std::fs::File::open("/proc/self/ns/pid").map_err(|e| ChildError::Namespace {
+        what: "pid",
+        source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
     // Reset "pid namespace for children" to our own, then ask for a new one.
-    nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|source| ChildError::Namespace { what: "pid", source })?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|source| ChildError::Namespace { what: "pid", source })
+    nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID).map_err(|source| {
+        ChildError::Namespace {
+            what: "pid",
+            source,
+        }
+    })?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(|source| {
+        ChildError::Namespace {
+            what: "pid",
+            source,
+        }
+    })
 }
 
 /// Confines a freshly forked run child. Descriptors other than stdio, `run_ctl` and `keep`
@@ -424,9 +475,17 @@ fn confine_child_inner(
         Err(err) => return Err(ChildError::Sync(err)),
     }
     use nix::sched::CloneFlags;
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
-        .map_err(|source| ChildError::Namespace { what: "mount/ipc/uts", source })?;
-    let tmp_options = format!("size={},mode=1777,uid={RUN_UID},gid={RUN_GID}", params.limits.tmp_bytes);
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+    )
+    .map_err(|source| ChildError::Namespace {
+        what: "mount/ipc/uts",
+        source,
+    })?;
+    let tmp_options = format!(
+        "size={},mode=1777,uid={RUN_UID},gid={RUN_GID}",
+        params.limits.tmp_bytes
+    );
     mount(
         Some("tmpfs"),
         "/tmp",
@@ -434,7 +493,10 @@ fn confine_child_inner(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(tmp_options.as_str()),
     )
-    .map_err(|source| ChildError::Mount { what: "/tmp", source })?;
+    .map_err(|source| ChildError::Mount {
+        what: "/tmp",
+        source,
+    })?;
     mount(
         Some("proc"),
         "/proc",
@@ -442,14 +504,24 @@ fn confine_child_inner(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|source| ChildError::Mount { what: "/proc", source })?;
+    .map_err(|source| ChildError::Mount {
+        what: "/proc",
+        source,
+    })?;
     let _ = nix::unistd::sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     become_run_user()?;
-    nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount { what: "cwd /tmp", source })?;
-    let devnull = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-        .map_err(ChildError::Stdio)?;
+    nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
+        what: "cwd /tmp",
+        source,
+    })?;
+    let devnull = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(ChildError::Stdio)?;
     for (fd, target) in [(devnull, 0), (stdout, 1), (stderr, 2)] {
         // SAFETY: dup2 onto the standard descriptors; both are valid open descriptors.
         if unsafe { libc::dup2(fd, target) } < 0 {
@@ -486,7 +558,8 @@ fn become_run_user() -> Result<(), ChildError> {
     // SAFETY: PR_SET_KEEPCAPS only changes this process's securebits for the next setuid.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
     nix::unistd::setresuid(uid, uid, uid).map_err(id)?;
-    let permitted =
-        caps::read(None, caps::CapSet::Permitted).map_err(|e| ChildError::Identity(e.to_string()))?;
-    caps::set(None, caps::CapSet::Effective, &permitted).map_err(|e| ChildError::Identity(e.to_string()))
+    let permitted = caps::read(None, caps::CapSet::Permitted)
+        .map_err(|e| ChildError::Identity(e.to_string()))?;
+    caps::set(None, caps::CapSet::Effective, &permitted)
+        .map_err(|e| ChildError::Identity(e.to_string()))
 }

@@ -15,7 +15,10 @@ pub enum AdapterError {
     #[error("could not query {path}: {detail}")]
     Query { path: PathBuf, detail: String },
     #[error("shared-library closure of {language}: {source}")]
-    Closure { language: Language, source: elf::ElfError },
+    Closure {
+        language: Language,
+        source: elf::ElfError,
+    },
 }
 
 /// Where the program text lives inside the jail.
@@ -100,10 +103,15 @@ impl Adapter {
 }
 
 fn check_executable(path: &Path, key: &'static str) -> Result<PathBuf, AdapterError> {
-    let real = std::fs::canonicalize(path)
-        .map_err(|_| AdapterError::Missing { path: path.to_path_buf(), key })?;
+    let real = std::fs::canonicalize(path).map_err(|_| AdapterError::Missing {
+        path: path.to_path_buf(),
+        key,
+    })?;
     if !real.is_file() {
-        return Err(AdapterError::Missing { path: path.to_path_buf(), key });
+        return Err(AdapterError::Missing {
+            path: path.to_path_buf(),
+            key,
+        });
     }
     Ok(real)
 }
@@ -114,7 +122,10 @@ fn query(path: &Path, args: &[&str]) -> Result<String, AdapterError> {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .output()
-        .map_err(|e| AdapterError::Query { path: path.to_path_buf(), detail: e.to_string() })?;
+        .map_err(|e| AdapterError::Query {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(AdapterError::Query {
             path: path.to_path_buf(),
@@ -146,17 +157,22 @@ fn discover_python(interpreter: &Path) -> Result<Adapter, AdapterError> {
     let mut objects = vec![real.clone()];
     for dir in &dirs {
         binds.push(dir.clone());
-        objects.extend(find_elf_objects(dir).map_err(|source| AdapterError::Closure {
-            language: Language::Python3,
-            source,
-        })?);
+        objects.extend(
+            find_elf_objects(dir).map_err(|source| AdapterError::Closure {
+                language: Language::Python3,
+                source,
+            })?,
+        );
     }
     finish(Language::Python3, interpreter, version, binds, &objects)
 }
 
 fn discover_node(interpreter: &Path) -> Result<Adapter, AdapterError> {
     let real = check_executable(interpreter, "nodejs_path")?;
-    let version = query(interpreter, &["--version"])?.trim().trim_start_matches('v').to_string();
+    let version = query(interpreter, &["--version"])?
+        .trim()
+        .trim_start_matches('v')
+        .to_string();
     let binds = vec![interpreter.to_path_buf(), real.clone()];
     finish(Language::Nodejs, interpreter, version, binds, &[real])
 }
@@ -180,6 +196,10 @@ fn finish(
         interpreter: interpreter.to_path_buf(),
         version,
         ro_binds: binds,
-        missing_libraries: closure.missing.into_iter().map(|(_, soname)| soname).collect(),
+        missing_libraries: closure
+            .missing
+            .into_iter()
+            .map(|(_, soname)| soname)
+            .collect(),
     })
 }

@@ -773,11 +773,27 @@ fn apply_env(
     if let Some(list) = e.list("HAKO_NETWORK_DENY", "hako.network.deny") {
         net.deny = list;
     }
-    e.path("HAKO_NETWORK_CA_FILE", "hako.network.ca_file", &mut net.ca_file);
+    e.path(
+        "HAKO_NETWORK_CA_FILE",
+        "hako.network.ca_file",
+        &mut net.ca_file,
+    );
     for (var, key, target) in [
-        ("HAKO_NETWORK_MAX_CONNECTIONS", "hako.network.max_connections", &mut net.max_connections),
-        ("HAKO_NETWORK_MAX_CONCURRENT", "hako.network.max_concurrent", &mut net.max_concurrent),
-        ("HAKO_NETWORK_MAX_BYTES", "hako.network.max_bytes", &mut net.max_bytes),
+        (
+            "HAKO_NETWORK_MAX_CONNECTIONS",
+            "hako.network.max_connections",
+            &mut net.max_connections,
+        ),
+        (
+            "HAKO_NETWORK_MAX_CONCURRENT",
+            "hako.network.max_concurrent",
+            &mut net.max_concurrent,
+        ),
+        (
+            "HAKO_NETWORK_MAX_BYTES",
+            "hako.network.max_bytes",
+            &mut net.max_bytes,
+        ),
     ] {
         e.parse(var, key, target, positive, POSITIVE)?;
     }

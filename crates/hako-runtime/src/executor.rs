@@ -10,7 +10,9 @@ use crate::packages::PackageManager;
 use crate::result::{RunRequest, RunResult};
 use crate::summary::summarize;
 use hako_jail::protocol;
-use hako_jail::spec::{JailOutcome, JailSpec, Limits, NetworkMode, RunIds, SeccompMode, SeccompSpec};
+use hako_jail::spec::{
+    JailOutcome, JailSpec, Limits, NetworkMode, RunIds, SeccompMode, SeccompSpec,
+};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -55,7 +57,9 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("helper", &self.inner.helper).finish()
+        f.debug_struct("Executor")
+            .field("helper", &self.inner.helper)
+            .finish()
     }
 }
 
@@ -82,18 +86,23 @@ impl Executor {
                 root_mountpoint(&config).display()
             ))
         })?;
-        let adapters = [(Language::Python3, &config.python_path), (Language::Nodejs, &config.nodejs_path)]
-            .into_iter()
-            .map(|(lang, path)| {
-                Adapter::discover(lang, path).map_err(|e: AdapterError| e.to_string())
-            })
-            .collect::<Vec<Result<Adapter, String>>>();
+        let adapters = [
+            (Language::Python3, &config.python_path),
+            (Language::Nodejs, &config.nodejs_path),
+        ]
+        .into_iter()
+        .map(|(lang, path)| Adapter::discover(lang, path).map_err(|e: AdapterError| e.to_string()))
+        .collect::<Vec<Result<Adapter, String>>>();
         let interpreter = |i: usize| {
-            adapters[i].as_ref().map(|a| (a.interpreter.clone(), a.version.clone())).map_err(Clone::clone)
+            adapters[i]
+                .as_ref()
+                .map(|a| (a.interpreter.clone(), a.version.clone()))
+                .map_err(Clone::clone)
         };
         // Uses environments that are already built; `PackageManager::start` installs.
         let packages = PackageManager::new(&config, interpreter(0), interpreter(1));
-        let egress = crate::egress::Egress::new(&config).map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        let egress =
+            crate::egress::Egress::new(&config).map_err(|e| ExecError::Sandbox(e.to_string()))?;
         Ok(Executor {
             inner: Arc::new(Inner {
                 config,
@@ -126,11 +135,16 @@ impl Executor {
         };
         self.inner.adapters[index]
             .as_ref()
-            .map_err(|reason| ExecError::Unavailable { language, reason: reason.clone() })
+            .map_err(|reason| ExecError::Unavailable {
+                language,
+                reason: reason.clone(),
+            })
     }
 
     pub async fn run(&self, request: RunRequest) -> Result<RunResult, ExecError> {
-        self.run_with(request, ExecOptions::default()).await.map(|(result, _)| result)
+        self.run_with(request, ExecOptions::default())
+            .await
+            .map(|(result, _)| result)
     }
 
     /// Runs and also returns the raw jail outcome (for `hako profile` and `--json`).
@@ -172,13 +186,20 @@ impl Executor {
         let config = &self.inner.config;
         let configured = &config.hako.limits;
         let timeout_ms = config.worker_timeout.saturating_mul(1000);
-        let memory_mb = request.limits.memory_mb.map_or(configured.memory_mb, |m| m.min(configured.memory_mb));
+        let memory_mb = request
+            .limits
+            .memory_mb
+            .map_or(configured.memory_mb, |m| m.min(configured.memory_mb));
         let limits = Limits {
             memory_bytes: memory_mb << 20,
             pids: configured.pids,
             tmp_bytes: configured.tmp_mb << 20,
             output_bytes: configured.output_bytes,
-            timeout_ms: request.limits.timeout_ms.map_or(timeout_ms, |t| t.min(timeout_ms)).max(1),
+            timeout_ms: request
+                .limits
+                .timeout_ms
+                .map_or(timeout_ms, |t| t.min(timeout_ms))
+                .max(1),
             nofile: configured.nofile,
         };
         let slot = self.inner.next_id.fetch_add(1, Ordering::Relaxed) % ID_SLOTS;
@@ -194,10 +215,17 @@ impl Executor {
             limits,
             network: crate::egress::network_mode(config, request.enable_network),
             seccomp: SeccompSpec {
-                mode: if options.learn_syscalls { SeccompMode::Learn } else { SeccompMode::Enforce },
+                mode: if options.learn_syscalls {
+                    SeccompMode::Learn
+                } else {
+                    SeccompMode::Enforce
+                },
                 extra_allowed: self.inner.extra_syscalls.clone(),
             },
-            ids: RunIds { host_uid: base + slot, host_gid: base + slot },
+            ids: RunIds {
+                host_uid: base + slot,
+                host_gid: base + slot,
+            },
             root_mountpoint: root_mountpoint(config),
             insecure: config.hako.insecure,
             zygote: false,
@@ -207,7 +235,8 @@ impl Executor {
     }
 
     async fn spawn_helper(&self, spec: &JailSpec, code: &[u8]) -> Result<JailOutcome, ExecError> {
-        let request = protocol::encode_request(spec, code).map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        let request =
+            protocol::encode_request(spec, code).map_err(|e| ExecError::Sandbox(e.to_string()))?;
         let mut child = tokio::process::Command::new(&self.inner.helper)
             .arg("__jail")
             .env_clear()
@@ -216,10 +245,24 @@ impl Executor {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| ExecError::Sandbox(format!("start the jail helper {}: {e}", self.inner.helper.display())))?;
-        let mut stdin = child.stdin.take().ok_or_else(|| ExecError::Sandbox("helper stdin".into()))?;
-        let mut stdout = child.stdout.take().ok_or_else(|| ExecError::Sandbox("helper stdout".into()))?;
-        let mut stderr = child.stderr.take().ok_or_else(|| ExecError::Sandbox("helper stderr".into()))?;
+            .map_err(|e| {
+                ExecError::Sandbox(format!(
+                    "start the jail helper {}: {e}",
+                    self.inner.helper.display()
+                ))
+            })?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| ExecError::Sandbox("helper stdin".into()))?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| ExecError::Sandbox("helper stdout".into()))?;
+        let mut stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| ExecError::Sandbox("helper stderr".into()))?;
         let write = async move {
             let result = stdin.write_all(&request).await;
             drop(stdin);
@@ -227,12 +270,21 @@ impl Executor {
         };
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let (w, o, e) = tokio::join!(write, stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        let status = child.wait().await.map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
+        let (w, o, e) = tokio::join!(
+            write,
+            stdout.read_to_end(&mut out),
+            stderr.read_to_end(&mut err)
+        );
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
         if !err.is_empty() {
             tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
         }
-        w.and(o).and(e).map_err(|e| ExecError::Sandbox(format!("talk to the jail helper: {e}")))?;
+        w.and(o)
+            .and(e)
+            .map_err(|e| ExecError::Sandbox(format!("talk to the jail helper: {e}")))?;
         protocol::decode_outcome(&out).map_err(|e| {
             ExecError::Sandbox(format!(
                 "jail helper ended with {status} and no readable outcome ({e}): {}",
@@ -260,7 +312,11 @@ impl Executor {
                 let adapter = executor.adapter(Language::Nodejs).ok()?;
                 Some(executor.node_template(adapter))
             });
-            let pool = crate::warm::NodePool::new(self.inner.helper.clone(), config.hako.nodejs_pool, factory);
+            let pool = crate::warm::NodePool::new(
+                self.inner.helper.clone(),
+                config.hako.nodejs_pool,
+                factory,
+            );
             pool.set_template(self.node_template(adapter));
             let _ = self.inner.node_pool.set(pool);
         }
@@ -272,7 +328,11 @@ impl Executor {
         let adapter = self.adapter(Language::Python3)?;
         let pool = crate::warm::ZygotePool::new(self.inner.helper.clone(), count);
         let (template, key) = self.zygote_template(adapter, &library)?;
-        pool.set_template(template, hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec(), key);
+        pool.set_template(
+            template,
+            hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec(),
+            key,
+        );
         let _ = self.inner.warm.set((pool, library));
         Ok(())
     }
@@ -290,13 +350,20 @@ impl Executor {
         };
         let mut spec = self.spec(adapter, &request, ExecOptions::default());
         let _env = self.inner.packages.attach(Language::Nodejs, &mut spec);
-        if let Err(err) = self.inner.egress.attach(&mut spec, Language::Nodejs, "pool") {
+        if let Err(err) = self
+            .inner
+            .egress
+            .attach(&mut spec, Language::Nodejs, "pool")
+        {
             tracing::warn!("pooled node workers run without network: {err}");
             spec.network = NetworkMode::None;
             spec.egress = None;
         }
         let base = self.inner.config.hako.uid_base + 4 * ID_SLOTS;
-        spec.ids = RunIds { host_uid: base, host_gid: base };
+        spec.ids = RunIds {
+            host_uid: base,
+            host_gid: base,
+        };
         spec.deferred = true;
         spec
     }
@@ -332,14 +399,22 @@ impl Executor {
         let mut probe = spec.clone();
         probe.network = crate::egress::network_mode(config, true);
         if probe.network != NetworkMode::Host
-            && self.inner.egress.attach(&mut probe, Language::Python3, "zygote").is_ok()
+            && self
+                .inner
+                .egress
+                .attach(&mut probe, Language::Python3, "zygote")
+                .is_ok()
         {
             spec.ro_binds = probe.ro_binds;
         }
         // Zygote ids live above the spawn range; the pool gives each zygote its own pair.
         let base = config.hako.uid_base + ID_SLOTS;
-        spec.ids = RunIds { host_uid: base, host_gid: base };
-        spec.mapped_binds.push((library.to_path_buf(), PathBuf::from(ZYGOTE_LIBRARY_IN_JAIL)));
+        spec.ids = RunIds {
+            host_uid: base,
+            host_gid: base,
+        };
+        spec.mapped_binds
+            .push((library.to_path_buf(), PathBuf::from(ZYGOTE_LIBRARY_IN_JAIL)));
         let cache = hako_jail::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))
             .unwrap_or_else(|_| hako_jail::ldcache::LdCache::empty());
         let closure = hako_jail::elf::library_closure(&[library.to_path_buf()], &cache)
@@ -356,7 +431,8 @@ impl Executor {
                 }
             }
         }
-        spec.env.push(("HAKO_ZYGOTE_LIBRARY".into(), ZYGOTE_LIBRARY_IN_JAIL.into()));
+        spec.env
+            .push(("HAKO_ZYGOTE_LIBRARY".into(), ZYGOTE_LIBRARY_IN_JAIL.into()));
         spec.env.push((
             "HAKO_PRELOAD".into(),
             serde_json::to_string(&preload).map_err(|e| ExecError::Sandbox(e.to_string()))?,
@@ -365,7 +441,12 @@ impl Executor {
     }
 
     /// Runs in a warm zygote when one fits, else in a fresh jailed interpreter.
-    async fn execute(&self, spec: &JailSpec, code: &[u8], options: ExecOptions) -> Result<JailOutcome, ExecError> {
+    async fn execute(
+        &self,
+        spec: &JailSpec,
+        code: &[u8],
+        options: ExecOptions,
+    ) -> Result<JailOutcome, ExecError> {
         if let Some((pool, library)) = self.inner.warm.get() {
             // Zygotes have loopback only (plus a guard listener per run in proxy mode); runs
             // with host network start afresh.
@@ -378,7 +459,11 @@ impl Executor {
                     // The package environment changed: new zygotes, old ones drain.
                     let adapter = self.adapter(Language::Python3)?;
                     let (template, key) = self.zygote_template(adapter, library)?;
-                    pool.set_template(template, hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec(), key);
+                    pool.set_template(
+                        template,
+                        hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec(),
+                        key,
+                    );
                 }
                 let order = hako_jail::zygote::RunOrder {
                     limits: spec.limits,
@@ -388,10 +473,15 @@ impl Executor {
                     egress: spec.egress.clone(),
                 };
                 match pool.run(&order, code).await {
-                    Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => return Ok(outcome),
+                    Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => {
+                        return Ok(outcome)
+                    }
                     Ok(Some(outcome)) => {
                         // The zygote failed before the program started: run it afresh once.
-                        tracing::warn!("zygote run failed before the program started: {:?}", outcome.setup_error);
+                        tracing::warn!(
+                            "zygote run failed before the program started: {:?}",
+                            outcome.setup_error
+                        );
                     }
                     Ok(None) => tracing::debug!("no warm zygote free; spawning"),
                     Err(err) => tracing::warn!("{err}; spawning"),
@@ -399,7 +489,9 @@ impl Executor {
             }
         }
         if let Some(pool) = self.inner.node_pool.get() {
-            let eligible = spec.language == "nodejs" && !options.learn_syscalls && spec.network != NetworkMode::Host;
+            let eligible = spec.language == "nodejs"
+                && !options.learn_syscalls
+                && spec.network != NetworkMode::Host;
             if eligible {
                 if !pool.made_from(&spec.mapped_binds) && spec.limits == self.default_limits() {
                     // The package environment changed: new workers.
@@ -407,8 +499,13 @@ impl Executor {
                 }
                 if pool.fits(spec) {
                     match pool.run(code).await {
-                        Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => return Ok(outcome),
-                        Ok(Some(outcome)) => tracing::warn!("pooled node worker failed before the program: {:?}", outcome.setup_error),
+                        Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => {
+                            return Ok(outcome)
+                        }
+                        Ok(Some(outcome)) => tracing::warn!(
+                            "pooled node worker failed before the program: {:?}",
+                            outcome.setup_error
+                        ),
                         Ok(None) => tracing::debug!("no pooled node worker ready; spawning"),
                         Err(err) => tracing::warn!("{err}; spawning"),
                     }
@@ -429,14 +526,16 @@ impl Executor {
             limits: Default::default(),
             request_id: String::new(),
         };
-        adapter.map(|a| self.spec(a, &request, ExecOptions::default()).limits).unwrap_or(Limits {
-            memory_bytes: 0,
-            pids: 0,
-            tmp_bytes: 0,
-            output_bytes: 0,
-            timeout_ms: 0,
-            nofile: 0,
-        })
+        adapter
+            .map(|a| self.spec(a, &request, ExecOptions::default()).limits)
+            .unwrap_or(Limits {
+                memory_bytes: 0,
+                pids: 0,
+                tmp_bytes: 0,
+                output_bytes: 0,
+                timeout_ms: 0,
+                nofile: 0,
+            })
     }
 }
 
@@ -444,13 +543,17 @@ impl Executor {
 /// `top_level.txt`), without private and test modules.
 fn top_level_modules(site: &std::path::Path) -> Vec<String> {
     let mut modules = Vec::new();
-    let Ok(entries) = std::fs::read_dir(site) else { return modules };
+    let Ok(entries) = std::fs::read_dir(site) else {
+        return modules;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".dist-info") {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(entry.path().join("top_level.txt")) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("top_level.txt")) else {
+            continue;
+        };
         for module in text.lines().map(str::trim) {
             let private = module.starts_with('_') || module.contains('/') || module.is_empty();
             if !private && !module.starts_with("test") && !modules.iter().any(|m| m == module) {

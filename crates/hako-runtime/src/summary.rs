@@ -32,7 +32,10 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
             RunStatus::Timeout => text.push_str("error: timeout\n"),
             RunStatus::MemoryLimit => {
                 text.push_str("error: signal: killed\n");
-                text.push_str(&format!("error: memory limit of {} MiB exceeded\n", limits.memory_bytes >> 20));
+                text.push_str(&format!(
+                    "error: memory limit of {} MiB exceeded\n",
+                    limits.memory_bytes >> 20
+                ));
             }
             RunStatus::OutputLimit => text.push_str(&format!(
                 "error: output limit of {} bytes exceeded\n",
@@ -40,7 +43,10 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
             )),
             _ => {}
         }
-        if let Some(signal) = outcome.signal.filter(|_| status == RunStatus::Error || status == RunStatus::Blocked) {
+        if let Some(signal) = outcome
+            .signal
+            .filter(|_| status == RunStatus::Error || status == RunStatus::Blocked)
+        {
             text.push_str(&format!("error: signal: {}\n", signal_name(signal)));
         }
         for name in &blocked {
@@ -53,7 +59,9 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
         }
         if let Some(net) = &outcome.network {
             for dest in &net.refused {
-                text.push_str(&format!("error: network: connection to {dest} refused by the egress guard\n"));
+                text.push_str(&format!(
+                    "error: network: connection to {dest} refused by the egress guard\n"
+                ));
             }
             if let Some(limit) = &net.limit {
                 text.push_str(&format!("error: network: per-run {limit} limit reached\n"));
@@ -74,7 +82,11 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
             cpu_ms: outcome.cpu_ms,
             peak_memory_bytes: outcome.peak_memory_bytes,
         },
-        refused_destinations: outcome.network.as_ref().map(|n| n.refused.clone()).unwrap_or_default(),
+        refused_destinations: outcome
+            .network
+            .as_ref()
+            .map(|n| n.refused.clone())
+            .unwrap_or_default(),
         network: outcome.network.clone(),
     }
 }
@@ -101,19 +113,37 @@ mod tests {
     use hako_jail::spec::BlockedSyscall;
 
     fn limits() -> Limits {
-        Limits { memory_bytes: 512 << 20, pids: 128, tmp_bytes: 64 << 20, output_bytes: 100, timeout_ms: 5000, nofile: 256 }
+        Limits {
+            memory_bytes: 512 << 20,
+            pids: 128,
+            tmp_bytes: 64 << 20,
+            output_bytes: 100,
+            timeout_ms: 5000,
+            nofile: 256,
+        }
     }
 
     #[test]
     fn success_has_empty_error_even_with_stderr() {
-        let outcome = JailOutcome { exit_code: Some(0), stderr: b"warning\n".to_vec(), ..Default::default() };
+        let outcome = JailOutcome {
+            exit_code: Some(0),
+            stderr: b"warning\n".to_vec(),
+            ..Default::default()
+        };
         let r = summarize(&outcome, Language::Python3, &limits());
-        assert_eq!((r.status, r.error.as_str(), r.stderr.as_str()), (RunStatus::Ok, "", "warning\n"));
+        assert_eq!(
+            (r.status, r.error.as_str(), r.stderr.as_str()),
+            (RunStatus::Ok, "", "warning\n")
+        );
     }
 
     #[test]
     fn failure_error_is_exit_line_then_stderr() {
-        let outcome = JailOutcome { exit_code: Some(1), stderr: b"Traceback\n".to_vec(), ..Default::default() };
+        let outcome = JailOutcome {
+            exit_code: Some(1),
+            stderr: b"Traceback\n".to_vec(),
+            ..Default::default()
+        };
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(r.error, "process exited with code 1\nTraceback\n");
         assert_eq!(r.status, RunStatus::Error);
@@ -121,7 +151,11 @@ mod tests {
 
     #[test]
     fn timeout_uses_difys_words() {
-        let outcome = JailOutcome { timed_out: true, signal: Some(9), ..Default::default() };
+        let outcome = JailOutcome {
+            timed_out: true,
+            signal: Some(9),
+            ..Default::default()
+        };
         let r = summarize(&outcome, Language::Nodejs, &limits());
         assert_eq!(r.status, RunStatus::Timeout);
         assert_eq!(r.exit_code, -1);
@@ -132,7 +166,11 @@ mod tests {
     fn blocked_syscall_is_named_with_the_fix() {
         let outcome = JailOutcome {
             exit_code: Some(1),
-            blocked: vec![BlockedSyscall { nr: 103, name: "syslog".into(), count: 1 }],
+            blocked: vec![BlockedSyscall {
+                nr: 103,
+                name: "syslog".into(),
+                count: 1,
+            }],
             ..Default::default()
         };
         let r = summarize(&outcome, Language::Python3, &limits());
@@ -145,15 +183,28 @@ mod tests {
 
     #[test]
     fn oom_kill_is_memory_limit() {
-        let outcome = JailOutcome { oom_killed: true, signal: Some(9), ..Default::default() };
+        let outcome = JailOutcome {
+            oom_killed: true,
+            signal: Some(9),
+            ..Default::default()
+        };
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(r.status, RunStatus::MemoryLimit);
-        assert!(r.error.contains("memory limit of 512 MiB exceeded"), "{}", r.error);
+        assert!(
+            r.error.contains("memory limit of 512 MiB exceeded"),
+            "{}",
+            r.error
+        );
     }
 
     #[test]
     fn output_limit_is_reported() {
-        let outcome = JailOutcome { output_limited: true, signal: Some(9), stdout: vec![b'x'; 100], ..Default::default() };
+        let outcome = JailOutcome {
+            output_limited: true,
+            signal: Some(9),
+            stdout: vec![b'x'; 100],
+            ..Default::default()
+        };
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(r.status, RunStatus::OutputLimit);
         assert!(r.error.contains("output limit of 100 bytes exceeded"));

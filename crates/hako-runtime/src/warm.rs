@@ -89,7 +89,11 @@ impl ZygotePool {
             let mut state = self.lock();
             state.template_key = key;
             let generation = state.template.as_ref().map_or(1, |t| t.generation + 1);
-            state.template = Some(Template { spec, bootstrap, generation });
+            state.template = Some(Template {
+                spec,
+                bootstrap,
+                generation,
+            });
             std::mem::take(&mut state.idle)
         };
         drop(retired);
@@ -107,14 +111,18 @@ impl ZygotePool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts zygotes in the background until `size` are ready or starting.
     fn refill(&self) {
         let (template, missing) = {
             let mut state = self.lock();
-            let Some(template) = state.template.clone() else { return };
+            let Some(template) = state.template.clone() else {
+                return;
+            };
             let missing = self.size.saturating_sub(state.idle.len() + state.starting);
             state.starting += missing;
             (template, missing)
@@ -158,14 +166,22 @@ impl ZygotePool {
             .kill_on_drop(true)
             .spawn()
             .map_err(start_err)?;
-        let mut stdin = child.stdin.take().ok_or_else(|| WarmError::Start("no stdin".into()))?;
-        let stdout = child.stdout.take().ok_or_else(|| WarmError::Start("no stdout".into()))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| WarmError::Start("no stdin".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| WarmError::Start("no stdout".into()))?;
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_log(stderr));
         }
         let mut frame = Vec::new();
-        protocol::write_json(&mut frame, &template.spec).map_err(|e| WarmError::Start(e.to_string()))?;
-        protocol::write_bytes(&mut frame, &template.bootstrap).map_err(|e| WarmError::Start(e.to_string()))?;
+        protocol::write_json(&mut frame, &template.spec)
+            .map_err(|e| WarmError::Start(e.to_string()))?;
+        protocol::write_bytes(&mut frame, &template.bootstrap)
+            .map_err(|e| WarmError::Start(e.to_string()))?;
         stdin.write_all(&frame).await.map_err(start_err)?;
         let mut stdout = BufReader::new(stdout);
         let header = read_frame(&mut stdout, 4).await.map_err(start_err)?;
@@ -173,13 +189,24 @@ impl ZygotePool {
             serde_json::from_slice(&header).map_err(|e| WarmError::Start(e.to_string()))?;
         if !report.ready {
             let _ = child.kill().await;
-            return Err(WarmError::Start(report.error.unwrap_or_else(|| "not ready".into())));
+            return Err(WarmError::Start(
+                report.error.unwrap_or_else(|| "not ready".into()),
+            ));
         }
         for skipped in &report.skipped {
             tracing::warn!("preload module skipped: {skipped}");
         }
         let pid = report.zygote_pid;
-        Ok((Zygote { child, stdin, stdout, generation: template.generation, pid }, report))
+        Ok((
+            Zygote {
+                child,
+                stdin,
+                stdout,
+                generation: template.generation,
+                pid,
+            },
+            report,
+        ))
     }
 
     /// True when the zygotes were made from `key` (the package environment's binds).
@@ -189,10 +216,16 @@ impl ZygotePool {
 
     /// Runs one program in a child of a warm zygote. `Ok(None)` means no zygote was ready
     /// (the caller falls back to a fresh interpreter).
-    pub async fn run(&self, order: &RunOrder, code: &[u8]) -> Result<Option<JailOutcome>, WarmError> {
+    pub async fn run(
+        &self,
+        order: &RunOrder,
+        code: &[u8],
+    ) -> Result<Option<JailOutcome>, WarmError> {
         let taken = self.lock().idle.pop();
         self.refill();
-        let Some(mut zygote) = taken else { return Ok(None) };
+        let Some(mut zygote) = taken else {
+            return Ok(None);
+        };
         let result = exchange(&mut zygote, order, code).await;
         match result {
             Ok(outcome) => {
@@ -217,7 +250,11 @@ impl ZygotePool {
     }
 }
 
-async fn exchange(zygote: &mut Zygote, order: &RunOrder, code: &[u8]) -> std::io::Result<JailOutcome> {
+async fn exchange(
+    zygote: &mut Zygote,
+    order: &RunOrder,
+    code: &[u8],
+) -> std::io::Result<JailOutcome> {
     let mut frame = Vec::with_capacity(code.len() + 256);
     protocol::write_json(&mut frame, order).map_err(std::io::Error::other)?;
     protocol::write_bytes(&mut frame, code).map_err(std::io::Error::other)?;
@@ -226,7 +263,8 @@ async fn exchange(zygote: &mut Zygote, order: &RunOrder, code: &[u8]) -> std::io
     let header = read_frame(&mut zygote.stdout, 4).await?;
     let stdout = read_frame(&mut zygote.stdout, 8).await?;
     let stderr = read_frame(&mut zygote.stdout, 8).await?;
-    let mut outcome: JailOutcome = serde_json::from_slice(&header).map_err(std::io::Error::other)?;
+    let mut outcome: JailOutcome =
+        serde_json::from_slice(&header).map_err(std::io::Error::other)?;
     outcome.stdout = stdout;
     outcome.stderr = stderr;
     let _ = &zygote.child;
@@ -252,8 +290,14 @@ async fn forward_log(stderr: tokio::process::ChildStderr) {
 
 /// Resident memory of a process (the zygote interpreter), in bytes.
 fn rss_of_tree(pid: i32) -> u64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else { return 0 };
-    let pages: u64 = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -311,13 +355,20 @@ impl NodePool {
         NodePool {
             helper,
             size,
-            state: Arc::new(Mutex::new(NodeState { template: None, idle: Vec::new(), starting: 0, next_ids: 0 })),
+            state: Arc::new(Mutex::new(NodeState {
+                template: None,
+                idle: Vec::new(),
+                starting: 0,
+                next_ids: 0,
+            })),
             factory,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, NodeState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sets what workers are made of (a deferred spec); idle workers of an older one retire.
@@ -337,7 +388,10 @@ impl NodePool {
 
     /// True when the workers were made with these package binds.
     pub fn made_from(&self, binds: &[(PathBuf, PathBuf)]) -> bool {
-        self.lock().template.as_ref().is_some_and(|(t, _)| t.mapped_binds == binds)
+        self.lock()
+            .template
+            .as_ref()
+            .is_some_and(|(t, _)| t.mapped_binds == binds)
     }
 
     /// True when a worker made with these limits, network and package binds can take
@@ -386,9 +440,14 @@ impl NodePool {
             let mut state = self.lock();
             let slot = state.next_ids % 16384;
             state.next_ids = state.next_ids.wrapping_add(1);
-            let (template, bootstrap) = state.template.clone().ok_or_else(|| WarmError::Start("no template".into()))?;
+            let (template, bootstrap) = state
+                .template
+                .clone()
+                .ok_or_else(|| WarmError::Start("no template".into()))?;
             // A fresh spec per worker (its own network registration), same shape as the template.
-            let mut spec = (self.factory)().filter(|fresh| fresh.mapped_binds == template.mapped_binds).unwrap_or(template);
+            let mut spec = (self.factory)()
+                .filter(|fresh| fresh.mapped_binds == template.mapped_binds)
+                .unwrap_or(template);
             spec.ids.host_uid += slot;
             spec.ids.host_gid += slot;
             (spec, bootstrap)
@@ -403,30 +462,56 @@ impl NodePool {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| WarmError::Start(e.to_string()))?;
-        let mut stdin = child.stdin.take().ok_or_else(|| WarmError::Start("no stdin".into()))?;
-        let stdout = child.stdout.take().ok_or_else(|| WarmError::Start("no stdout".into()))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| WarmError::Start("no stdin".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| WarmError::Start("no stdout".into()))?;
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_log(stderr));
         }
         let mut frame = Vec::new();
         protocol::write_json(&mut frame, &spec).map_err(|e| WarmError::Start(e.to_string()))?;
-        protocol::write_bytes(&mut frame, &bootstrap).map_err(|e| WarmError::Start(e.to_string()))?;
-        stdin.write_all(&frame).await.map_err(|e| WarmError::Start(e.to_string()))?;
-        stdin.flush().await.map_err(|e| WarmError::Start(e.to_string()))?;
-        Ok(NodeWorker { child, stdin, stdout, binds: spec.mapped_binds })
+        protocol::write_bytes(&mut frame, &bootstrap)
+            .map_err(|e| WarmError::Start(e.to_string()))?;
+        stdin
+            .write_all(&frame)
+            .await
+            .map_err(|e| WarmError::Start(e.to_string()))?;
+        stdin
+            .flush()
+            .await
+            .map_err(|e| WarmError::Start(e.to_string()))?;
+        Ok(NodeWorker {
+            child,
+            stdin,
+            stdout,
+            binds: spec.mapped_binds,
+        })
     }
 
     /// Runs `code` in a ready worker; `Ok(None)` when none is ready.
     pub async fn run(&self, code: &[u8]) -> Result<Option<JailOutcome>, WarmError> {
         let taken = self.lock().idle.pop();
         self.refill();
-        let Some(mut worker) = taken else { return Ok(None) };
+        let Some(mut worker) = taken else {
+            return Ok(None);
+        };
         let broken = |e: std::io::Error| WarmError::Broken(e.to_string());
         worker.stdin.write_all(code).await.map_err(broken)?;
         drop(worker.stdin);
         let mut bytes = Vec::new();
-        worker.stdout.read_to_end(&mut bytes).await.map_err(broken)?;
+        worker
+            .stdout
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(broken)?;
         let _ = worker.child.wait().await;
-        protocol::decode_outcome(&bytes).map(Some).map_err(|e| WarmError::Broken(e.to_string()))
+        protocol::decode_outcome(&bytes)
+            .map(Some)
+            .map_err(|e| WarmError::Broken(e.to_string()))
     }
 }

@@ -60,8 +60,13 @@ fn b64(text: &str) -> String {
 /// Dify's runner templates around trivial user code.
 fn workload(args: &BenchArgs) -> Result<Workload> {
     if let Some(path) = &args.code {
-        let code = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        return Ok(Workload { language: args.language.clone(), code, requirements: Vec::new() });
+        let code =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        return Ok(Workload {
+            language: args.language.clone(),
+            code,
+            requirements: Vec::new(),
+        });
     }
     let inputs = b64(r#"{"arg1": "Hello", "arg2": "World"}"#);
     let python = |user: &str| {
@@ -108,7 +113,9 @@ impl Drop for OwnServer {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start_server(mode: &str, workers: usize, requirements: &[&str]) -> Result<OwnServer> {
@@ -124,7 +131,10 @@ fn start_server(mode: &str, workers: usize, requirements: &[&str]) -> Result<Own
             workers * 4 + 8
         ),
     )?;
-    std::fs::write(dir.path().join("dependencies/python-requirements.txt"), requirements.join("\n"))?;
+    std::fs::write(
+        dir.path().join("dependencies/python-requirements.txt"),
+        requirements.join("\n"),
+    )?;
     let child = Command::new(std::env::current_exe()?)
         .arg("serve")
         .current_dir(dir.path())
@@ -133,7 +143,12 @@ fn start_server(mode: &str, workers: usize, requirements: &[&str]) -> Result<Own
         .stderr(Stdio::inherit())
         .spawn()
         .context("start hako serve")?;
-    Ok(OwnServer { child, url: format!("http://127.0.0.1:{port}"), key, _dir: dir })
+    Ok(OwnServer {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        key,
+        _dir: dir,
+    })
 }
 
 async fn wait_ready(client: &reqwest::Client, url: &str, key: &str, work: &Workload) -> Result<()> {
@@ -149,7 +164,11 @@ async fn wait_ready(client: &reqwest::Client, url: &str, key: &str, work: &Workl
             .send()
             .await;
         let installing = match deps {
-            Ok(resp) => resp.json::<Value>().await.map(|v| v["data"]["state"] == "installing").unwrap_or(true),
+            Ok(resp) => resp
+                .json::<Value>()
+                .await
+                .map(|v| v["data"]["state"] == "installing")
+                .unwrap_or(true),
             Err(_) => true,
         };
         if !installing {
@@ -165,7 +184,12 @@ async fn wait_ready(client: &reqwest::Client, url: &str, key: &str, work: &Workl
     }
 }
 
-async fn run_once(client: &reqwest::Client, url: &str, key: &str, work: &Workload) -> Result<std::result::Result<(), String>> {
+async fn run_once(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    work: &Workload,
+) -> Result<std::result::Result<(), String>> {
     let resp = client
         .post(format!("{url}/v1/sandbox/run"))
         .header("X-Api-Key", key)
@@ -193,7 +217,11 @@ struct Measured {
 
 impl Measured {
     fn percentile(&self, p: f64) -> f64 {
-        let mut v: Vec<f64> = self.latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let mut v: Vec<f64> = self
+            .latencies
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect();
         v.sort_by(|a, b| a.total_cmp(b));
         if v.is_empty() {
             return f64::NAN;
@@ -215,12 +243,21 @@ fn tree_cpu_ms(root: u32) -> f64 {
             if let Some(rest) = stat.rsplit(')').next() {
                 let f: Vec<&str> = rest.split_whitespace().collect();
                 // Fields after the name: utime=12, stime=13, cutime=14, cstime=15 (1-based 14..17).
-                let sum: f64 = f.iter().skip(11).take(4).filter_map(|v| v.parse::<f64>().ok()).sum();
+                let sum: f64 = f
+                    .iter()
+                    .skip(11)
+                    .take(4)
+                    .filter_map(|v| v.parse::<f64>().ok())
+                    .sum();
                 total += sum / ticks * 1000.0;
             }
         }
         if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            stack.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            stack.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
         }
     }
     total
@@ -229,11 +266,23 @@ fn tree_cpu_ms(root: u32) -> f64 {
 fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
-async fn measure(url: &str, key: &str, work: Arc<Workload>, args: &BenchArgs, server_pid: Option<u32>) -> Result<Measured> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+async fn measure(
+    url: &str,
+    key: &str,
+    work: Arc<Workload>,
+    args: &BenchArgs,
+    server_pid: Option<u32>,
+) -> Result<Measured> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
     wait_ready(&client, url, key, &work).await?;
     for _ in 0..args.warmup {
         let _ = run_once(&client, url, key, &work).await;
@@ -245,10 +294,18 @@ async fn measure(url: &str, key: &str, work: Arc<Workload>, args: &BenchArgs, se
     let cpu_before = server_pid.map(tree_cpu_ms);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
-    let remaining = Arc::new(std::sync::atomic::AtomicIsize::new(args.count.map_or(isize::MAX, |c| c as isize)));
+    let remaining = Arc::new(std::sync::atomic::AtomicIsize::new(
+        args.count.map_or(isize::MAX, |c| c as isize),
+    ));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, key, work, remaining) = (client.clone(), url.to_string(), key.to_string(), work.clone(), remaining.clone());
+        let (client, url, key, work, remaining) = (
+            client.clone(),
+            url.to_string(),
+            key.to_string(),
+            work.clone(),
+            remaining.clone(),
+        );
         let spacing = Duration::from_millis(args.spacing_ms);
         let use_deadline = args.count.is_none();
         tasks.push(tokio::spawn(async move {
@@ -306,21 +363,38 @@ fn report(label: &str, m: &Measured) {
 
 pub fn bench(args: BenchArgs) -> Result<i32> {
     let work = Arc::new(workload(&args)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     println!(
         "workload {} ({}), concurrency {}, {}{}",
-        if args.code.is_some() { "custom" } else { args.workload.as_str() },
+        if args.code.is_some() {
+            "custom"
+        } else {
+            args.workload.as_str()
+        },
         work.language,
         args.concurrency,
-        args.count.map_or(format!("{} s", args.duration), |c| format!("{c} runs")),
-        if args.spacing_ms > 0 { format!(", {} ms between runs", args.spacing_ms) } else { String::new() }
+        args.count
+            .map_or(format!("{} s", args.duration), |c| format!("{c} runs")),
+        if args.spacing_ms > 0 {
+            format!(", {} ms between runs", args.spacing_ms)
+        } else {
+            String::new()
+        }
     );
     let main = match &args.url {
         Some(url) => runtime.block_on(measure(url, &args.key, work.clone(), &args, None))?,
         None => {
             let server = start_server("zygote", args.concurrency.max(1), &work.requirements)?;
             let pid = server.child.id();
-            let m = runtime.block_on(measure(&server.url, &server.key, work.clone(), &args, Some(pid)))?;
+            let m = runtime.block_on(measure(
+                &server.url,
+                &server.key,
+                work.clone(),
+                &args,
+                Some(pid),
+            ))?;
             print_workers(&runtime, &server.url);
             m
         }
@@ -343,10 +417,17 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
 
 fn print_workers(runtime: &tokio::runtime::Runtime, url: &str) {
     let text = runtime.block_on(async {
-        reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()
+        reqwest::get(format!("{url}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
     });
     if let Some(text) = text {
-        for line in text.lines().filter(|l| l.starts_with("hako_zygote_rss_bytes") || l.starts_with("hako_warm_workers")) {
+        for line in text.lines().filter(|l| {
+            l.starts_with("hako_zygote_rss_bytes") || l.starts_with("hako_warm_workers")
+        }) {
             println!("  {line}");
         }
     }

@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 mod bench;
 
 #[derive(Parser)]
-#[command(name = "hako", version, about = "Secure code execution for LLM applications")]
+#[command(
+    name = "hako",
+    version,
+    about = "Secure code execution for LLM applications"
+)]
 struct Cli {
     /// Configuration file (default: conf/config.yaml in the working directory).
     #[arg(long, global = true)]
@@ -100,7 +104,9 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAKO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var("HAKO_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -139,7 +145,10 @@ fn check_layers(config: &Config) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> = missing.iter().map(|r| format!("{} ({})", r.layer, r.detail)).collect();
+    let names: Vec<String> = missing
+        .iter()
+        .map(|r| format!("{} ({})", r.layer, r.detail))
+        .collect();
     if config.hako.insecure {
         tracing::error!("RUNNING INSECURELY: missing {}", names.join(", "));
         return Ok(());
@@ -157,7 +166,9 @@ fn executor(config: Config) -> Result<Executor> {
 
 fn language_for(explicit: Option<&str>, file: &Path) -> Result<Language> {
     if let Some(name) = explicit {
-        return name.parse().map_err(|_| anyhow::anyhow!("unsupported language {name:?}; use python3 or nodejs"));
+        return name
+            .parse()
+            .map_err(|_| anyhow::anyhow!("unsupported language {name:?}; use python3 or nodejs"));
     }
     Ok(match file.extension().and_then(|e| e.to_str()) {
         Some("js" | "mjs" | "cjs") => Language::Nodejs,
@@ -168,7 +179,9 @@ fn language_for(explicit: Option<&str>, file: &Path) -> Result<Language> {
 fn read_program(file: &Path) -> Result<String> {
     let mut code = String::new();
     if file == Path::new("-") {
-        std::io::stdin().read_to_string(&mut code).context("read the program from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut code)
+            .context("read the program from stdin")?;
     } else {
         code = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
     }
@@ -176,7 +189,9 @@ fn read_program(file: &Path) -> Result<String> {
 }
 
 fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     Ok(runtime.block_on(future))
 }
 
@@ -240,8 +255,12 @@ fn profile(config_path: Option<&Path>, args: ProfileArgs) -> Result<i32> {
         limits: Default::default(),
         request_id: "profile".into(),
     };
-    let (result, outcome) =
-        block_on(executor.run_with(request, ExecOptions { learn_syscalls: true }))??;
+    let (result, outcome) = block_on(executor.run_with(
+        request,
+        ExecOptions {
+            learn_syscalls: true,
+        },
+    ))??;
     std::io::stdout().write_all(result.stdout.as_bytes())?;
     std::io::stderr().write_all(result.stderr.as_bytes())?;
     println!("\n--- hako profile ({language}) ---");
@@ -259,7 +278,11 @@ fn profile(config_path: Option<&Path>, args: ProfileArgs) -> Result<i32> {
             println!("    - {name}");
         }
     }
-    println!("\nprogram: {} (exit code {})", result.status.as_str(), result.exit_code);
+    println!(
+        "\nprogram: {} (exit code {})",
+        result.status.as_str(),
+        result.exit_code
+    );
     Ok(if result.exit_code == 0 { 0 } else { 1 })
 }
 
@@ -271,13 +294,22 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
             .iter()
             .map(|s| hako_jail::seccomp::resolve_syscall(s))
             .collect::<Result<Vec<u32>, _>>()?;
-        let text = hako_jail::seccomp::policy::effective_policy(language, hako_jail::seccomp::NATIVE_ARCH, &extra)?;
+        let text = hako_jail::seccomp::policy::effective_policy(
+            language,
+            hako_jail::seccomp::NATIVE_ARCH,
+            &extra,
+        )?;
         println!("{text}");
         return Ok(0);
     }
     let reports = hako_jail::probe::probe_all(&config.hako.cgroup_root);
     for report in &reports {
-        println!("{:<28} {:<9} {}", report.layer, format!("{:?}", report.state).to_lowercase(), report.detail);
+        println!(
+            "{:<28} {:<9} {}",
+            report.layer,
+            format!("{:?}", report.state).to_lowercase(),
+            report.detail
+        );
     }
     let executor = executor(config.clone())?;
     for language in [Language::Python3, Language::Nodejs] {
@@ -286,7 +318,10 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
                 let missing = if adapter.missing_libraries.is_empty() {
                     String::new()
                 } else {
-                    format!("; unresolved libraries: {}", adapter.missing_libraries.join(", "))
+                    format!(
+                        "; unresolved libraries: {}",
+                        adapter.missing_libraries.join(", ")
+                    )
                 };
                 println!(
                     "{:<28} {:<9} {} {} ({} read-only paths){missing}",
@@ -297,7 +332,11 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
                     adapter.ro_binds.len()
                 );
             }
-            Err(err) => println!("{:<28} {:<9} {err}", format!("interpreter {language}"), "missing"),
+            Err(err) => println!(
+                "{:<28} {:<9} {err}",
+                format!("interpreter {language}"),
+                "missing"
+            ),
         }
     }
     for language in [Language::Python3, Language::Nodejs] {
@@ -329,7 +368,11 @@ fn print_packages(executor: &Executor, language: Language) {
     let report = packages.report(language);
     let layer = format!("packages {language}");
     let current = match &report.current {
-        Some((key, dir)) => format!("{} packages in {} ({key})", report.packages.len(), dir.display()),
+        Some((key, dir)) => format!(
+            "{} packages in {} ({key})",
+            report.packages.len(),
+            dir.display()
+        ),
         None => "no environment".to_string(),
     };
     let pending = if packages.pending(language) {
@@ -340,7 +383,10 @@ fn print_packages(executor: &Executor, language: Language) {
     let missing = if report.missing_libraries.is_empty() {
         String::new()
     } else {
-        format!("; unresolved libraries: {}", report.missing_libraries.join(", "))
+        format!(
+            "; unresolved libraries: {}",
+            report.missing_libraries.join(", ")
+        )
     };
     let state = match report.state {
         EnvState::None if pending.is_empty() => "none",
@@ -368,7 +414,9 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
     // Installs in the background; until then runs use the previous (or no) environment.
     let packages = executor.packages().clone();
     packages.start();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         if let Err(err) = executor.start_warm(config.max_workers) {
             tracing::warn!("warm workers unavailable, every run starts a fresh interpreter: {err}");

@@ -18,7 +18,8 @@ fn spawn_server(extra: &str) -> Option<Server> {
 async fn result_json(server: &Server, language: &str, script: &str) -> Value {
     match dify_execute(server, language, script).await {
         DifyOutcome::Stdout(stdout) => {
-            let text = dify_result(&stdout).unwrap_or_else(|| panic!("no <<RESULT>> in {stdout:?}"));
+            let text =
+                dify_result(&stdout).unwrap_or_else(|| panic!("no <<RESULT>> in {stdout:?}"));
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
         }
         DifyOutcome::Failed(msg) => panic!("node failed: {msg}"),
@@ -27,46 +28,80 @@ async fn result_json(server: &Server, language: &str, script: &str) -> Value {
 
 #[tokio::test]
 async fn code_nodes_with_dify_templates() {
-    let Some(server) = spawn_server("") else { return };
+    let Some(server) = spawn_server("") else {
+        return;
+    };
     let inputs = json!({"arg1": "Hello", "arg2": "World"});
     let expected = json!({"result": "HelloWorld"});
-    assert_eq!(result_json(&server, "python3", &python_runner(PY_DEFAULT, &inputs)).await, expected);
-    assert_eq!(result_json(&server, "nodejs", &javascript_runner(JS_DEFAULT, &inputs)).await, expected);
+    assert_eq!(
+        result_json(&server, "python3", &python_runner(PY_DEFAULT, &inputs)).await,
+        expected
+    );
+    assert_eq!(
+        result_json(&server, "nodejs", &javascript_runner(JS_DEFAULT, &inputs)).await,
+        expected
+    );
 
     let unicode = json!({"arg1": "你好，", "arg2": "世界 🌍 \"quoted\" \\ back"});
     let expected = json!({"result": "你好，世界 🌍 \"quoted\" \\ back"});
-    assert_eq!(result_json(&server, "python3", &python_runner(PY_DEFAULT, &unicode)).await, expected);
-    assert_eq!(result_json(&server, "nodejs", &javascript_runner(JS_DEFAULT, &unicode)).await, expected);
+    assert_eq!(
+        result_json(&server, "python3", &python_runner(PY_DEFAULT, &unicode)).await,
+        expected
+    );
+    assert_eq!(
+        result_json(&server, "nodejs", &javascript_runner(JS_DEFAULT, &unicode)).await,
+        expected
+    );
 
     let nested = "def main(n: int) -> dict:\n    return {'items': [{'i': i, 'sq': i * i} for i in range(n)], 'ok': True, 'none': None}\n";
     let got = result_json(&server, "python3", &python_runner(nested, &json!({"n": 3}))).await;
     assert_eq!(got["items"][2], json!({"i": 2, "sq": 4}));
-    assert_eq!((got["ok"].clone(), got["none"].clone()), (json!(true), Value::Null));
+    assert_eq!(
+        (got["ok"].clone(), got["none"].clone()),
+        (json!(true), Value::Null)
+    );
 }
 
 #[tokio::test]
 async fn plain_print_and_json_are_byte_exact() {
-    let Some(server) = spawn_server("") else { return };
-    assert_eq!(dify_execute(&server, "python3", "print('hello')").await, DifyOutcome::Stdout("hello\n".into()));
+    let Some(server) = spawn_server("") else {
+        return;
+    };
+    assert_eq!(
+        dify_execute(&server, "python3", "print('hello')").await,
+        DifyOutcome::Stdout("hello\n".into())
+    );
     let code = "import json\nprint(json.dumps({'a': [1, 2.5, 'x'], 'b': {'c': None}}))";
     assert_eq!(
         dify_execute(&server, "python3", code).await,
         DifyOutcome::Stdout("{\"a\": [1, 2.5, \"x\"], \"b\": {\"c\": null}}\n".into())
     );
     let b64 = "import base64\nprint(base64.b64encode(b'hako sandbox').decode())\nprint(base64.b64decode('aGFrbw==').decode())";
-    assert_eq!(dify_execute(&server, "python3", b64).await, DifyOutcome::Stdout("aGFrbyBzYW5kYm94\nhako\n".into()));
+    assert_eq!(
+        dify_execute(&server, "python3", b64).await,
+        DifyOutcome::Stdout("aGFrbyBzYW5kYm94\nhako\n".into())
+    );
     let big = "import sys\nsys.stdout.write(''.join(chr(97 + i % 26) for i in range(304487)))";
-    let DifyOutcome::Stdout(out) = dify_execute(&server, "python3", big).await else { panic!("big output failed") };
-    let expected: String = (0..304487).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let DifyOutcome::Stdout(out) = dify_execute(&server, "python3", big).await else {
+        panic!("big output failed")
+    };
+    let expected: String = (0..304487)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     assert_eq!(out.len(), 304487);
     assert!(out == expected, "304,487 bytes differ");
 }
 
 #[tokio::test]
 async fn dify_sandbox_suite_cases() {
-    let Some(server) = spawn_server("") else { return };
+    let Some(server) = spawn_server("") else {
+        return;
+    };
     let tz = "import datetime, zoneinfo\nprint(datetime.datetime(2024, 6, 1, tzinfo=zoneinfo.ZoneInfo('Asia/Shanghai')).isoformat())";
-    assert_eq!(dify_execute(&server, "python3", tz).await, DifyOutcome::Stdout("2024-06-01T00:00:00+08:00\n".into()));
+    assert_eq!(
+        dify_execute(&server, "python3", tz).await,
+        DifyOutcome::Stdout("2024-06-01T00:00:00+08:00\n".into())
+    );
 
     // logging goes to stderr; a zero exit keeps `error` empty.
     let client = reqwest::Client::new();
@@ -87,21 +122,32 @@ async fn dify_sandbox_suite_cases() {
     assert_eq!(resp["data"]["error"], "");
     assert_eq!(resp["data"]["exit_code"], 0);
 
-    let DifyOutcome::Failed(err) = dify_execute(&server, "python3", "raise ValueError('bad input')").await else {
+    let DifyOutcome::Failed(err) =
+        dify_execute(&server, "python3", "raise ValueError('bad input')").await
+    else {
         panic!("raise did not fail the node")
     };
     assert!(err.starts_with("process exited with code 1\n"), "{err}");
-    assert!(err.contains("Traceback (most recent call last)") && err.contains("ValueError: bad input"), "{err}");
+    assert!(
+        err.contains("Traceback (most recent call last)") && err.contains("ValueError: bad input"),
+        "{err}"
+    );
 
     for code in [
         "import os\nos.execl('/usr/bin/python3', 'python3', '-c', 'print(1)')",
         "import subprocess\nsubprocess.run(['echo', 'hi'])",
     ] {
-        let DifyOutcome::Failed(err) = dify_execute(&server, "python3", code).await else { panic!("{code} ran") };
+        let DifyOutcome::Failed(err) = dify_execute(&server, "python3", code).await else {
+            panic!("{code} ran")
+        };
         assert!(err.contains("operation not permitted"), "{err}");
     }
-    let DifyOutcome::Failed(err) =
-        dify_execute(&server, "nodejs", "require('child_process').execSync('echo hi')").await
+    let DifyOutcome::Failed(err) = dify_execute(
+        &server,
+        "nodejs",
+        "require('child_process').execSync('echo hi')",
+    )
+    .await
     else {
         panic!("child_process ran")
     };
@@ -117,18 +163,31 @@ async fn dify_sandbox_suite_cases() {
         .json()
         .await
         .unwrap();
-    assert_eq!((resp["data"]["stdout"].as_str(), resp["data"]["stderr"].as_str()), (Some("to stdout\n"), Some("to stderr\n")));
+    assert_eq!(
+        (
+            resp["data"]["stdout"].as_str(),
+            resp["data"]["stderr"].as_str()
+        ),
+        (Some("to stdout\n"), Some("to stderr\n"))
+    );
     assert_eq!(resp["data"]["error"], "");
 
-    let DifyOutcome::Failed(err) = dify_execute(&server, "nodejs", "throw new Error('js boom')").await else {
+    let DifyOutcome::Failed(err) =
+        dify_execute(&server, "nodejs", "throw new Error('js boom')").await
+    else {
         panic!("throw did not fail")
     };
-    assert!(err.starts_with("process exited with code 1\n") && err.contains("Error: js boom"), "{err}");
+    assert!(
+        err.starts_with("process exited with code 1\n") && err.contains("Error: js boom"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn unsupported_language_and_wrong_key() {
-    let Some(server) = spawn_server("") else { return };
+    let Some(server) = spawn_server("") else {
+        return;
+    };
     let client = reqwest::Client::new();
     let resp = client
         .post(server.url("/v1/sandbox/run"))
@@ -139,8 +198,13 @@ async fn unsupported_language_and_wrong_key() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body, json!({"code": -400, "message": "unsupported language", "data": null}));
-    assert!(matches!(dify_execute(&server, "ruby", "puts 1").await, DifyOutcome::Failed(m) if m.contains("got status code 400")));
+    assert_eq!(
+        body,
+        json!({"code": -400, "message": "unsupported language", "data": null})
+    );
+    assert!(
+        matches!(dify_execute(&server, "ruby", "puts 1").await, DifyOutcome::Failed(m) if m.contains("got status code 400"))
+    );
 
     let resp = client
         .post(server.url("/v1/sandbox/run"))
@@ -155,7 +219,9 @@ async fn unsupported_language_and_wrong_key() {
 
 #[tokio::test]
 async fn twelve_concurrent_runs_over_six_admissions() {
-    let Some(server) = spawn_server("max_workers: 2\nmax_requests: 6\n") else { return };
+    let Some(server) = spawn_server("max_workers: 2\nmax_requests: 6\n") else {
+        return;
+    };
     let server = std::sync::Arc::new(server);
     let mut tasks = Vec::new();
     for _ in 0..12 {
@@ -178,12 +244,17 @@ async fn twelve_concurrent_runs_over_six_admissions() {
     }
     codes.sort();
     assert_eq!(codes, [vec![200; 6], vec![503; 6]].concat());
-    assert_eq!(dify_execute(&server, "python3", "print('after')").await, DifyOutcome::Stdout("after\n".into()));
+    assert_eq!(
+        dify_execute(&server, "python3", "print('after')").await,
+        DifyOutcome::Stdout("after\n".into())
+    );
 }
 
 #[tokio::test]
 async fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
-    let Some(server) = spawn_server("") else { return };
+    let Some(server) = spawn_server("") else {
+        return;
+    };
     let client = reqwest::Client::new();
     let post = |body: Vec<u8>| {
         client
@@ -210,9 +281,16 @@ async fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
         }
     }
     let huge = "x".repeat(100 << 10);
-    let resp = client.get(server.url("/health")).header("X-Huge", huge).send().await;
+    let resp = client
+        .get(server.url("/health"))
+        .header("X-Huge", huge)
+        .send()
+        .await;
     assert!(resp.map(|r| r.status().is_client_error()).unwrap_or(true));
-    assert_eq!(dify_execute(&server, "python3", "print('alive')").await, DifyOutcome::Stdout("alive\n".into()));
+    assert_eq!(
+        dify_execute(&server, "python3", "print('alive')").await,
+        DifyOutcome::Stdout("alive\n".into())
+    );
 }
 
 #[test]
@@ -238,9 +316,21 @@ fn a_thousand_runs_leave_nothing_behind() {
     }
     // A uid range of its own, so runs of tests in parallel don't count.
     let uid_base = 3_000_000u32;
-    let server = Server::start(&format!("max_workers: 2\nhako:\n  uid_base: {uid_base}\n"), &[]);
-    let count_fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
-    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let server = Server::start(
+        &format!("max_workers: 2\nhako:\n  uid_base: {uid_base}\n"),
+        &[],
+    );
+    let count_fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count()
+    };
     let run_cgroups = || {
         ["memory", "pids"]
             .iter()
@@ -249,20 +339,34 @@ fn a_thousand_runs_leave_nothing_behind() {
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let uid = name.rsplit('-').next().and_then(|u| u.parse::<u32>().ok());
-                name.starts_with("run-") && uid.is_some_and(|u| (uid_base..uid_base + 65536).contains(&u))
+                name.starts_with("run-")
+                    && uid.is_some_and(|u| (uid_base..uid_base + 65536).contains(&u))
             })
             .count()
     };
     let children = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().count()
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .count()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     // Warm up so pools and lazily opened descriptors are in the baseline.
     for _ in 0..50 {
-        assert_eq!(rt.block_on(dify_execute(&server, "python3", "print(0)")), DifyOutcome::Stdout("0\n".into()));
+        assert_eq!(
+            rt.block_on(dify_execute(&server, "python3", "print(0)")),
+            DifyOutcome::Stdout("0\n".into())
+        );
     }
     let zygote_rss = |server: &Server| -> Vec<u64> {
-        let text = rt.block_on(async { reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap() });
+        let text = rt.block_on(async {
+            reqwest::get(server.url("/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
         text.lines()
             .filter(|l| l.starts_with("hako_zygote_rss_bytes"))
             .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
@@ -291,9 +395,18 @@ fn a_thousand_runs_leave_nothing_behind() {
     assert_eq!(mounts(), mnt, "host mounts changed");
     let after = count_fds(server.pid());
     // Pools may replace a worker meanwhile; a leak would grow with the 1,000 runs.
-    assert!(after <= fds + 8, "server descriptors grew from {fds} to {after}");
+    assert!(
+        after <= fds + 8,
+        "server descriptors grew from {fds} to {after}"
+    );
     let rss_after = zygote_rss(&server);
     assert!(!rss_before.is_empty(), "no zygote reported");
-    let (before, after) = (rss_before.iter().max().unwrap(), rss_after.iter().max().unwrap_or(&0));
-    assert!(*after < before + (2 << 20), "zygote RSS grew from {before} to {after}");
+    let (before, after) = (
+        rss_before.iter().max().unwrap(),
+        rss_after.iter().max().unwrap_or(&0),
+    );
+    assert!(
+        *after < before + (2 << 20),
+        "zygote RSS grew from {before} to {after}"
+    );
 }

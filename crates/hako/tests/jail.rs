@@ -42,9 +42,19 @@ in_every_mode!(
 
 fn python_and_node_print(jail: &Runner) {
     let py = jail.run("python3", "print(1+1)", &[]);
-    assert_eq!((py.stdout(), py.status(), py.exit_code()), ("2\n", "ok", 0), "{:?}", py.json);
+    assert_eq!(
+        (py.stdout(), py.status(), py.exit_code()),
+        ("2\n", "ok", 0),
+        "{:?}",
+        py.json
+    );
     let js = jail.run("nodejs", "console.log(1+1)", &[]);
-    assert_eq!((js.stdout(), js.status(), js.exit_code()), ("2\n", "ok", 0), "{:?}", js.json);
+    assert_eq!(
+        (js.stdout(), js.status(), js.exit_code()),
+        ("2\n", "ok", 0),
+        "{:?}",
+        js.json
+    );
 }
 
 fn python_stdlib_runs_unchanged(jail: &Runner) {
@@ -118,12 +128,20 @@ fn listing_root_shows_only_the_jail(jail: &Runner) {
         .split(", ")
         .map(|s| s.trim_matches('\'').to_string())
         .collect();
-    let allowed = ["bin", "dev", "etc", "lib", "lib64", "opt", "proc", "sandbox", "tmp", "usr"];
+    let allowed = [
+        "bin", "dev", "etc", "lib", "lib64", "opt", "proc", "sandbox", "tmp", "usr",
+    ];
     for entry in &listed {
-        assert!(allowed.contains(&entry.as_str()), "unexpected /{entry} in the jail: {listed:?}");
+        assert!(
+            allowed.contains(&entry.as_str()),
+            "unexpected /{entry} in the jail: {listed:?}"
+        );
     }
     for needed in ["dev", "etc", "proc", "tmp", "usr"] {
-        assert!(listed.iter().any(|e| e == needed), "missing /{needed}: {listed:?}");
+        assert!(
+            listed.iter().any(|e| e == needed),
+            "missing /{needed}: {listed:?}"
+        );
     }
 }
 
@@ -154,7 +172,10 @@ print(leaks, 'HAKO_TEST_MARKER' in os.environ)\n";
 }
 
 fn kill_all_processes_hurts_nobody_outside(jail: &Runner) {
-    let mut canary = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut canary = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let code = "import os\ntry:\n    os.kill(-1, 9)\nexcept ProcessLookupError:\n    print('nobody to kill')\nprint('still here')";
     let r = jail.run("python3", code, &[]);
     let alive = canary.try_wait().unwrap().is_none();
@@ -169,28 +190,64 @@ fn kill_all_processes_hurts_nobody_outside(jail: &Runner) {
 fn fork_and_subprocess_are_not_permitted(jail: &Runner) {
     let r = jail.run("python3", "import os\nwhile True:\n    os.fork()", &[]);
     assert_eq!(r.status(), "blocked", "{:?}", r.json);
-    assert!(r.stderr().contains("PermissionError: [Errno 1] Operation not permitted"), "{:?}", r.json);
-    assert!(r.error().contains("error: operation not permitted: syscall clone blocked by the python3 policy"), "{:?}", r.json);
+    assert!(
+        r.stderr()
+            .contains("PermissionError: [Errno 1] Operation not permitted"),
+        "{:?}",
+        r.json
+    );
+    assert!(
+        r.error().contains(
+            "error: operation not permitted: syscall clone blocked by the python3 policy"
+        ),
+        "{:?}",
+        r.json
+    );
 
     let r = jail.run("python3", "import subprocess\nsubprocess.run(['ls'])", &[]);
-    assert!(r.error().contains("Operation not permitted"), "{:?}", r.json);
-    let r = jail.run("python3", "import os\nos.execl('/usr/bin/python3', 'python3', '-c', 'print(1)')", &[]);
-    assert!(r.error().contains("Operation not permitted"), "{:?}", r.json);
+    assert!(
+        r.error().contains("Operation not permitted"),
+        "{:?}",
+        r.json
+    );
+    let r = jail.run(
+        "python3",
+        "import os\nos.execl('/usr/bin/python3', 'python3', '-c', 'print(1)')",
+        &[],
+    );
+    assert!(
+        r.error().contains("Operation not permitted"),
+        "{:?}",
+        r.json
+    );
     assert!(r.blocked().contains(&"execve".to_string()), "{:?}", r.json);
     let r = jail.run("nodejs", "require('child_process').execSync('ls')", &[]);
     assert_ne!(r.exit_code(), 0);
-    assert!(r.error().contains("EPERM") || r.error().contains("operation not permitted"), "{:?}", r.json);
+    assert!(
+        r.error().contains("EPERM") || r.error().contains("operation not permitted"),
+        "{:?}",
+        r.json
+    );
 }
 
 fn thread_bomb_stops_at_the_pids_limit(jail: &Runner) {
     let code = "import threading, time\nn = 0\ntry:\n    for _ in range(1000):\n        threading.Thread(target=time.sleep, args=(3,), daemon=True).start()\n        n += 1\nexcept RuntimeError as e:\n    print('stopped', e)\nprint(n < 1000)\n";
     let r = jail.run("python3", code, &["--timeout", "10"]);
-    assert_eq!(r.stdout(), "stopped can't start new thread\nTrue\n", "{:?}", r.json);
+    assert_eq!(
+        r.stdout(),
+        "stopped can't start new thread\nTrue\n",
+        "{:?}",
+        r.json
+    );
     assert_eq!(jail.run("python3", "print('ok')", &[]).stdout(), "ok\n");
 }
 
 fn huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit(jail: &Runner) {
-    let r = jail.run("python3", "try:\n    b = bytearray(64 << 30)\nexcept MemoryError:\n    print('MemoryError')", &[]);
+    let r = jail.run(
+        "python3",
+        "try:\n    b = bytearray(64 << 30)\nexcept MemoryError:\n    print('MemoryError')",
+        &[],
+    );
     assert_eq!(r.stdout(), "MemoryError\n", "{:?}", r.json);
     let r = jail.run(
         "python3",
@@ -198,7 +255,11 @@ fn huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit(jail: &Run
         &["--memory-mb", "128", "--timeout", "20"],
     );
     assert_eq!(r.status(), "memory_limit", "{:?}", r.json);
-    assert!(r.error().contains("memory limit of 128 MiB exceeded"), "{:?}", r.json);
+    assert!(
+        r.error().contains("memory limit of 128 MiB exceeded"),
+        "{:?}",
+        r.json
+    );
 }
 
 fn filling_tmp_stops_at_its_cap(jail: &Runner) {
@@ -220,9 +281,17 @@ fn infinite_loop_times_out(jail: &Runner) {
 }
 
 fn output_flood_is_capped(jail: &Runner) {
-    let r = jail.run("python3", "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", &["--timeout", "10"]);
+    let r = jail.run(
+        "python3",
+        "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
+        &["--timeout", "10"],
+    );
     assert_eq!(r.status(), "output_limit", "{:?}", r.json["status"]);
-    assert!(r.stdout().len() <= 4 << 20 && r.stdout().len() > 1 << 20, "{}", r.stdout().len());
+    assert!(
+        r.stdout().len() <= 4 << 20 && r.stdout().len() > 1 << 20,
+        "{}",
+        r.stdout().len()
+    );
 }
 
 fn privileged_syscalls_are_denied_and_named(jail: &Runner) {
@@ -235,8 +304,17 @@ fn privileged_syscalls_are_denied_and_named(jail: &Runner) {
     ];
     for (name, call) in cases {
         let r = jail.run("python3", &ctypes_call(name, call), &[]);
-        assert_eq!(r.stdout(), format!("{name}=-1 errno=Operation not permitted\n"), "{name}: {:?}", r.json);
-        assert!(r.blocked().contains(&name.to_string()), "{name}: {:?}", r.json);
+        assert_eq!(
+            r.stdout(),
+            format!("{name}=-1 errno=Operation not permitted\n"),
+            "{name}: {:?}",
+            r.json
+        );
+        assert!(
+            r.blocked().contains(&name.to_string()),
+            "{name}: {:?}",
+            r.json
+        );
     }
 }
 
@@ -255,5 +333,8 @@ fn host_loopback_is_unreachable_without_network(jail: &Runner) {
     );
     let r = jail.run("python3", &code, &[]);
     assert_eq!(r.stdout(), "ConnectionRefusedError\n", "{:?}", r.json);
-    assert!(listener.accept().is_err(), "the host listener saw a connection");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener saw a connection"
+    );
 }

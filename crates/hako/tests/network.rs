@@ -583,7 +583,10 @@ fn host_mode_shares_the_host_network() {
 
 /// POSTs a run with network to a server; returns `data`.
 fn post_with_network(server: &Server, language: &str, code: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let resp: Value = reqwest::Client::new()
             .post(server.url("/v1/sandbox/run"))
@@ -617,8 +620,15 @@ fn the_guard_serves_warm_runs_too() {
         );
         let server = Server::start(&config, &[]);
         server.wait_warm();
-        let whoami = post_with_network(&server, "python3", "import os\nprint(os.getpid(), os.getuid())");
-        assert_eq!(whoami["stdout"], "1 1001\n", "not forked from a zygote: {whoami}");
+        let whoami = post_with_network(
+            &server,
+            "python3",
+            "import os\nprint(os.getpid(), os.getuid())",
+        );
+        assert_eq!(
+            whoami["stdout"], "1 1001\n",
+            "not forked from a zygote: {whoami}"
+        );
         let py = post_with_network(&server, "python3", &python_clients(&urls));
         let out = py["stdout"].as_str().unwrap_or_default();
         assert_eq!(lines_with(out, expect).len(), 6, "{py}");

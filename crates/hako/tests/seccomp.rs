@@ -25,7 +25,12 @@ fn server_with_allowed(mode: &str, allowed: Option<&str>) -> Runner {
 
 fn named_denial(jail: &Runner) {
     let r = jail.run("python3", &syslog_program(3), &[]);
-    assert_eq!(r.stdout(), "-1 1 still running\n", "the program must see EPERM and go on: {:?}", r.json);
+    assert_eq!(
+        r.stdout(),
+        "-1 1 still running\n",
+        "the program must see EPERM and go on: {:?}",
+        r.json
+    );
     assert_eq!(r.blocked(), vec!["syslog".to_string()], "{:?}", r.json);
     assert_eq!(r.status(), "blocked");
     assert!(
@@ -60,16 +65,34 @@ fn allowed_syscalls_adds_by_name_and_by_number() {
     if !can_run_jail() {
         return;
     }
-    let nr = if cfg!(target_arch = "aarch64") { "116" } else { "103" };
+    let nr = if cfg!(target_arch = "aarch64") {
+        "116"
+    } else {
+        "103"
+    };
     for value in ["syslog", nr] {
-        let r = run_with_env("python3", &syslog_program(0), &[], &[("ALLOWED_SYSCALLS", value)]);
-        assert!(r.blocked().is_empty(), "ALLOWED_SYSCALLS={value}: {:?}", r.json);
+        let r = run_with_env(
+            "python3",
+            &syslog_program(0),
+            &[],
+            &[("ALLOWED_SYSCALLS", value)],
+        );
+        assert!(
+            r.blocked().is_empty(),
+            "ALLOWED_SYSCALLS={value}: {:?}",
+            r.json
+        );
         for mode in ["spawn", "zygote"] {
             allowed_by(&server_with_allowed(mode, Some(value)));
         }
     }
     // Still additive: the default policy is intact (fork stays denied).
-    let r = run_with_env("python3", "import os\nos.fork()", &[], &[("ALLOWED_SYSCALLS", "syslog")]);
+    let r = run_with_env(
+        "python3",
+        "import os\nos.fork()",
+        &[],
+        &[("ALLOWED_SYSCALLS", "syslog")],
+    );
     assert_eq!(r.blocked(), vec!["clone".to_string()], "{:?}", r.json);
 }
 
@@ -87,10 +110,21 @@ fn unknown_allowed_syscall_stops_start_up() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(value) && err.contains("ALLOWED_SYSCALLS"), "{err}");
+        assert!(
+            err.contains(value) && err.contains("ALLOWED_SYSCALLS"),
+            "{err}"
+        );
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(HAKO).arg("serve").current_dir(dir.path()).env("ALLOWED_SYSCALLS", value).output().unwrap();
-        assert!(!out.status.success(), "serve started with ALLOWED_SYSCALLS={value}");
+        let out = Command::new(HAKO)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("ALLOWED_SYSCALLS", value)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "serve started with ALLOWED_SYSCALLS={value}"
+        );
         assert!(String::from_utf8_lossy(&out.stderr).contains(value));
     }
 }
@@ -103,19 +137,43 @@ fn profile_prints_the_line_that_makes_the_run_pass() {
     let dir = tempfile::tempdir().unwrap();
     let program = dir.path().join("needs_syslog.py");
     std::fs::write(&program, syslog_program(0)).unwrap();
-    let out = Command::new(HAKO).args(["profile", program.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(HAKO)
+        .args(["profile", program.to_str().unwrap()])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.lines().any(|l| l.trim_start().starts_with("syslog") && l.contains("call(s)")), "{text}");
-    let line = text.lines().map(str::trim).find(|l| l.starts_with("ALLOWED_SYSCALLS=")).expect("an ALLOWED_SYSCALLS line");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("syslog") && l.contains("call(s)")),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("ALLOWED_SYSCALLS="))
+        .expect("an ALLOWED_SYSCALLS line");
     let value = line.trim_start_matches("ALLOWED_SYSCALLS=");
     assert_eq!(value, "syslog");
     // Pasted into the environment...
-    let r = run_with_env("python3", &syslog_program(0), &[], &[("ALLOWED_SYSCALLS", value)]);
+    let r = run_with_env(
+        "python3",
+        &syslog_program(0),
+        &[],
+        &[("ALLOWED_SYSCALLS", value)],
+    );
     assert!(r.blocked().is_empty() && r.status() == "ok", "{:?}", r.json);
     // ...or its YAML into conf/config.yaml.
     let yaml_start = text.find("allowed_syscalls:").expect("YAML lines");
-    let yaml: String = text[yaml_start..].lines().take_while(|l| !l.trim().is_empty() && !l.starts_with("program:")).map(|l| format!("{}\n", l.trim_start_matches("  "))).collect();
+    let yaml: String = text[yaml_start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("program:"))
+        .map(|l| format!("{}\n", l.trim_start_matches("  ")))
+        .collect();
     std::fs::create_dir_all(dir.path().join("conf")).unwrap();
     std::fs::write(dir.path().join("conf/config.yaml"), &yaml).unwrap();
     let out = Command::new(HAKO)
@@ -123,11 +181,19 @@ fn profile_prints_the_line_that_makes_the_run_pass() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {yaml}"));
-    assert_eq!(json["blocked_syscalls"], serde_json::json!([]), "{yaml}\n{json}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {yaml}"));
+    assert_eq!(
+        json["blocked_syscalls"],
+        serde_json::json!([]),
+        "{yaml}\n{json}"
+    );
     // A failing program makes profile exit non-zero.
     std::fs::write(&program, "raise SystemExit(4)").unwrap();
-    let out = Command::new(HAKO).args(["profile", program.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(HAKO)
+        .args(["profile", program.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -140,7 +206,10 @@ fn doctor_prints_the_effective_policy() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("[threads]") && text.contains("futex"), "{text}");
+    assert!(
+        text.contains("[threads]") && text.contains("futex"),
+        "{text}"
+    );
     assert!(text.contains("extra allowed: syslog"), "{text}");
 }
 
@@ -199,7 +268,11 @@ w.on('message', async (v) => {
 fn corpora_run_clean(jail: &Runner) {
     let r = jail.run("python3", PYTHON_CORPUS, &[]);
     assert_eq!(r.status(), "ok", "{:?}", r.json);
-    assert!(r.blocked().is_empty(), "python corpus hit the policy: {:?}", r.json);
+    assert!(
+        r.blocked().is_empty(),
+        "python corpus hit the policy: {:?}",
+        r.json
+    );
     let got: serde_json::Value = serde_json::from_str(r.stdout().trim()).unwrap();
     assert_eq!(got["sqlite"], 45);
     assert_eq!(got["threads"], 285);
@@ -210,12 +283,19 @@ fn corpora_run_clean(jail: &Runner) {
 
     let r = jail.run("nodejs", NODE_CORPUS, &[]);
     assert_eq!(r.status(), "ok", "{:?}", r.json);
-    assert!(r.blocked().is_empty(), "node corpus hit the policy: {:?}", r.json);
+    assert!(
+        r.blocked().is_empty(),
+        "node corpus hit the policy: {:?}",
+        r.json
+    );
     let got: serde_json::Value = serde_json::from_str(r.stdout().trim()).unwrap();
     assert_eq!(got["fs"], "hello1");
     assert_eq!(got["zlib"], 300);
     assert_eq!(got["worker"], 42);
-    assert_eq!(got["fetch"], "TypeError", "fetch must fail cleanly without network: {got}");
+    assert_eq!(
+        got["fetch"], "TypeError",
+        "fetch must fail cleanly without network: {got}"
+    );
 }
 
 #[test]

@@ -55,7 +55,10 @@ fn entropy_is_fresh_in_every_run() {
     let a = jail.run("python3", code, &[]);
     let b = jail.run("python3", code, &[]);
     assert_eq!(a.status(), "ok", "{:?}", a.json);
-    let (a, b): (Vec<&str>, Vec<&str>) = (a.stdout().split(' ').collect(), b.stdout().split(' ').collect());
+    let (a, b): (Vec<&str>, Vec<&str>) = (
+        a.stdout().split(' ').collect(),
+        b.stdout().split(' ').collect(),
+    );
     for i in 0..3 {
         assert_ne!(a[i], b[i], "value {i} repeated across runs");
     }
@@ -75,7 +78,12 @@ for fam, addr in ((socket.AF_UNIX, '\\0hako-rendezvous'), (socket.AF_INET, ('127
         std::thread::sleep(Duration::from_millis(300));
         let second = jail.run("python3", dialer, &["--timeout", "10"]);
         let first = first.join().unwrap();
-        assert_eq!(second.stdout(), "['ConnectionRefusedError', 'ConnectionRefusedError']\n", "{:?}", second.json);
+        assert_eq!(
+            second.stdout(),
+            "['ConnectionRefusedError', 'ConnectionRefusedError']\n",
+            "{:?}",
+            second.json
+        );
         assert_eq!(first.stdout(), "['alone', 'alone']\n", "{:?}", first.json);
     });
 }
