@@ -56,6 +56,11 @@ RUN python3 -m venv /tmp/pip && /tmp/pip/bin/pip install --no-cache-dir --disabl
 # Dify's paths: hako runs from / and reads /conf/config.yaml and
 # /dependencies/python-requirements.txt; its state (package environments) is /var/lib/hako.
 RUN mkdir -p /conf /dependencies /var/lib/hako
+# Runs with network share the container's network namespace, which the container runtime
+# already isolates (Dify puts the sandbox on its ssrf_proxy network only). hako's `proxy`
+# mode needs a network namespace created by the helper itself, which takes CAP_SYS_ADMIN in
+# a container (docs/deploy.md, "Known gaps").
+ENV HAKO_NETWORK_MODE=host
 WORKDIR /
 EXPOSE 8194
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
