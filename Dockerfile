@@ -15,11 +15,12 @@ FROM docker.io/library/rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rust-toolchain.toml rustfmt.toml ./
 COPY crates ./crates
-RUN cargo build --release --locked -p hako \
- && install -D -m 0755 target/release/hako /out/hako
+RUN cargo build --release --locked -p hako -p hako-zygote \
+ && install -D -m 0755 target/release/hako /out/hako \
+ && install -D -m 0644 target/release/libhako_zygote.so /out/libhako_zygote.so
 
 FROM scratch AS prebuilt
-COPY dist/hako /out/hako
+COPY dist/hako dist/libhako_zygote.so /out/
 
 # hadolint ignore=DL3006
 FROM ${HAKO_BINARY} AS binary
@@ -39,23 +40,22 @@ RUN apt-get update \
 
 FROM docker.io/library/debian:bookworm-slim AS runtime
 ARG DEBIAN_FRONTEND=noninteractive
-# Python for the runs, venv for the managed package environment, CA certificates
+# Python for the runs, pip for the managed package environment, CA certificates
 # and zoneinfo (bound read-only into runs), curl for Dify's own healthcheck command.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv libstdc++6 ca-certificates tzdata curl \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-pip libstdc++6 ca-certificates tzdata curl \
  && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*
 COPY --from=node /out/node /usr/bin/node
-COPY --from=binary /out/hako /usr/local/bin/hako
-COPY deploy/docker/default-requirements.txt /usr/share/hako/default-requirements.txt
-# Pre-install the default packages, so that a fresh container serves Dify's templates
-# (Jinja2 included) without reaching PyPI. This one line becomes `hako packages install`
-# once the managed environment lands; until then the packages go into the interpreter's
-# standard library directory, which every run already gets read-only.
-RUN python3 -m venv /tmp/pip && /tmp/pip/bin/pip install --no-cache-dir --disable-pip-version-check --target "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" -r /usr/share/hako/default-requirements.txt && rm -rf /tmp/pip
+# The zygote library sits next to the binary (Python zygotes load it into the jail).
+COPY --from=binary /out/hako /out/libhako_zygote.so /usr/local/bin/
 # Dify's paths: hako runs from / and reads /conf/config.yaml and
 # /dependencies/python-requirements.txt; its state (package environments) is /var/lib/hako.
 RUN mkdir -p /conf /dependencies /var/lib/hako
+# Pre-install the default packages (jinja2, requests, httpx) into hako's managed environment,
+# so that a fresh container serves Dify's templates without reaching PyPI.
+WORKDIR /
+RUN hako packages install
 # Runs with network share the container's network namespace, which the container runtime
 # already isolates (Dify puts the sandbox on its ssrf_proxy network only). hako's `proxy`
 # mode needs a network namespace created by the helper itself, which takes CAP_SYS_ADMIN in

@@ -91,10 +91,11 @@ make_base() {
 
 build_binary() {
   log "building hako (release)"
-  bounded 1800 cargo build --release --locked -p hako
+  bounded 1800 cargo build --release --locked -p hako -p hako-zygote
   local target=${CARGO_TARGET_DIR:-target}
   mkdir -p dist
   install -m 0755 "$target/release/hako" dist/hako
+  install -m 0644 "$target/release/libhako_zygote.so" dist/libhako_zygote.so
 }
 
 build_image() {
@@ -221,7 +222,7 @@ main() {
   LOGDIR=$(mktemp -d /tmp/hako-container-test.XXXXXX)
   trap cleanup EXIT
   make_base
-  [ "${HAKO_SKIP_BINARY_BUILD:-}" = 1 ] && [ -x dist/hako ] || build_binary
+  [ "${HAKO_SKIP_BINARY_BUILD:-}" = 1 ] && [ -x dist/hako ] && [ -f dist/libhako_zygote.so ] || build_binary
   build_image
   run_options
 

@@ -155,7 +155,8 @@ async fn a_run_answers_with_difys_envelope_and_hakos_extras() {
         json!({"code": 0, "message": "success", "data": {
             "stdout": "print('hi')", "stderr": "", "error": "", "exit_code": 0,
             "status": "ok", "blocked_syscalls": [],
-            "usage": {"wall_ms": 1, "cpu_ms": 1, "peak_memory_bytes": 1024}
+            "usage": {"wall_ms": 1, "cpu_ms": 1, "peak_memory_bytes": 1024},
+            "refused_destinations": []
         }})
     );
     let (status, body) = s.run("nodejs", "console.log(1)").await;

@@ -167,7 +167,7 @@ fn run(
     )?;
     let egress = crate::netns::prepare(spec)?;
     let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
-    let (run_cgroup, coverage) = create_cgroup(&name, &spec.limits, spec.insecure)?;
+    let (run_cgroup, coverage) = create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
     let result = (|| {
         let pipes = channels()?;
         let stdio = (pipes.stdout.1, pipes.stderr.1);
@@ -226,13 +226,14 @@ fn run(
 /// Creates the run's cgroup where the host allows it; says which limits it covers.
 pub(crate) fn create_cgroup(
     name: &str,
+    cgroup_root: &Path,
     limits: &Limits,
     insecure: bool,
 ) -> Result<(Option<RunCgroup>, CgroupCoverage), HelperError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok((None, CgroupCoverage::default()));
     }
-    let cgroups = Cgroups::detect(Path::new("/sys/fs/cgroup"));
+    let cgroups = Cgroups::detect(cgroup_root);
     let support = cgroups.support();
     let wanted = CgroupLimits {
         memory_bytes: limits.memory_bytes,

@@ -47,6 +47,9 @@ pub struct JailSpec {
     /// two in-jail ids: [`JAIL_UID`] for itself and [`RUN_UID`] for its run children).
     #[serde(default)]
     pub zygote: bool,
+    /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`, or a delegated subtree).
+    #[serde(default = "default_cgroup_root")]
+    pub cgroup_root: PathBuf,
     /// Start now, receive the program later (pre-started pool workers): the code sent with
     /// the spec is a bootstrap that reads the program from [`CODE_FD`].
     #[serde(default)]
@@ -170,4 +173,8 @@ pub struct BlockedSyscall {
     pub nr: u32,
     pub name: String,
     pub count: u64,
+}
+
+fn default_cgroup_root() -> PathBuf {
+    PathBuf::from("/sys/fs/cgroup")
 }

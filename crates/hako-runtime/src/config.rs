@@ -270,13 +270,12 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    #[error("invalid value {value:?} in {key} ({origin}): {source}")]
+    #[error("invalid value {value:?} in {key} ({origin}): {reason}")]
     Syscall {
         key: String,
         origin: String,
         value: String,
-        #[source]
-        source: Box<SeccompError>,
+        reason: Box<SeccompError>,
     },
 }
 
@@ -862,11 +861,11 @@ fn parse_log(s: &str) -> Option<LogFormat> {
 fn check_syscalls(list: &[String], key: &str, origin: &str) -> Result<Vec<u32>, ConfigError> {
     list.iter()
         .map(|name| {
-            resolve_syscall(name).map_err(|source| ConfigError::Syscall {
+            resolve_syscall(name).map_err(|reason| ConfigError::Syscall {
                 key: key.to_string(),
                 origin: origin.to_string(),
                 value: name.clone(),
-                source: Box::new(source),
+                reason: Box::new(reason),
             })
         })
         .collect()

@@ -229,6 +229,7 @@ impl Executor {
             root_mountpoint: root_mountpoint(config),
             insecure: config.hako.insecure,
             zygote: false,
+            cgroup_root: config.hako.cgroup_root.clone(),
             deferred: false,
             egress: None,
         }

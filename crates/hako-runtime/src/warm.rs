@@ -47,11 +47,15 @@ struct State {
     skipped: Vec<String>,
     /// Each zygote gets its own pair of host ids.
     next_ids: u32,
+    /// A zygote has started at least once (readiness: busy zygotes are not idle).
+    warmed: bool,
 }
 
 /// Size and memory of the warm zygotes (for `/metrics` and `hako doctor`).
 #[derive(Debug, Clone, Default)]
 pub struct PoolStatus {
+    /// A zygote has been ready at least once.
+    pub warmed: bool,
     pub idle: usize,
     /// Pre-started Node.js workers ready for a program.
     pub node_idle: usize,
@@ -78,6 +82,7 @@ impl ZygotePool {
                 starting: 0,
                 skipped: Vec::new(),
                 next_ids: 0,
+                warmed: false,
             })),
         }
     }
@@ -103,6 +108,7 @@ impl ZygotePool {
     pub fn status(&self) -> PoolStatus {
         let state = self.lock();
         PoolStatus {
+            warmed: state.warmed,
             idle: state.idle.len(),
             node_idle: 0,
             zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
@@ -147,6 +153,7 @@ impl ZygotePool {
                         let current = state.template.as_ref().map(|t| t.generation);
                         if current == Some(zygote.generation) {
                             state.idle.push(zygote);
+                            state.warmed = true;
                         }
                     }
                     Err(err) => tracing::error!("zygote did not start: {err}"),

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hako_runtime::config::Config;
+use hako_runtime::config::{Config, ExecMode};
 use hako_runtime::{ExecOptions, Executor, Language, RunRequest};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,12 +40,23 @@ enum Command {
     Serve,
     /// Load-test the run API (starts its own servers unless --url is given).
     Bench(bench::BenchArgs),
+    /// Build the package environments for the requirements files now (e.g. in an image build).
+    Packages {
+        #[command(subcommand)]
+        action: PackagesAction,
+    },
     /// Internal: the single-threaded jail helper (reads a run on stdin).
     #[command(name = "__jail", hide = true)]
     Jail,
     /// Internal: a warm Python zygote and its supervisor (reads runs on stdin).
     #[command(name = "__zygote", hide = true)]
     Zygote,
+}
+
+#[derive(Subcommand)]
+enum PackagesAction {
+    /// Install python-requirements.txt and nodejs-requirements.txt (plus the defaults).
+    Install,
 }
 
 #[derive(Args)]
@@ -121,6 +132,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Profile(args) => profile(cli.config.as_deref(), args),
         Command::Serve => serve(cli.config.as_deref()),
         Command::Bench(args) => bench::bench(args),
+        Command::Packages { action: PackagesAction::Install } => install_packages(cli.config.as_deref()),
         Command::Jail | Command::Zygote => unreachable!("handled before logging starts"),
     }
 }
@@ -425,9 +437,53 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| hako_api::ApiError::Bind { addr, source })?;
+        let readiness = readiness(executor.clone(), config.hako.mode == ExecMode::Zygote);
         let state = hako_api::AppState::new(std::sync::Arc::new(config), executor)
-            .with_dependencies(std::sync::Arc::new(packages));
+            .with_dependencies(std::sync::Arc::new(packages))
+            .with_readiness(readiness);
         hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await
     })?;
     Ok(0)
+}
+
+/// Ready means: no package environment is still being built for the current requirements
+/// (a failed install keeps serving with the previous one), and in zygote mode a warm Python
+/// worker exists.
+fn readiness(executor: Executor, warm: bool) -> std::sync::Arc<dyn hako_api::Readiness> {
+    std::sync::Arc::new(move || {
+        let mut not_ready = Vec::new();
+        for language in [Language::Python3, Language::Nodejs] {
+            let report = executor.packages().report(language);
+            if report.state == hako_runtime::packages::EnvState::Installing {
+                not_ready.push(hako_api::NotReady::new(format!("{language} packages"), "installing"));
+            }
+        }
+        if warm && executor.warm_status().is_some_and(|s| !s.warmed) {
+            not_ready.push(hako_api::NotReady::new("python3 zygote", "no warm worker yet"));
+        }
+        not_ready
+    })
+}
+
+fn install_packages(config_path: Option<&Path>) -> Result<i32> {
+    let config = load_config(config_path, false)?;
+    let executor = executor(config)?;
+    let mut failed = false;
+    for language in [Language::Python3, Language::Nodejs] {
+        if executor.adapter(language).is_err() {
+            println!("{language}: interpreter not found, skipped");
+            continue;
+        }
+        match executor.packages().ensure(language) {
+            Ok(()) => {
+                let report = executor.packages().report(language);
+                println!("{language}: {:?}, {} package(s)", report.state, report.packages.len());
+            }
+            Err(err) => {
+                println!("{language}: install failed: {err}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
 }

@@ -32,7 +32,7 @@ pub mod policy;
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     #[error(
-        "unknown syscall {0:?} for {1}; use a name such as `mbind` or a number for this machine"
+        "unknown syscall {0:?} for {1}; use a name such as `syslog` or a number for this machine"
     )]
     UnknownSyscall(String, &'static str),
     #[error("no seccomp policy for language {language:?}; expected `python3` or `nodejs`")]
