@@ -369,6 +369,11 @@ impl Executor {
         spec
     }
 
+    /// The library zygotes load, or why zygote mode cannot work here.
+    pub fn zygote_library(&self) -> Result<PathBuf, ExecError> {
+        zygote_library(&self.inner.helper)
+    }
+
     /// The warm pool's state, if the server started one.
     pub fn warm_status(&self) -> Option<crate::warm::PoolStatus> {
         let mut status = self.inner.warm.get().map(|(pool, _)| pool.status())?;

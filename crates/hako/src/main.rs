@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hako_runtime::config::{Config, ExecMode};
+use hako_runtime::config::{Config, ExecMode, LogFormat};
 use hako_runtime::{ExecOptions, Executor, Language, RunRequest};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -100,7 +100,11 @@ fn main() {
         Command::Zygote => std::process::exit(hako_jail::zygote::main()),
         _ => {}
     }
-    init_logging();
+    // The log format comes from the configuration (hako.log_format / HAKO_LOG_FORMAT);
+    // a configuration error is reported by the command itself.
+    let json_logs = Config::load(cli.config.as_deref())
+        .is_ok_and(|loaded| loaded.config.hako.log_format == LogFormat::Json);
+    init_logging(json_logs);
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -111,10 +115,9 @@ fn main() {
     std::process::exit(code);
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAKO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("HAKO_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -364,6 +367,22 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
             "{:<28} {:<9} UNSAFE for multi-tenant use: runs with network share the host's network namespace (internal services, cloud metadata); use hako.network.mode: proxy",
             "network", "host"
         ),
+    }
+    match config.hako.mode {
+        ExecMode::Spawn => println!(
+            "{:<28} {:<9} a fresh jailed interpreter per run",
+            "execution mode", "spawn"
+        ),
+        ExecMode::Zygote => match executor.zygote_library() {
+            Ok(path) => println!(
+                "{:<28} {:<9} python3 forks from warm zygotes ({}); nodejs uses {} pre-started workers",
+                "execution mode",
+                "zygote",
+                path.display(),
+                config.hako.nodejs_pool
+            ),
+            Err(err) => println!("{:<28} {:<9} falls back to spawn: {err}", "execution mode", "degraded"),
+        },
     }
     let missing = hako_jail::probe::missing_required(&reports);
     if !missing.is_empty() {
