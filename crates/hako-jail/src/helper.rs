@@ -167,7 +167,8 @@ fn run(
     )?;
     let egress = crate::netns::prepare(spec)?;
     let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
-    let (run_cgroup, coverage) = create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+    let (run_cgroup, coverage) =
+        create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
     let result = (|| {
         let pipes = channels()?;
         let stdio = (pipes.stdout.1, pipes.stderr.1);

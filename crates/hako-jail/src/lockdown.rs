@@ -108,7 +108,11 @@ fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
     let l = plan.limits;
     let mut limits = vec![
         // Never above EXEC_FD: a run must not be able to put its own file there and exec it.
-        ("NOFILE", Resource::RLIMIT_NOFILE, l.nofile.min(crate::seccomp::policy::EXEC_FD as u64)),
+        (
+            "NOFILE",
+            Resource::RLIMIT_NOFILE,
+            l.nofile.min(crate::seccomp::policy::EXEC_FD as u64),
+        ),
         ("FSIZE", Resource::RLIMIT_FSIZE, l.tmp_bytes),
         ("CORE", Resource::RLIMIT_CORE, 0),
         ("STACK", Resource::RLIMIT_STACK, 8 << 20),

@@ -168,7 +168,8 @@ impl Zygote {
         let stdio = (stderr()?, stderr()?);
         drop((pipes.stdout, pipes.stderr));
         let name = format!("zygote-{}", std::process::id());
-        let (cgroup, coverage) = helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+        let (cgroup, coverage) =
+            helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
         let (init, control) = helper::start_jail(
             spec,
             bootstrap,

@@ -135,7 +135,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Profile(args) => profile(cli.config.as_deref(), args),
         Command::Serve => serve(cli.config.as_deref()),
         Command::Bench(args) => bench::bench(args),
-        Command::Packages { action: PackagesAction::Install } => install_packages(cli.config.as_deref()),
+        Command::Packages {
+            action: PackagesAction::Install,
+        } => install_packages(cli.config.as_deref()),
         Command::Jail | Command::Zygote => unreachable!("handled before logging starts"),
     }
 }
@@ -474,11 +476,17 @@ fn readiness(executor: Executor, warm: bool) -> std::sync::Arc<dyn hako_api::Rea
         for language in [Language::Python3, Language::Nodejs] {
             let report = executor.packages().report(language);
             if report.state == hako_runtime::packages::EnvState::Installing {
-                not_ready.push(hako_api::NotReady::new(format!("{language} packages"), "installing"));
+                not_ready.push(hako_api::NotReady::new(
+                    format!("{language} packages"),
+                    "installing",
+                ));
             }
         }
         if warm && executor.warm_status().is_some_and(|s| !s.warmed) {
-            not_ready.push(hako_api::NotReady::new("python3 zygote", "no warm worker yet"));
+            not_ready.push(hako_api::NotReady::new(
+                "python3 zygote",
+                "no warm worker yet",
+            ));
         }
         not_ready
     })
@@ -496,7 +504,11 @@ fn install_packages(config_path: Option<&Path>) -> Result<i32> {
         match executor.packages().ensure(language) {
             Ok(()) => {
                 let report = executor.packages().report(language);
-                println!("{language}: {:?}, {} package(s)", report.state, report.packages.len());
+                println!(
+                    "{language}: {:?}, {} package(s)",
+                    report.state,
+                    report.packages.len()
+                );
             }
             Err(err) => {
                 println!("{language}: install failed: {err}");

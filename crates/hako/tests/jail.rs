@@ -338,3 +338,61 @@ fn host_loopback_is_unreachable_without_network(jail: &Runner) {
         "the host listener saw a connection"
     );
 }
+
+/// `hako run` as an unprivileged user: namespaces and seccomp still apply; cgroups degrade to
+/// rlimits, and `hako doctor` says so.
+#[test]
+fn unprivileged_users_get_the_jail_with_rlimits_instead_of_cgroups() {
+    if !can_run_jail() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let reachable = std::path::Path::new(HAKO)
+        .ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if !reachable {
+        eprintln!("skipped: {HAKO} is not reachable by an unprivileged user from this checkout");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(HAKO)
+            .args(args)
+            .current_dir(home.path())
+            .env("HOME", home.path())
+            .env_remove("XDG_RUNTIME_DIR")
+            .uid(65534)
+            .gid(65534)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let code = "import os\nprint(os.getuid(), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), os.path.exists('/root'))\ntry:\n    os.fork()\nexcept PermissionError:\n    print('fork denied')";
+    let out = as_nobody(&["run", "--json", "-"], code);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(json["stdout"], "1000 [1, 2] False\nfork denied\n", "{json}");
+    let doctor = as_nobody(&["doctor"], "");
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    let cgroups = text
+        .lines()
+        .find(|l| l.starts_with("cgroups"))
+        .unwrap_or_default();
+    assert!(
+        cgroups.contains("degraded") && cgroups.contains("rlimits only"),
+        "{text}"
+    );
+}
