@@ -58,8 +58,7 @@ pub enum HelperError {
 
 /// Entry point of `hako __jail`. Reads the request on stdin, writes the outcome on stdout.
 pub fn main() -> i32 {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    watch_for_cancel();
     let mut stdin = io::stdin().lock();
     let outcome = match read_request(&mut stdin) {
         Ok((spec, code)) => {
@@ -95,6 +94,28 @@ fn read_request(input: &mut impl Read) -> Result<(JailSpec, Vec<u8>), protocol::
         code
     };
     Ok((spec, code))
+}
+
+/// Readable when the caller gave up on the run (it sends SIGTERM); -1 when unavailable.
+static CANCEL_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Turns SIGTERM into an event the supervisor polls: the run is killed and everything it
+/// had (cgroup, mounts, listener) is cleaned up before the helper exits. The helpers hold no
+/// parent-death signal for the same reason: an orphaned helper ends its run (bounded by its
+/// timeout), cleans up, and exits on EOF.
+pub(crate) fn watch_for_cancel() {
+    use nix::sys::signal::SigSet;
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    if mask.thread_block().is_err() {
+        return;
+    }
+    if let Ok(fd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
+        CANCEL_FD.store(fd.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+        // Lives as long as the helper process.
+        std::mem::forget(fd);
+    }
 }
 
 /// Messages on the control socket between the helper and the jail.
@@ -475,6 +496,13 @@ pub(crate) fn supervise(
             fds.push(PollFd::new(source.as_fd(), PollFlags::POLLIN));
             roles.push(Role::Status);
         }
+        let cancel = CANCEL_FD.load(std::sync::atomic::Ordering::Relaxed);
+        if cancel >= 0 && !killed {
+            // SAFETY: CANCEL_FD is a signalfd that stays open for the helper's lifetime.
+            let fd = unsafe { BorrowedFd::borrow_raw(cancel) };
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            roles.push(Role::Cancel);
+        }
         let ready = match poll(&mut fds, wait) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
@@ -548,6 +576,10 @@ pub(crate) fn supervise(
                     Control::Exited(exit) => status = Some(exit),
                     Control::Other => {}
                 },
+                Role::Cancel => {
+                    let _ = kill(init, Signal::SIGKILL);
+                    killed = true;
+                }
                 Role::Status => {
                     if let Some(source) = status_source {
                         match receive_control(source)? {
@@ -592,6 +624,7 @@ enum Role {
     Stream(usize),
     Listener,
     Status,
+    Cancel,
 }
 
 /// How the program ended, as its reaper reports it.
@@ -761,6 +794,8 @@ fn jail_init(
     stderr: OwnedFd,
     inherit: Option<OwnedFd>,
 ) -> i32 {
+    // The helper blocks SIGTERM for its own use; nothing in the jail inherits that.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let program_pid = match prepare_jail(spec, code, control) {

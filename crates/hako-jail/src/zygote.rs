@@ -91,8 +91,7 @@ pub const BOOTSTRAP: &str = include_str!("zygote.py");
 /// [`RunOrder`] frame and the program. stdout: a [`ZygoteReport`] frame, then one outcome
 /// frame per run.
 pub fn main() -> i32 {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    helper::watch_for_cancel();
     let mut input = io::stdin().lock();
     let mut output = io::stdout().lock();
     let started = protocol::read_json::<JailSpec>(&mut input)
@@ -143,6 +142,8 @@ pub fn main() -> i32 {
 
 struct Zygote {
     init: Pid,
+    /// This helper entered the zygote's network namespace (needed for proxy-mode runs).
+    in_zygote_netns: bool,
     /// Holds the zygote and, one at a time, its run children.
     cgroup: Option<crate::cgroup::RunCgroup>,
     coverage: CgroupCoverage,
@@ -167,7 +168,10 @@ impl Zygote {
         };
         let stdio = (stderr()?, stderr()?);
         drop((pipes.stdout, pipes.stderr));
-        let name = format!("zygote-{}", std::process::id());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("zygote-{}-{nanos}", std::process::id());
         let (cgroup, coverage) =
             helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
         let (init, control) = helper::start_jail(
@@ -208,17 +212,18 @@ impl Zygote {
             detail,
         })?;
         // Live in the zygote's network namespace: egress listeners for runs are made here.
-        if spec.network == crate::spec::NetworkMode::None {
-            let ns = std::fs::File::open(format!("/proc/{init}/ns/net")).map_err(|e| {
-                ZygoteError::Start(format!("open the zygote's network namespace: {e}"))
-            })?;
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                ZygoteError::Start(format!("enter the zygote's network namespace: {e}"))
-            })?;
-        }
+        // Where that is not allowed (a container without ptrace rights over the jail), runs
+        // with proxy network are refused here and start afresh instead.
+        let in_zygote_netns = spec.network == crate::spec::NetworkMode::None
+            && std::fs::File::open(format!("/proc/{init}/ns/net"))
+                .ok()
+                .is_some_and(|ns| {
+                    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_ok()
+                });
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         Ok(Zygote {
             init,
+            in_zygote_netns,
             cgroup,
             coverage,
             pid,
@@ -257,6 +262,11 @@ impl Zygote {
             .map(|cg| cg.stats())
             .unwrap_or_default();
         let link = match &order.egress {
+            Some(_) if !self.in_zygote_netns => {
+                return Err(ZygoteError::Start(
+                    "no access to the zygote's network namespace".into(),
+                ))
+            }
             Some(egress) => Some(crate::netns::listen_for_run(egress).map_err(HelperError::from)?),
             None => None,
         };

@@ -244,7 +244,6 @@ impl Executor {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
                 ExecError::Sandbox(format!(
@@ -252,6 +251,9 @@ impl Executor {
                     self.inner.helper.display()
                 ))
             })?;
+        // A dropped request (client gone) asks the helper to stop; it kills the run and
+        // cleans up after it (a SIGKILL would leave the run's cgroup behind).
+        let mut cancel = CancelOnDrop(child.id());
         let mut stdin = child
             .stdin
             .take()
@@ -276,10 +278,11 @@ impl Executor {
             stdout.read_to_end(&mut out),
             stderr.read_to_end(&mut err)
         );
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
+        let status = child.wait().await;
+        // Reaped (or failed to be): either way the pid is no longer ours to signal.
+        cancel.0 = None;
+        let status =
+            status.map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
         if !err.is_empty() {
             tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
         }
@@ -590,4 +593,17 @@ fn zygote_library(helper: &std::path::Path) -> Result<PathBuf, ExecError> {
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Sends SIGTERM to a jail helper unless the run completed (the helper has exited by then,
+/// and its pid is not reused before the `Child` is reaped).
+struct CancelOnDrop(Option<u32>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill only sends a signal; the pid is our unreaped child (or exited).
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    }
 }

@@ -49,6 +49,8 @@ struct State {
     next_ids: u32,
     /// A zygote has started at least once (readiness: busy zygotes are not idle).
     warmed: bool,
+    /// Zygotes that failed to start (runs then start afresh).
+    failed_starts: usize,
 }
 
 /// Size and memory of the warm zygotes (for `/metrics` and `hako doctor`).
@@ -56,6 +58,8 @@ struct State {
 pub struct PoolStatus {
     /// A zygote has been ready at least once.
     pub warmed: bool,
+    /// Zygotes that failed to start; runs meanwhile start afresh.
+    pub failed_starts: usize,
     pub idle: usize,
     /// Pre-started Node.js workers ready for a program.
     pub node_idle: usize,
@@ -83,6 +87,7 @@ impl ZygotePool {
                 skipped: Vec::new(),
                 next_ids: 0,
                 warmed: false,
+                failed_starts: 0,
             })),
         }
     }
@@ -109,6 +114,7 @@ impl ZygotePool {
         let state = self.lock();
         PoolStatus {
             warmed: state.warmed,
+            failed_starts: state.failed_starts,
             idle: state.idle.len(),
             node_idle: 0,
             zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
@@ -156,7 +162,10 @@ impl ZygotePool {
                             state.warmed = true;
                         }
                     }
-                    Err(err) => tracing::error!("zygote did not start: {err}"),
+                    Err(err) => {
+                        state.failed_starts += 1;
+                        tracing::error!("zygote did not start: {err}");
+                    }
                 }
             });
         }
@@ -170,7 +179,7 @@ impl ZygotePool {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            // No kill on drop: a retired worker sees EOF on stdin and cleans up after itself.
             .spawn()
             .map_err(start_err)?;
         let mut stdin = child
@@ -466,7 +475,7 @@ impl NodePool {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            // No kill on drop: a retired worker sees EOF on stdin and cleans up after itself.
             .spawn()
             .map_err(|e| WarmError::Start(e.to_string()))?;
         let mut stdin = child

@@ -482,7 +482,12 @@ fn readiness(executor: Executor, warm: bool) -> std::sync::Arc<dyn hako_api::Rea
                 ));
             }
         }
-        if warm && executor.warm_status().is_some_and(|s| !s.warmed) {
+        // A pool that keeps failing does not hold readiness back: runs start afresh then.
+        if warm
+            && executor
+                .warm_status()
+                .is_some_and(|s| !s.warmed && s.failed_starts < 3)
+        {
             not_ready.push(hako_api::NotReady::new(
                 "python3 zygote",
                 "no warm worker yet",
