@@ -270,6 +270,35 @@ impl Cgroups {
     }
 
     /// Creates `hako/<name>` with `limits` in every available controller.
+    /// Removes empty run and zygote groups left by helpers that were killed outright (a
+    /// group that still holds a process cannot be removed, so this never disturbs a live run).
+    /// Returns how many were removed.
+    pub fn remove_stale(&self) -> usize {
+        let parents: Vec<PathBuf> = match &self.layout {
+            Layout::V2 { mount, .. } => vec![mount.join("hako")],
+            Layout::V1 { memory, pids, .. } => memory
+                .iter()
+                .chain(pids.iter())
+                .map(|dir| dir.join("hako"))
+                .collect(),
+            Layout::None => Vec::new(),
+        };
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(entries) = fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = name.starts_with("run-") || name.starts_with("zygote-");
+                if ours && entry.path().is_dir() && fs::remove_dir(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     pub fn create_run(&self, name: &str, limits: &CgroupLimits) -> Result<RunCgroup, CgroupError> {
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
             return Err(CgroupError::InvalidName {

@@ -851,6 +851,19 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
         Err(err) => return Err(JailError::Sync(err)),
     }
     become_run_user()?;
+    // Again: changing the uid cleared the parent-death signal set at clone time. If the
+    // helper dies, init (and with it the whole pid namespace) must die too.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // The helper may have died before that: then the control socket is closed.
+    let mut probe = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut probe, PollTimeout::ZERO).is_ok()
+        && probe[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+    {
+        return Err(JailError::Sync(Errno::EPIPE));
+    }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(JailError::CgroupNs)?;
     nix::unistd::sethostname("hako").map_err(JailError::Hostname)?;
     if spec.network == NetworkMode::None {

@@ -444,6 +444,10 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
             tracing::warn!("{err}");
         }
     }
+    let stale = hako_jail::cgroup::Cgroups::detect(&config.hako.cgroup_root).remove_stale();
+    if stale > 0 {
+        tracing::info!("removed {stale} empty cgroups left by earlier runs");
+    }
     // Installs in the background; until then runs use the previous (or no) environment.
     let packages = executor.packages().clone();
     packages.start();

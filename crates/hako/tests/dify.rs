@@ -410,3 +410,65 @@ fn a_thousand_runs_leave_nothing_behind() {
         "zygote RSS grew from {before} to {after}"
     );
 }
+
+#[test]
+fn a_client_that_gives_up_leaves_nothing_running() {
+    if !can_run_jail() {
+        return;
+    }
+    let uid_base = 3_200_000u32;
+    let config = format!("worker_timeout: 30\nhako:\n  mode: spawn\n  uid_base: {uid_base}\n");
+    let server = Server::start(&config, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(1500))
+            .build()
+            .unwrap();
+        let gave_up = client
+            .post(server.url("/v1/sandbox/run"))
+            .header("X-Api-Key", &server.key)
+            .json(&json!({"language": "python3", "code": "import time\ntime.sleep(25)"}))
+            .send()
+            .await;
+        assert!(
+            gave_up.is_err(),
+            "the request should time out on the client side"
+        );
+    });
+    // The helper was asked to stop: within a few seconds no jail process and no cgroup of
+    // this server remain.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", server.pid()))
+                .unwrap_or_default();
+        let cgroups = std::fs::read_dir("/sys/fs/cgroup/memory/hako")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with("run-")
+                            && name
+                                .rsplit('-')
+                                .next()
+                                .and_then(|u| u.parse::<u32>().ok())
+                                .is_some_and(|u| (uid_base..uid_base + 65536).contains(&u))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if children.trim().is_empty() && cgroups == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left running: children {children:?}, cgroups {cgroups}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        rt.block_on(dify_execute(&server, "python3", "print('after')")),
+        DifyOutcome::Stdout("after\n".into())
+    );
+}

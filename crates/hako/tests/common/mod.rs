@@ -179,6 +179,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Stop it the way an operator would; force only if it hangs.
+        // SAFETY: kill only signals the server child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
