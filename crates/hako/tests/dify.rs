@@ -416,7 +416,7 @@ fn a_client_that_gives_up_leaves_nothing_running() {
     if !can_run_jail() {
         return;
     }
-    let uid_base = 3_200_000u32;
+    let uid_base = 5_000_000u32;
     let config = format!("worker_timeout: 30\nhako:\n  mode: spawn\n  uid_base: {uid_base}\n");
     let server = Server::start(&config, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
