@@ -435,6 +435,31 @@ pub(crate) fn supervise(
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<JailOutcome, HelperError> {
+    supervise_reporting(watch, control, status_source, stdout, stderr).0
+}
+
+/// [`supervise`], also saying whether the exit status came from `status_source` (the
+/// zygote reaped the child) rather than from the program's own report on `control`.
+pub(crate) fn supervise_reporting(
+    watch: &Watch<'_>,
+    control: &OwnedFd,
+    status_source: Option<&OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> (Result<JailOutcome, HelperError>, bool) {
+    let mut reaped = false;
+    let result = supervise_inner(watch, control, status_source, stdout, stderr, &mut reaped);
+    (result, reaped)
+}
+
+fn supervise_inner(
+    watch: &Watch<'_>,
+    control: &OwnedFd,
+    status_source: Option<&OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    reaped: &mut bool,
+) -> Result<JailOutcome, HelperError> {
     let init = watch.target;
     let deadline = watch.started + Duration::from_millis(watch.limits.timeout_ms);
     let cap = watch.limits.output_bytes as usize;
@@ -584,7 +609,12 @@ pub(crate) fn supervise(
                     if let Some(source) = status_source {
                         match receive_control(source)? {
                             Control::Closed => status_open = false,
-                            Control::Exited(exit) => status = Some(exit),
+                            Control::Exited(exit) => {
+                                *reaped = true;
+                                if status.is_none() {
+                                    status = Some(exit);
+                                }
+                            }
                             _ => {}
                         }
                     }

@@ -141,6 +141,8 @@ pub fn main() -> i32 {
 }
 
 struct Zygote {
+    /// Children whose end the zygote has yet to report (see `await_previous_exit`).
+    unreaped: u32,
     init: Pid,
     /// This helper entered the zygote's network namespace (needed for proxy-mode runs).
     in_zygote_netns: bool,
@@ -222,6 +224,7 @@ impl Zygote {
                 });
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         Ok(Zygote {
+            unreaped: 0,
             init,
             in_zygote_netns,
             cgroup,
@@ -241,6 +244,8 @@ impl Zygote {
 
     fn run(&mut self, order: &RunOrder, code: &[u8]) -> Result<JailOutcome, ZygoteError> {
         let started = Instant::now();
+        // The previous child is fully gone (and its memory uncharged) before we measure.
+        self.await_previous_exit()?;
         self.runs += 1;
         // The child is forked inside the zygote's own group (no migration): the group's
         // limits become what the zygote uses now plus the run's limits.
@@ -348,18 +353,40 @@ impl Zygote {
             target: child,
             started,
         };
-        let outcome = helper::supervise(
+        let (outcome, reaped) = helper::supervise_reporting(
             &watch,
             &pipes.control.0,
             Some(&self.socket),
             pipes.stdout.0,
             pipes.stderr.0,
         );
+        if !reaped {
+            self.unreaped += 1;
+        }
         // The zygote reaps the child; never wait for it here.
         guard.0 = None;
         let mut outcome = outcome?;
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
+    }
+}
+
+impl Zygote {
+    /// The zygote reports every child's end after reaping it. When the child reported its own
+    /// exit first (the usual case), that late report is still queued: take it before the next
+    /// fork, so it is never mistaken for the next run's.
+    fn await_previous_exit(&mut self) -> Result<(), ZygoteError> {
+        while self.unreaped > 0 {
+            let mut buf = [0u8; 64];
+            let n = recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty())
+                .map_err(ZygoteError::Socket)?;
+            match buf[..n].first() {
+                Some(&msg::EXITED) => self.unreaped -= 1,
+                None => return Err(ZygoteError::Gone),
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 
