@@ -548,24 +548,38 @@ impl Executor {
     }
 }
 
-/// Top-level module names of the distributions installed in `site` (from their
-/// `top_level.txt`), without private and test modules.
+/// Top-level module names of the distributions installed in `site`, read from each
+/// distribution's `RECORD` (every installed file; `top_level.txt` is optional and missing
+/// from many modern wheels), without private, test and metadata entries.
 fn top_level_modules(site: &std::path::Path) -> Vec<String> {
-    let mut modules = Vec::new();
-    let Ok(entries) = std::fs::read_dir(site) else {
-        return modules;
-    };
+    let mut modules: Vec<String> = Vec::new();
+    let Ok(entries) = std::fs::read_dir(site) else { return modules };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".dist-info") {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(entry.path().join("top_level.txt")) else {
-            continue;
-        };
-        for module in text.lines().map(str::trim) {
-            let private = module.starts_with('_') || module.contains('/') || module.is_empty();
-            if !private && !module.starts_with("test") && !modules.iter().any(|m| m == module) {
+        let Ok(record) = std::fs::read_to_string(entry.path().join("RECORD")) else { continue };
+        for line in record.lines() {
+            let path = line.split(',').next().unwrap_or_default();
+            let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+            let module = if rest.is_empty() {
+                // A single-file module: `six.py`.
+                match first.strip_suffix(".py") {
+                    Some(m) => m,
+                    None => continue,
+                }
+            } else {
+                first
+            };
+            let skip = module.is_empty()
+                || module.starts_with('_')
+                || module.starts_with('.')
+                || module.starts_with("test")
+                || module.contains('.')
+                || module.contains('-')
+                || module == "bin";
+            if !skip && !modules.iter().any(|m| m == module) {
                 modules.push(module.to_string());
             }
         }

@@ -45,12 +45,16 @@ pub struct BenchArgs {
     /// Runs before measuring (not counted).
     #[arg(long, default_value_t = 20)]
     warmup: usize,
+    /// Send `enable_network: false` (Dify always sends true).
+    #[arg(long)]
+    no_network: bool,
 }
 
 struct Workload {
     language: String,
     code: String,
     requirements: Vec<&'static str>,
+    network: bool,
 }
 
 fn b64(text: &str) -> String {
@@ -66,6 +70,7 @@ fn workload(args: &BenchArgs) -> Result<Workload> {
             language: args.language.clone(),
             code,
             requirements: Vec::new(),
+            network: !args.no_network,
         });
     }
     let inputs = b64(r#"{"arg1": "Hello", "arg2": "World"}"#);
@@ -74,16 +79,19 @@ fn workload(args: &BenchArgs) -> Result<Workload> {
             "{user}\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('{inputs}').decode('utf-8'))\noutput_obj = main(**inputs_obj)\noutput_json = json.dumps(output_obj, indent=4)\nresult = f'''<<RESULT>>{{output_json}}<<RESULT>>'''\nprint(result)\n"
         )
     };
+    let network = !args.no_network;
     Ok(match args.workload.as_str() {
         "python-hello" => Workload {
             language: "python3".into(),
             code: python("def main(arg1: str, arg2: str):\n    return {\"result\": arg1 + arg2}\n"),
             requirements: Vec::new(),
+            network,
         },
         "python-pandas" => Workload {
             language: "python3".into(),
             code: python("import pandas as pd\ndef main(arg1: str, arg2: str):\n    df = pd.DataFrame({'a': [1, 2, 3], 'b': [arg1, arg2, arg1]})\n    return {\"result\": int(df['a'].sum()), \"rows\": len(df)}\n"),
             requirements: vec!["pandas"],
+            network,
         },
         "node-hello" => Workload {
             language: "nodejs".into(),
@@ -91,6 +99,7 @@ fn workload(args: &BenchArgs) -> Result<Workload> {
                 "function main({{arg1, arg2}}) {{\n    return {{ result: arg1 + arg2 }}\n}}\nvar inputs_obj = JSON.parse(Buffer.from('{inputs}', 'base64').toString('utf-8'))\nvar output_obj = main(inputs_obj)\nvar output_json = JSON.stringify(output_obj)\nvar result = `<<RESULT>>${{output_json}}<<RESULT>>`\nconsole.log(result)\n"
             ),
             requirements: Vec::new(),
+            network,
         },
         other => bail!("unknown workload {other:?}; use python-hello, python-pandas or node-hello"),
     })
@@ -193,7 +202,7 @@ async fn run_once(
     let resp = client
         .post(format!("{url}/v1/sandbox/run"))
         .header("X-Api-Key", key)
-        .json(&json!({"language": work.language, "code": work.code, "enable_network": false}))
+        .json(&json!({"language": work.language, "code": work.code, "enable_network": work.network}))
         .send()
         .await?;
     let status = resp.status().as_u16();
@@ -367,13 +376,14 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         .enable_all()
         .build()?;
     println!(
-        "workload {} ({}), concurrency {}, {}{}",
+        "workload {} ({}, enable_network: {}), concurrency {}, {}{}",
         if args.code.is_some() {
             "custom"
         } else {
             args.workload.as_str()
         },
         work.language,
+        work.network,
         args.concurrency,
         args.count
             .map_or(format!("{} s", args.duration), |c| format!("{c} runs")),
