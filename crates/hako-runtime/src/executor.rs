@@ -553,13 +553,17 @@ impl Executor {
 /// from many modern wheels), without private, test and metadata entries.
 fn top_level_modules(site: &std::path::Path) -> Vec<String> {
     let mut modules: Vec<String> = Vec::new();
-    let Ok(entries) = std::fs::read_dir(site) else { return modules };
+    let Ok(entries) = std::fs::read_dir(site) else {
+        return modules;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".dist-info") {
             continue;
         }
-        let Ok(record) = std::fs::read_to_string(entry.path().join("RECORD")) else { continue };
+        let Ok(record) = std::fs::read_to_string(entry.path().join("RECORD")) else {
+            continue;
+        };
         for line in record.lines() {
             let path = line.split(',').next().unwrap_or_default();
             let (first, rest) = path.split_once('/').unwrap_or((path, ""));

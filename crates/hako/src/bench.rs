@@ -202,7 +202,9 @@ async fn run_once(
     let resp = client
         .post(format!("{url}/v1/sandbox/run"))
         .header("X-Api-Key", key)
-        .json(&json!({"language": work.language, "code": work.code, "enable_network": work.network}))
+        .json(
+            &json!({"language": work.language, "code": work.code, "enable_network": work.network}),
+        )
         .send()
         .await?;
     let status = resp.status().as_u16();
