@@ -897,7 +897,7 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(JailError::CgroupNs)?;
     nix::unistd::sethostname("hako").map_err(JailError::Hostname)?;
     if spec.network == NetworkMode::None {
-        loopback_up()?;
+        crate::netns::loopback_up().map_err(JailError::Loopback)?;
     }
     mounts::build_root(&RootPlan {
         mountpoint: &spec.root_mountpoint,
@@ -932,32 +932,6 @@ fn become_run_user() -> Result<(), JailError> {
         .map_err(|e| JailError::Identity(e.to_string()))
 }
 
-fn loopback_up() -> Result<(), JailError> {
-    // SAFETY: socket() returns a new descriptor or -1; we own and close it below.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(JailError::Loopback(Errno::last()));
-    }
-    // SAFETY: sock is a descriptor we just created and nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: ifreq is plain old data; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads into the ifreq we pass, which outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(JailError::Loopback(Errno::last()));
-    }
-    // SAFETY: ifru_flags is the active union member after SIOCGIFFLAGS.
-    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: SIOCSIFFLAGS reads the ifreq we pass, which outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(JailError::Loopback(Errno::last()));
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn fork_program(
     spec: &JailSpec,
@@ -982,7 +956,7 @@ fn fork_program(
             Ok(child)
         }
         nix::unistd::ForkResult::Child => {
-            let err = exec_program(
+            let err = match confine_and_exec(
                 spec,
                 program,
                 use_listener,
@@ -993,7 +967,10 @@ fn fork_program(
                 inherit,
                 &argv,
                 &envp,
-            );
+            ) {
+                Ok(never) => match never {},
+                Err(err) => err,
+            };
             report_error(control, &err);
             // SAFETY: _exit ends the child immediately; nothing else must run here.
             unsafe { libc::_exit(127) }
@@ -1005,36 +982,6 @@ fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, JailErr
     items
         .map(|s| CString::new(s.clone()).map_err(|_| JailError::Nul(s)))
         .collect()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn exec_program(
-    spec: &JailSpec,
-    program: &[libc::sock_filter],
-    use_listener: bool,
-    coverage: CgroupCoverage,
-    control: &OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    inherit: Option<OwnedFd>,
-    argv: &[CString],
-    envp: &[CString],
-) -> JailError {
-    match confine_and_exec(
-        spec,
-        program,
-        use_listener,
-        coverage,
-        control,
-        stdout,
-        stderr,
-        inherit,
-        argv,
-        envp,
-    ) {
-        Ok(never) => match never {},
-        Err(err) => err,
-    }
 }
 
 enum Never {}

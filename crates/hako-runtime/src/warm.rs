@@ -173,32 +173,13 @@ impl ZygotePool {
 
     async fn start(&self, template: &Template) -> Result<(Zygote, ZygoteReport), WarmError> {
         let start_err = |e: std::io::Error| WarmError::Start(e.to_string());
-        let mut child = tokio::process::Command::new(&self.helper)
-            .arg("__zygote")
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // No kill on drop: a retired worker sees EOF on stdin and cleans up after itself.
-            .spawn()
-            .map_err(start_err)?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| WarmError::Start("no stdin".into()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| WarmError::Start("no stdout".into()))?;
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_log(stderr));
-        }
-        let mut frame = Vec::new();
-        protocol::write_json(&mut frame, &template.spec)
-            .map_err(|e| WarmError::Start(e.to_string()))?;
-        protocol::write_bytes(&mut frame, &template.bootstrap)
-            .map_err(|e| WarmError::Start(e.to_string()))?;
-        stdin.write_all(&frame).await.map_err(start_err)?;
+        let (mut child, stdin, stdout) = start_helper(
+            &self.helper,
+            "__zygote",
+            &template.spec,
+            &template.bootstrap,
+        )
+        .await?;
         let mut stdout = BufReader::new(stdout);
         let header = read_frame(&mut stdout, 4).await.map_err(start_err)?;
         let report: ZygoteReport =
@@ -294,6 +275,43 @@ async fn read_frame(input: &mut BufReader<ChildStdout>, width: usize) -> std::io
     let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
     input.read_exact(&mut buf).await?;
     Ok(buf)
+}
+
+/// Starts a helper (`__zygote` or a deferred `__jail`) and writes its spec and bootstrap
+/// frame (see `hako_jail::protocol`); its stderr goes to the log. No kill on drop: a retired
+/// worker sees EOF on stdin and cleans up after itself.
+async fn start_helper(
+    helper: &std::path::Path,
+    subcommand: &str,
+    spec: &JailSpec,
+    bootstrap: &[u8],
+) -> Result<(Child, ChildStdin, ChildStdout), WarmError> {
+    let start_err = |e: std::io::Error| WarmError::Start(e.to_string());
+    let mut child = tokio::process::Command::new(helper)
+        .arg(subcommand)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(start_err)?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| WarmError::Start("no stdin".into()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| WarmError::Start("no stdout".into()))?;
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_log(stderr));
+    }
+    let mut frame = Vec::new();
+    protocol::write_json(&mut frame, spec).map_err(|e| WarmError::Start(e.to_string()))?;
+    protocol::write_bytes(&mut frame, bootstrap).map_err(|e| WarmError::Start(e.to_string()))?;
+    stdin.write_all(&frame).await.map_err(start_err)?;
+    stdin.flush().await.map_err(start_err)?;
+    Ok((child, stdin, stdout))
 }
 
 async fn forward_log(stderr: tokio::process::ChildStderr) {
@@ -469,38 +487,8 @@ impl NodePool {
             (spec, bootstrap)
         };
         spec.deferred = true;
-        let mut child = tokio::process::Command::new(&self.helper)
-            .arg("__jail")
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // No kill on drop: a retired worker sees EOF on stdin and cleans up after itself.
-            .spawn()
-            .map_err(|e| WarmError::Start(e.to_string()))?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| WarmError::Start("no stdin".into()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| WarmError::Start("no stdout".into()))?;
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_log(stderr));
-        }
-        let mut frame = Vec::new();
-        protocol::write_json(&mut frame, &spec).map_err(|e| WarmError::Start(e.to_string()))?;
-        protocol::write_bytes(&mut frame, &bootstrap)
-            .map_err(|e| WarmError::Start(e.to_string()))?;
-        stdin
-            .write_all(&frame)
-            .await
-            .map_err(|e| WarmError::Start(e.to_string()))?;
-        stdin
-            .flush()
-            .await
-            .map_err(|e| WarmError::Start(e.to_string()))?;
+        let (child, stdin, stdout) =
+            start_helper(&self.helper, "__jail", &spec, &bootstrap).await?;
         Ok(NodeWorker {
             child,
             stdin,
