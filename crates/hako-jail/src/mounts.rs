@@ -299,25 +299,30 @@ fn bind_read_only_at(root: &Path, real: &Path, at: &Path) -> Result<(), MountErr
             })?;
         }
     }
+    bind(
+        real,
+        &target,
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )
+}
+
+/// Binds `src` at `target` and remounts it with `flags` (plus the flags the source's mount
+/// has locked, which a user namespace may not clear).
+fn bind(src: &Path, target: &Path, flags: MsFlags) -> Result<(), MountError> {
     let bind_err = |source| MountError::Bind {
-        src: real.to_path_buf(),
+        src: src.to_path_buf(),
         source,
     };
     mount(
-        Some(real),
-        &target,
+        Some(src),
+        target,
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
     .map_err(bind_err)?;
-    let flags = MsFlags::MS_REMOUNT
-        | MsFlags::MS_BIND
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV
-        | locked_flags(real);
-    mount(None::<&str>, &target, None::<&str>, flags, None::<&str>).map_err(bind_err)
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags | locked_flags(src);
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(bind_err)
 }
 
 /// Synthetic identity and name-service files: the run is `sandbox` (1000), nothing of the
@@ -353,24 +358,8 @@ fn build_dev(root: &Path) -> Result<(), MountError> {
             path: target.clone(),
             source,
         })?;
-        let bind_err = |source| MountError::Bind {
-            src: host.clone(),
-            source,
-        };
-        mount(
-            Some(&host),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(bind_err)?;
-        let flags = MsFlags::MS_REMOUNT
-            | MsFlags::MS_BIND
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NOEXEC
-            | locked_flags(&host);
-        mount(None::<&str>, &target, None::<&str>, flags, None::<&str>).map_err(bind_err)?;
+        // Device nodes need a mount without nodev; they are not executable.
+        bind(&host, &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
