@@ -345,6 +345,8 @@ impl Zygote {
             zygote: self.pid.as_raw(),
             detail,
         })?;
+        // A handle that stays valid after the zygote reaps the child (no pid reuse races).
+        let handle = ProcessHandle::open(child);
         let mut guard = KillOnDrop(Some(child));
         nix::unistd::write(&pipes.control.0, &[msg::GO]).map_err(ZygoteError::Socket)?;
         let watch = Watch {
@@ -362,6 +364,11 @@ impl Zygote {
         );
         if !reaped {
             self.unreaped += 1;
+        }
+        // The child may have reported its own exit early (its control socket is open to the
+        // program) and kept running: it never outlives its run.
+        if let Some(handle) = &handle {
+            handle.kill();
         }
         // The zygote reaps the child; never wait for it here.
         guard.0 = None;
@@ -399,6 +406,32 @@ impl Drop for Zygote {
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.remove();
         }
+    }
+}
+
+/// A pidfd: signals reach exactly the process it was opened for, even after that process
+/// was reaped and its pid reused.
+struct ProcessHandle(OwnedFd);
+
+impl ProcessHandle {
+    fn open(pid: Pid) -> Option<ProcessHandle> {
+        // SAFETY: pidfd_open returns a new descriptor or -1; we take ownership of it.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        // SAFETY: a non-negative result is a fresh descriptor nobody else owns.
+        (fd >= 0).then(|| ProcessHandle(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    }
+
+    fn kill(&self) {
+        // SAFETY: pidfd_send_signal only signals the process behind our pidfd.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
     }
 }
 

@@ -350,7 +350,11 @@ fn post_run(server: &Server, body: &Value) -> Value {
         .build()
         .unwrap();
     rt.block_on(async {
-        let resp: Value = reqwest::Client::new()
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let resp: Value = client
             .post(server.url("/v1/sandbox/run"))
             .header("X-Api-Key", &server.key)
             .json(body)
