@@ -205,6 +205,18 @@ fn read_program(file: &Path) -> Result<String> {
     Ok(code)
 }
 
+/// A run request for a program file (or stdin) given on the command line.
+fn cli_request(language: Option<&str>, file: &Path, network: bool, id: &str) -> Result<RunRequest> {
+    Ok(RunRequest {
+        language: language_for(language, file)?,
+        code: read_program(file)?,
+        preload: None,
+        enable_network: network,
+        limits: Default::default(),
+        request_id: id.into(),
+    })
+}
+
 fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,17 +235,8 @@ fn run(config_path: Option<&Path>, args: RunArgs) -> Result<i32> {
     }
     config.enable_network = config.enable_network || args.network;
     check_layers(&config)?;
-    let language = language_for(args.language.as_deref(), &args.file)?;
-    let code = read_program(&args.file)?;
+    let request = cli_request(args.language.as_deref(), &args.file, args.network, "cli")?;
     let executor = executor(config)?;
-    let request = RunRequest {
-        language,
-        code,
-        preload: None,
-        enable_network: args.network,
-        limits: Default::default(),
-        request_id: "cli".into(),
-    };
     let result = block_on(executor.run(request))??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
@@ -261,17 +264,9 @@ fn profile(config_path: Option<&Path>, args: ProfileArgs) -> Result<i32> {
         config.worker_timeout = timeout.max(1);
     }
     check_layers(&config)?;
-    let language = language_for(args.language.as_deref(), &args.file)?;
-    let code = read_program(&args.file)?;
+    let request = cli_request(args.language.as_deref(), &args.file, false, "profile")?;
+    let language = request.language;
     let executor = executor(config)?;
-    let request = RunRequest {
-        language,
-        code,
-        preload: None,
-        enable_network: false,
-        limits: Default::default(),
-        request_id: "profile".into(),
-    };
     let (result, outcome) = block_on(executor.run_with(
         request,
         ExecOptions {
