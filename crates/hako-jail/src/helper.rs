@@ -207,11 +207,13 @@ fn run(
             None => (None, None),
         };
         let (init, control) = start_jail(
-            spec,
+            Plan {
+                spec,
+                filter: &program,
+                use_listener,
+                coverage,
+            },
             code,
-            &program,
-            use_listener,
-            coverage,
             run_cgroup.as_ref(),
             stdio,
             code_read,
@@ -299,20 +301,27 @@ pub(crate) fn finish_cgroup(
     Ok(outcome)
 }
 
+/// What the jail's processes are built from: the run, its seccomp filter (empty for a
+/// zygote), whether the supervisor listens for denied calls, and which limits a cgroup covers.
+#[derive(Clone, Copy)]
+pub(crate) struct Plan<'a> {
+    pub spec: &'a JailSpec,
+    pub filter: &'a [libc::sock_filter],
+    pub use_listener: bool,
+    pub coverage: CgroupCoverage,
+}
+
 /// Clones the jail's init into new namespaces, maps its ids, puts it in the cgroup and lets
 /// it build the root. Returns init's pid and the helper's end of the control socket.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn start_jail(
-    spec: &JailSpec,
+    plan: Plan<'_>,
     code: &[u8],
-    program: &[libc::sock_filter],
-    use_listener: bool,
-    coverage: CgroupCoverage,
     cgroup: Option<&RunCgroup>,
     stdio: (OwnedFd, OwnedFd),
     inherit: Option<OwnedFd>,
     control: (OwnedFd, OwnedFd),
 ) -> Result<(Pid, OwnedFd), HelperError> {
+    let spec = plan.spec;
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -340,17 +349,7 @@ pub(crate) fn start_jail(
     if pid == 0 {
         drop(control.0);
         let child_control = control.1;
-        let code = jail_init(
-            spec,
-            code,
-            program,
-            use_listener,
-            coverage,
-            &child_control,
-            stdio.0,
-            stdio.1,
-            inherit,
-        );
+        let code = jail_init(plan, code, &child_control, stdio.0, stdio.1, inherit);
         // SAFETY: _exit is async-signal-safe and ends the child without running the parent's
         // atexit handlers or destructors of copied state.
         unsafe { libc::_exit(code) }
@@ -812,13 +811,9 @@ enum JailError {
     Nul(String),
 }
 
-#[allow(clippy::too_many_arguments)]
 fn jail_init(
-    spec: &JailSpec,
+    plan: Plan<'_>,
     code: &[u8],
-    program: &[libc::sock_filter],
-    use_listener: bool,
-    coverage: CgroupCoverage,
     control: &OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
@@ -828,17 +823,8 @@ fn jail_init(
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let program_pid = match prepare_jail(spec, code, control) {
-        Ok(()) => match fork_program(
-            spec,
-            program,
-            use_listener,
-            coverage,
-            control,
-            stdout,
-            stderr,
-            inherit,
-        ) {
+    let program_pid = match prepare_jail(plan.spec, code, control) {
+        Ok(()) => match fork_program(plan, control, stdout, stderr, inherit) {
             Ok(pid) => pid,
             Err(err) => return report_error(control, &err),
         },
@@ -932,17 +918,14 @@ fn become_run_user() -> Result<(), JailError> {
         .map_err(|e| JailError::Identity(e.to_string()))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn fork_program(
-    spec: &JailSpec,
-    program: &[libc::sock_filter],
-    use_listener: bool,
-    coverage: CgroupCoverage,
+    plan: Plan<'_>,
     control: &OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
     inherit: Option<OwnedFd>,
 ) -> Result<Pid, JailError> {
+    let spec = plan.spec;
     // Everything the program needs is prepared before fork; the child only makes syscalls.
     let argv = cstrings(
         std::iter::once(spec.interpreter.to_string_lossy().into_owned())
@@ -956,18 +939,7 @@ fn fork_program(
             Ok(child)
         }
         nix::unistd::ForkResult::Child => {
-            let err = match confine_and_exec(
-                spec,
-                program,
-                use_listener,
-                coverage,
-                control,
-                stdout,
-                stderr,
-                inherit,
-                &argv,
-                &envp,
-            ) {
+            let err = match confine_and_exec(plan, control, stdout, stderr, inherit, &argv, &envp) {
                 Ok(never) => match never {},
                 Err(err) => err,
             };
@@ -986,12 +958,8 @@ fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, JailErr
 
 enum Never {}
 
-#[allow(clippy::too_many_arguments)]
 fn confine_and_exec(
-    spec: &JailSpec,
-    program: &[libc::sock_filter],
-    use_listener: bool,
-    coverage: CgroupCoverage,
+    plan: Plan<'_>,
     control: &OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
@@ -999,6 +967,12 @@ fn confine_and_exec(
     argv: &[CString],
     envp: &[CString],
 ) -> Result<Never, JailError> {
+    let Plan {
+        spec,
+        filter: program,
+        use_listener,
+        coverage,
+    } = plan;
     // SAFETY: PR_SET_PDEATHSIG only changes this process's death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // Move the descriptors we keep above the fixed numbers (3, 4) they could collide with.

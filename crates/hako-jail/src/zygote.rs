@@ -177,11 +177,13 @@ impl Zygote {
         let (cgroup, coverage) =
             helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
         let (init, control) = helper::start_jail(
-            spec,
+            helper::Plan {
+                spec,
+                filter: &[],
+                use_listener: false,
+                coverage,
+            },
             bootstrap,
-            &[],
-            false,
-            coverage,
             cgroup.as_ref(),
             stdio,
             Some(theirs),
