@@ -44,6 +44,8 @@ struct State {
     template_key: Vec<(PathBuf, PathBuf)>,
     idle: Vec<Zygote>,
     starting: usize,
+    /// Zygotes serving a run right now (they come back to `idle`).
+    busy: usize,
     skipped: Vec<String>,
     /// Each zygote gets its own pair of host ids.
     next_ids: u32,
@@ -84,6 +86,7 @@ impl ZygotePool {
                 template_key: Vec::new(),
                 idle: Vec::new(),
                 starting: 0,
+                busy: 0,
                 skipped: Vec::new(),
                 next_ids: 0,
                 warmed: false,
@@ -135,7 +138,9 @@ impl ZygotePool {
             let Some(template) = state.template.clone() else {
                 return;
             };
-            let missing = self.size.saturating_sub(state.idle.len() + state.starting);
+            let missing = self
+                .size
+                .saturating_sub(state.idle.len() + state.starting + state.busy);
             state.starting += missing;
             (template, missing)
         };
@@ -193,6 +198,12 @@ impl ZygotePool {
         for skipped in &report.skipped {
             tracing::warn!("preload module skipped: {skipped}");
         }
+        tracing::info!(
+            zygote = report.zygote_pid,
+            hot_pages = report.hot_pages,
+            prepared_bytes = report.prepared_bytes,
+            "zygote ready"
+        );
         let pid = report.zygote_pid;
         Ok((
             Zygote {
@@ -218,32 +229,59 @@ impl ZygotePool {
         order: &RunOrder,
         code: &[u8],
     ) -> Result<Option<JailOutcome>, WarmError> {
-        let taken = self.lock().idle.pop();
-        self.refill();
-        let Some(mut zygote) = taken else {
+        let Some(mut lease) = self.lease() else {
+            self.refill();
             return Ok(None);
         };
-        let result = exchange(&mut zygote, order, code).await;
-        match result {
+        let zygote = lease.zygote.as_mut().expect("a lease holds its zygote");
+        match exchange(zygote, order, code).await {
             Ok(outcome) => {
-                let reusable = outcome.setup_error.is_none();
-                let mut state = self.lock();
-                let current = state.template.as_ref().map(|t| t.generation);
-                if reusable && current == Some(zygote.generation) && state.idle.len() < self.size {
-                    state.idle.push(zygote);
-                } else {
-                    drop(state);
-                    drop(zygote);
-                    self.refill();
-                }
+                // After a setup error the zygote may be gone: a replacement starts.
+                lease.reusable = outcome.setup_error.is_none();
                 Ok(Some(outcome))
             }
-            Err(err) => {
-                drop(zygote);
-                self.refill();
-                Err(WarmError::Broken(err.to_string()))
-            }
+            Err(err) => Err(WarmError::Broken(err.to_string())),
         }
+    }
+
+    /// Takes an idle zygote for one run; it comes back when the lease ends.
+    fn lease(&self) -> Option<Lease> {
+        let mut state = self.lock();
+        let zygote = state.idle.pop()?;
+        state.busy += 1;
+        Some(Lease {
+            pool: self.clone(),
+            zygote: Some(zygote),
+            reusable: false,
+        })
+    }
+}
+
+/// A zygote out of the pool for one run. On drop it goes back to the pool if its run ended
+/// cleanly and its template is current; otherwise it retires and a replacement starts (a
+/// request cancelled mid-run drops its lease before the run ended).
+struct Lease {
+    pool: ZygotePool,
+    zygote: Option<Zygote>,
+    reusable: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let retired = {
+            let mut state = self.pool.lock();
+            state.busy = state.busy.saturating_sub(1);
+            let current = state.template.as_ref().map(|t| t.generation);
+            match self.zygote.take() {
+                Some(zygote) if self.reusable && current == Some(zygote.generation) => {
+                    state.idle.push(zygote);
+                    None
+                }
+                other => other,
+            }
+        };
+        drop(retired);
+        self.pool.refill();
     }
 }
 
