@@ -128,6 +128,10 @@ pub(crate) mod msg {
     pub const READY: u8 = crate::lockdown::READY;
     /// init → helper: the program ended; i32 exit code and i32 signal follow.
     pub const EXITED: u8 = b'X';
+    /// zygote → helper: a run child was forked; carries its pidfd.
+    pub const FORKED: u8 = b'P';
+    /// helper → prepared zygote child: the program is in place, run it.
+    pub const RUN: u8 = b'R';
 }
 
 pub(crate) struct Pipes {
@@ -485,6 +489,13 @@ fn supervise_inner(
         if status_known && !streams[0].open && !streams[1].open {
             break;
         }
+        if status.is_some() && !killed {
+            // The program reported its end after flushing its output: what it wrote is in
+            // the pipes now. Take it without waiting for the process to be torn down (its
+            // caller kills it).
+            drain(&stdout, &stderr, &mut streams, cap, &mut outcome);
+            break;
+        }
         let now = Instant::now();
         if now >= deadline && !killed {
             outcome.timed_out = status.is_none();
@@ -598,7 +609,7 @@ fn supervise_inner(
                         outcome.confined = true;
                     }
                     Control::Exited(exit) => status = Some(exit),
-                    Control::Other => {}
+                    Control::Forked(_) | Control::Other => {}
                 },
                 Role::Cancel => {
                     let _ = kill(init, Signal::SIGKILL);
@@ -645,6 +656,45 @@ fn supervise_inner(
     outcome.stdout = out.data;
     outcome.stderr = err.data;
     Ok(outcome)
+}
+
+/// Reads what is already buffered in the output pipes, up to the cap.
+fn drain(
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    streams: &mut [Collected; 2],
+    cap: usize,
+    outcome: &mut JailOutcome,
+) {
+    for (i, fd) in [stdout, stderr].into_iter().enumerate() {
+        while streams[i].open {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(1)
+                    if fds[0]
+                        .revents()
+                        .is_some_and(|r| r.contains(PollFlags::POLLIN)) => {}
+                _ => break,
+            }
+            let total: usize = streams.iter().map(|s| s.data.len()).sum();
+            match read_some(
+                fd.as_raw_fd(),
+                &mut streams[i].data,
+                cap.saturating_sub(total) + 1,
+            ) {
+                Ok(0) | Err(_) => streams[i].open = false,
+                Ok(_) => {
+                    let total: usize = streams.iter().map(|s| s.data.len()).sum();
+                    if total > cap {
+                        let keep = streams[i].data.len() - (total - cap);
+                        streams[i].data.truncate(keep);
+                        outcome.output_limited = true;
+                        streams[i].open = false;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -705,6 +755,8 @@ pub(crate) enum Control {
     Closed,
     Error(String),
     Ready(Option<OwnedFd>),
+    /// A zygote forked a run child: its pidfd.
+    Forked(Option<OwnedFd>),
     Exited(ExitStatus),
     Other,
 }
@@ -741,6 +793,7 @@ pub(crate) fn receive_control(control: &OwnedFd) -> Result<Control, HelperError>
         None => Control::Closed,
         Some(&msg::ERROR) => Control::Error(String::from_utf8_lossy(&data[1..]).into_owned()),
         Some(&msg::READY) => Control::Ready(fd),
+        Some(&msg::FORKED) => Control::Forked(fd),
         Some(&msg::EXITED) if len >= 9 => {
             let word = |at: usize| {
                 i32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])

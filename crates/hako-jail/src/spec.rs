@@ -112,7 +112,7 @@ pub enum SeccompMode {
     Learn,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SeccompSpec {
     pub mode: SeccompMode,
     /// Syscall numbers (for the machine's arch) added to the language's default table.

@@ -9,6 +9,7 @@ import linecache
 import os
 import random
 import resource
+import select
 import socket
 import struct
 import sys
@@ -101,9 +102,10 @@ def _run_program(source, run_ctl):
 def _child(params, fds):
     run_ctl, out, err, program = fds
     _control.detach()  # the Rust side closes fd 3; Python must not close it again later
+    # Confines this process, then waits until the run is handed over.
     if _hako.hako_confine(params, len(params), run_ctl, out, err, program) != 0:
         os._exit(126)
-    # Confined: only now is the request read.
+    # Confined: only now is the request read (u32 length, environment JSON, program).
     chunks = []
     while True:
         chunk = os.read(program, 1 << 20)
@@ -111,51 +113,79 @@ def _child(params, fds):
             break
         chunks.append(chunk)
     os.close(program)
-    env = json.loads(params).get("env")
-    if env:
+    data = b"".join(chunks)
+    (env_len,) = struct.unpack_from("<I", data)
+    env = dict(json.loads(data[4:4 + env_len]))
+    if env and env != os.environ:
         os.environ.clear()
-        os.environ.update(dict(env))
+        os.environ.update(env)
     _reseed()
-    _run_program(b"".join(chunks).decode("utf-8", "surrogateescape"), run_ctl)
+    _run_program(data[4 + env_len:].decode("utf-8", "surrogateescape"), run_ctl)
+
+
+def _fork(poller, children):
+    fd_size = struct.calcsize("i")
+    message, ancillary, _flags, _addr = _control.recvmsg(1 << 20, socket.CMSG_SPACE(4 * fd_size))
+    if not message:
+        os._exit(0)
+    fds = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % fd_size
+            fds.extend(struct.unpack("%di" % (usable // fd_size), data[:usable]))
+    if message[:1] != b"F" or len(fds) != 4:
+        for fd in fds:
+            os.close(fd)
+        _control.sendall(b"Ebad fork request")
+        return
+    if _hako.hako_prepare_fork() != 0:
+        for fd in fds:
+            os.close(fd)
+        _control.sendall(b"Ecannot prepare a pid namespace")
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _child(message[1:], fds)
+        finally:
+            os._exit(126)
+    for fd in fds[1:]:
+        os.close(fd)
+    # Keep the child's control socket: its end is reported there after reaping.
+    pidfd = os.pidfd_open(pid)
+    children[pidfd] = (pid, fds[0])
+    poller.register(pidfd, select.POLLIN)
+    _control.sendmsg([b"P"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pidfd))])
+
+
+def _reap(poller, children, pidfd):
+    pid, run_ctl = children.pop(pidfd)
+    poller.unregister(pidfd)
+    os.close(pidfd)
+    _, status, usage = os.wait4(pid, 0)
+    if os.WIFSIGNALED(status):
+        code, signal = 0, os.WTERMSIG(status)
+    else:
+        code, signal = os.WEXITSTATUS(status), 0
+    cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
+    try:
+        os.write(run_ctl, b"X" + struct.pack("<iiQQ", code, signal, cpu_ms, usage.ru_maxrss * 1024))
+    except OSError:
+        pass
+    os.close(run_ctl)
 
 
 def _serve():
-    fd_size = struct.calcsize("i")
+    # Children run (and are prepared) while the zygote waits for the next fork request.
+    poller = select.poll()
+    poller.register(_control.fileno(), select.POLLIN)
+    children = {}
     while True:
-        message, ancillary, _flags, _addr = _control.recvmsg(1 << 20, socket.CMSG_SPACE(4 * fd_size))
-        if not message:
-            os._exit(0)
-        fds = []
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(data) - len(data) % fd_size
-                fds.extend(struct.unpack("%di" % (usable // fd_size), data[:usable]))
-        if message[:1] != b"F" or len(fds) != 4:
-            for fd in fds:
-                os.close(fd)
-            _control.sendall(b"Ebad fork request")
-            continue
-        if _hako.hako_prepare_fork() != 0:
-            for fd in fds:
-                os.close(fd)
-            _control.sendall(b"Ecannot prepare a pid namespace")
-            continue
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _child(message[1:], fds)
-            finally:
-                os._exit(126)
-        for fd in fds:
-            os.close(fd)
-        _control.sendall(b"P" + str(pid).encode())
-        _, status, usage = os.wait4(pid, 0)
-        if os.WIFSIGNALED(status):
-            code, signal = 0, os.WTERMSIG(status)
-        else:
-            code, signal = os.WEXITSTATUS(status), 0
-        cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
-        _control.sendall(b"X" + struct.pack("<iiQQ", code, signal, cpu_ms, usage.ru_maxrss * 1024))
+        for fd, _events in poller.poll():
+            if fd in children:
+                _reap(poller, children, fd)
+            else:
+                _fork(poller, children)
 
 
 _serve()

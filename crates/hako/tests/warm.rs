@@ -106,3 +106,33 @@ fn a_forged_exit_report_does_not_wedge_the_zygote() {
     );
     assert_forked_from_zygote(&jail);
 }
+
+#[test]
+fn a_run_leaves_nothing_running_for_the_next_one() {
+    // One zygote: the next run's child is prepared while this one runs, in the same network
+    // namespace. Whatever a run starts must be gone before the next run begins, even when it
+    // claims to have exited and keeps serving.
+    let Some(jail) = zygote_server(1) else { return };
+    assert_forked_from_zygote(&jail);
+    let leaver = "import socket, threading\n\
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\nu.bind('\\0hako-leftover')\nu.listen(8)\n\
+t = socket.socket()\nt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\nt.bind(('127.0.0.1', 47124))\nt.listen(8)\n\
+def serve(s):\n    while True:\n        s.accept()\n\
+for s in (u, t):\n    threading.Thread(target=serve, args=(s,), daemon=True).start()\n\
+print('left', flush=True)\n\
+import os, struct, time\nfor fd in os.listdir('/proc/self/fd'):\n    try:\n        if os.readlink('/proc/self/fd/' + fd).startswith('socket:['):\n            os.write(int(fd), b'X' + struct.pack('<iiQQ', 0, 0, 0, 0))\n    except OSError:\n        pass\n\
+while True:\n    time.sleep(1)";
+    let dialer = "import socket\nout = []\n\
+for fam, addr in ((socket.AF_UNIX, '\\0hako-leftover'), (socket.AF_INET, ('127.0.0.1', 47124))):\n    s = socket.socket(fam, socket.SOCK_STREAM)\n    try:\n        s.connect(addr)\n        out.append('connected')\n    except OSError as e:\n        out.append(type(e).__name__)\nprint(out)";
+    for _ in 0..5 {
+        let r = jail.run("python3", leaver, &[]);
+        assert_eq!(r.stdout(), "left\n", "{:?}", r.json);
+        let r = jail.run("python3", dialer, &[]);
+        assert_eq!(
+            r.stdout(),
+            "['ConnectionRefusedError', 'ConnectionRefusedError']\n",
+            "{:?}",
+            r.json
+        );
+    }
+}
