@@ -25,6 +25,11 @@ with contextlib.redirect_stdout(io.StringIO()):
     output_obj = main(**inputs_obj)
     output_json = json.dumps(output_obj, indent=4)
     print(f"<<RESULT>>{output_json}<<RESULT>>")
+    # The operator's warm-up (hako.python_warmup), set by the helper above this program.
+    try:
+        exec(compile(WARMUP, "<hako.python_warmup>", "exec"), {"__name__": "__hako_warmup__"})
+    except BaseException:
+        pass
 
 # What the loader does after every program (without reporting an exit).
 threading._shutdown()

@@ -35,6 +35,18 @@ for _name in PRELOAD:
     except BaseException as _e:  # a module that fails to import is skipped and reported
         _skipped.append("%s: %s: %s" % (_name, type(_e).__name__, _e))
 
+# The operator's warm-up code (hako.python_warmup): what it touches is warm for every run.
+WARMUP = os.environ.pop("HAKO_PYTHON_WARMUP", "")
+if WARMUP.strip():
+    _stdout = sys.stdout
+    try:
+        sys.stdout = open(os.devnull, "w")
+        exec(compile(WARMUP, "<hako.python_warmup>", "exec"), {"__name__": "__hako_warmup__"})
+    except BaseException as _e:
+        _skipped.append("hako.python_warmup: %s: %s" % (type(_e).__name__, _e))
+    finally:
+        sys.stdout = _stdout
+
 _control = socket.socket(fileno=3)
 # Move everything imported so far out of the garbage collector's reach: children then do
 # not touch (and copy) those pages when they collect.

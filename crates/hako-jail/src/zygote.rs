@@ -537,12 +537,21 @@ impl Zygote {
     ) -> Result<Vec<(u64, u64)>, ZygoteError> {
         let mut child = self.fork_child(shape)?;
         // The environment runs get (the zygote's own, without its settings).
+        let warmup = env
+            .iter()
+            .find(|(name, _)| name == "HAKO_PYTHON_WARMUP")
+            .map_or("", |(_, code)| code.as_str());
         let env: Vec<(String, String)> = env
             .iter()
             .filter(|(name, _)| !name.starts_with("HAKO_"))
             .cloned()
             .collect();
-        write_program(&child.program, &env, CALIBRATION.as_bytes())?;
+        // A JSON string is a Python string literal.
+        let program = format!(
+            "WARMUP = {}\n{CALIBRATION}",
+            serde_json::Value::String(warmup.to_string())
+        );
+        write_program(&child.program, &env, program.as_bytes())?;
         nix::unistd::write(&child.control, &[msg::RUN]).map_err(ZygoteError::Socket)?;
         let (stdout, _stderr) = child.output.take().ok_or(ZygoteError::Gone)?;
         let deadline = Instant::now() + std::time::Duration::from_secs(10);

@@ -132,6 +132,9 @@ pub struct HakoConfig {
     pub mode: ExecMode,
     #[serde(deserialize_with = "nullable")]
     pub python_preload: Vec<String>,
+    /// Python code each zygote runs once after the preload, and each zygote's calibration run
+    /// repeats: what it touches is warm for every run (e.g. a small pandas DataFrame).
+    pub python_warmup: String,
     pub nodejs_pool: usize,
     pub limits: LimitsConfig,
     pub network: NetworkConfig,
@@ -167,6 +170,7 @@ impl Default for HakoConfig {
             },
             mode: ExecMode::Zygote,
             python_preload: vec!["json".into(), "base64".into()],
+            python_warmup: String::new(),
             nodejs_pool: 2,
             limits: LimitsConfig::default(),
             network: NetworkConfig::default(),
@@ -713,6 +717,9 @@ fn apply_env(
     if let Some(list) = e.list("HAKO_PYTHON_PRELOAD", "hako.python_preload") {
         h.python_preload = list;
     }
+    if let Some(code) = e.raw("HAKO_PYTHON_WARMUP", "hako.python_warmup") {
+        h.python_warmup = code;
+    }
     let pool = &mut h.nodejs_pool;
     e.parse(
         "HAKO_NODEJS_POOL",
@@ -1234,6 +1241,7 @@ enable_preload: false
             ("HAKO_LIMITS_OUTPUT_BYTES", "1000"),
             ("HAKO_NETWORK_MODE", "host"),
             ("HAKO_PYTHON_PRELOAD", "json, numpy,os.path"),
+            ("HAKO_PYTHON_WARMUP", "import json\njson.dumps([1])\n"),
         ];
         let loaded = load_text(text, &env).unwrap();
         let h = &loaded.config.hako;
@@ -1254,6 +1262,7 @@ enable_preload: false
         );
         assert_eq!(h.network.mode, NetworkPolicy::Host);
         assert_eq!(h.python_preload, ["json", "numpy", "os.path"]);
+        assert_eq!(h.python_warmup, "import json\njson.dumps([1])\n");
         assert!(loaded.warnings.iter().any(|w| w.contains("hako.insecure")));
         let c = load_text("", &[("HAKO_LIMITS_MEMORY_MB", "128")])
             .unwrap()

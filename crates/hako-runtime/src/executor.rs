@@ -443,6 +443,10 @@ impl Executor {
         spec.env
             .push(("HAKO_ZYGOTE_LIBRARY".into(), ZYGOTE_LIBRARY_IN_JAIL.into()));
         spec.env.push((
+            "HAKO_PYTHON_WARMUP".into(),
+            config.hako.python_warmup.clone(),
+        ));
+        spec.env.push((
             "HAKO_PRELOAD".into(),
             serde_json::to_string(&preload).map_err(|e| ExecError::Sandbox(e.to_string()))?,
         ));

@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Send `enable_network: false` (Dify always sends true).
     #[arg(long)]
     no_network: bool,
+    /// Python file the started servers use as `hako.python_warmup`.
+    #[arg(long)]
+    python_warmup: Option<PathBuf>,
 }
 
 struct Workload {
@@ -127,7 +130,12 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn start_server(mode: &str, workers: usize, requirements: &[&str]) -> Result<OwnServer> {
+fn start_server(
+    mode: &str,
+    workers: usize,
+    requirements: &[&str],
+    warmup: Option<&str>,
+) -> Result<OwnServer> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let key = "bench-key".to_string();
@@ -144,7 +152,11 @@ fn start_server(mode: &str, workers: usize, requirements: &[&str]) -> Result<Own
         dir.path().join("dependencies/python-requirements.txt"),
         requirements.join("\n"),
     )?;
-    let child = Command::new(std::env::current_exe()?)
+    let mut command = Command::new(std::env::current_exe()?);
+    if let Some(code) = warmup {
+        command.env("HAKO_PYTHON_WARMUP", code);
+    }
+    let child = command
         .arg("serve")
         .current_dir(dir.path())
         .env("HAKO_LOG", "error")
@@ -401,10 +413,21 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
             String::new()
         }
     );
+    let warmup = match &args.python_warmup {
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?,
+        ),
+        None => None,
+    };
     let main = match &args.url {
         Some(url) => runtime.block_on(measure(url, &args.key, work.clone(), &args, None))?,
         None => {
-            let server = start_server("zygote", args.concurrency.max(1), &work.requirements)?;
+            let server = start_server(
+                "zygote",
+                args.concurrency.max(1),
+                &work.requirements,
+                warmup.as_deref(),
+            )?;
             let pid = server.child.id();
             let m = runtime.block_on(measure(
                 &server.url,
@@ -419,7 +442,12 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     };
     report(if args.url.is_some() { "server" } else { "warm" }, &main);
     if args.compare_spawn {
-        let server = start_server("spawn", args.concurrency.max(1), &work.requirements)?;
+        let server = start_server(
+            "spawn",
+            args.concurrency.max(1),
+            &work.requirements,
+            warmup.as_deref(),
+        )?;
         let pid = server.child.id();
         let spawn = runtime.block_on(measure(&server.url, &server.key, work, &args, Some(pid)))?;
         report("spawn", &spawn);
