@@ -60,10 +60,13 @@ pub enum HelperError {
 pub fn main() -> i32 {
     watch_for_cancel();
     let mut stdin = io::stdin().lock();
+    let mut leftover = None;
     let outcome = match read_request(&mut stdin) {
         Ok((spec, code)) => {
             let later = spec.deferred.then_some(&mut stdin as &mut dyn Read);
-            run(&spec, &code, later).unwrap_or_else(|err| JailOutcome {
+            let (result, cgroup) = run(&spec, &code, later);
+            leftover = cgroup;
+            result.unwrap_or_else(|err| JailOutcome {
                 setup_error: Some(err.to_string()),
                 ..Default::default()
             })
@@ -73,7 +76,17 @@ pub fn main() -> i32 {
             ..Default::default()
         },
     };
-    match protocol::encode_outcome(&outcome, io::stdout().lock()) {
+    let reported = protocol::encode_outcome(&outcome, io::stdout().lock());
+    // The answer is out; removing the cgroup can take a while (tens of ms on cgroup v1).
+    // SAFETY: closing our stdout tells the caller the outcome is complete; nothing writes to
+    // it afterwards.
+    unsafe { libc::close(libc::STDOUT_FILENO) };
+    if let Some(cg) = leftover {
+        if let Err(err) = cg.remove() {
+            eprintln!("hako jail: {err}");
+        }
+    }
+    match reported {
         Ok(()) => 0,
         Err(err) => {
             eprintln!("hako jail: cannot report the outcome: {err}");
@@ -177,11 +190,24 @@ pub(crate) fn channels() -> Result<Pipes, HelperError> {
 /// Runs one program. With `later` (a deferred run) the jail starts with `code` as a
 /// bootstrap, and the program is read from `later` and handed over through [`CODE_FD`];
 /// the clock starts then.
+/// Also returns the run's cgroup, emptied, for the caller to remove after answering.
 fn run(
     spec: &JailSpec,
     code: &[u8],
     later: Option<&mut dyn Read>,
-) -> Result<JailOutcome, HelperError> {
+) -> (Result<JailOutcome, HelperError>, Option<RunCgroup>) {
+    match prepare_and_run(spec, code, later) {
+        Ok((result, cgroup)) => (result, cgroup),
+        Err(err) => (Err(err), None),
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn prepare_and_run(
+    spec: &JailSpec,
+    code: &[u8],
+    later: Option<&mut dyn Read>,
+) -> Result<(Result<JailOutcome, HelperError>, Option<RunCgroup>), HelperError> {
     let mut started = Instant::now();
     let use_listener = notify::user_notif_supported();
     let program = seccomp::build_program(
@@ -248,7 +274,8 @@ fn run(
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
     })();
-    crate::netns::finish(egress, finish_cgroup(run_cgroup, result))
+    let result = cgroup_accounting(run_cgroup.as_ref(), result);
+    Ok((crate::netns::finish(egress, result), run_cgroup))
 }
 
 /// Creates the run's cgroup where the host allows it; says which limits it covers.
@@ -283,14 +310,13 @@ pub(crate) fn create_cgroup(
     Ok((cgroup, coverage))
 }
 
-/// Folds the cgroup's accounting into the outcome and removes the cgroup.
-pub(crate) fn finish_cgroup(
-    cgroup: Option<RunCgroup>,
+/// Folds the cgroup's accounting into the outcome.
+fn cgroup_accounting(
+    cgroup: Option<&RunCgroup>,
     result: Result<JailOutcome, HelperError>,
 ) -> Result<JailOutcome, HelperError> {
     let Some(cg) = cgroup else { return result };
     let stats = cg.stats();
-    let removed = cg.remove();
     let mut outcome = result?;
     let killed = outcome.signal == Some(libc::SIGKILL);
     outcome.oom_killed |= stats.oom_kills > 0
@@ -298,9 +324,6 @@ pub(crate) fn finish_cgroup(
     outcome.pids_limited |= stats.pids_limit_hits > 0;
     if let Some(peak) = stats.peak_memory_bytes {
         outcome.peak_memory_bytes = peak;
-    }
-    if let Err(err) = removed {
-        eprintln!("hako jail: {err}");
     }
     Ok(outcome)
 }

@@ -271,13 +271,25 @@ impl Executor {
             drop(stdin);
             result
         };
+        // The helper closes its stdout once the outcome is written, then removes the run's
+        // cgroup: answer then, and reap it in the background.
         let mut out = Vec::new();
+        let (w, o) = tokio::join!(write, stdout.read_to_end(&mut out));
+        let decoded = protocol::decode_outcome(&out);
+        if decoded.is_ok() {
+            cancel.0 = None;
+            tokio::spawn(async move {
+                let mut err = Vec::new();
+                let _ = stderr.read_to_end(&mut err).await;
+                let _ = child.wait().await;
+                if !err.is_empty() {
+                    tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
+                }
+            });
+            return decoded.map_err(|e| ExecError::Sandbox(e.to_string()));
+        }
         let mut err = Vec::new();
-        let (w, o, e) = tokio::join!(
-            write,
-            stdout.read_to_end(&mut out),
-            stderr.read_to_end(&mut err)
-        );
+        let e = stderr.read_to_end(&mut err).await;
         let status = child.wait().await;
         // Reaped (or failed to be): either way the pid is no longer ours to signal.
         cancel.0 = None;
@@ -289,7 +301,7 @@ impl Executor {
         w.and(o)
             .and(e)
             .map_err(|e| ExecError::Sandbox(format!("talk to the jail helper: {e}")))?;
-        protocol::decode_outcome(&out).map_err(|e| {
+        decoded.map_err(|e| {
             ExecError::Sandbox(format!(
                 "jail helper ended with {status} and no readable outcome ({e}): {}",
                 String::from_utf8_lossy(&err).trim()

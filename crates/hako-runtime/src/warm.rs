@@ -545,13 +545,18 @@ impl NodePool {
         let broken = |e: std::io::Error| WarmError::Broken(e.to_string());
         worker.stdin.write_all(code).await.map_err(broken)?;
         drop(worker.stdin);
+        // The helper closes its stdout once the outcome is written, then removes the run's
+        // cgroup: answer then, and reap it in the background.
         let mut bytes = Vec::new();
         worker
             .stdout
             .read_to_end(&mut bytes)
             .await
             .map_err(broken)?;
-        let _ = worker.child.wait().await;
+        let mut child = worker.child;
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
         protocol::decode_outcome(&bytes)
             .map(Some)
             .map_err(|e| WarmError::Broken(e.to_string()))
