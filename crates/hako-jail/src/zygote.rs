@@ -474,6 +474,8 @@ impl Zygote {
         started: Instant,
     ) -> Result<JailOutcome, ZygoteError> {
         write_program(&child.program, &order.env, code)?;
+        // SAFETY: setpriority only changes the nice value of the child our pidfd names.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, child.host_pid.as_raw() as u32, 0) };
         nix::unistd::write(&child.control, &[msg::RUN]).map_err(ZygoteError::Socket)?;
         // The next run's child forks and confines itself while this one runs.
         let next = self.request_child(&child.shape.clone());
@@ -759,6 +761,9 @@ pub enum ChildError {
     LockDown(#[from] LockDownError),
 }
 
+/// Nice value of a child while it is prepared ahead of its run.
+const PREPARING_NICE: libc::c_int = 19;
+
 /// Called in the zygote right before it forks: the next child becomes pid 1 of a fresh pid
 /// namespace.
 pub fn prepare_fork() -> Result<(), ChildError> {
@@ -810,6 +815,10 @@ fn confine_child_inner(
     stderr: RawFd,
     keep: RawFd,
 ) -> Result<(), ChildError> {
+    // Preparing ahead of time must not slow the run in progress: lowest priority until the
+    // helper hands this child its run (and restores the priority).
+    // SAFETY: setpriority only changes this process's nice value.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, PREPARING_NICE) };
     let params: ChildParams =
         serde_json::from_slice(params).map_err(|e| ChildError::Params(e.to_string()))?;
     copy_hot_pages(&params.hot_pages);
