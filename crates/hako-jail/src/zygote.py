@@ -155,7 +155,13 @@ def _fork(poller, children):
             os.close(fd)
         _control.sendall(b"Ecannot prepare a pid namespace")
         return
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:  # e.g. the run in progress holds the group's last pid
+        for fd in fds:
+            os.close(fd)
+        _control.sendall(b"Ecannot fork: %s" % str(e).encode())
+        return
     if pid == 0:
         try:
             _child(message[1:], fds)

@@ -343,7 +343,8 @@ impl Zygote {
         self.runs += 1;
         // The child runs inside the zygote's own group (no migration): the group's limits
         // become what is in use now, plus the run's limits, plus room for the next prepared
-        // child, which is forked while this one runs.
+        // child, which is forked while this one runs. (The run's own task is already in
+        // use; the next child takes its place in the count.)
         let baseline = self
             .cgroup
             .as_ref()
@@ -363,7 +364,7 @@ impl Zygote {
                     order.limits.memory_bytes,
                     self.prepared_bytes,
                 ),
-                pids: above(baseline.tasks, order.limits.pids, 1),
+                pids: above(baseline.tasks, order.limits.pids, 0),
             })
             .map_err(HelperError::from)?;
         }

@@ -136,3 +136,80 @@ for fam, addr in ((socket.AF_UNIX, '\\0hako-leftover'), (socket.AF_INET, ('127.0
         );
     }
 }
+
+/// Host pids of the zygote interpreters under `root`: Python processes whose parent is not
+/// Python (run children are forked by a zygote).
+fn zygote_pids(root: u32) -> Vec<u32> {
+    let stat = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let comm = |pid: u32| {
+        let s = stat(pid);
+        s.split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map(|(name, _)| name.to_string())
+            .unwrap_or_default()
+    };
+    let parent = |pid: u32| -> u32 {
+        stat(pid)
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut found = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            stack.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        if comm(pid).starts_with("python") && !comm(parent(pid)).starts_with("python") {
+            found.push(pid);
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+#[test]
+fn a_run_holding_every_pid_does_not_cost_the_zygote() {
+    // The next child is forked while a run runs, in the same cgroup: a run that takes every
+    // pid it may have must not break the zygote.
+    if !can_run_jail() {
+        return;
+    }
+    let server = Server::start(
+        "worker_timeout: 20\nmax_workers: 1\nhako:\n  mode: zygote\n  limits:\n    pids: 16\n",
+        &[],
+    );
+    server.wait_warm();
+    let zygotes = zygote_pids(server.pid());
+    assert_eq!(zygotes.len(), 1, "one zygote expected: {zygotes:?}");
+    let jail = Runner::Server(server);
+    let bomb = "import threading, time\nthreads = []\ntry:\n    while True:\n        t = threading.Thread(target=time.sleep, args=(1,))\n        t.start()\n        threads.append(t)\nexcept RuntimeError:\n    pass\nprint('threads', len(threads))";
+    for _ in 0..5 {
+        let r = jail.run("python3", bomb, &[]);
+        assert!(
+            r.stdout().starts_with("threads "),
+            "the bomb was not contained: {:?}",
+            r.json
+        );
+        let count: usize = r.stdout().trim()["threads ".len()..].parse().unwrap();
+        assert!(count < 16, "{count} threads under a 16-pid limit");
+        assert_forked_from_zygote(&jail);
+    }
+    let Runner::Server(server) = &jail else {
+        unreachable!()
+    };
+    assert_eq!(
+        zygote_pids(server.pid()),
+        zygotes,
+        "the zygote was replaced"
+    );
+}
