@@ -148,6 +148,7 @@ pub fn main() -> i32 {
         if protocol::encode_outcome(&outcome, &mut output).is_err() || gone {
             return 1;
         }
+        zygote.settle();
     }
 }
 
@@ -166,6 +167,8 @@ struct Zygote {
     /// The next run's child: forked and confined while the previous run ran, waiting for
     /// its program.
     prepared: Option<RunChild>,
+    /// A fork request the zygote has yet to answer (made while the last run ran).
+    requested: Option<PendingChild>,
     /// The last run's child, killed; the next run waits until it is gone.
     last: Option<RunChild>,
     /// Memory a prepared child holds (it shares the cgroup with the run before it).
@@ -311,6 +314,7 @@ impl Zygote {
             use_listener: notify::user_notif_supported(),
             runs: 0,
             prepared: None,
+            requested: None,
             last: None,
             prepared_bytes: 0,
             hot_pages: Vec::new(),
@@ -324,8 +328,20 @@ impl Zygote {
         nix::sys::signal::kill(self.pid, None).is_ok()
     }
 
+    /// Takes the zygote's answer to the fork request made during the last run: the next
+    /// child. Called once the last run's answer is out, so that answer never waits for a fork.
+    fn settle(&mut self) {
+        if let Some(pending) = self.requested.take() {
+            match self.receive_child(pending) {
+                Ok(next) => self.prepared = Some(next),
+                Err(err) => eprintln!("hako zygote: preparing the next child failed: {err}"),
+            }
+        }
+    }
+
     fn run(&mut self, order: &RunOrder, code: &[u8]) -> Result<JailOutcome, ZygoteError> {
         let started = Instant::now();
+        self.settle();
         // The previous run's child is gone (and its memory uncharged) before we measure.
         if let Some(last) = self.last.take() {
             last.handle.wait_exit(5_000);
@@ -494,13 +510,11 @@ impl Zygote {
         // run. The next run waits until it is gone.
         child.handle.kill();
         self.last = Some(child);
-        self.prepared = match next.and_then(|pending| self.receive_child(pending)) {
-            Ok(next) => Some(next),
-            Err(err) => {
-                eprintln!("hako zygote: preparing the next child failed: {err}");
-                None
-            }
-        };
+        // Taken after the answer is out (see `settle`).
+        match next {
+            Ok(pending) => self.requested = Some(pending),
+            Err(err) => eprintln!("hako zygote: preparing the next child failed: {err}"),
+        }
         let mut outcome = outcome?;
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
