@@ -83,7 +83,8 @@ pub fn main() -> i32 {
     unsafe { libc::close(libc::STDOUT_FILENO) };
     if let Some(cg) = leftover {
         if let Err(err) = cg.remove() {
-            eprintln!("hako jail: {err}");
+            // The caller may be gone by now: never panic on a closed stderr.
+            let _ = writeln!(io::stderr(), "hako jail: {err}");
         }
     }
     match reported {

@@ -47,6 +47,8 @@ struct Inner {
     warm: std::sync::OnceLock<(crate::warm::ZygotePool, PathBuf)>,
     /// Pre-started Node.js workers; set by [`Executor::start_warm`].
     node_pool: std::sync::OnceLock<crate::warm::NodePool>,
+    /// Helpers that answered and are still cleaning up (see [`Executor::wait_for_helpers`]).
+    finishing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Runs programs. Cheap to clone and share between requests.
@@ -114,6 +116,7 @@ impl Executor {
                 egress,
                 warm: std::sync::OnceLock::new(),
                 node_pool: std::sync::OnceLock::new(),
+                finishing: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -278,7 +281,7 @@ impl Executor {
         let decoded = protocol::decode_outcome(&out);
         if decoded.is_ok() {
             cancel.0 = None;
-            tokio::spawn(async move {
+            let finishing = tokio::spawn(async move {
                 let mut err = Vec::new();
                 let _ = stderr.read_to_end(&mut err).await;
                 let _ = child.wait().await;
@@ -286,6 +289,13 @@ impl Executor {
                     tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
                 }
             });
+            let mut list = self
+                .inner
+                .finishing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            list.retain(|task| !task.is_finished());
+            list.push(finishing);
             return decoded.map_err(|e| ExecError::Sandbox(e.to_string()));
         }
         let mut err = Vec::new();
@@ -315,6 +325,21 @@ fn root_mountpoint(config: &Config) -> PathBuf {
 }
 
 impl Executor {
+    /// Waits until every helper that already answered has cleaned up (removed its run's
+    /// cgroup) and exited. A short-lived caller (the CLI) calls it before its runtime ends.
+    pub async fn wait_for_helpers(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .finishing
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
     /// Starts warm Python zygotes (mode `zygote`): `count` of them, so that many runs can
     /// fork at once. Needs a tokio runtime. Without the zygote library, runs stay in spawn mode.
     pub fn start_warm(&self, count: usize) -> Result<(), ExecError> {

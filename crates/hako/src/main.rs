@@ -237,7 +237,11 @@ fn run(config_path: Option<&Path>, args: RunArgs) -> Result<i32> {
     check_layers(&config)?;
     let request = cli_request(args.language.as_deref(), &args.file, args.network, "cli")?;
     let executor = executor(config)?;
-    let result = block_on(executor.run(request))??;
+    let result = block_on(async {
+        let result = executor.run(request).await;
+        executor.wait_for_helpers().await;
+        result
+    })??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
@@ -267,12 +271,18 @@ fn profile(config_path: Option<&Path>, args: ProfileArgs) -> Result<i32> {
     let request = cli_request(args.language.as_deref(), &args.file, false, "profile")?;
     let language = request.language;
     let executor = executor(config)?;
-    let (result, outcome) = block_on(executor.run_with(
-        request,
-        ExecOptions {
-            learn_syscalls: true,
-        },
-    ))??;
+    let (result, outcome) = block_on(async {
+        let ran = executor
+            .run_with(
+                request,
+                ExecOptions {
+                    learn_syscalls: true,
+                },
+            )
+            .await;
+        executor.wait_for_helpers().await;
+        ran
+    })??;
     std::io::stdout().write_all(result.stdout.as_bytes())?;
     std::io::stderr().write_all(result.stderr.as_bytes())?;
     println!("\n--- hako profile ({language}) ---");
@@ -458,10 +468,13 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
             .await
             .map_err(|source| hako_api::ApiError::Bind { addr, source })?;
         let readiness = readiness(executor.clone(), config.hako.mode == ExecMode::Zygote);
-        let state = hako_api::AppState::new(std::sync::Arc::new(config), executor)
+        let state = hako_api::AppState::new(std::sync::Arc::new(config), executor.clone())
             .with_dependencies(std::sync::Arc::new(packages))
             .with_readiness(readiness);
-        hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await
+        let served = hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await;
+        // Helpers that answered the last runs finish their clean-up before we exit.
+        executor.wait_for_helpers().await;
+        served
     })?;
     Ok(0)
 }
