@@ -270,9 +270,10 @@ impl Cgroups {
     }
 
     /// Creates `hako/<name>` with `limits` in every available controller.
-    /// Removes empty run and zygote groups left by helpers that were killed outright (a
-    /// group that still holds a process cannot be removed, so this never disturbs a live run).
-    /// Returns how many were removed.
+    /// Removes empty run and zygote groups left by helpers that were killed outright. A group
+    /// whose helper (the pid in its name, `run-<pid>-…` or `zygote-<pid>-…`) still lives is
+    /// kept: it may be new and not hold its process yet (another server on this host, e.g.
+    /// one draining during a restart). Returns how many were removed.
     pub fn remove_stale(&self) -> usize {
         let parents: Vec<PathBuf> = match &self.layout {
             Layout::V2 { mount, .. } => vec![mount.join("hako")],
@@ -291,7 +292,16 @@ impl Cgroups {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let ours = name.starts_with("run-") || name.starts_with("zygote-");
-                if ours && entry.path().is_dir() && fs::remove_dir(entry.path()).is_ok() {
+                let helper_alive = name
+                    .split('-')
+                    .nth(1)
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if ours
+                    && !helper_alive
+                    && entry.path().is_dir()
+                    && fs::remove_dir(entry.path()).is_ok()
+                {
                     removed += 1;
                 }
             }
@@ -944,6 +954,36 @@ mod tests {
         memory_bytes: 64 << 20,
         pids: 16,
     };
+
+    #[test]
+    fn stale_groups_of_live_helpers_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_v1_root(tmp.path());
+        let live = std::process::id();
+        // A pid that no process has: above the kernel's maximum.
+        let dead = 1u32 << 23;
+        for controller in ["memory", "pids"] {
+            for name in [
+                format!("run-{live}-1000"),
+                format!("run-{dead}-1000"),
+                format!("zygote-{dead}-7"),
+                "unrelated".to_string(),
+            ] {
+                fs::create_dir_all(tmp.path().join(controller).join("hako").join(name)).unwrap();
+            }
+        }
+        let removed = Cgroups::detect(tmp.path()).remove_stale();
+        assert_eq!(removed, 4);
+        for controller in ["memory", "pids"] {
+            let hako = tmp.path().join(controller).join("hako");
+            let mut left: Vec<String> = fs::read_dir(&hako)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            assert_eq!(left, [format!("run-{live}-1000"), "unrelated".to_string()]);
+        }
+    }
 
     #[test]
     fn keyed_values_parse() {
