@@ -222,6 +222,30 @@ impl RunChild {
         self.handle.wait_exit(0)
     }
 
+    /// Waits until the zygote has reaped the child (a zombie still counts in the pids
+    /// controller): the zygote reports the end on the child's control socket, then closes it.
+    fn await_reaped(&self) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        self.handle.wait_exit(5_000);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u16;
+            let mut fds = [PollFd::new(self.control.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(left)) {
+                Ok(0) => return,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+                Ok(_) => {}
+            }
+            match helper::receive_control(&self.control) {
+                Ok(Control::Closed) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Kills the child and waits until it is gone.
     fn retire(self) {
         self.handle.kill();
@@ -342,9 +366,10 @@ impl Zygote {
     fn run(&mut self, order: &RunOrder, code: &[u8]) -> Result<JailOutcome, ZygoteError> {
         let started = Instant::now();
         self.settle();
-        // The previous run's child is gone (and its memory uncharged) before we measure.
+        // The previous run's child is gone (its memory and its pid uncharged) before we
+        // measure.
         if let Some(last) = self.last.take() {
-            last.handle.wait_exit(5_000);
+            last.await_reaped();
         }
         let shape = RunShape::of(order);
         let child = match self.prepared.take() {

@@ -200,8 +200,10 @@ fn a_run_holding_every_pid_does_not_cost_the_zygote() {
             "the bomb was not contained: {:?}",
             r.json
         );
+        // 16 pids: the run's own task and 15 threads, plus at most the one slot kept for the
+        // next prepared child when the run takes it before the zygote forks.
         let count: usize = r.stdout().trim()["threads ".len()..].parse().unwrap();
-        assert!(count < 16, "{count} threads under a 16-pid limit");
+        assert!(count <= 16, "{count} threads under a 16-pid limit");
         assert_forked_from_zygote(&jail);
     }
     let Runner::Server(server) = &jail else {
