@@ -222,25 +222,20 @@ impl RunChild {
         self.handle.wait_exit(0)
     }
 
-    /// Waits until the zygote has reaped the child (a zombie still counts in the pids
-    /// controller): the zygote reports the end on the child's control socket, then closes it.
-    fn await_reaped(&self) {
+    /// True once the zygote has reaped the child: it reports the end on the child's control
+    /// socket, then closes it. Never waits.
+    fn is_reaped(&self) -> bool {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        self.handle.wait_exit(5_000);
-        let deadline = Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis() as u16;
             let mut fds = [PollFd::new(self.control.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::from(left)) {
-                Ok(0) => return,
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(0) => return false,
                 Err(Errno::EINTR) => continue,
-                Err(_) => return,
+                Err(_) => return true,
                 Ok(_) => {}
             }
             match helper::receive_control(&self.control) {
-                Ok(Control::Closed) | Err(_) => return,
+                Ok(Control::Closed) | Err(_) => return true,
                 Ok(_) => {}
             }
         }
@@ -366,10 +361,14 @@ impl Zygote {
     fn run(&mut self, order: &RunOrder, code: &[u8]) -> Result<JailOutcome, ZygoteError> {
         let started = Instant::now();
         self.settle();
-        // The previous run's child is gone (its memory and its pid uncharged) before we
-        // measure.
+        // The previous run's child is gone (its memory uncharged) before we measure. Until
+        // the zygote has reaped it, it still counts as a pid.
+        let mut zombies = 0;
         if let Some(last) = self.last.take() {
-            last.await_reaped();
+            last.handle.wait_exit(5_000);
+            if !last.is_reaped() {
+                zombies = 1;
+            }
         }
         let shape = RunShape::of(order);
         let child = match self.prepared.take() {
@@ -405,7 +404,7 @@ impl Zygote {
                     order.limits.memory_bytes,
                     self.prepared_bytes,
                 ),
-                pids: above(baseline.tasks, order.limits.pids, 0),
+                pids: above(baseline.tasks.saturating_sub(zombies), order.limits.pids, 0),
             })
             .map_err(HelperError::from)?;
         }
