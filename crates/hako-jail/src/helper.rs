@@ -267,7 +267,7 @@ fn prepare_and_run(
             target: init,
             started,
         };
-        let mut outcome = supervise(&watch, &control, None, pipes.stdout.0, pipes.stderr.0)?;
+        let mut outcome = supervise(&watch, &control, pipes.stdout.0, pipes.stderr.0)?;
         guard.0 = None;
         let (cpu_ms, rss) = reap(init);
         outcome.cpu_ms = cpu_ms;
@@ -453,39 +453,13 @@ pub(crate) struct Watch<'a> {
 }
 
 /// Collects output, answers seccomp notifications and enforces the deadline and output cap
-/// until the program has ended. Its exit status arrives on `status` (the zygote's socket) or,
-/// when that is `None`, on `control` (from the jail's init).
+/// until the program has ended. Its exit status arrives on `control`: from the jail's init,
+/// or from a zygote child itself and then from the zygote that reaped it.
 pub(crate) fn supervise(
     watch: &Watch<'_>,
     control: &OwnedFd,
-    status_source: Option<&OwnedFd>,
     stdout: OwnedFd,
     stderr: OwnedFd,
-) -> Result<JailOutcome, HelperError> {
-    supervise_reporting(watch, control, status_source, stdout, stderr).0
-}
-
-/// [`supervise`], also saying whether the exit status came from `status_source` (the
-/// zygote reaped the child) rather than from the program's own report on `control`.
-pub(crate) fn supervise_reporting(
-    watch: &Watch<'_>,
-    control: &OwnedFd,
-    status_source: Option<&OwnedFd>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-) -> (Result<JailOutcome, HelperError>, bool) {
-    let mut reaped = false;
-    let result = supervise_inner(watch, control, status_source, stdout, stderr, &mut reaped);
-    (result, reaped)
-}
-
-fn supervise_inner(
-    watch: &Watch<'_>,
-    control: &OwnedFd,
-    status_source: Option<&OwnedFd>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    reaped: &mut bool,
 ) -> Result<JailOutcome, HelperError> {
     let init = watch.target;
     let deadline = watch.started + Duration::from_millis(watch.limits.timeout_ms);
@@ -505,11 +479,10 @@ fn supervise_inner(
     let mut blocked: BTreeMap<u32, u64> = BTreeMap::new();
     let mut control_open = true;
     let mut status: Option<ExitStatus> = None;
-    let mut status_open = status_source.is_some();
     let mut killed = false;
 
     loop {
-        let status_known = status.is_some() || (!control_open && !status_open);
+        let status_known = status.is_some() || !control_open;
         if status_known && !streams[0].open && !streams[1].open {
             break;
         }
@@ -551,10 +524,6 @@ fn supervise_inner(
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             roles.push(Role::Listener);
         }
-        if let Some(source) = status_source.filter(|_| status_open) {
-            fds.push(PollFd::new(source.as_fd(), PollFlags::POLLIN));
-            roles.push(Role::Status);
-        }
         let cancel = CANCEL_FD.load(std::sync::atomic::Ordering::Relaxed);
         if cancel >= 0 && !killed {
             // SAFETY: CANCEL_FD is a signalfd that stays open for the helper's lifetime.
@@ -584,29 +553,10 @@ fn supervise_inner(
             match role {
                 Role::Stream(i) => {
                     let fd = if i == 0 { &stdout } else { &stderr };
-                    let total: usize = streams.iter().map(|s| s.data.len()).sum();
-                    match read_some(
-                        fd.as_raw_fd(),
-                        &mut streams[i].data,
-                        cap.saturating_sub(total) + 1,
-                    ) {
-                        Ok(0) => streams[i].open = false,
-                        Ok(_) => {
-                            let total: usize = streams.iter().map(|s| s.data.len()).sum();
-                            if total > cap {
-                                let over = total - cap;
-                                let keep = streams[i].data.len() - over;
-                                streams[i].data.truncate(keep);
-                                outcome.output_limited = true;
-                                if !killed {
-                                    let _ = kill(init, Signal::SIGKILL);
-                                    killed = true;
-                                }
-                                streams[i].open = false;
-                            }
-                        }
-                        Err(Errno::EINTR | Errno::EAGAIN) => {}
-                        Err(_) => streams[i].open = false,
+                    collect_some(fd, i, &mut streams, cap, &mut outcome);
+                    if outcome.output_limited && !killed {
+                        let _ = kill(init, Signal::SIGKILL);
+                        killed = true;
                     }
                     let _ = revents;
                 }
@@ -638,20 +588,6 @@ fn supervise_inner(
                 Role::Cancel => {
                     let _ = kill(init, Signal::SIGKILL);
                     killed = true;
-                }
-                Role::Status => {
-                    if let Some(source) = status_source {
-                        match receive_control(source)? {
-                            Control::Closed => status_open = false,
-                            Control::Exited(exit) => {
-                                *reaped = true;
-                                if status.is_none() {
-                                    status = Some(exit);
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
                 }
             }
         }
@@ -700,24 +636,38 @@ fn drain(
                         .is_some_and(|r| r.contains(PollFlags::POLLIN)) => {}
                 _ => break,
             }
+            collect_some(fd, i, streams, cap, outcome);
+        }
+    }
+}
+
+/// Reads once from output stream `i` into `streams[i]`, keeping both streams together within
+/// `cap` bytes: past the cap the excess is cut, `output_limited` is set and the stream closed.
+fn collect_some(
+    fd: &OwnedFd,
+    i: usize,
+    streams: &mut [Collected; 2],
+    cap: usize,
+    outcome: &mut JailOutcome,
+) {
+    let total: usize = streams.iter().map(|s| s.data.len()).sum();
+    match read_some(
+        fd.as_raw_fd(),
+        &mut streams[i].data,
+        cap.saturating_sub(total) + 1,
+    ) {
+        Ok(0) => streams[i].open = false,
+        Ok(_) => {
             let total: usize = streams.iter().map(|s| s.data.len()).sum();
-            match read_some(
-                fd.as_raw_fd(),
-                &mut streams[i].data,
-                cap.saturating_sub(total) + 1,
-            ) {
-                Ok(0) | Err(_) => streams[i].open = false,
-                Ok(_) => {
-                    let total: usize = streams.iter().map(|s| s.data.len()).sum();
-                    if total > cap {
-                        let keep = streams[i].data.len() - (total - cap);
-                        streams[i].data.truncate(keep);
-                        outcome.output_limited = true;
-                        streams[i].open = false;
-                    }
-                }
+            if total > cap {
+                let keep = streams[i].data.len() - (total - cap);
+                streams[i].data.truncate(keep);
+                outcome.output_limited = true;
+                streams[i].open = false;
             }
         }
+        Err(Errno::EINTR | Errno::EAGAIN) => {}
+        Err(_) => streams[i].open = false,
     }
 }
 
@@ -726,7 +676,6 @@ enum Role {
     Control,
     Stream(usize),
     Listener,
-    Status,
     Cancel,
 }
 

@@ -529,7 +529,7 @@ impl Zygote {
         // Both the child's own exit report and the zygote's (after reaping it) arrive on the
         // child's control socket.
         let (stdout, stderr) = child.output.take().ok_or(ZygoteError::Gone)?;
-        let outcome = helper::supervise(&watch, &child.control, None, stdout, stderr);
+        let outcome = helper::supervise(&watch, &child.control, stdout, stderr);
         // The child may have reported its exit early and kept running: it never outlives its
         // run. The next run waits until it is gone.
         child.handle.kill();
