@@ -892,7 +892,9 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
         Ok(_) => return Err(JailError::Sync(Errno::EPIPE)),
         Err(err) => return Err(JailError::Sync(err)),
     }
-    become_run_user()?;
+    // Without root the namespace denies setgroups: clearing groups is best effort here.
+    crate::lockdown::switch_identity(JAIL_UID, JAIL_GID, false)
+        .map_err(|e| JailError::Identity(e.to_string()))?;
     // Again: changing the uid cleared the parent-death signal set at clone time. If the
     // helper dies, init (and with it the whole pid namespace) must die too.
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
@@ -926,24 +928,6 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
 
 /// Switches to the run's in-jail uid/gid while keeping the namespace capabilities needed
 /// to build the root (they are dropped before the program starts).
-fn become_run_user() -> Result<(), JailError> {
-    let id = |e: Errno| JailError::Identity(e.to_string());
-    if nix::unistd::geteuid().is_root() || nix::unistd::getuid().as_raw() != JAIL_UID {
-        // setgroups is denied in unprivileged user namespaces; there are no groups to clear.
-        let _ = nix::unistd::setgroups(&[]);
-    }
-    let gid = nix::unistd::Gid::from_raw(JAIL_GID);
-    let uid = nix::unistd::Uid::from_raw(JAIL_UID);
-    nix::unistd::setresgid(gid, gid, gid).map_err(id)?;
-    // SAFETY: PR_SET_KEEPCAPS only changes this process's securebits for the next setuid.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    nix::unistd::setresuid(uid, uid, uid).map_err(id)?;
-    let permitted = caps::read(None, caps::CapSet::Permitted)
-        .map_err(|e| JailError::Identity(e.to_string()))?;
-    caps::set(None, caps::CapSet::Effective, &permitted)
-        .map_err(|e| JailError::Identity(e.to_string()))
-}
-
 fn fork_program(
     plan: Plan<'_>,
     control: &OwnedFd,

@@ -25,6 +25,8 @@ pub enum LockDownError {
     Seccomp(String),
     #[error("hand the seccomp listener to the supervisor: {0}")]
     Listener(Errno),
+    #[error("{0}")]
+    Identity(String),
 }
 
 /// Which limits a cgroup already enforces (rlimits stand in for the others).
@@ -85,6 +87,28 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
     sendmsg::<()>(control, &iov, &cmsgs, MsgFlags::empty(), None)
         .map_err(LockDownError::Listener)?;
     Ok(())
+}
+
+/// Switches every uid and gid of this process to `uid` and `gid`, keeping the permitted
+/// capabilities effective until [`lock_down`] drops them. Supplementary groups are cleared;
+/// with `groups_required` a failure to clear them is an error, otherwise it is ignored (an
+/// unprivileged user namespace denies setgroups, and there are no groups to clear then).
+pub fn switch_identity(uid: u32, gid: u32, groups_required: bool) -> Result<(), LockDownError> {
+    let id = |e: Errno| LockDownError::Identity(e.to_string());
+    match nix::unistd::setgroups(&[]) {
+        Err(e) if groups_required => return Err(id(e)),
+        _ => {}
+    }
+    let gid = nix::unistd::Gid::from_raw(gid);
+    let uid = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(id)?;
+    // SAFETY: PR_SET_KEEPCAPS only changes this process's securebits for the next setuid.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    nix::unistd::setresuid(uid, uid, uid).map_err(id)?;
+    let permitted = caps::read(None, caps::CapSet::Permitted)
+        .map_err(|e| LockDownError::Identity(e.to_string()))?;
+    caps::set(None, caps::CapSet::Effective, &permitted)
+        .map_err(|e| LockDownError::Identity(e.to_string()))
 }
 
 pub fn close_other_fds(keep: &[RawFd]) {

@@ -898,7 +898,8 @@ fn confine_child_inner(
     let _ = nix::unistd::sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
-    become_run_user()?;
+    lockdown::switch_identity(RUN_UID, RUN_GID, true)
+        .map_err(|e| ChildError::Identity(e.to_string()))?;
     nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
         what: "cwd /tmp",
         source,
@@ -965,19 +966,4 @@ fn copy_hot_pages(ranges: &[(u64, u64)]) {
             )
         };
     }
-}
-
-fn become_run_user() -> Result<(), ChildError> {
-    let id = |e: Errno| ChildError::Identity(e.to_string());
-    nix::unistd::setgroups(&[]).map_err(id)?;
-    let gid = nix::unistd::Gid::from_raw(RUN_GID);
-    let uid = nix::unistd::Uid::from_raw(RUN_UID);
-    nix::unistd::setresgid(gid, gid, gid).map_err(id)?;
-    // SAFETY: PR_SET_KEEPCAPS only changes this process's securebits for the next setuid.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    nix::unistd::setresuid(uid, uid, uid).map_err(id)?;
-    let permitted = caps::read(None, caps::CapSet::Permitted)
-        .map_err(|e| ChildError::Identity(e.to_string()))?;
-    caps::set(None, caps::CapSet::Effective, &permitted)
-        .map_err(|e| ChildError::Identity(e.to_string()))
 }
