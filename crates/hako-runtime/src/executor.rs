@@ -47,8 +47,8 @@ struct Inner {
     warm: std::sync::OnceLock<(crate::warm::ZygotePool, PathBuf)>,
     /// Pre-started Node.js workers; set by [`Executor::start_warm`].
     node_pool: std::sync::OnceLock<crate::warm::NodePool>,
-    /// Helpers that answered and are still cleaning up (see [`Executor::wait_for_helpers`]).
-    finishing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Helpers that answered and are still cleaning up.
+    finishing: crate::warm::Finishing,
 }
 
 /// Runs programs. Cheap to clone and share between requests.
@@ -116,7 +116,7 @@ impl Executor {
                 egress,
                 warm: std::sync::OnceLock::new(),
                 node_pool: std::sync::OnceLock::new(),
-                finishing: std::sync::Mutex::new(Vec::new()),
+                finishing: crate::warm::Finishing::default(),
             }),
         })
     }
@@ -281,21 +281,7 @@ impl Executor {
         let decoded = protocol::decode_outcome(&out);
         if decoded.is_ok() {
             cancel.0 = None;
-            let finishing = tokio::spawn(async move {
-                let mut err = Vec::new();
-                let _ = stderr.read_to_end(&mut err).await;
-                let _ = child.wait().await;
-                if !err.is_empty() {
-                    tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
-                }
-            });
-            let mut list = self
-                .inner
-                .finishing
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            list.retain(|task| !task.is_finished());
-            list.push(finishing);
+            self.inner.finishing.reap(child, Some(stderr));
             return decoded.map_err(|e| ExecError::Sandbox(e.to_string()));
         }
         let mut err = Vec::new();
@@ -328,16 +314,7 @@ impl Executor {
     /// Waits until every helper that already answered has cleaned up (removed its run's
     /// cgroup) and exited. A short-lived caller (the CLI) calls it before its runtime ends.
     pub async fn wait_for_helpers(&self) {
-        let tasks = std::mem::take(
-            &mut *self
-                .inner
-                .finishing
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for task in tasks {
-            let _ = task.await;
-        }
+        self.inner.finishing.wait().await;
     }
 
     /// Starts warm Python zygotes (mode `zygote`): `count` of them, so that many runs can
@@ -357,6 +334,7 @@ impl Executor {
                 self.inner.helper.clone(),
                 config.hako.nodejs_pool,
                 factory,
+                self.inner.finishing.clone(),
             );
             pool.set_template(self.node_template(adapter));
             let _ = self.inner.node_pool.set(pool);

@@ -373,6 +373,44 @@ fn rss_of_tree(pid: i32) -> u64 {
     pages * 4096
 }
 
+/// Jail helpers that have answered and are still cleaning up (removing the run's cgroup,
+/// which takes tens of ms on cgroup v1). Each is reaped in the background; [`Finishing::wait`]
+/// waits for all of them (a short-lived CLI, a stopping server).
+#[derive(Clone, Default)]
+pub struct Finishing(Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Finishing {
+    /// Reaps `child` in the background, logging what it wrote to `stderr` (if given).
+    pub fn reap(&self, mut child: Child, stderr: Option<tokio::process::ChildStderr>) {
+        let task = tokio::spawn(async move {
+            let mut err = Vec::new();
+            if let Some(mut stderr) = stderr {
+                let _ = stderr.read_to_end(&mut err).await;
+            }
+            let _ = child.wait().await;
+            if !err.is_empty() {
+                tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
+            }
+        });
+        let mut tasks = self.lock();
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(task);
+    }
+
+    pub async fn wait(&self) {
+        let tasks = std::mem::take(&mut *self.lock());
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Pre-started, fully confined Node.js workers waiting for their program (Node cannot fork
 /// safely). Each is used for exactly one run and replaced in the background; when none is
 /// ready the caller starts a fresh interpreter, so the pool is never slower than spawn.
@@ -383,6 +421,7 @@ pub struct NodePool {
     state: Arc<Mutex<NodeState>>,
     /// Makes each worker's spec (a fresh one per worker: its network registration is its own).
     factory: Arc<dyn Fn() -> Option<JailSpec> + Send + Sync>,
+    finishing: Finishing,
 }
 
 struct NodeState {
@@ -431,9 +470,11 @@ impl NodePool {
         helper: PathBuf,
         size: usize,
         factory: Arc<dyn Fn() -> Option<JailSpec> + Send + Sync>,
+        finishing: Finishing,
     ) -> NodePool {
         NodePool {
             helper,
+            finishing,
             size,
             state: Arc::new(Mutex::new(NodeState {
                 template: None,
@@ -561,10 +602,7 @@ impl NodePool {
             .read_to_end(&mut bytes)
             .await
             .map_err(broken)?;
-        let mut child = worker.child;
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
+        self.finishing.reap(worker.child, None);
         protocol::decode_outcome(&bytes)
             .map(Some)
             .map_err(|e| WarmError::Broken(e.to_string()))
