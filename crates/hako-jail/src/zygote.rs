@@ -225,14 +225,9 @@ impl RunChild {
     /// True once the zygote has reaped the child: it reports the end on the child's control
     /// socket, then closes it. Never waits.
     fn is_reaped(&self) -> bool {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         loop {
-            let mut fds = [PollFd::new(self.control.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::ZERO) {
-                Ok(0) => return false,
-                Err(Errno::EINTR) => continue,
-                Err(_) => return true,
-                Ok(_) => {}
+            if !wait_readable(self.control.as_fd(), 0) {
+                return false;
             }
             match helper::receive_control(&self.control) {
                 Ok(Control::Closed) | Err(_) => return true,
@@ -563,10 +558,8 @@ impl Zygote {
         // Measure what a prepared child holds, and keep it for the first run.
         self.prepared = self.fork_child(&shape).ok();
         if let (Some(before), Some(cg), Some(child)) = (before, &self.cgroup, &self.prepared) {
-            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
             // Its READY message arrives once it is confined.
-            let mut fds = [PollFd::new(child.control.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::from(2_000u16));
+            wait_readable(child.control.as_fd(), 2_000);
             self.prepared_bytes = cg.usage().memory_bytes.saturating_sub(before);
         }
     }
@@ -598,12 +591,10 @@ impl Zygote {
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         let mut seen = Vec::new();
         while !seen.ends_with(b"calibrated\n") {
-            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis() as u16;
-            let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
-            if left == 0 || poll(&mut fds, PollTimeout::from(left)).unwrap_or(0) == 0 {
+            if left == 0 || !wait_readable(stdout.as_fd(), left) {
                 child.retire();
                 return Err(ZygoteError::Start(
                     "the calibration run did not finish".into(),
@@ -724,14 +715,20 @@ impl ProcessHandle {
     /// Waits up to `ms` for the process to end (its memory and namespaces are released by
     /// then); true when it has.
     fn wait_exit(&self, ms: u16) -> bool {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
-        loop {
-            match poll(&mut fds, PollTimeout::from(ms)) {
-                Ok(n) => return n > 0,
-                Err(Errno::EINTR) => continue,
-                Err(_) => return true,
-            }
+        wait_readable(self.0.as_fd(), ms)
+    }
+}
+
+/// Waits up to `ms` for `fd` to be readable (or hung up); true when it is, and on a poll
+/// error (the caller's next read then reports it).
+fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, ms: u16) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) => return n > 0,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return true,
         }
     }
 }
