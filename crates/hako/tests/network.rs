@@ -225,14 +225,7 @@ fn run_net(config: &Path, language: &str, code: &str) -> Run {
 }
 
 fn refused(r: &Run) -> Vec<String> {
-    r.json["refused_destinations"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
+    r.strings("refused_destinations")
 }
 
 /// One program per client; each prints `<client> <url> ok|refused <detail>` per URL.
@@ -583,24 +576,10 @@ fn host_mode_shares_the_host_network() {
 
 /// POSTs a run with network to a server; returns `data`.
 fn post_with_network(server: &Server, language: &str, code: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let resp: Value = reqwest::Client::new()
-            .post(server.url("/v1/sandbox/run"))
-            .header("X-Api-Key", &server.key)
-            .json(&serde_json::json!({"language": language, "code": code, "enable_network": true}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(resp["code"], 0, "{resp}");
-        resp["data"].clone()
-    })
+    post_run(
+        server,
+        &serde_json::json!({"language": language, "code": code, "enable_network": true}),
+    )
 }
 
 #[test]

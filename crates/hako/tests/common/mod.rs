@@ -42,7 +42,11 @@ impl Run {
         self.json["exit_code"].as_i64().unwrap_or(i64::MIN)
     }
     pub fn blocked(&self) -> Vec<String> {
-        self.json["blocked_syscalls"]
+        self.strings("blocked_syscalls")
+    }
+    /// A list of strings in the result (empty when absent).
+    pub fn strings(&self, key: &str) -> Vec<String> {
+        self.json[key]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -344,7 +348,7 @@ impl Runner {
 }
 
 /// A blocking POST of a run (the isolation tests are synchronous); returns `data`.
-fn post_run(server: &Server, body: &Value) -> Value {
+pub fn post_run(server: &Server, body: &Value) -> Value {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
