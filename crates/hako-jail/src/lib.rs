@@ -5,10 +5,8 @@
 //! inside the multi-threaded server.
 
 pub mod cgroup;
-pub mod elf;
 pub mod helper;
 pub mod landlock;
-pub mod ldcache;
 pub mod lockdown;
 pub mod mounts;
 pub mod netns;

@@ -2,8 +2,8 @@
 //! environment), discovered once at start-up from the interpreter itself.
 
 use crate::language::Language;
-use hako_jail::elf::{self, find_elf_objects};
-use hako_jail::ldcache::LdCache;
+use hako_elf::closure::{self as elf, find_elf_objects};
+use hako_elf::ldcache::LdCache;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;

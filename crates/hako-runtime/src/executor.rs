@@ -439,9 +439,9 @@ impl Executor {
         };
         spec.mapped_binds
             .push((library.to_path_buf(), PathBuf::from(ZYGOTE_LIBRARY_IN_JAIL)));
-        let cache = hako_jail::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))
-            .unwrap_or_else(|_| hako_jail::ldcache::LdCache::empty());
-        let closure = hako_jail::elf::library_closure(&[library.to_path_buf()], &cache)
+        let cache = hako_elf::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))
+            .unwrap_or_else(|_| hako_elf::ldcache::LdCache::empty());
+        let closure = hako_elf::closure::library_closure(&[library.to_path_buf()], &cache)
             .map_err(|e| ExecError::Sandbox(format!("zygote library closure: {e}")))?;
         spec.ro_binds.extend(closure.files);
         spec.ro_binds.sort();

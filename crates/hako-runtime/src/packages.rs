@@ -16,8 +16,8 @@
 
 use crate::config::Config;
 use crate::language::Language;
-use hako_jail::elf::{self, find_elf_objects};
-use hako_jail::ldcache::LdCache;
+use hako_elf::closure::{self as elf, find_elf_objects};
+use hako_elf::ldcache::LdCache;
 use hako_jail::spec::JailSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
