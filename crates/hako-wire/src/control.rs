@@ -13,6 +13,7 @@
 //! | [`Message::Exited`] | `X` | `i32 code, i32 signal, u64 cpu_ms, u64 max_rss_bytes` (LE; the two u64 optional) | – | the program's reaper (jail init, or the zygote after `wait4`) → supervisor |
 //! | [`Message::Fork`] | `F` | JSON [`crate::zygote::ChildParams`] | 4: control, stdout, stderr, program memfd | zygote helper → zygote |
 //! | [`Message::Forked`] | `P` | – | 1: the child's pidfd | zygote → zygote helper |
+//! | [`Message::Settings`] | `W` | JSON [`crate::zygote::ZygoteSettings`] | – | zygote helper → zygote, once, first (the operator's preload and warm-up code, never in the environment) |
 //! | [`Message::ZygoteReady`] | `Z` | JSON list of skipped preload modules | – | zygote → zygote helper, once |
 //!
 //! The program of a run never holds a control socket: in spawn mode the socket is
@@ -69,6 +70,7 @@ pub enum Message {
     Exited(ExitStatus),
     Fork(Vec<u8>),
     Forked,
+    Settings(Vec<u8>),
     ZygoteReady(Vec<String>),
 }
 
@@ -82,11 +84,12 @@ pub enum Kind {
     Exited,
     Fork,
     Forked,
+    Settings,
     ZygoteReady,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Go,
         Kind::Ready,
         Kind::Run,
@@ -94,6 +97,7 @@ impl Kind {
         Kind::Exited,
         Kind::Fork,
         Kind::Forked,
+        Kind::Settings,
         Kind::ZygoteReady,
     ];
 
@@ -106,6 +110,7 @@ impl Kind {
             Kind::Exited => b'X',
             Kind::Fork => b'F',
             Kind::Forked => b'P',
+            Kind::Settings => b'W',
             Kind::ZygoteReady => b'Z',
         }
     }
@@ -135,6 +140,7 @@ impl fmt::Display for Kind {
             Kind::Exited => "EXITED",
             Kind::Fork => "FORK",
             Kind::Forked => "FORKED",
+            Kind::Settings => "SETTINGS",
             Kind::ZygoteReady => "ZYGOTE_READY",
         };
         f.write_str(name)
@@ -151,6 +157,7 @@ impl Message {
             Message::Exited(_) => Kind::Exited,
             Message::Fork(_) => Kind::Fork,
             Message::Forked => Kind::Forked,
+            Message::Settings(_) => Kind::Settings,
             Message::ZygoteReady(_) => Kind::ZygoteReady,
         }
     }
@@ -165,7 +172,7 @@ impl Message {
                 out.extend_from_slice(&s.cpu_ms.to_le_bytes());
                 out.extend_from_slice(&s.max_rss_bytes.to_le_bytes());
             }
-            Message::Fork(params) => out.extend_from_slice(params),
+            Message::Fork(params) | Message::Settings(params) => out.extend_from_slice(params),
             Message::ZygoteReady(skipped) => {
                 // A list of strings always serializes.
                 out.extend_from_slice(&serde_json::to_vec(skipped).unwrap_or_default())
@@ -201,6 +208,7 @@ impl Message {
             Kind::Forked => empty(Message::Forked),
             Kind::Error => Ok(Message::Error(String::from_utf8_lossy(body).into_owned())),
             Kind::Fork => Ok(Message::Fork(body.to_vec())),
+            Kind::Settings => Ok(Message::Settings(body.to_vec())),
             Kind::ZygoteReady => serde_json::from_slice(body)
                 .map(Message::ZygoteReady)
                 .map_err(|source| ControlError::Json { kind, source }),

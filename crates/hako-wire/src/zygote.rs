@@ -83,3 +83,14 @@ impl Stage {
         }
     }
 }
+
+/// The operator's zygote settings, sent as [`crate::control::Message::Settings`] on the
+/// zygote's own socket (read, then the run children close that socket): never in the
+/// environment block, which every run child would inherit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ZygoteSettings {
+    /// Modules imported once in the zygote.
+    pub preload: Vec<String>,
+    /// `hako.python_warmup`: code run once in the zygote after the imports.
+    pub warmup: String,
+}

@@ -15,6 +15,7 @@ fn sample(kind: Kind) -> Message {
         }),
         Kind::Fork => Message::Fork(b"{}".to_vec()),
         Kind::Forked => Message::Forked,
+        Kind::Settings => Message::Settings(b"{}".to_vec()),
         Kind::ZygoteReady => Message::ZygoteReady(vec!["numpy: ImportError".into()]),
     }
 }
@@ -108,7 +109,7 @@ fn every_message_out_of_its_state_is_rejected_and_changes_nothing() {
         }
     }
     // 3 + 4 + 4 states (including Ended), 8 messages each.
-    assert_eq!(checked, 11 * 8);
+    assert_eq!(checked, 11 * 9);
 }
 
 #[test]
