@@ -312,6 +312,12 @@ impl Executor {
         if !err.is_empty() {
             tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
         }
+        if w.is_ok() && !status.success() {
+            // The helper took the program and died (killed) before it answered: the program
+            // may have run. A clear failure, never a second run.
+            tracing::error!(%status, "jail helper lost during a run");
+            return Ok(crate::warm::lost_after_handover("jail helper", &status));
+        }
         w.and(o)
             .and(e)
             .map_err(|e| ExecError::Sandbox(format!("talk to the jail helper: {e}")))?;
