@@ -10,25 +10,30 @@ use std::collections::BTreeSet;
 /// Every Python/Node mode: the CLI (spawn), a server in spawn mode, a server in zygote mode
 /// (Python zygote, Node pool).
 fn every_mode() -> Vec<(&'static str, Runner)> {
+    let zygote = Runner::server("zygote");
+    // Really a zygote child (pid 1 of its own namespace; spawn-mode programs are pid 2).
+    let r = zygote.run("python3", "import os\nprint(os.getpid())", &[]);
+    assert_eq!(r.stdout(), "1\n", "not a zygote child: {:?}", r.json);
     vec![
         ("cli", Runner::cli()),
         ("server spawn", Runner::server("spawn")),
-        ("server zygote", Runner::server("zygote")),
+        ("server zygote", zygote),
     ]
 }
 
 /// Writes every control message hako-wire knows (READY first: on a supervisor that listened
 /// it would drop the seccomp listener) to every socket the program holds, then makes a call
 /// the policy denies.
-const FORGE_PY: &str = r#"import os, struct
+const FORGE_PY: &str = r#"import os, stat, struct
 msgs = [b"R", b"G", b"S", b"Eforged", b"X" + struct.pack("<iiQQ", 0, 0, 0, 0), b"F{}", b"P", b"W{}", b"Z[]"]
 socks = 0
-for fd in sorted(int(f) for f in os.listdir("/proc/self/fd")):
+# fstat, not /proc/self/fd: a zygote child may not read its own /proc entries.
+for fd in range(1024):
     try:
-        target = os.readlink("/proc/self/fd/%d" % fd)
+        mode = os.fstat(fd).st_mode
     except OSError:
         continue
-    if target.startswith("socket:"):
+    if stat.S_ISSOCK(mode):
         socks += 1
         for m in msgs:
             try:
@@ -41,18 +46,20 @@ try:
 except OSError:
     print("fork refused")
 print("sockets", socks)
+# A zygote child is pid 1 of its namespace: a run re-run in spawn mode would say 2.
+print("pid", os.getpid())
 "#;
 
 const FORGE_JS: &str = r#"const fs = require('fs');
 const msgs = ['R', 'G', 'S', 'Eforged', 'F{}', 'P', 'W{}', 'Z[]'].map((m) => Buffer.from(m));
 msgs.push(Buffer.concat([Buffer.from('X'), Buffer.alloc(24)]));
 let socks = 0;
-for (const f of fs.readdirSync('/proc/self/fd')) {
-  let target;
-  try { target = fs.readlinkSync('/proc/self/fd/' + f); } catch (e) { continue; }
-  if (target.startsWith('socket:')) {
+for (let fd = 0; fd < 1024; fd++) {
+  let st;
+  try { st = fs.fstatSync(fd); } catch (e) { continue; }
+  if (st.isSocket()) {
     socks++;
-    for (const m of msgs) { try { fs.writeSync(Number(f), m); } catch (e) {} }
+    for (const m of msgs) { try { fs.writeSync(fd, m); } catch (e) {} }
   }
 }
 let refused = false;
@@ -71,9 +78,10 @@ fn no_run_holds_a_channel_to_its_supervisor_in_any_mode() {
         for round in 0..2 {
             let r = jail.run("python3", FORGE_PY, &[]);
             assert_eq!(r.status(), "ok", "{mode} round {round}: {:?}", r.json);
+            let pid = if mode == "server zygote" { 1 } else { 2 };
             assert_eq!(
                 r.stdout(),
-                "fork refused\nsockets 0\n",
+                format!("fork refused\nsockets 0\npid {pid}\n"),
                 "{mode} round {round}: {:?}",
                 r.json
             );
@@ -172,6 +180,7 @@ fn consecutive_warm_runs_do_not_see_each_others_sockets() {
     let server = Server::start(config, &[]);
     server.wait_warm();
     let jail = Runner::Server(server);
+    assert_eq!(jail.run("python3", "import os\nprint(os.getpid())", &[]).stdout(), "1\n");
     // A closed loopback connection leaves a TIME_WAIT entry for a minute.
     let leave = "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nc = socket.create_connection(s.getsockname())\na, _ = s.accept()\nc.close()\na.close()\ns.close()\nprint(len(open('/proc/net/tcp').read().splitlines()) - 1)";
     let look = "print(open('/proc/net/tcp').read().splitlines()[1:])";
@@ -192,6 +201,7 @@ fn runs_cannot_read_the_warmup_code_or_the_preload_list() {
     let server = Server::start(config, &[]);
     server.wait_warm();
     let jail = Runner::Server(server);
+    assert_eq!(jail.run("python3", "import os\nprint(os.getpid())", &[]).stdout(), "1\n");
     // Where a run could find them: the environment (now and as inherited: the block between
     // argv[0] and AT_EXECFN at the top of the stack), and the globals of every frame and
     // module it can reach.
