@@ -19,10 +19,10 @@ use crate::spec::{
     BlockedSyscall, JailOutcome, JailSpec, Limits, NetworkMode, SeccompMode, CODE_FD, JAIL_GID,
     JAIL_UID, RUN_GID, RUN_UID, ZYGOTE_FD,
 };
+use hako_wire::control::{self, ExitStatus, Message, Received, Receiver};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use hako_wire::control::{self, ExitStatus, Message, Received, Receiver};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, read, Pid};

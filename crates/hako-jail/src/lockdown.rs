@@ -5,9 +5,9 @@
 
 use crate::seccomp::notify;
 use crate::spec::Limits;
-use nix::errno::Errno;
 use hako_wire::control::{self, Message};
 use hako_wire::Language;
+use nix::errno::Errno;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 

@@ -250,7 +250,11 @@ pub enum Received {
 }
 
 /// Sends one message with its descriptors.
-pub fn send(socket: BorrowedFd<'_>, message: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), ControlError> {
+pub fn send(
+    socket: BorrowedFd<'_>,
+    message: &Message,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), ControlError> {
     let bytes = message.encode();
     let iov = [IoSlice::new(&bytes)];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
@@ -277,8 +281,12 @@ pub fn receive(socket: impl AsFd) -> Result<Received, ControlError> {
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let received = match recvmsg(socket.as_fd(), &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
-    {
+    let received = match recvmsg(
+        socket.as_fd(),
+        &mut iov,
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    ) {
         Ok(r) => r,
         Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => return Ok(Received::Nothing),
         Err(err) => return Err(ControlError::Io(err.into())),

@@ -58,10 +58,7 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<JailOutcome, FrameError> {
 }
 
 /// Writes a `u32 LE` length and the JSON of `value`.
-pub fn write_json<T: serde::Serialize>(
-    mut out: impl Write,
-    value: &T,
-) -> Result<(), FrameError> {
+pub fn write_json<T: serde::Serialize>(mut out: impl Write, value: &T) -> Result<(), FrameError> {
     let bytes = serde_json::to_vec(value)?;
     out.write_all(&(bytes.len() as u32).to_le_bytes())?;
     out.write_all(&bytes)?;

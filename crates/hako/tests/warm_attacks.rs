@@ -162,9 +162,14 @@ fn a_syntax_error_shows_the_users_line_in_every_mode() {
             r.json
         );
         assert!(r.stderr().contains("SyntaxError"), "{mode}: {:?}", r.json);
-        let r = jail.run("python3", "def f():\n    raise ValueError('boom')\n\nf()", &[]);
+        let r = jail.run(
+            "python3",
+            "def f():\n    raise ValueError('boom')\n\nf()",
+            &[],
+        );
         assert!(
-            r.stderr().contains("line 2, in f\n    raise ValueError('boom')\n"),
+            r.stderr()
+                .contains("line 2, in f\n    raise ValueError('boom')\n"),
             "{mode}: {:?}",
             r.json
         );
@@ -180,7 +185,11 @@ fn consecutive_warm_runs_do_not_see_each_others_sockets() {
     let server = Server::start(config, &[]);
     server.wait_warm();
     let jail = Runner::Server(server);
-    assert_eq!(jail.run("python3", "import os\nprint(os.getpid())", &[]).stdout(), "1\n");
+    assert_eq!(
+        jail.run("python3", "import os\nprint(os.getpid())", &[])
+            .stdout(),
+        "1\n"
+    );
     // A closed loopback connection leaves a TIME_WAIT entry for a minute.
     let leave = "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nc = socket.create_connection(s.getsockname())\na, _ = s.accept()\nc.close()\na.close()\ns.close()\nprint(len(open('/proc/net/tcp').read().splitlines()) - 1)";
     let look = "print(open('/proc/net/tcp').read().splitlines()[1:])";
@@ -201,7 +210,11 @@ fn runs_cannot_read_the_warmup_code_or_the_preload_list() {
     let server = Server::start(config, &[]);
     server.wait_warm();
     let jail = Runner::Server(server);
-    assert_eq!(jail.run("python3", "import os\nprint(os.getpid())", &[]).stdout(), "1\n");
+    assert_eq!(
+        jail.run("python3", "import os\nprint(os.getpid())", &[])
+            .stdout(),
+        "1\n"
+    );
     // Where a run could find them: the environment (now and as inherited: the block between
     // argv[0] and AT_EXECFN at the top of the stack), and the globals of every frame and
     // module it can reach.
@@ -341,7 +354,11 @@ fn a_killed_helper_never_runs_the_program_again() {
                 .contains("finished"),
             "{language}: {answer}"
         );
-        assert_eq!(probes.len(), 1, "{language}: executions {probes:?}: {answer}");
+        assert_eq!(
+            probes.len(),
+            1,
+            "{language}: executions {probes:?}: {answer}"
+        );
         // The server keeps serving the language.
         let jail_answer = post_run(
             &server,
@@ -350,11 +367,17 @@ fn a_killed_helper_never_runs_the_program_again() {
         assert_eq!(jail_answer["stdout"], "next\n", "{language}: {jail_answer}");
     }
     // Spawn mode: the same answer when its jail helper is killed.
-    let server = Server::start("worker_timeout: 30\nmax_workers: 1\nhako:\n  mode: spawn\n", &[]);
+    let server = Server::start(
+        "worker_timeout: 30\nmax_workers: 1\nhako:\n  mode: spawn\n",
+        &[],
+    );
     let (answer, probes) = kill_helper_mid_run(&server, "python3", py, "__jail");
     assert_eq!(answer["status"], "error", "spawn: {answer}");
     assert!(
-        answer["error"].as_str().unwrap_or_default().contains("ended unexpectedly"),
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ended unexpectedly"),
         "spawn: {answer}"
     );
     assert_eq!(probes.len(), 1, "spawn: executions {probes:?}: {answer}");

@@ -74,8 +74,11 @@ fn expected(channel: Channel, state: State, kind: Kind) -> bool {
     use State as S;
     matches!(
         (channel, state, kind),
-        (C::Jail | C::ZygoteChild, S::Confining, K::Ready | K::Error | K::Exited)
-            | (C::Jail | C::ZygoteChild, S::Confined, K::Error | K::Exited)
+        (
+            C::Jail | C::ZygoteChild,
+            S::Confining,
+            K::Ready | K::Error | K::Exited
+        ) | (C::Jail | C::ZygoteChild, S::Confined, K::Error | K::Exited)
             | (C::ZygoteChild, S::Running, K::Exited)
             | (C::Zygote, S::ZygoteStarting, K::ZygoteReady | K::Error)
             | (C::Zygote, S::ForkRequested, K::Forked | K::Error)
@@ -92,7 +95,10 @@ fn every_message_out_of_its_state_is_rejected_and_changes_nothing() {
                 let result = r.accept(kind);
                 checked += 1;
                 if expected(channel, state, kind) {
-                    assert!(result.is_ok(), "{channel:?} {state:?} {kind} must be accepted");
+                    assert!(
+                        result.is_ok(),
+                        "{channel:?} {state:?} {kind} must be accepted"
+                    );
                 } else {
                     assert_eq!(
                         result,
@@ -103,7 +109,11 @@ fn every_message_out_of_its_state_is_rejected_and_changes_nothing() {
                         }),
                         "{channel:?} {state:?} {kind} must be refused"
                     );
-                    assert_eq!(r.state(), state, "a refused message must not move the state");
+                    assert_eq!(
+                        r.state(),
+                        state,
+                        "a refused message must not move the state"
+                    );
                 }
             }
         }
@@ -134,7 +144,10 @@ fn run_is_refused_before_ready_and_fork_only_when_idle() {
     assert!(r.handed_over().is_err());
     assert!(Receiver::jail().handed_over().is_err());
     let mut z = Receiver::zygote();
-    assert!(z.fork_requested().is_err(), "fork before the zygote is ready");
+    assert!(
+        z.fork_requested().is_err(),
+        "fork before the zygote is ready"
+    );
     z.accept(Kind::ZygoteReady).unwrap();
     z.fork_requested().unwrap();
     assert!(z.fork_requested().is_err(), "two fork requests at once");
