@@ -1099,3 +1099,7 @@ fn raise_fd(fd: &OwnedFd) -> Result<OwnedFd, JailError> {
     // SAFETY: `raised` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raised) })
 }
+
+#[cfg(test)]
+#[path = "helper/supervise_tests.rs"]
+mod supervise_tests;
