@@ -925,8 +925,9 @@ pub fn prepare_fork() -> Result<(), ChildError> {
     })
 }
 
-/// Confines a freshly forked run child. Descriptors other than stdio, `run_ctl` and `keep`
-/// are closed. On error the message has been sent to the supervisor.
+/// Confines a freshly forked run child, says READY and waits for RUN. Descriptors other
+/// than stdio and `keep` are closed, and `run_ctl` too once this returns (also on error,
+/// after the message went to the supervisor).
 pub fn confine_child(
     params: &[u8],
     run_ctl: RawFd,
