@@ -23,10 +23,14 @@ impl RunCode for Executor {
     }
 
     fn worker_metrics(&self) -> String {
-        let Some(status) = self.warm_status() else {
-            return String::new();
-        };
         let mut text = String::from(
+            "# HELP hako_tampering_total Runs killed because they sent their supervisor a control message out of its state.\n# TYPE hako_tampering_total counter\n",
+        );
+        text.push_str(&format!("hako_tampering_total {}\n", self.tampered_runs()));
+        let Some(status) = self.warm_status() else {
+            return text;
+        };
+        text.push_str(
             "# HELP hako_warm_workers Warm Python zygotes ready to fork a run.\n# TYPE hako_warm_workers gauge\n",
         );
         text.push_str(&format!("hako_warm_workers {}\n", status.idle));

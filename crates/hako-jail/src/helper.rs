@@ -19,17 +19,16 @@ use crate::spec::{
     BlockedSyscall, JailOutcome, JailSpec, Limits, NetworkMode, SeccompMode, CODE_FD, JAIL_GID,
     JAIL_UID, RUN_GID, RUN_UID, ZYGOTE_FD,
 };
+use hako_wire::control::{self, ExitStatus, Message, Received, Receiver};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{
-    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{pipe2, read, write, Pid};
+use nix::unistd::{pipe2, read, Pid};
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::{self, IoSliceMut, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,6 +51,8 @@ pub enum HelperError {
     Setup(String),
     #[error("supervise the run: {0}")]
     Supervise(Errno),
+    #[error("control channel: {0}")]
+    Control(#[from] control::ControlError),
     #[error("egress: {0}")]
     Egress(#[from] crate::netns::NetnsError),
 }
@@ -132,22 +133,6 @@ pub(crate) fn watch_for_cancel() {
     }
 }
 
-/// Messages on the control socket between the helper and the jail.
-pub(crate) mod msg {
-    /// helper → init: the id maps and cgroup are in place.
-    pub const GO: u8 = b'G';
-    /// jail → helper: setup failed, text follows.
-    pub const ERROR: u8 = b'E';
-    /// program → helper: about to exec; carries the seccomp listener fd (if any).
-    pub const READY: u8 = crate::lockdown::READY;
-    /// init → helper: the program ended; i32 exit code and i32 signal follow.
-    pub const EXITED: u8 = b'X';
-    /// zygote → helper: a run child was forked; carries its pidfd.
-    pub const FORKED: u8 = b'P';
-    /// helper → prepared zygote child: the program is in place, run it.
-    pub const RUN: u8 = b'R';
-}
-
 pub(crate) struct Pipes {
     pub stdout: (OwnedFd, OwnedFd),
     pub stderr: (OwnedFd, OwnedFd),
@@ -212,7 +197,7 @@ fn prepare_and_run(
     let mut started = Instant::now();
     let use_listener = notify::user_notif_supported();
     let program = seccomp::build_program(
-        &spec.language,
+        spec.language.as_str(),
         &spec.seccomp.extra_allowed,
         spec.seccomp.mode,
         use_listener,
@@ -267,7 +252,12 @@ fn prepare_and_run(
             target: init,
             started,
         };
-        let mut outcome = supervise(&watch, &control, pipes.stdout.0, pipes.stderr.0)?;
+        let channel = Supervised {
+            control: &control,
+            receiver: Receiver::jail(),
+            listener: None,
+        };
+        let mut outcome = supervise(&watch, channel, pipes.stdout.0, pipes.stderr.0)?;
         guard.0 = None;
         let (cpu_ms, rss) = reap(init);
         outcome.cpu_ms = cpu_ms;
@@ -389,7 +379,7 @@ pub(crate) fn start_jail(
     if let Some(cg) = cgroup {
         cg.add_pid(init.as_raw())?;
     }
-    write(&control.0, &[msg::GO]).map_err(HelperError::Supervise)?;
+    control::send(control.0.as_fd(), &Message::Go, &[])?;
     guard.0 = None;
     Ok((init, control.0))
 }
@@ -452,15 +442,32 @@ pub(crate) struct Watch<'a> {
     pub started: Instant,
 }
 
+/// The supervisor's end of a run's control channel: the socket, where its protocol stands,
+/// and the seccomp listener if READY already brought it.
+pub(crate) struct Supervised<'a> {
+    pub control: &'a OwnedFd,
+    pub receiver: Receiver,
+    pub listener: Option<OwnedFd>,
+}
+
+/// What the supervisor says when a run sent a control message no state expects.
+pub const TAMPERED: &str = "the run tampered with its supervisor channel";
+
 /// Collects output, answers seccomp notifications and enforces the deadline and output cap
-/// until the program has ended. Its exit status arrives on `control`: from the jail's init,
-/// or from a zygote child itself and then from the zygote that reaped it.
+/// until the program has ended. Its exit status arrives on `control` from the program's
+/// reaper (the jail's init, or the zygote after `wait4`), never from the program. A message
+/// the channel's state does not expect kills the run (see [`TAMPERED`]).
 pub(crate) fn supervise(
     watch: &Watch<'_>,
-    control: &OwnedFd,
+    channel: Supervised<'_>,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<JailOutcome, HelperError> {
+    let Supervised {
+        control,
+        mut receiver,
+        mut listener,
+    } = channel;
     let init = watch.target;
     let deadline = watch.started + Duration::from_millis(watch.limits.timeout_ms);
     let cap = watch.limits.output_bytes as usize;
@@ -475,7 +482,7 @@ pub(crate) fn supervise(
             open: true,
         },
     ];
-    let mut listener: Option<OwnedFd> = None;
+    outcome.confined = receiver.state() != control::State::Confining;
     let mut blocked: BTreeMap<u32, u64> = BTreeMap::new();
     let mut control_open = true;
     let mut status: Option<ExitStatus> = None;
@@ -572,18 +579,28 @@ pub(crate) fn supervise(
                         handle_notification(l.as_fd(), watch.mode, &mut blocked);
                     }
                 }
-                Role::Control => match receive_control(control)? {
-                    Control::Closed => control_open = false,
-                    Control::Error(text) => {
+                Role::Control => match take_control(control, &mut receiver) {
+                    Ok(Some((Message::Error(text), _))) => {
                         let _ = kill(init, Signal::SIGKILL);
                         return Err(HelperError::Setup(text));
                     }
-                    Control::Ready(fd) => {
-                        listener = fd;
+                    Ok(Some((Message::Ready, fds))) => {
+                        listener = fds.into_iter().next();
                         outcome.confined = true;
                     }
-                    Control::Exited(exit) => status = Some(exit),
-                    Control::Forked(_) | Control::Other => {}
+                    Ok(Some((Message::Exited(exit), _))) => status = Some(exit),
+                    Ok(Some(_)) => {}
+                    Ok(None) => control_open = false,
+                    Err(why) => {
+                        // Nothing the run sends may steer its supervisor: end it, say so.
+                        let _ = kill(init, Signal::SIGKILL);
+                        killed = true;
+                        control_open = false;
+                        listener = None;
+                        outcome.tampered = true;
+                        outcome.failure = Some(format!("{TAMPERED} ({why})"));
+                        eprintln!("hako jail: {TAMPERED}: {why}; the run was killed");
+                    }
                 },
                 Role::Cancel => {
                     let _ = kill(init, Signal::SIGKILL);
@@ -593,6 +610,9 @@ pub(crate) fn supervise(
         }
     }
 
+    if outcome.tampered {
+        status = None;
+    }
     if let Some(exit) = status {
         if exit.signal != 0 {
             outcome.signal = Some(exit.signal);
@@ -679,15 +699,6 @@ enum Role {
     Cancel,
 }
 
-/// How the program ended, as its reaper reports it.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ExitStatus {
-    pub code: i32,
-    pub signal: i32,
-    pub cpu_ms: u64,
-    pub max_rss_bytes: u64,
-}
-
 fn read_some(fd: RawFd, into: &mut Vec<u8>, max: usize) -> Result<usize, Errno> {
     let mut buf = [0u8; 65536];
     let want = buf.len().min(max.max(1));
@@ -724,66 +735,26 @@ fn is_resolver_probe(note: &notify::Notification) -> bool {
         && note.args[2] == libc::NETLINK_ROUTE as u64
 }
 
-pub(crate) enum Control {
-    Closed,
-    Error(String),
-    Ready(Option<OwnedFd>),
-    /// A zygote forked a run child: its pidfd.
-    Forked(Option<OwnedFd>),
-    Exited(ExitStatus),
-    Other,
-}
-
-pub(crate) fn receive_control(control: &OwnedFd) -> Result<Control, HelperError> {
-    let mut buf = [0u8; 4096];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let received = match recvmsg::<()>(
-        control.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    ) {
-        Ok(m) => m,
-        Err(Errno::EINTR | Errno::EAGAIN) => return Ok(Control::Other),
-        Err(err) => return Err(HelperError::Supervise(err)),
-    };
-    let mut fd = None;
-    if let Ok(cmsgs) = received.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for raw in fds {
-                    // SAFETY: the kernel just installed this descriptor in our table for us.
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    fd.get_or_insert(owned);
+/// Receives one control message and checks it against the channel's state. `Ok(None)`: the
+/// channel closed. `Err`: a message out of state or malformed (tampering).
+pub(crate) fn take_control(
+    control: &OwnedFd,
+    receiver: &mut Receiver,
+) -> Result<Option<(Message, Vec<OwnedFd>)>, String> {
+    loop {
+        match control::receive(control) {
+            Ok(Received::Closed) => return Ok(None),
+            Ok(Received::Nothing) => continue,
+            Ok(Received::Message(message, fds)) => {
+                return match receiver.accept(message.kind()) {
+                    Ok(_) => Ok(Some((message, fds))),
+                    Err(out) => Err(out.to_string()),
                 }
             }
+            Err(control::ControlError::Io(err)) => return Err(format!("control socket: {err}")),
+            Err(err) => return Err(err.to_string()),
         }
     }
-    let len = received.bytes;
-    let data = &buf[..len];
-    Ok(match data.first() {
-        None => Control::Closed,
-        Some(&msg::ERROR) => Control::Error(String::from_utf8_lossy(&data[1..]).into_owned()),
-        Some(&msg::READY) => Control::Ready(fd),
-        Some(&msg::FORKED) => Control::Forked(fd),
-        Some(&msg::EXITED) if len >= 9 => {
-            let word = |at: usize| {
-                i32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
-            };
-            let long = |at: usize| {
-                data.get(at..at + 8)
-                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-            };
-            Control::Exited(ExitStatus {
-                code: word(1),
-                signal: word(5),
-                cpu_ms: long(9),
-                max_rss_bytes: long(17),
-            })
-        }
-        Some(_) => Control::Other,
-    })
 }
 
 /// Waits for init; returns (cpu ms of the whole run, max RSS in bytes).
@@ -871,26 +842,24 @@ fn jail_init(
             Err(_) => break (0, libc::SIGKILL),
         }
     };
-    let mut message = vec![msg::EXITED];
-    message.extend_from_slice(&code.to_le_bytes());
-    message.extend_from_slice(&signal.to_le_bytes());
-    let _ = write(control, &message);
+    let exit = ExitStatus {
+        code,
+        signal,
+        ..Default::default()
+    };
+    let _ = control::send(control.as_fd(), &Message::Exited(exit), &[]);
     0
 }
 
 fn report_error(control: &OwnedFd, err: &JailError) -> i32 {
-    let mut message = vec![msg::ERROR];
-    message.extend_from_slice(err.to_string().as_bytes());
-    let _ = write(control, &message);
+    let _ = control::send(control.as_fd(), &Message::Error(err.to_string()), &[]);
     126
 }
 
 fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), JailError> {
-    let mut go = [0u8; 1];
-    match read(control.as_raw_fd(), &mut go) {
-        Ok(1) if go[0] == msg::GO => {}
-        Ok(_) => return Err(JailError::Sync(Errno::EPIPE)),
-        Err(err) => return Err(JailError::Sync(err)),
+    match control::receive(control) {
+        Ok(Received::Message(Message::Go, _)) => {}
+        _ => return Err(JailError::Sync(Errno::EPIPE)),
     }
     // Without root the namespace denies setgroups: clearing groups is best effort here.
     crate::lockdown::switch_identity(JAIL_UID, JAIL_GID, false)
@@ -1042,7 +1011,7 @@ fn confine_and_exec(
         }
         lockdown::lock_down(
             &LockDown {
-                language: &spec.language,
+                language: spec.language,
                 limits: &spec.limits,
                 coverage,
                 seccomp: program,
@@ -1101,7 +1070,8 @@ fn keep_zygote_powers(control: &OwnedFd, socket: Option<OwnedFd>) -> Result<(), 
     for cap in ZYGOTE_CAPS {
         caps::raise(None, caps::CapSet::Ambient, *cap).map_err(err)?;
     }
-    write(control, &[msg::READY]).map_err(|e| JailError::Zygote(e.to_string()))?;
+    control::send(control.as_fd(), &Message::Ready, &[])
+        .map_err(|e| JailError::Zygote(e.to_string()))?;
     Ok(())
 }
 
@@ -1109,6 +1079,8 @@ fn keep_zygote_powers(control: &OwnedFd, socket: Option<OwnedFd>) -> Result<(), 
 /// each run child, switching to the run uid, and dropping the bounding set.
 const ZYGOTE_CAPS: &[caps::Capability] = &[
     caps::Capability::CAP_SYS_ADMIN,
+    // Loopback up in each run child's own network namespace.
+    caps::Capability::CAP_NET_ADMIN,
     caps::Capability::CAP_SETUID,
     caps::Capability::CAP_SETGID,
     caps::Capability::CAP_SETPCAP,
@@ -1127,3 +1099,7 @@ fn raise_fd(fd: &OwnedFd) -> Result<OwnedFd, JailError> {
     // SAFETY: `raised` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raised) })
 }
+
+#[cfg(test)]
+#[path = "helper/supervise_tests.rs"]
+mod supervise_tests;

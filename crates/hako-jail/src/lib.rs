@@ -13,7 +13,7 @@ pub mod netns;
 pub mod probe;
 pub mod protocol;
 pub mod seccomp;
-pub mod spec;
+pub use hako_wire::spec;
 pub mod zygote;
 
 pub use spec::*;

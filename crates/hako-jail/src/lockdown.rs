@@ -5,10 +5,10 @@
 
 use crate::seccomp::notify;
 use crate::spec::Limits;
+use hako_wire::control::{self, Message};
+use hako_wire::Language;
 use nix::errno::Errno;
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use std::io::IoSlice;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,24 +24,15 @@ pub enum LockDownError {
     #[error("install seccomp: {0}")]
     Seccomp(String),
     #[error("hand the seccomp listener to the supervisor: {0}")]
-    Listener(Errno),
+    Listener(#[source] hako_wire::control::ControlError),
     #[error("{0}")]
     Identity(String),
 }
 
-/// Which limits a cgroup already enforces (rlimits stand in for the others).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct CgroupCoverage {
-    pub memory: bool,
-    pub pids: bool,
-}
-
-/// Message byte that tells the supervisor the run is confined; the seccomp listener (if
-/// any) rides along as SCM_RIGHTS.
-pub const READY: u8 = b'R';
+pub use hako_wire::spec::CgroupCoverage;
 
 pub struct LockDown<'a> {
-    pub language: &'a str,
+    pub language: Language,
     pub limits: &'a Limits,
     pub coverage: CgroupCoverage,
     pub seccomp: &'a [libc::sock_filter],
@@ -73,19 +64,12 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
     drop_all_caps()?;
     let listener = notify::install(plan.seccomp, plan.use_listener)
         .map_err(|e| LockDownError::Seccomp(e.to_string()))?;
-    // From here on only calls the policy allows.
-    let ready = [READY];
-    let iov = [IoSlice::new(&ready)];
-    let raw;
-    let cmsgs: Vec<ControlMessage<'_>> = match &listener {
-        Some(fd) => {
-            raw = [fd.as_raw_fd()];
-            vec![ControlMessage::ScmRights(&raw)]
-        }
-        None => Vec::new(),
-    };
-    sendmsg::<()>(control, &iov, &cmsgs, MsgFlags::empty(), None)
-        .map_err(LockDownError::Listener)?;
+    // From here on only calls the policy allows. READY tells the supervisor the process is
+    // confined; the seccomp listener (if any) rides along.
+    // SAFETY: `control` is open for the duration of this call (the caller owns it).
+    let control = unsafe { BorrowedFd::borrow_raw(control) };
+    let fds: Vec<BorrowedFd<'_>> = listener.iter().map(|fd| fd.as_fd()).collect();
+    control::send(control, &Message::Ready, &fds).map_err(LockDownError::Listener)?;
     Ok(())
 }
 
@@ -144,7 +128,7 @@ fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
     if !plan.coverage.pids {
         limits.push(("NPROC", Resource::RLIMIT_NPROC, l.pids));
     }
-    if !plan.coverage.memory && plan.language == "python3" {
+    if !plan.coverage.memory && plan.language == Language::Python3 {
         limits.push(("AS", Resource::RLIMIT_AS, l.memory_bytes.max(256 << 20)));
     }
     for (name, resource, value) in limits {

@@ -1,6 +1,13 @@
 # hako zygote: imports the preload modules once, then forks one child per run.
 # Runs inside the jail with namespace capabilities only. It never touches request data:
 # each child confines itself through the hako library (Rust) before reading the program.
+#
+# Protocol: the control messages are hako-wire's `control::Message` (crates/hako-wire/src/
+# control.rs), its only specification: one SEQPACKET datagram per message, first byte the
+# message's name, then its body; descriptors as SCM_RIGHTS. This file speaks SETTINGS ("W",
+# received once, first), ZYGOTE_READY ("Z"), FORK ("F", 4 descriptors), FORKED ("P", a
+# pidfd), ERROR ("E") and EXITED ("X", i32 code, i32 signal, u64 cpu_ms, u64 max_rss_bytes,
+# little-endian, sent after wait4). A run child's program never holds a control socket.
 import atexit
 import builtins
 import ctypes
@@ -18,8 +25,12 @@ import traceback
 import types
 
 LIBRARY = os.environ.pop("HAKO_ZYGOTE_LIBRARY")
-PRELOAD = json.loads(os.environ.pop("HAKO_PRELOAD", "[]"))
 PROGRAM_PATH = "/sandbox/main.py"
+
+MSG_SETTINGS, MSG_ZYGOTE_READY, MSG_FORK, MSG_FORKED, MSG_ERROR, MSG_EXITED = (
+    b"W", b"Z", b"F", b"P", b"E", b"X")
+
+_control = socket.socket(fileno=3)
 
 _hako = ctypes.PyDLL(LIBRARY)
 _hako.hako_prepare_fork.restype = ctypes.c_int
@@ -28,32 +39,50 @@ _hako.hako_confine.argtypes = [
     ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
 ]
 
-_skipped = []
-for _name in PRELOAD:
-    try:
-        __import__(_name)
-    except BaseException as _e:  # a module that fails to import is skipped and reported
-        _skipped.append("%s: %s: %s" % (_name, type(_e).__name__, _e))
 
-# The operator's warm-up code (hako.python_warmup): what it touches is warm for every run.
-WARMUP = os.environ.pop("HAKO_PYTHON_WARMUP", "")
-if WARMUP.strip():
-    _stdout = sys.stdout
-    try:
-        sys.stdout = open(os.devnull, "w")
-        exec(compile(WARMUP, "<hako.python_warmup>", "exec"), {"__name__": "__hako_warmup__"})
-    except BaseException as _e:
-        _skipped.append("hako.python_warmup: %s: %s" % (type(_e).__name__, _e))
-    finally:
-        sys.stdout = _stdout
 
-_control = socket.socket(fileno=3)
+def _settings():
+    # The operator's preload list and warm-up code (hako-wire's `zygote::ZygoteSettings`)
+    # arrive on the control socket, never in the environment: run children inherit this
+    # process's memory and environment block, and close the socket before their program.
+    message = _control.recv(1 << 20)
+    if message[:1] != MSG_SETTINGS:
+        raise SystemExit("hako zygote: expected the settings message first")
+    return json.loads(message[1:])
+
+
+def _warm(settings):
+    skipped = []
+    for name in settings.get("preload", []):
+        try:
+            __import__(name)
+        except BaseException as e:  # a module that fails to import is skipped and reported
+            skipped.append("%s: %s: %s" % (name, type(e).__name__, e))
+    # The operator's warm-up code (hako.python_warmup): what it touches is warm for every run.
+    warmup = settings.get("warmup", "")
+    if warmup.strip():
+        stdout = sys.stdout
+        try:
+            sys.stdout = open(os.devnull, "w")
+            exec(compile(warmup, "<hako.python_warmup>", "exec"), {"__name__": "__hako_warmup__"})
+        except BaseException as e:
+            skipped.append("hako.python_warmup: %s: %s" % (type(e).__name__, e))
+        finally:
+            sys.stdout = stdout
+    # No name of this module keeps the settings: runs see this module's globals. (The freed
+    # memory is not scrubbed: warm-up code must hold no secret; see docs/security.md.)
+    settings.clear()
+    return skipped
+
+
+_skipped = _warm(_settings())
 # Move everything imported so far out of the garbage collector's reach: children then do
 # not touch (and copy) those pages when they collect.
 import gc
 gc.collect()
 gc.freeze()
-_control.sendall(b"Z" + json.dumps(_skipped).encode())
+_control.sendall(MSG_ZYGOTE_READY + json.dumps(_skipped).encode())
+del _skipped
 sys.stdout.flush()
 sys.stderr.flush()
 
@@ -66,7 +95,7 @@ def _reseed():
         numpy_random.seed()
 
 
-def _run_program(source, run_ctl):
+def _run_program(source):
     linecache.cache[PROGRAM_PATH] = (len(source), None, source.splitlines(True), PROGRAM_PATH)
     main = types.ModuleType("__main__")
     main.__file__ = PROGRAM_PATH
@@ -98,25 +127,18 @@ def _run_program(source, run_ctl):
                 stream.flush()
             except BaseException:
                 pass
-    # Report the exit ourselves: the supervisor can answer as soon as the output is complete,
-    # without waiting for this process's namespaces to be torn down. (The zygote's own report
-    # after wait4 covers runs that never get here, e.g. killed ones.)
-    try:
-        import resource
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
-        os.write(run_ctl, b"X" + struct.pack("<iiQQ", status & 0xFF, 0, cpu_ms, usage.ru_maxrss * 1024))
-    except BaseException:
-        pass
+    # The end is reported by the zygote after wait4: nothing this process says is trusted.
     os._exit(status & 0xFF)
 
 
 def _child(params, fds):
     run_ctl, out, err, program = fds
     _control.detach()  # the Rust side closes fd 3; Python must not close it again later
-    # Confines this process, then waits until the run is handed over.
+    # Confines this process, waits until the run is handed over, and closes run_ctl: from
+    # here on this process holds no channel to its supervisor.
     if _hako.hako_confine(params, len(params), run_ctl, out, err, program) != 0:
         os._exit(126)
+    del run_ctl
     # Confined: only now is the request read (u32 length, environment JSON, program).
     chunks = []
     while True:
@@ -132,7 +154,7 @@ def _child(params, fds):
         os.environ.clear()
         os.environ.update(env)
     _reseed()
-    _run_program(data[4 + env_len:].decode("utf-8", "surrogateescape"), run_ctl)
+    _run_program(data[4 + env_len:].decode("utf-8", "surrogateescape"))
 
 
 def _fork(poller, children):
@@ -145,22 +167,22 @@ def _fork(poller, children):
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(data) - len(data) % fd_size
             fds.extend(struct.unpack("%di" % (usable // fd_size), data[:usable]))
-    if message[:1] != b"F" or len(fds) != 4:
+    if message[:1] != MSG_FORK or len(fds) != 4:
         for fd in fds:
             os.close(fd)
-        _control.sendall(b"Ebad fork request")
+        _control.sendall(MSG_ERROR + b"bad fork request")
         return
     if _hako.hako_prepare_fork() != 0:
         for fd in fds:
             os.close(fd)
-        _control.sendall(b"Ecannot prepare a pid namespace")
+        _control.sendall(MSG_ERROR + b"cannot prepare a pid namespace")
         return
     try:
         pid = os.fork()
     except OSError as e:  # e.g. the run in progress holds the group's last pid
         for fd in fds:
             os.close(fd)
-        _control.sendall(b"Ecannot fork: %s" % str(e).encode())
+        _control.sendall(MSG_ERROR + b"cannot fork: %s" % str(e).encode())
         return
     if pid == 0:
         try:
@@ -173,7 +195,7 @@ def _fork(poller, children):
     pidfd = os.pidfd_open(pid)
     children[pidfd] = (pid, fds[0])
     poller.register(pidfd, select.POLLIN)
-    _control.sendmsg([b"P"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pidfd))])
+    _control.sendmsg([MSG_FORKED], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pidfd))])
 
 
 def _reap(poller, children, pidfd):
@@ -187,7 +209,7 @@ def _reap(poller, children, pidfd):
         code, signal = os.WEXITSTATUS(status), 0
     cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
     try:
-        os.write(run_ctl, b"X" + struct.pack("<iiQQ", code, signal, cpu_ms, usage.ru_maxrss * 1024))
+        os.write(run_ctl, MSG_EXITED + struct.pack("<iiQQ", code, signal, cpu_ms, usage.ru_maxrss * 1024))
     except OSError:
         pass
     os.close(run_ctl)

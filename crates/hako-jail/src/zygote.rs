@@ -10,24 +10,28 @@
 //! The helper keeps one child prepared: it asks the zygote to fork (passing pipes, a control
 //! socket and an empty memfd), and the child calls [`confine_child`] (Rust, through the small
 //! library the zygote loaded at start): it copies the calibrated hot pages, unshares its
-//! mount/ipc/uts namespaces, mounts a fresh /tmp and /proc, switches to the run uid and
-//! applies [`crate::lockdown`], then waits. When a run arrives the helper writes the program
-//! into the memfd and says RUN; only then does the child read it. While that child runs, the
-//! next one is forked and confines itself. A child is never reused.
+//! mount/ipc/uts/network namespaces, mounts a fresh /tmp and /proc, switches to the run uid
+//! and applies [`crate::lockdown`], says READY, then waits. When a run arrives the helper
+//! takes READY, writes the program into the memfd and says RUN; the child closes its control
+//! socket and only then reads the program: the program holds no channel to its supervisor,
+//! and its end is reported by the zygote after `wait4`. While that child runs, the next one
+//! is forked and confines itself. A child is never reused. The messages are
+//! [`hako_wire::control`]'s.
 
-use crate::helper::{self, msg, Control, HelperError, KillOnDrop, Watch};
+use crate::helper::{self, HelperError, KillOnDrop, Supervised, Watch};
 use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
 use crate::protocol::{self, ProtocolError};
 use crate::seccomp::{self, notify};
 use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec, RUN_GID, RUN_UID};
+use hako_wire::control::{self, Message, Received, Receiver};
+pub use hako_wire::zygote::{ChildParams, RunOrder, Stage, ZygoteReport, ZygoteSettings};
+use hako_wire::Language;
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
-use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::{read, Pid};
-use serde::{Deserialize, Serialize};
-use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZygoteError {
@@ -41,55 +45,16 @@ pub enum ZygoteError {
     Gone,
     #[error("talk to the zygote: {0}")]
     Socket(Errno),
+    #[error("talk to the zygote: {0}")]
+    Control(#[from] control::ControlError),
+    #[error("the zygote broke its protocol: {0}")]
+    OutOfState(String),
+    #[error("enter the run child's network namespace: {0}")]
+    Netns(io::Error),
     #[error("find the run child of zygote {zygote}: {detail}")]
     Child { zygote: i32, detail: String },
     #[error("write the program into a memfd: {0}")]
     Memfd(io::Error),
-}
-
-/// What the caller sends for each run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunOrder {
-    pub limits: Limits,
-    pub seccomp: SeccompSpec,
-    pub insecure: bool,
-    /// The run's whole environment (e.g. proxy variables for a run with network).
-    #[serde(default)]
-    pub env: Vec<(String, String)>,
-    /// Register a listener of the egress guard for this run (proxy network).
-    #[serde(default)]
-    pub egress: Option<crate::spec::EgressSpec>,
-}
-
-/// The zygote helper's first answer: the zygote is ready (or why not).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ZygoteReport {
-    pub ready: bool,
-    pub error: Option<String>,
-    /// Preload modules that failed to import, with the reason.
-    pub skipped: Vec<String>,
-    /// Host pid of the zygote interpreter (for memory reporting).
-    pub zygote_pid: i32,
-    /// Pages each prepared child copies ahead of its run (from the calibration run).
-    #[serde(default)]
-    pub hot_pages: u64,
-    /// Memory a prepared child holds, in bytes (0 when unknown).
-    #[serde(default)]
-    pub prepared_bytes: u64,
-}
-
-/// What a run child needs to confine itself; sent by the helper through the zygote.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChildParams {
-    pub language: String,
-    pub limits: Limits,
-    pub coverage: CgroupCoverage,
-    pub seccomp: SeccompSpec,
-    pub use_listener: bool,
-    pub insecure: bool,
-    /// Address ranges to copy before the run (see `Zygote::calibrate`).
-    #[serde(default)]
-    pub hot_pages: Vec<(u64, u64)>,
 }
 
 /// The Python side of the zygote, run as the zygote's program.
@@ -105,9 +70,10 @@ pub fn main() -> i32 {
     let mut output = io::stdout().lock();
     let started = protocol::read_json::<JailSpec>(&mut input)
         .map_err(ZygoteError::from)
-        .and_then(|spec| {
+        .and_then(|mut spec| {
             let bootstrap = protocol::read_bytes(&mut input)?;
-            Zygote::start(&spec, &bootstrap)
+            let settings = take_settings(&mut spec);
+            Zygote::start(&spec, &bootstrap, &settings)
         });
     let mut zygote = match started {
         Ok(z) => z,
@@ -140,11 +106,24 @@ pub fn main() -> i32 {
             Ok(code) => code,
             Err(_) => return 0,
         };
-        let outcome = zygote.run(&order, &code).unwrap_or_else(|err| JailOutcome {
-            setup_error: Some(err.to_string()),
-            ..Default::default()
-        });
-        let gone = outcome.setup_error.is_some() && !zygote.alive();
+        zygote.handed_over = false;
+        let mut outcome = zygote
+            .run(&order, &code, &mut output)
+            .unwrap_or_else(|err| JailOutcome {
+                setup_error: Some(err.to_string()),
+                ..Default::default()
+            });
+        if zygote.handed_over {
+            // The program may have run: whatever failed now is the run's failure, never a
+            // setup error (which the caller may serve elsewhere).
+            if let Some(err) = outcome.setup_error.take() {
+                outcome.failure = Some(format!("the run's supervision failed: {err}"));
+            }
+        } else if output.write_all(&[Stage::NotStarted.byte()]).is_err() {
+            return 1;
+        }
+        let failed = outcome.setup_error.is_some() || outcome.failure.is_some();
+        let gone = failed && !zygote.alive();
         if protocol::encode_outcome(&outcome, &mut output).is_err() || gone {
             return 1;
         }
@@ -152,10 +131,33 @@ pub fn main() -> i32 {
     }
 }
 
+/// Takes the operator's preload list and warm-up code out of the zygote's environment: they
+/// reach the zygote as [`Message::Settings`] instead, which no run child can read.
+fn take_settings(spec: &mut JailSpec) -> ZygoteSettings {
+    let mut settings = ZygoteSettings::default();
+    spec.env.retain(|(name, value)| match name.as_str() {
+        "HAKO_PYTHON_WARMUP" => {
+            settings.warmup = value.clone();
+            false
+        }
+        "HAKO_PRELOAD" => {
+            settings.preload = serde_json::from_str(value).unwrap_or_default();
+            false
+        }
+        _ => true,
+    });
+    settings
+}
+
 struct Zygote {
     init: Pid,
-    /// This helper entered the zygote's network namespace (needed for proxy-mode runs).
-    in_zygote_netns: bool,
+    /// This helper's own network namespace: it enters a run child's for a proxy-mode run's
+    /// egress listener, and comes back.
+    home_netns: Option<std::fs::File>,
+    /// The current run's program was handed over (its [`Stage`] byte is out).
+    handed_over: bool,
+    /// The zygote's own socket, where it stands in its protocol.
+    receiver: Receiver,
     /// Holds the zygote and its run children.
     cgroup: Option<crate::cgroup::RunCgroup>,
     coverage: CgroupCoverage,
@@ -197,6 +199,15 @@ impl RunShape {
     }
 }
 
+/// What a run's hand-over takes besides its child.
+struct Handover<'a> {
+    order: &'a RunOrder,
+    code: &'a [u8],
+    started: Instant,
+    /// The child's seccomp listener (it came with READY).
+    listener: Option<OwnedFd>,
+}
+
 /// A fork request the zygote has yet to answer.
 struct PendingChild {
     control: OwnedFd,
@@ -210,6 +221,8 @@ struct RunChild {
     host_pid: Pid,
     handle: ProcessHandle,
     control: OwnedFd,
+    /// Where the child's control channel stands.
+    receiver: Receiver,
     /// Taken by supervision.
     output: Option<(OwnedFd, OwnedFd)>,
     /// Receives the run's environment and program when the run starts.
@@ -229,11 +242,41 @@ impl RunChild {
             if !wait_readable(self.control.as_fd(), 0) {
                 return false;
             }
-            match helper::receive_control(&self.control) {
-                Ok(Control::Closed) | Err(_) => return true,
+            match control::receive(&self.control) {
+                Ok(Received::Closed) | Err(_) => return true,
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Waits (until `deadline`) for the child's READY: it is confined. Returns its seccomp
+    /// listener, if any. Anything else means the child cannot take a run.
+    fn await_ready(&mut self, deadline: Instant) -> Result<Option<OwnedFd>, ZygoteError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_millis().min(u16::MAX as u128) as u16;
+        if !wait_readable(self.control.as_fd(), ms) {
+            return Err(ZygoteError::Start(
+                "the prepared child did not confine itself in time".into(),
+            ));
+        }
+        match helper::take_control(&self.control, &mut self.receiver) {
+            Ok(Some((Message::Ready, fds))) => Ok(fds.into_iter().next()),
+            Ok(Some((Message::Error(text), _))) => Err(ZygoteError::Start(text)),
+            Ok(Some(_)) | Ok(None) => Err(ZygoteError::Child {
+                zygote: self.host_pid.as_raw(),
+                detail: "the prepared child ended before its run".into(),
+            }),
+            Err(why) => Err(ZygoteError::OutOfState(why)),
+        }
+    }
+
+    /// Tells the confined child to run its program.
+    fn start(&mut self) -> Result<(), ZygoteError> {
+        self.receiver
+            .handed_over()
+            .map_err(|e| ZygoteError::OutOfState(e.to_string()))?;
+        control::send(self.control.as_fd(), &Message::Run, &[])?;
+        Ok(())
     }
 
     /// Kills the child and waits until it is gone.
@@ -250,7 +293,11 @@ impl Drop for RunChild {
 }
 
 impl Zygote {
-    fn start(spec: &JailSpec, bootstrap: &[u8]) -> Result<Zygote, ZygoteError> {
+    fn start(
+        spec: &JailSpec,
+        bootstrap: &[u8],
+        settings: &ZygoteSettings,
+    ) -> Result<Zygote, ZygoteError> {
         let pipes = helper::channels()?;
         let (ours, theirs) = helper::seqpacket_pair()?;
         // The zygote's own output goes to our stderr (the caller logs it).
@@ -285,41 +332,39 @@ impl Zygote {
         // Neither init nor the zygote is ever the OOM killer's choice; run children reset
         // their own score (see `confine_child`).
         let _ = std::fs::write(format!("/proc/{init}/oom_score_adj"), "-1000");
-        match helper::receive_control(&control)? {
-            Control::Ready(_) => {}
-            Control::Error(text) => return Err(ZygoteError::Start(text)),
-            _ => {
+        match helper::take_control(&control, &mut Receiver::jail()) {
+            Ok(Some((Message::Ready, _))) => {}
+            Ok(Some((Message::Error(text), _))) => return Err(ZygoteError::Start(text)),
+            Ok(_) => {
                 return Err(ZygoteError::Start(
                     "the jail ended before the zygote started".into(),
                 ))
             }
+            Err(why) => return Err(ZygoteError::OutOfState(why)),
         }
-        // Wait for the bootstrap: "Z" + JSON list of preload modules that failed.
-        let mut buf = vec![0u8; 65536];
-        let n = recv(ours.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(ZygoteError::Socket)?;
-        if n == 0 || buf[0] != b'Z' {
-            return Err(ZygoteError::Start(
-                String::from_utf8_lossy(&buf[..n]).into_owned(),
-            ));
-        }
-        let skipped: Vec<String> = serde_json::from_slice(&buf[1..n]).unwrap_or_default();
+        // The operator's settings, then the bootstrap's answer: the modules that failed.
+        let body = serde_json::to_vec(settings).map_err(ProtocolError::from)?;
+        control::send(ours.as_fd(), &Message::Settings(body), &[])?;
+        let mut receiver = Receiver::zygote();
+        let skipped = match helper::take_control(&ours, &mut receiver) {
+            Ok(Some((Message::ZygoteReady(skipped), _))) => skipped,
+            Ok(Some((Message::Error(text), _))) => return Err(ZygoteError::Start(text)),
+            Ok(_) => return Err(ZygoteError::Gone),
+            Err(why) => return Err(ZygoteError::OutOfState(why)),
+        };
         let pid = only_child(init).map_err(|detail| ZygoteError::Child {
             zygote: init.as_raw(),
             detail,
         })?;
-        // Live in the zygote's network namespace: egress listeners for runs are made here.
-        // Where that is not allowed (a container without ptrace rights over the jail), runs
-        // with proxy network are refused here and start afresh instead.
-        let in_zygote_netns = spec.network == crate::spec::NetworkMode::None
-            && std::fs::File::open(format!("/proc/{init}/ns/net"))
-                .ok()
-                .is_some_and(|ns| {
-                    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_ok()
-                });
+        // Each run child has its own network namespace; a proxy-mode run's egress listener is
+        // made there (see `egress_listener`), and the helper comes back here.
+        let home_netns = std::fs::File::open("/proc/self/ns/net").ok();
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         let mut zygote = Zygote {
             init,
-            in_zygote_netns,
+            home_netns,
+            handed_over: false,
+            receiver,
             cgroup,
             coverage,
             pid,
@@ -334,7 +379,7 @@ impl Zygote {
             hot_pages: Vec::new(),
             guard,
         };
-        zygote.calibrate(spec);
+        zygote.calibrate(spec, &settings.warmup);
         Ok(zygote)
     }
 
@@ -353,8 +398,14 @@ impl Zygote {
         }
     }
 
-    fn run(&mut self, order: &RunOrder, code: &[u8]) -> Result<JailOutcome, ZygoteError> {
+    fn run(
+        &mut self,
+        order: &RunOrder,
+        code: &[u8],
+        output: &mut dyn Write,
+    ) -> Result<JailOutcome, ZygoteError> {
         let started = Instant::now();
+        let deadline = started + Duration::from_millis(order.limits.timeout_ms);
         self.settle();
         // The previous run's child is gone (its memory uncharged) before we measure. Until
         // the zygote has reaped it, it still counts as a pid.
@@ -365,16 +416,7 @@ impl Zygote {
                 zombies = 1;
             }
         }
-        let shape = RunShape::of(order);
-        let child = match self.prepared.take() {
-            Some(child) if child.shape == shape && !child.has_exited() => child,
-            other => {
-                if let Some(stale) = other {
-                    stale.retire();
-                }
-                self.fork_child(&shape)?
-            }
-        };
+        let (child, listener) = self.confined_child(&RunShape::of(order), deadline)?;
         self.runs += 1;
         // The child runs inside the zygote's own group (no migration): the group's limits
         // become what is in use now, plus the run's limits, plus room for the next prepared
@@ -409,15 +451,16 @@ impl Zygote {
             .map(|cg| cg.stats())
             .unwrap_or_default();
         let link = match &order.egress {
-            Some(_) if !self.in_zygote_netns => {
-                return Err(ZygoteError::Start(
-                    "no access to the zygote's network namespace".into(),
-                ))
-            }
-            Some(egress) => Some(crate::netns::listen_for_run(egress).map_err(HelperError::from)?),
+            Some(egress) => Some(self.egress_listener(&child, egress)?),
             None => None,
         };
-        let outcome = self.hand_over_and_supervise(child, order, code, started);
+        let handover = Handover {
+            order,
+            code,
+            started,
+            listener,
+        };
+        let outcome = self.hand_over_and_supervise(child, handover, output);
         let mut outcome = crate::netns::finish(link, outcome)?;
         if let Some(cg) = &self.cgroup {
             let after = cg.stats();
@@ -435,6 +478,53 @@ impl Zygote {
         Ok(outcome)
     }
 
+    /// A confined child of `shape` (the prepared one, or else a fresh one) and its seccomp
+    /// listener: its READY has arrived.
+    fn confined_child(
+        &mut self,
+        shape: &RunShape,
+        deadline: Instant,
+    ) -> Result<(RunChild, Option<OwnedFd>), ZygoteError> {
+        if let Some(mut child) = self.prepared.take() {
+            if child.shape == *shape && !child.has_exited() {
+                match child.await_ready(deadline) {
+                    Ok(listener) => return Ok((child, listener)),
+                    Err(err) => eprintln!("hako zygote: the prepared child failed: {err}"),
+                }
+            }
+            child.retire();
+        }
+        let mut child = self.fork_child(shape)?;
+        match child.await_ready(deadline) {
+            Ok(listener) => Ok((child, listener)),
+            Err(err) => {
+                child.retire();
+                Err(err)
+            }
+        }
+    }
+
+    /// Makes a proxy-mode run's egress listener inside the run child's own network namespace
+    /// (this single-threaded helper enters it and comes back).
+    fn egress_listener(
+        &self,
+        child: &RunChild,
+        egress: &crate::spec::EgressSpec,
+    ) -> Result<crate::netns::EgressLink, ZygoteError> {
+        use nix::sched::{setns, CloneFlags};
+        let home = self.home_netns.as_ref().ok_or_else(|| {
+            ZygoteError::Netns(io::Error::other("this helper's own namespace is unknown"))
+        })?;
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.host_pid))
+            .map_err(ZygoteError::Netns)?;
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| ZygoteError::Netns(io::Error::from(e)))?;
+        let link = crate::netns::listen_for_run(egress);
+        setns(home.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| ZygoteError::Netns(io::Error::from(e)))?;
+        Ok(link.map_err(HelperError::from)?)
+    }
+
     /// Asks the zygote for a child confined with `shape` and waits until it exists; it
     /// confines itself meanwhile and then waits for its program.
     fn fork_child(&mut self, shape: &RunShape) -> Result<RunChild, ZygoteError> {
@@ -447,7 +537,7 @@ impl Zygote {
         let pipes = helper::channels()?;
         let program = empty_memfd()?;
         let params = ChildParams {
-            language: "python3".into(),
+            language: Language::Python3,
             limits: shape.limits,
             coverage: self.coverage,
             seccomp: shape.seccomp.clone(),
@@ -455,22 +545,17 @@ impl Zygote {
             insecure: shape.insecure,
             hot_pages: self.hot_pages.clone(),
         };
-        let mut message = vec![b'F'];
-        message.extend_from_slice(&serde_json::to_vec(&params).map_err(ProtocolError::from)?);
+        let body = serde_json::to_vec(&params).map_err(ProtocolError::from)?;
         let fds = [
-            pipes.control.1.as_raw_fd(),
-            pipes.stdout.1.as_raw_fd(),
-            pipes.stderr.1.as_raw_fd(),
-            program.as_raw_fd(),
+            pipes.control.1.as_fd(),
+            pipes.stdout.1.as_fd(),
+            pipes.stderr.1.as_fd(),
+            program.as_fd(),
         ];
-        sendmsg::<()>(
-            self.socket.as_raw_fd(),
-            &[IoSlice::new(&message)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(ZygoteError::Socket)?;
+        self.receiver
+            .fork_requested()
+            .map_err(|e| ZygoteError::OutOfState(e.to_string()))?;
+        control::send(self.socket.as_fd(), &Message::Fork(body), &fds)?;
         Ok(PendingChild {
             control: pipes.control.0,
             output: (pipes.stdout.0, pipes.stderr.0),
@@ -479,13 +564,15 @@ impl Zygote {
         })
     }
 
-    /// The zygote's answer to a fork request: "P" and a pidfd of the child.
+    /// The zygote's answer to a fork request: FORKED with a pidfd of the child.
     fn receive_child(&mut self, pending: PendingChild) -> Result<RunChild, ZygoteError> {
-        let answer = helper::receive_control(&self.socket)?;
-        let handle = match answer {
-            Control::Forked(Some(fd)) => ProcessHandle(fd),
-            Control::Error(text) => return Err(ZygoteError::Start(text)),
-            _ => return Err(ZygoteError::Gone),
+        let handle = match helper::take_control(&self.socket, &mut self.receiver) {
+            Ok(Some((Message::Forked, fds))) => {
+                ProcessHandle(fds.into_iter().next().ok_or(ZygoteError::Gone)?)
+            }
+            Ok(Some((Message::Error(text), _))) => return Err(ZygoteError::Start(text)),
+            Ok(_) => return Err(ZygoteError::Gone),
+            Err(why) => return Err(ZygoteError::OutOfState(why)),
         };
         let host_pid = handle.pid().ok_or_else(|| ZygoteError::Child {
             zygote: self.pid.as_raw(),
@@ -495,24 +582,37 @@ impl Zygote {
             host_pid,
             handle,
             control: pending.control,
+            receiver: Receiver::zygote_child(),
             output: Some(pending.output),
             program: pending.program,
             shape: pending.shape,
         })
     }
 
-    /// Gives `child` its program, prepares the next child meanwhile, and supervises the run.
+    /// Gives the confined `child` its program, prepares the next child meanwhile, and
+    /// supervises the run. The [`Stage::HandedOver`] byte goes to `output` before RUN.
     fn hand_over_and_supervise(
         &mut self,
         mut child: RunChild,
-        order: &RunOrder,
-        code: &[u8],
-        started: Instant,
+        handover: Handover<'_>,
+        output: &mut dyn Write,
     ) -> Result<JailOutcome, ZygoteError> {
+        let Handover {
+            order,
+            code,
+            started,
+            listener,
+        } = handover;
         write_program(&child.program, &order.env, code)?;
         // SAFETY: setpriority only changes the nice value of the child our pidfd names.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, child.host_pid.as_raw() as u32, 0) };
-        nix::unistd::write(&child.control, &[msg::RUN]).map_err(ZygoteError::Socket)?;
+        // From here on the program may run: the caller must never run it elsewhere.
+        output
+            .write_all(&[Stage::HandedOver.byte()])
+            .and_then(|()| output.flush())
+            .map_err(ProtocolError::from)?;
+        self.handed_over = true;
+        child.start()?;
         // The next run's child forks and confines itself while this one runs.
         let next = self.request_child(&child.shape.clone());
         let watch = Watch {
@@ -521,12 +621,16 @@ impl Zygote {
             target: child.host_pid,
             started,
         };
-        // Both the child's own exit report and the zygote's (after reaping it) arrive on the
-        // child's control socket.
+        // The child closed its end before reading the program; its end is reported by the
+        // zygote, after reaping it, on the zygote's copy of that socket.
         let (stdout, stderr) = child.output.take().ok_or(ZygoteError::Gone)?;
-        let outcome = helper::supervise(&watch, &child.control, stdout, stderr);
-        // The child may have reported its exit early and kept running: it never outlives its
-        // run. The next run waits until it is gone.
+        let channel = Supervised {
+            control: &child.control,
+            receiver: child.receiver,
+            listener,
+        };
+        let outcome = helper::supervise(&watch, channel, stdout, stderr);
+        // A killed run's child never outlives its run. The next run waits until it is gone.
         child.handle.kill();
         self.last = Some(child);
         // Taken after the answer is out (see `settle`).
@@ -541,7 +645,7 @@ impl Zygote {
 
     /// Runs hako's own calibration program once and keeps the pages it wrote: every later
     /// child copies them before its run. No request ever influences this set.
-    fn calibrate(&mut self, spec: &JailSpec) {
+    fn calibrate(&mut self, spec: &JailSpec, warmup: &str) {
         let shape = RunShape {
             limits: spec.limits,
             seccomp: SeccompSpec {
@@ -551,7 +655,7 @@ impl Zygote {
             insecure: spec.insecure,
         };
         let before = self.cgroup.as_ref().map(|cg| cg.usage().memory_bytes);
-        match self.calibration_run(&shape, &spec.env) {
+        match self.calibration_run(&shape, &spec.env, warmup) {
             Ok(pages) => self.hot_pages = pages,
             Err(err) => eprintln!("hako zygote: calibration failed (runs still work): {err}"),
         }
@@ -568,13 +672,12 @@ impl Zygote {
         &mut self,
         shape: &RunShape,
         env: &[(String, String)],
+        warmup: &str,
     ) -> Result<Vec<(u64, u64)>, ZygoteError> {
         let mut child = self.fork_child(shape)?;
+        // Kept open while it runs: hako's own program, never denied a call it makes.
+        let _listener = child.await_ready(Instant::now() + Duration::from_secs(10))?;
         // The environment runs get (the zygote's own, without its settings).
-        let warmup = env
-            .iter()
-            .find(|(name, _)| name == "HAKO_PYTHON_WARMUP")
-            .map_or("", |(_, code)| code.as_str());
         let env: Vec<(String, String)> = env
             .iter()
             .filter(|(name, _)| !name.starts_with("HAKO_"))
@@ -586,7 +689,7 @@ impl Zygote {
             serde_json::Value::String(warmup.to_string())
         );
         write_program(&child.program, &env, program.as_bytes())?;
-        nix::unistd::write(&child.control, &[msg::RUN]).map_err(ZygoteError::Socket)?;
+        child.start()?;
         let (stdout, _stderr) = child.output.take().ok_or(ZygoteError::Gone)?;
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         let mut seen = Vec::new();
@@ -822,8 +925,9 @@ pub fn prepare_fork() -> Result<(), ChildError> {
     })
 }
 
-/// Confines a freshly forked run child. Descriptors other than stdio, `run_ctl` and `keep`
-/// are closed. On error the message has been sent to the supervisor.
+/// Confines a freshly forked run child, says READY and waits for RUN. Descriptors other
+/// than stdio and `keep` are closed, and `run_ctl` too once this returns (also on error,
+/// after the message went to the supervisor).
 pub fn confine_child(
     params: &[u8],
     run_ctl: RawFd,
@@ -833,14 +937,14 @@ pub fn confine_child(
 ) -> Result<(), ChildError> {
     let result = confine_child_inner(params, run_ctl, stdout, stderr, keep);
     if let Err(err) = &result {
-        let mut message = vec![msg::ERROR];
-        message.extend_from_slice(err.to_string().as_bytes());
-        let _ = nix::unistd::write(
-            // SAFETY: run_ctl is open for the duration of this call.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(run_ctl) },
-            &message,
-        );
+        // SAFETY: run_ctl is open for the duration of this call.
+        let control = unsafe { BorrowedFd::borrow_raw(run_ctl) };
+        let _ = control::send(control, &Message::Error(err.to_string()), &[]);
     }
+    // The program never holds a channel to its supervisor: its end is reported by the zygote
+    // after wait4, and nothing the program could send is ever read.
+    // SAFETY: run_ctl is this process's descriptor; the caller never uses it after this call.
+    unsafe { libc::close(run_ctl) };
     result
 }
 
@@ -859,11 +963,20 @@ fn confine_child_inner(
         serde_json::from_slice(params).map_err(|e| ChildError::Params(e.to_string()))?;
     copy_hot_pages(&params.hot_pages);
     use nix::sched::CloneFlags;
+    // Its own network namespace too: no socket (not even TIME_WAIT) of an earlier run of
+    // this zygote is visible.
     nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWNET,
     )
     .map_err(|source| ChildError::Namespace {
-        what: "mount/ipc/uts",
+        what: "mount/ipc/uts/net",
+        source,
+    })?;
+    crate::netns::loopback_up().map_err(|source| ChildError::Namespace {
+        what: "net (loopback)",
         source,
     })?;
     let tmp_options = format!(
@@ -914,14 +1027,14 @@ fn confine_child_inner(
         }
     }
     let program = seccomp::build_program(
-        &params.language,
+        params.language.as_str(),
         &params.seccomp.extra_allowed,
         params.seccomp.mode,
         params.use_listener,
     )?;
     lockdown::lock_down(
         &LockDown {
-            language: &params.language,
+            language: params.language,
             limits: &params.limits,
             coverage: params.coverage,
             seccomp: &program,
@@ -932,17 +1045,13 @@ fn confine_child_inner(
         &[keep],
     )?;
     // Confined. Wait for the run; the caller then reads the program.
-    await_message(run_ctl, msg::RUN)
-}
-
-fn await_message(run_ctl: RawFd, expected: u8) -> Result<(), ChildError> {
-    let mut byte = [0u8; 1];
+    // SAFETY: run_ctl is open for the duration of this call.
+    let control = unsafe { BorrowedFd::borrow_raw(run_ctl) };
     loop {
-        return match read(run_ctl, &mut byte) {
-            Ok(1) if byte[0] == expected => Ok(()),
-            Ok(_) => Err(ChildError::Sync(Errno::EPIPE)),
-            Err(Errno::EINTR) => continue,
-            Err(err) => Err(ChildError::Sync(err)),
+        return match control::receive(control) {
+            Ok(Received::Message(Message::Run, _)) => Ok(()),
+            Ok(Received::Nothing) => continue,
+            _ => Err(ChildError::Sync(Errno::EPIPE)),
         };
     }
 }

@@ -49,6 +49,8 @@ struct Inner {
     node_pool: std::sync::OnceLock<crate::warm::NodePool>,
     /// Helpers that answered and are still cleaning up.
     finishing: crate::warm::Finishing,
+    /// Runs killed because they sent their supervisor a message no state expects.
+    tampered: std::sync::atomic::AtomicU64,
 }
 
 /// Runs programs. Cheap to clone and share between requests.
@@ -117,12 +119,18 @@ impl Executor {
                 warm: std::sync::OnceLock::new(),
                 node_pool: std::sync::OnceLock::new(),
                 finishing: crate::warm::Finishing::default(),
+                tampered: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// How many runs were killed for tampering with their supervisor channel.
+    pub fn tampered_runs(&self) -> u64 {
+        self.inner.tampered.load(Ordering::Relaxed)
     }
 
     /// The package environments runs see.
@@ -177,6 +185,16 @@ impl Executor {
         }
         code.extend_from_slice(request.code.as_bytes());
         let outcome = self.execute(&spec, &code, options).await?;
+        if outcome.tampered {
+            self.inner.tampered.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                request_id = %request.request_id,
+                failure = ?outcome.failure,
+                "the run tampered with its supervisor channel; it was killed"
+            );
+        } else if let Some(failure) = &outcome.failure {
+            tracing::error!(request_id = %request.request_id, %failure, "the run failed");
+        }
         if let Some(err) = &outcome.setup_error {
             tracing::error!(request_id = %request.request_id, error = %err, "jail setup failed");
             return Err(ExecError::Sandbox(err.clone()));
@@ -208,7 +226,7 @@ impl Executor {
         let slot = self.inner.next_id.fetch_add(1, Ordering::Relaxed) % ID_SLOTS;
         let base = config.hako.uid_base;
         JailSpec {
-            language: adapter.language.as_str().to_string(),
+            language: adapter.language,
             interpreter: adapter.interpreter.clone(),
             args: adapter.args(limits.memory_bytes),
             env: adapter.env(),
@@ -293,6 +311,12 @@ impl Executor {
             status.map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
         if !err.is_empty() {
             tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
+        }
+        if w.is_ok() && !status.success() {
+            // The helper took the program and died (killed) before it answered: the program
+            // may have run. A clear failure, never a second run.
+            tracing::error!(%status, "jail helper lost during a run");
+            return Ok(crate::warm::lost_after_handover("jail helper", &status));
         }
         w.and(o)
             .and(e)
@@ -419,6 +443,14 @@ impl Executor {
         let env = self.inner.packages.attach(Language::Python3, &mut spec);
         let key = spec.mapped_binds.clone();
         spec.zygote = true;
+        // The bootstrap lives apart from the program's path: a syntax error's line is read
+        // from the file at the program's path when one exists (CPython does), and that must
+        // never be hako's script.
+        let program_path = spec.code_path.to_string_lossy().into_owned();
+        for arg in spec.args.iter_mut().filter(|a| **a == program_path) {
+            *arg = ZYGOTE_BOOTSTRAP_IN_JAIL.into();
+        }
+        spec.code_path = PathBuf::from(ZYGOTE_BOOTSTRAP_IN_JAIL);
         // Files that runs with network need (the guard's CA bundle) must be in the zygote's root.
         let mut probe = spec.clone();
         probe.network = crate::egress::network_mode(config, true);
@@ -478,7 +510,7 @@ impl Executor {
         if let Some((pool, library)) = self.inner.warm.get() {
             // Zygotes have loopback only (plus a guard listener per run in proxy mode); runs
             // with host network start afresh.
-            let fits = spec.language == "python3"
+            let fits = spec.language == Language::Python3
                 && !options.learn_syscalls
                 && (spec.network == NetworkMode::None
                     || (spec.network == NetworkMode::Proxy && spec.egress.is_some()));
@@ -501,6 +533,7 @@ impl Executor {
                     egress: spec.egress.clone(),
                 };
                 match pool.run(&order, code).await {
+                    // Once handed over, a program is never run again, whatever happened.
                     Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => {
                         return Ok(outcome)
                     }
@@ -517,7 +550,7 @@ impl Executor {
             }
         }
         if let Some(pool) = self.inner.node_pool.get() {
-            let eligible = spec.language == "nodejs"
+            let eligible = spec.language == Language::Nodejs
                 && !options.learn_syscalls
                 && spec.network != NetworkMode::Host;
             if eligible {
@@ -610,6 +643,9 @@ fn top_level_modules(site: &std::path::Path) -> Vec<String> {
     modules.sort();
     modules
 }
+
+/// Where the zygote's bootstrap (hako's own script) is written inside the jail.
+const ZYGOTE_BOOTSTRAP_IN_JAIL: &str = "/opt/hako/zygote.py";
 
 /// Where the zygote library appears inside the jail.
 const ZYGOTE_LIBRARY_IN_JAIL: &str = "/opt/hako/lib/libhako_zygote.so";

@@ -5,7 +5,7 @@ pub mod adapter;
 pub mod config;
 pub mod egress;
 pub mod executor;
-pub mod language;
+pub use hako_wire::language;
 pub mod packages;
 pub mod result;
 pub mod summary;

@@ -10,7 +10,10 @@ pub const KILLED_EXIT_CODE: i32 = -1;
 pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> RunResult {
     let exit_code = outcome.exit_code.unwrap_or(KILLED_EXIT_CODE);
     let blocked: Vec<String> = outcome.blocked.iter().map(|b| b.name.clone()).collect();
-    let status = if outcome.timed_out {
+    let status = if outcome.failure.is_some() {
+        // Lost or killed supervision (or tampering) outranks what the program looked like.
+        RunStatus::Error
+    } else if outcome.timed_out {
         RunStatus::Timeout
     } else if outcome.oom_killed && exit_code != 0 {
         RunStatus::MemoryLimit
@@ -28,6 +31,9 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
         String::new()
     } else {
         let mut text = format!("process exited with code {exit_code}\n");
+        if let Some(failure) = &outcome.failure {
+            text.push_str(&format!("error: {failure}\n"));
+        }
         match status {
             RunStatus::Timeout => text.push_str("error: timeout\n"),
             RunStatus::MemoryLimit => {

@@ -7,7 +7,7 @@
 
 use hako_jail::protocol;
 use hako_jail::spec::{JailOutcome, JailSpec};
-use hako_jail::zygote::{RunOrder, ZygoteReport};
+use hako_jail::zygote::{RunOrder, Stage, ZygoteReport};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,26 @@ pub enum WarmError {
     Start(String),
     #[error("the zygote failed: {0}")]
     Broken(String),
+}
+
+/// The outcome of a run whose helper was lost after the program was handed over: the program
+/// may have run (and had side effects), so it is reported as failed, never run again.
+pub fn lost_after_handover(what: &str, err: &dyn std::fmt::Display) -> JailOutcome {
+    JailOutcome {
+        signal: Some(libc::SIGKILL),
+        confined: true,
+        failure: Some(format!(
+            "the {what} supervising the run ended unexpectedly ({err}); the program may have \
+             started, so it was not run again"
+        )),
+        ..Default::default()
+    }
+}
+
+/// A zygote exchange that broke off, and whether the program had been handed over by then.
+struct Lost {
+    handed_over: bool,
+    error: std::io::Error,
 }
 
 /// One zygote helper and its pipes.
@@ -233,14 +253,21 @@ impl ZygotePool {
             self.refill();
             return Ok(None);
         };
-        let zygote = lease.zygote.as_mut().expect("a lease holds its zygote");
+        let Some(zygote) = lease.zygote.as_mut() else {
+            return Ok(None);
+        };
         match exchange(zygote, order, code).await {
             Ok(outcome) => {
                 // After a setup error the zygote may be gone: a replacement starts.
-                lease.reusable = outcome.setup_error.is_none();
+                lease.reusable = outcome.setup_error.is_none() && outcome.failure.is_none();
                 Ok(Some(outcome))
             }
-            Err(err) => Err(WarmError::Broken(err.to_string())),
+            Err(lost) if lost.handed_over => {
+                tracing::error!(error = %lost.error, "zygote helper lost during a run");
+                Ok(Some(lost_after_handover("zygote", &lost.error)))
+            }
+            // Lost before the hand-over: the program never started; it may run elsewhere.
+            Err(lost) => Err(WarmError::Broken(lost.error.to_string())),
         }
     }
 
@@ -285,16 +312,36 @@ impl Drop for Lease {
     }
 }
 
-async fn exchange(
-    zygote: &mut Zygote,
-    order: &RunOrder,
-    code: &[u8],
-) -> std::io::Result<JailOutcome> {
+/// Sends one run to a zygote helper and reads its answer: the [`Stage`] byte, then the
+/// outcome frame.
+async fn exchange(zygote: &mut Zygote, order: &RunOrder, code: &[u8]) -> Result<JailOutcome, Lost> {
+    let before = |error| Lost {
+        handed_over: false,
+        error,
+    };
     let mut frame = Vec::with_capacity(code.len() + 256);
-    protocol::write_json(&mut frame, order).map_err(std::io::Error::other)?;
-    protocol::write_bytes(&mut frame, code).map_err(std::io::Error::other)?;
-    zygote.stdin.write_all(&frame).await?;
-    zygote.stdin.flush().await?;
+    protocol::write_json(&mut frame, order).map_err(|e| before(std::io::Error::other(e)))?;
+    protocol::write_bytes(&mut frame, code).map_err(|e| before(std::io::Error::other(e)))?;
+    zygote.stdin.write_all(&frame).await.map_err(before)?;
+    zygote.stdin.flush().await.map_err(before)?;
+    let stage = zygote.stdout.read_u8().await.map_err(before)?;
+    let handed_over = match Stage::from_byte(stage) {
+        Some(Stage::NotStarted) => false,
+        Some(Stage::HandedOver) => true,
+        None => {
+            // Not hako's helper speaking: assume the worst.
+            return Err(Lost {
+                handed_over: true,
+                error: std::io::Error::other(format!("bad stage byte {stage:#x}")),
+            });
+        }
+    };
+    read_outcome(zygote)
+        .await
+        .map_err(|error| Lost { handed_over, error })
+}
+
+async fn read_outcome(zygote: &mut Zygote) -> std::io::Result<JailOutcome> {
     let header = read_frame(&mut zygote.stdout, 4).await?;
     let stdout = read_frame(&mut zygote.stdout, 8).await?;
     let stderr = read_frame(&mut zygote.stdout, 8).await?;
@@ -592,19 +639,24 @@ impl NodePool {
             return Ok(None);
         };
         let broken = |e: std::io::Error| WarmError::Broken(e.to_string());
+        // A worker that cannot take the program never started it: it may run elsewhere.
         worker.stdin.write_all(code).await.map_err(broken)?;
         drop(worker.stdin);
+        // From here on the program may have started: whatever breaks is the run's failure.
         // The helper closes its stdout once the outcome is written, then removes the run's
         // cgroup: answer then, and reap it in the background.
         let mut bytes = Vec::new();
-        worker
-            .stdout
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(broken)?;
+        let read = worker.stdout.read_to_end(&mut bytes).await;
         self.finishing.reap(worker.child, None);
-        protocol::decode_outcome(&bytes)
-            .map(Some)
-            .map_err(|e| WarmError::Broken(e.to_string()))
+        let decoded = read
+            .map_err(|e| e.to_string())
+            .and_then(|_| protocol::decode_outcome(&bytes).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(err) => {
+                tracing::error!(error = %err, "node pool helper lost during a run");
+                Ok(Some(lost_after_handover("node worker", &err)))
+            }
+        }
     }
 }

@@ -15,8 +15,9 @@ pub extern "C" fn hako_prepare_fork() -> c_int {
     }
 }
 
-/// Confines a freshly forked run child (see [`hako_jail::zygote::confine_child`]).
-/// Returns 0, or -1 after reporting the error to the supervisor.
+/// Confines a freshly forked run child (see [`hako_jail::zygote::confine_child`]) and
+/// waits for RUN. Returns 0, or -1 after reporting the error to the supervisor. Either way
+/// `run_ctl` is closed on return: the program never holds a channel to its supervisor.
 ///
 /// # Safety
 /// `params` must point to `len` readable bytes.

@@ -92,18 +92,15 @@ for fam, addr in ((socket.AF_UNIX, '\\0hako-rendezvous'), (socket.AF_INET, ('127
 fn a_forged_exit_report_does_not_wedge_the_zygote() {
     let Some(jail) = zygote_server(1) else { return };
     assert_forked_from_zygote(&jail);
-    // Claim to have exited on every socket we hold, hide our output, and keep running.
-    let forger = "import os, struct\nfor fd in os.listdir('/proc/self/fd'):\n    try:\n        if os.readlink('/proc/self/fd/' + fd).startswith('socket:'):\n            os.write(int(fd), b'X' + struct.pack('<iiQQ', 0, 0, 0, 0))\n    except OSError:\n        pass\nos.close(1)\nos.close(2)\nwhile True:\n    pass";
-    let started = std::time::Instant::now();
-    let _ = jail.run("python3", forger, &["--timeout", "20"]);
-    // The next run on the same (only) zygote is served promptly: the forger did not survive.
+    // Claim to have exited on every socket we hold, hide our output, and keep running. The
+    // run holds no channel to its supervisor (see warm_attacks.rs), so the claim reaches
+    // nobody: the run ends at its deadline, and the zygote serves the next one.
+    let forger = "import os, stat, struct\nfor fd in range(1024):\n    try:\n        if stat.S_ISSOCK(os.fstat(fd).st_mode):\n            os.write(fd, b'X' + struct.pack('<iiQQ', 0, 0, 0, 0))\n    except OSError:\n        pass\nos.close(1)\nos.close(2)\nwhile True:\n    pass";
+    let r = jail.run("python3", forger, &["--timeout", "3"]);
+    assert_eq!(r.status(), "timeout", "{:?}", r.json);
+    // The next run on the same (only) zygote is served: the forger did not survive.
     let r = jail.run("python3", "print('next')", &["--timeout", "20"]);
     assert_eq!(r.stdout(), "next\n", "{:?}", r.json);
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "took {:?}",
-        started.elapsed()
-    );
     assert_forked_from_zygote(&jail);
 }
 

@@ -535,7 +535,11 @@ pub(crate) mod tests {
         assert_eq!(run(&p, call(mb, [16, 0, 0, 0, 0, 0])), SECCOMP_RET_ALLOW);
         assert_eq!(run(&p, call(mb, [1, 0, 0, 0, 0, 0])), EPERM); // GLOBAL
         let sc = x86("seccomp");
-        assert_eq!(run(&p, call(sc, [1, 8, 0, 0, 0, 0])), SECCOMP_RET_ALLOW);
+        assert_eq!(run(&p, call(sc, [1, 0, 0, 0, 0, 0])), SECCOMP_RET_ALLOW);
+        assert_eq!(run(&p, call(sc, [1, 1, 0, 0, 0, 0])), SECCOMP_RET_ALLOW); // TSYNC
+                                                                              // A filter with its own listener could answer the run's denied calls.
+        assert_eq!(run(&p, call(sc, [1, 8, 0, 0, 0, 0])), EPERM); // NEW_LISTENER
+        assert_eq!(run(&p, call(sc, [1, 9 | 1 << 32, 0, 0, 0, 0])), EPERM);
         assert_eq!(run(&p, call(sc, [0, 0, 0, 0, 0, 0])), EPERM); // strict mode
     }
 

@@ -115,6 +115,8 @@ pub const LANGUAGES: &[&str] = &["python3", "nodejs"];
 const CLONE_THREAD: u64 = 0x0001_0000;
 /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
 const CLONE_NEW_NAMESPACES: u64 = 0x7E02_0000;
+/// seccomp(SECCOMP_SET_MODE_FILTER, flags, ...): the flag that asks for a listener fd.
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
 const AF_UNIX: u64 = 1;
 const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
@@ -572,13 +574,20 @@ pub static CONDITIONAL: &[Conditional] = &[
     Conditional {
         syscall: "seccomp",
         any_of: &[
-            &[ArgCheck::eq(0, 1)], // SECCOMP_SET_MODE_FILTER
+            // SECCOMP_SET_MODE_FILTER without SECCOMP_FILTER_FLAG_NEW_LISTENER.
+            &[
+                ArgCheck::eq(0, 1),
+                ArgCheck::masked_eq(1, SECCOMP_FILTER_FLAG_NEW_LISTENER, 0),
+            ],
             &[ArgCheck::eq(0, 2)], // SECCOMP_GET_ACTION_AVAIL
             &[ArgCheck::eq(0, 3)], // SECCOMP_GET_NOTIF_SIZES
         ],
-        why: "Adding a filter only ever restricts the caller (a second listener is refused \
-              with EBUSY). The Python zygote's per-run step adds its filter this way, and \
-              sandboxing libraries do the same. Strict mode is of no use here.",
+        why: "Adding a filter only ever restricts the caller. A filter with its own listener \
+              (SECCOMP_FILTER_FLAG_NEW_LISTENER) is refused: the kernel asks the newest \
+              listener first, so a run that got one could answer CONTINUE to its own denied \
+              calls once the supervisor's listener is gone. The Python zygote's per-run step \
+              adds its filter (and the supervisor's listener) before this policy applies. \
+              Strict mode is of no use here.",
     },
 ];
 

@@ -1,8 +1,9 @@
 //! What the caller asks the jail helper to do, and what the helper reports back.
 //!
 //! The caller (CLI or server) and the helper (`hako __jail`) are separate processes; these
-//! types cross the pipe between them (see [`crate::protocol`]).
+//! types cross the pipe between them (see [`crate::frame`]).
 
+use crate::Language;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -10,8 +11,8 @@ use std::path::PathBuf;
 /// runtime: limits are already clamped to the operator's maximums.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JailSpec {
-    /// `python3` or `nodejs`; used in messages and to pick the seccomp table.
-    pub language: String,
+    /// Used in messages and to pick the seccomp table.
+    pub language: Language,
     /// The interpreter binary on the host (also its path inside the jail).
     pub interpreter: PathBuf,
     /// Arguments after argv[0]. The code file path goes here.
@@ -30,7 +31,7 @@ pub struct JailSpec {
     pub limits: Limits,
     /// Network access of the run.
     pub network: NetworkMode,
-    /// Where a [`NetworkMode::Proxy`] run's listener is handed over (see [`crate::netns`]).
+    /// Where a [`NetworkMode::Proxy`] run's listener is handed over (see hako-jail's `netns`).
     #[serde(default)]
     pub egress: Option<EgressSpec>,
     /// Syscall policy.
@@ -74,7 +75,7 @@ pub enum NetworkMode {
     /// The host's network namespace (Dify Sandbox's behaviour).
     Host,
     /// Own network namespace with only loopback, where a listener of the egress guard
-    /// waits on 127.0.0.1:[`crate::netns::EGRESS_PORT`].
+    /// waits on 127.0.0.1:3128 (hako-jail's `netns::EGRESS_PORT`).
     Proxy,
 }
 
@@ -159,6 +160,14 @@ pub struct JailOutcome {
     /// point is never retried.
     #[serde(default)]
     pub confined: bool,
+    /// The run failed after its program was handed over (it may have run, so it is never
+    /// retried): its supervisor was lost, or it tampered with its supervisor channel.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// A control message arrived that no state of the supervisor expects: the run was
+    /// killed (see [`crate::control::Receiver`]).
+    #[serde(default)]
+    pub tampered: bool,
     /// Egress of a proxy-mode run.
     #[serde(default)]
     pub network: Option<NetworkReport>,
@@ -177,4 +186,11 @@ pub struct BlockedSyscall {
 
 fn default_cgroup_root() -> PathBuf {
     PathBuf::from("/sys/fs/cgroup")
+}
+
+/// Which limits a cgroup already enforces (rlimits stand in for the others).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CgroupCoverage {
+    pub memory: bool,
+    pub pids: bool,
 }
