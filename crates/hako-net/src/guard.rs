@@ -140,6 +140,7 @@ async fn accept_runs(listener: UnixListener, config: Arc<Shared>) {
 struct Lists {
     destinations: Vec<String>,
     refused: Vec<String>,
+    failed: Vec<String>,
     limit: Option<String>,
 }
 
@@ -185,6 +186,14 @@ impl RunState {
         }
     }
 
+    /// A destination the guard could not resolve or reach, with the reason.
+    fn note_failure(&self, dest: &Destination, why: &str) {
+        let mut lists = self.lists();
+        if lists.failed.len() < MAX_LISTED {
+            lists.failed.push(format!("{dest}: {why}"));
+        }
+    }
+
     fn report(&self) -> NetworkReport {
         let lists = self.lists();
         NetworkReport {
@@ -194,6 +203,7 @@ impl RunState {
             destinations: lists.destinations.clone(),
             refused: lists.refused.clone(),
             limit: lists.limit.clone(),
+            failed: lists.failed.clone(),
         }
     }
 }
@@ -401,6 +411,9 @@ async fn handle_client(mut client: TcpStream, run: Arc<RunState>, shared: Arc<Sh
                 run.note(true, &dest);
                 tracing::warn!(run = %run.id, destination = %dest, reason = %text, "egress refused");
             } else {
+                if status == 502 {
+                    run.note_failure(&dest, &text);
+                }
                 tracing::info!(run = %run.id, destination = %dest, reason = %text, "egress failed");
             }
             let body = format!("hako egress: connection to {dest} refused: {text}\n");
@@ -411,6 +424,7 @@ async fn handle_client(mut client: TcpStream, run: Arc<RunState>, shared: Arc<Sh
         Ok(s) => s,
         Err(err) => {
             tracing::info!(run = %run.id, destination = %dest, error = %err, "egress connect failed");
+            run.note_failure(&dest, &format!("cannot connect: {err}"));
             let body = format!("hako egress: cannot connect to {dest}: {err}\n");
             return refuse(client, 502, "Bad Gateway", body).await;
         }
@@ -547,7 +561,18 @@ async fn decide(
                 Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
                 // The upstream may know names the guard cannot resolve; it decides on those.
                 _ if route != Route::Direct => return Ok(Vec::new()),
-                _ => return Err((502, "Bad Gateway", format!("cannot resolve {}", dest.host))),
+                Ok(Err(err)) => {
+                    let why = format!("cannot resolve {}: {err}", dest.host);
+                    return Err((502, "Bad Gateway", why));
+                }
+                Err(_) => {
+                    let why = format!(
+                        "cannot resolve {}: no answer in {} s",
+                        dest.host,
+                        RESOLVE_TIMEOUT.as_secs()
+                    );
+                    return Err((502, "Bad Gateway", why));
+                }
             }
         }
     };

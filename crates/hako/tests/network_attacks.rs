@@ -2,8 +2,8 @@
 //! `hako run --network` inside a private network and mount namespace (`unshare`) whose
 //! loopback carries the Azure WireServer address, the metadata address and a public-looking
 //! address of "this host", with a local HTTP server answering on all of them and a private
-//! /etc/hosts. Nothing leaves the namespace. A second test checks what an upstream proxy
-//! receives.
+//! /etc/hosts. Nothing leaves the namespace. Two more tests check what an upstream proxy
+//! receives and what a run learns when a destination cannot be reached.
 
 mod common;
 use common::*;
@@ -243,5 +243,45 @@ fn the_upstream_proxy_gets_the_judged_address_not_the_name() {
     assert_eq!(
         requests, "GET http://127.0.0.1:8080/path?q=1 HTTP/1.1\n",
         "the upstream must not resolve the name again"
+    );
+}
+
+#[test]
+fn a_destination_the_guard_cannot_reach_is_named_with_the_reason() {
+    if !can_run_jail() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "hako:\n  mode: spawn\n  network:\n    allow: [\"127.0.0.1\"]\n",
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
+    // Nothing listens on a port that was free a moment ago.
+    let closed = free_port();
+    let code = format!(
+        "{FETCH}\nfetch('tunnel', 'https://127.0.0.1:{closed}/')\nfetch('plain', 'http://127.0.0.1:{closed}/')\n"
+    );
+    let r = run(
+        "python3",
+        &code,
+        &["--config", &config, "--network", "--timeout", "30"],
+    );
+    for label in ["tunnel", "plain"] {
+        let l = line(&r, label);
+        assert!(
+            l.contains("cannot connect") && l.contains("refused"),
+            "the reason reaches the program: {l}"
+        );
+    }
+    let failed = &r.json["network"]["failed"];
+    assert!(
+        failed
+            .to_string()
+            .contains(&format!("127.0.0.1:{closed}: cannot connect")),
+        "{:?}",
+        r.json
     );
 }
