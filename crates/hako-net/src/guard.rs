@@ -116,7 +116,7 @@ struct Shared {
     local: LocalAddrs,
 }
 
-async fn accept_runs(listener: UnixListener, config: Arc<Shared>) {
+async fn accept_runs(listener: UnixListener, shared: Arc<Shared>) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
         match listener.accept().await {
@@ -126,7 +126,7 @@ async fn accept_runs(listener: UnixListener, config: Arc<Shared>) {
                     tracing::warn!("egress guard: refused a registration from another user");
                     continue;
                 }
-                tokio::spawn(serve_run(stream, config.clone()));
+                tokio::spawn(serve_run(stream, shared.clone()));
             }
             Err(err) => {
                 tracing::warn!(error = %err, "egress guard: accept failed");
@@ -416,7 +416,11 @@ async fn handle_client(mut client: TcpStream, run: Arc<RunState>, shared: Arc<Sh
                 }
                 tracing::info!(run = %run.id, destination = %dest, reason = %text, "egress failed");
             }
-            let body = format!("hako egress: connection to {dest} refused: {text}\n");
+            let body = if status == 502 {
+                format!("hako egress: cannot reach {dest}: {text}\n")
+            } else {
+                format!("hako egress: connection to {dest} refused: {text}\n")
+            };
             return refuse(client, status, reason, body).await;
         }
     };
