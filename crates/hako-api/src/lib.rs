@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! request ─ request id + span ─ header cap ─ catch panic ─ route
-//!   /health, /ready, /metrics               (no key)
+//!   /health, /ready                         (no key)
+//!   /metrics                                (no key unless hako.http.metrics_public: false)
 //!   /v1/sandbox/*  ─ X-Api-Key ─ handler ─ admission ─ RunCode
 //! ```
 
 mod admission;
 mod answer;
 mod body;
+mod connections;
 pub mod deps;
 mod handlers;
 mod metrics;
@@ -19,6 +21,7 @@ mod server;
 
 pub use admission::Admission;
 pub use answer::{Envelope, Rejection};
+pub use connections::ConnLimits;
 pub use deps::{Dependencies, DependencyReport, DependencyState, NoDependencies};
 pub use metrics::Metrics;
 pub use middleware::{RequestId, MAX_HEADER_BYTES};
@@ -117,10 +120,17 @@ pub fn router<E: RunCode>(state: AppState<E>) -> Router {
             middleware::require_api_key::<E>,
         ));
     let metrics = Arc::clone(&state.metrics);
+    let mut metrics_route = get(handlers::metrics::<E>);
+    if !state.config.hako.http.metrics_public {
+        metrics_route = metrics_route.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_api_key::<E>,
+        ));
+    }
     Router::new()
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready::<E>))
-        .route("/metrics", get(handlers::metrics::<E>))
+        .route("/metrics", metrics_route)
         .nest("/v1/sandbox", sandbox)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

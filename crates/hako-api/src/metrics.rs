@@ -36,6 +36,16 @@ impl Metrics {
             "hako_rejected_total",
             "Requests refused before running, by reason.",
         );
+        counter(
+            "hako_http_connections_rejected_total",
+            "Connections closed at once because hako.http.max_connections were open.",
+        );
+        counter(
+            "hako_http_connections_timed_out_total",
+            "Connections closed by the server: phase head (hako.http.header_timeout_secs) or idle.",
+        );
+        let name = KeyName::from("hako_http_connections_open");
+        recorder.describe_gauge(name, None, help("Open connections to the API."));
         let name = KeyName::from("hako_run_duration_seconds");
         recorder.describe_histogram(name, None, help("Wall time of runs, without queueing."));
         let name = KeyName::from("hako_queue_depth");
@@ -47,6 +57,10 @@ impl Metrics {
         // Present from the start, so dashboards see zeros rather than nothing.
         metrics.queue_depth().set(0.0);
         metrics.in_flight().set(0.0);
+        metrics.connections_open().set(0.0);
+        metrics
+            .counter("hako_http_connections_rejected_total", Vec::new())
+            .increment(0);
         metrics
     }
 
@@ -74,6 +88,22 @@ impl Metrics {
     pub fn in_flight(&self) -> Gauge {
         self.recorder
             .register_gauge(&Key::from_name("hako_runs_in_flight"), &METADATA)
+    }
+
+    pub fn connections_open(&self) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_name("hako_http_connections_open"), &METADATA)
+    }
+
+    pub fn connection_rejected(&self) {
+        self.counter("hako_http_connections_rejected_total", Vec::new())
+            .increment(1);
+    }
+
+    pub fn connection_timed_out(&self, phase: &'static str) {
+        let labels = vec![Label::new("phase", phase)];
+        self.counter("hako_http_connections_timed_out_total", labels)
+            .increment(1);
     }
 
     /// The Prometheus text exposition.

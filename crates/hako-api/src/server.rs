@@ -1,6 +1,7 @@
 //! Binding, serving and graceful shutdown.
 
 use crate::answer::Rejection;
+use crate::connections::{serve_connections, ConnLimits};
 use crate::{router, AppState, RunCode};
 use axum::response::{IntoResponse, Response};
 use hako_runtime::Config;
@@ -20,8 +21,6 @@ pub enum ApiError {
     },
     #[error("cannot read the listening address: {0}")]
     LocalAddr(#[source] std::io::Error),
-    #[error("the HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 /// Serves on `0.0.0.0:app.port` until `shutdown` completes, then finishes admitted runs.
@@ -46,6 +45,8 @@ pub async fn serve_on<E: RunCode>(
     let addr = listener.local_addr().map_err(ApiError::LocalAddr)?;
     tracing::info!(%addr, "listening");
     let admission = Arc::clone(state.admission());
+    let metrics = Arc::clone(state.metrics());
+    let state_config = Arc::clone(&state.config);
     let app = router(state);
     let stop = async move {
         shutdown.await;
@@ -54,10 +55,8 @@ pub async fn serve_on<E: RunCode>(
             "shutting down: no new connections; finishing admitted runs"
         );
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(ApiError::Serve)?;
+    let limits = ConnLimits::from_config(&state_config.hako.http);
+    serve_connections(listener, app, limits, metrics, stop).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! [`Policy`] before any packet leaves, and relays bytes within the run's limits.
 
 use crate::http::{self, Destination, Request};
+use crate::local::LocalAddrs;
 use crate::policy::{Policy, Verdict};
 use crate::upstream::{Route, Upstreams};
 use hako_jail::netns::{self, Registration};
@@ -86,7 +87,11 @@ impl Guard {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(bind)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(bind)?;
-        let task = tokio::spawn(accept_runs(listener, Arc::new(config)));
+        let shared = Arc::new(Shared {
+            config,
+            local: LocalAddrs::default(),
+        });
+        let task = tokio::spawn(accept_runs(listener, shared));
         Ok(Guard { path, task })
     }
 
@@ -105,7 +110,13 @@ fn raise_nofile() {
     }
 }
 
-async fn accept_runs(listener: UnixListener, config: Arc<GuardConfig>) {
+/// What every run's tasks share.
+struct Shared {
+    config: GuardConfig,
+    local: LocalAddrs,
+}
+
+async fn accept_runs(listener: UnixListener, shared: Arc<Shared>) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
         match listener.accept().await {
@@ -115,7 +126,7 @@ async fn accept_runs(listener: UnixListener, config: Arc<GuardConfig>) {
                     tracing::warn!("egress guard: refused a registration from another user");
                     continue;
                 }
-                tokio::spawn(serve_run(stream, config.clone()));
+                tokio::spawn(serve_run(stream, shared.clone()));
             }
             Err(err) => {
                 tracing::warn!(error = %err, "egress guard: accept failed");
@@ -129,6 +140,7 @@ async fn accept_runs(listener: UnixListener, config: Arc<GuardConfig>) {
 struct Lists {
     destinations: Vec<String>,
     refused: Vec<String>,
+    failed: Vec<String>,
     limit: Option<String>,
 }
 
@@ -174,6 +186,14 @@ impl RunState {
         }
     }
 
+    /// A destination the guard could not resolve or reach, with the reason.
+    fn note_failure(&self, dest: &Destination, why: &str) {
+        let mut lists = self.lists();
+        if lists.failed.len() < MAX_LISTED {
+            lists.failed.push(format!("{dest}: {why}"));
+        }
+    }
+
     fn report(&self) -> NetworkReport {
         let lists = self.lists();
         NetworkReport {
@@ -183,6 +203,7 @@ impl RunState {
             destinations: lists.destinations.clone(),
             refused: lists.refused.clone(),
             limit: lists.limit.clone(),
+            failed: lists.failed.clone(),
         }
     }
 }
@@ -243,7 +264,8 @@ async fn accept_on(listener: &Option<TcpListener>) -> std::io::Result<TcpStream>
 }
 
 /// One run: from registration to the report.
-async fn serve_run(mut stream: UnixStream, config: Arc<GuardConfig>) {
+async fn serve_run(mut stream: UnixStream, shared: Arc<Shared>) {
+    let config = &shared.config;
     let registered = tokio::time::timeout(REGISTER_TIMEOUT, receive_registration(&stream))
         .await
         .unwrap_or_else(|_| Err("registration timed out".into()))
@@ -298,7 +320,7 @@ async fn serve_run(mut stream: UnixStream, config: Arc<GuardConfig>) {
                     let text = format!("hako egress: more than {} connections open at once (hako.network.max_concurrent)\n", limits.max_concurrent);
                     conns.spawn(refuse(client, 429, "Too Many Requests", text));
                 } else {
-                    conns.spawn(handle_client(client, run.clone(), config.clone()));
+                    conns.spawn(handle_client(client, run.clone(), shared.clone()));
                 }
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -364,7 +386,8 @@ async fn read_head(client: &mut TcpStream) -> Result<Option<(Request, Vec<u8>)>,
     }
 }
 
-async fn handle_client(mut client: TcpStream, run: Arc<RunState>, config: Arc<GuardConfig>) {
+async fn handle_client(mut client: TcpStream, run: Arc<RunState>, shared: Arc<Shared>) {
+    let config = &shared.config;
     run.active.fetch_add(1, Ordering::Relaxed);
     let _active = Active(run.clone());
     let (request, leftover) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await
@@ -380,16 +403,24 @@ async fn handle_client(mut client: TcpStream, run: Arc<RunState>, config: Arc<Gu
         Request::Http { dest, .. } => (dest.clone(), false),
     };
     let route = config.upstreams.route(connect);
-    let addrs = match decide(&dest, route, &config.policy, &run).await {
+    let local = shared.local.get();
+    let addrs = match decide(&dest, route, &config.policy, &local, &run).await {
         Ok(addrs) => addrs,
         Err((status, reason, text)) => {
             if status == 403 {
                 run.note(true, &dest);
                 tracing::warn!(run = %run.id, destination = %dest, reason = %text, "egress refused");
             } else {
+                if status == 502 {
+                    run.note_failure(&dest, &text);
+                }
                 tracing::info!(run = %run.id, destination = %dest, reason = %text, "egress failed");
             }
-            let body = format!("hako egress: connection to {dest} refused: {text}\n");
+            let body = if status == 502 {
+                format!("hako egress: cannot reach {dest}: {text}\n")
+            } else {
+                format!("hako egress: connection to {dest} refused: {text}\n")
+            };
             return refuse(client, status, reason, body).await;
         }
     };
@@ -397,6 +428,7 @@ async fn handle_client(mut client: TcpStream, run: Arc<RunState>, config: Arc<Gu
         Ok(s) => s,
         Err(err) => {
             tracing::info!(run = %run.id, destination = %dest, error = %err, "egress connect failed");
+            run.note_failure(&dest, &format!("cannot connect: {err}"));
             let body = format!("hako egress: cannot connect to {dest}: {err}\n");
             return refuse(client, 502, "Bad Gateway", body).await;
         }
@@ -424,7 +456,13 @@ async fn handle_client(mut client: TcpStream, run: Arc<RunState>, config: Arc<Gu
         } => {
             let mut head = match route {
                 Route::HttpProxy(p) => {
-                    http::forward_head(method, url, &dest, headers, p.basic_auth().as_deref())
+                    // The judged address, not the name: the upstream must not resolve again.
+                    let target = match addrs.first() {
+                        Some(ip) => format!("http://{}{path}", SocketAddr::new(*ip, dest.port)),
+                        None => url.clone(),
+                    };
+                    let auth = p.basic_auth();
+                    http::forward_head(method, &target, &dest, headers, auth.as_deref())
                 }
                 _ => http::forward_head(method, path, &dest, headers, None),
             };
@@ -500,6 +538,7 @@ async fn decide(
     dest: &Destination,
     route: Route<'_>,
     policy: &Policy,
+    local: &[IpAddr],
     run: &RunState,
 ) -> Result<Vec<IpAddr>, Refusal> {
     if run.is_cut() {
@@ -526,7 +565,18 @@ async fn decide(
                 Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
                 // The upstream may know names the guard cannot resolve; it decides on those.
                 _ if route != Route::Direct => return Ok(Vec::new()),
-                _ => return Err((502, "Bad Gateway", format!("cannot resolve {}", dest.host))),
+                Ok(Err(err)) => {
+                    let why = format!("cannot resolve {}: {err}", dest.host);
+                    return Err((502, "Bad Gateway", why));
+                }
+                Err(_) => {
+                    let why = format!(
+                        "cannot resolve {}: no answer in {} s",
+                        dest.host,
+                        RESOLVE_TIMEOUT.as_secs()
+                    );
+                    return Err((502, "Bad Gateway", why));
+                }
             }
         }
     };
@@ -534,7 +584,7 @@ async fn decide(
     let mut allowed = Vec::new();
     let mut reason = None;
     for ip in ips {
-        match policy.check_ip(ip, name_allowed) {
+        match policy.check_ip(ip, name_allowed, local) {
             Verdict::Allow => allowed.push(ip),
             Verdict::Deny(why) => {
                 reason.get_or_insert(why);

@@ -177,10 +177,31 @@ pub fn forward_head(
     out
 }
 
-/// A complete plain-text answer from the guard itself.
+/// A complete plain-text answer from the guard itself. The status line carries the body's
+/// first line too: clients that report only the status line of a failed `CONNECT` (Python's
+/// `Tunnel connection failed: 502 ...`) show the reason as well.
 pub fn answer(status: u16, reason: &str, body: &str) -> Vec<u8> {
+    let detail: String = body
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    let phrase = if detail.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason} ({detail})")
+    };
     format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nX-Hako-Egress: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nX-Hako-Egress: {}\r\n\r\n{body}",
         body.len(),
         if status == 403 { "refused" } else { "error" }
     )
@@ -248,6 +269,18 @@ mod tests {
         assert_eq!(dest("::1", 443).to_string(), "[::1]:443");
         let big = vec![b'a'; MAX_HEAD + 1];
         assert!(parse(&big).is_err());
+    }
+
+    #[test]
+    fn answers_carry_the_reason_in_the_status_line() {
+        let text =
+            String::from_utf8(answer(502, "Bad Gateway", "hako egress: no\r\nmore\n")).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 502 Bad Gateway (hako egress: no)\r\n"),
+            "{text}"
+        );
+        let odd = String::from_utf8(answer(403, "Forbidden", "a\u{7f}b")).unwrap();
+        assert!(odd.starts_with("HTTP/1.1 403 Forbidden (a?b)\r\n"), "{odd}");
     }
 
     #[test]

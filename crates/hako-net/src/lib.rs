@@ -8,6 +8,7 @@
 
 pub mod guard;
 pub mod http;
+pub mod local;
 pub mod policy;
 pub mod upstream;
 

@@ -61,22 +61,40 @@ impl Policy {
         None
     }
 
-    /// Decides on one address. `name_allowed`: the name was on the allow list, so only the
-    /// deny list applies.
-    pub fn check_ip(&self, ip: IpAddr, name_allowed: bool) -> Verdict {
+    /// Decides on one address. `name_allowed`: the name was on the allow list. `local`: the
+    /// addresses of this host's interfaces.
+    ///
+    /// Order: deny rule; allow address rule; cloud metadata (a name rule never admits it);
+    /// allowed name; built-in internal ranges; this host's own addresses. An address that
+    /// embeds an IPv4 address (mapped, NAT64, 6to4, IPv4-compatible) is judged as itself
+    /// and as that IPv4 address by every step.
+    pub fn check_ip(&self, ip: IpAddr, name_allowed: bool, local: &[IpAddr]) -> Verdict {
         let ip = canonical(ip);
-        if self.deny.iter().any(|r| net_contains(r, ip)) {
+        let forms = judged_forms(ip);
+        let any = |f: &dyn Fn(IpAddr) -> bool| forms.iter().flatten().any(|a| f(*a));
+        if any(&|a| self.deny.iter().any(|r| net_contains(r, a))) {
             return Verdict::Deny(format!("{ip} is on hako.network.deny"));
         }
-        if name_allowed || self.allow.iter().any(|r| net_contains(r, ip)) {
+        if any(&|a| self.allow.iter().any(|r| net_contains(r, a))) {
             return Verdict::Allow;
         }
-        match forbidden(ip) {
-            Some(kind) => {
-                Verdict::Deny(format!("{ip} is {kind}; allow it with hako.network.allow"))
-            }
-            None => Verdict::Allow,
+        if let Some(what) = forms.iter().flatten().find_map(|a| metadata(*a)) {
+            return Verdict::Deny(format!(
+                "{ip} is {what}; a name on hako.network.allow does not admit it, only an address rule does"
+            ));
         }
+        if name_allowed {
+            return Verdict::Allow;
+        }
+        if let Some(kind) = forms.iter().flatten().find_map(|a| forbidden(*a)) {
+            return Verdict::Deny(format!("{ip} is {kind}; allow it with hako.network.allow"));
+        }
+        if any(&|a| local.iter().any(|l| canonical(*l) == a)) {
+            return Verdict::Deny(format!(
+                "{ip} is an address of this host; allow it with hako.network.allow"
+            ));
+        }
+        Verdict::Allow
     }
 }
 
@@ -156,7 +174,7 @@ fn parse_rule(key: &'static str, value: &str) -> Result<Rule, PolicyError> {
     })
 }
 
-/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+/// IPv4-mapped IPv6 addresses are the IPv4 address they carry.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -164,6 +182,71 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
             None => ip,
         },
         v4 => v4,
+    }
+}
+
+/// The IPv4 address carried by a NAT64 (`64:ff9b::/96`), 6to4 (`2002::/16`) or
+/// IPv4-compatible (`::/96`) address. (IPv4-mapped ones are made IPv4 by [`canonical`].)
+pub fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let o = v6.octets();
+    let nat64 = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+    if o[..12] == nat64 || (o[..12] == [0; 12] && !v6.is_loopback() && !v6.is_unspecified()) {
+        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    if o[0] == 0x20 && o[1] == 0x02 {
+        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
+}
+
+/// The address itself (canonical) and the IPv4 address it embeds, if any.
+fn judged_forms(ip: IpAddr) -> [Option<IpAddr>; 2] {
+    let ip = canonical(ip);
+    [Some(ip), embedded_v4(ip).map(IpAddr::V4)]
+}
+
+/// Cloud metadata and platform endpoints: what they are, or `None`. These hand out
+/// credentials, so an allowed name that resolves to one does not admit it.
+pub fn metadata(ip: IpAddr) -> Option<&'static str> {
+    const V4: &[([u8; 4], u8, &str)] = &[
+        (
+            [169, 254, 0, 0],
+            16,
+            "a link-local address (cloud metadata services live here, e.g. 169.254.169.254)",
+        ),
+        (
+            [168, 63, 129, 16],
+            32,
+            "the Azure WireServer (platform metadata and extension channel)",
+        ),
+        (
+            [100, 100, 100, 200],
+            32,
+            "the Alibaba Cloud metadata service",
+        ),
+        (
+            [192, 0, 0, 192],
+            32,
+            "the Oracle Cloud legacy metadata service",
+        ),
+    ];
+    const V6: &[(Ipv6Addr, &str)] = &[
+        (
+            Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+            "the AWS metadata service (IPv6)",
+        ),
+        (
+            Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+            "the AWS EKS pod identity agent (IPv6)",
+        ),
+    ];
+    match canonical(ip) {
+        IpAddr::V4(v4) => V4
+            .iter()
+            .find(|(net, prefix, _)| prefix_eq(net, &v4.octets(), *prefix))
+            .map(|(_, _, what)| *what),
+        IpAddr::V6(v6) => V6.iter().find(|(a, _)| *a == v6).map(|(_, what)| *what),
     }
 }
 
@@ -317,18 +400,24 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(p.check_ip(ip("127.0.0.1"), false), Verdict::Allow);
-        assert_eq!(p.check_ip(ip("::ffff:127.0.0.1"), false), Verdict::Allow);
+        assert_eq!(p.check_ip(ip("127.0.0.1"), false, &[]), Verdict::Allow);
+        assert_eq!(
+            p.check_ip(ip("::ffff:127.0.0.1"), false, &[]),
+            Verdict::Allow
+        );
         assert!(matches!(
-            p.check_ip(ip("127.0.0.2"), false),
+            p.check_ip(ip("127.0.0.2"), false, &[]),
             Verdict::Deny(_)
         ));
-        assert_eq!(p.check_ip(ip("10.1.9.9"), false), Verdict::Allow);
+        assert_eq!(p.check_ip(ip("10.1.9.9"), false, &[]), Verdict::Allow);
         assert!(matches!(
-            p.check_ip(ip("10.1.2.3"), false),
+            p.check_ip(ip("10.1.2.3"), false, &[]),
             Verdict::Deny(_)
         ));
-        assert!(matches!(p.check_ip(ip("1.1.1.1"), false), Verdict::Deny(_)));
+        assert!(matches!(
+            p.check_ip(ip("1.1.1.1"), false, &[]),
+            Verdict::Deny(_)
+        ));
         assert_eq!(p.check_name("DB.internal."), Some(Verdict::Allow));
         assert_eq!(p.check_name("x.corp.example"), Some(Verdict::Allow));
         assert!(matches!(
@@ -336,8 +425,102 @@ mod tests {
             Some(Verdict::Deny(_))
         ));
         assert_eq!(p.check_name("corp.example"), None);
-        assert_eq!(p.check_ip(ip("10.9.9.9"), true), Verdict::Allow);
-        assert!(matches!(p.check_ip(ip("10.1.2.3"), true), Verdict::Deny(_)));
+        assert_eq!(p.check_ip(ip("10.9.9.9"), true, &[]), Verdict::Allow);
+        assert!(matches!(
+            p.check_ip(ip("10.1.2.3"), true, &[]),
+            Verdict::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn cloud_metadata_is_refused_even_for_an_allowed_name() {
+        let by_name = Policy::new(&["meta.example".into()], &[]).unwrap();
+        for s in [
+            "169.254.169.254",
+            "169.254.170.2",
+            "168.63.129.16",
+            "100.100.100.200",
+            "192.0.0.192",
+            "fd00:ec2::254",
+            "fd00:ec2::23",
+            "::ffff:168.63.129.16",
+            "64:ff9b::a83f:8110",
+            "2002:a83f:8110::1",
+            "::a83f:8110",
+        ] {
+            let Verdict::Deny(why) = by_name.check_ip(ip(s), true, &[]) else {
+                panic!("{s} must be refused for an allowed name");
+            };
+            assert!(why.contains("does not admit it"), "{s}: {why}");
+        }
+        // Loopback and private addresses of an allowed name are admitted (documented).
+        assert_eq!(by_name.check_ip(ip("127.0.0.1"), true, &[]), Verdict::Allow);
+        assert_eq!(by_name.check_ip(ip("10.0.0.1"), true, &[]), Verdict::Allow);
+        // An address rule admits a metadata address.
+        let by_addr = Policy::new(&["168.63.129.16".into()], &[]).unwrap();
+        assert_eq!(
+            by_addr.check_ip(ip("168.63.129.16"), false, &[]),
+            Verdict::Allow
+        );
+        // The WireServer is refused without any rule (it is not in a private range).
+        assert!(matches!(
+            Policy::default().check_ip(ip("168.63.129.16"), false, &[]),
+            Verdict::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn embedded_ipv4_forms_are_judged_by_their_ipv4() {
+        let p = Policy::new(&[], &["8.8.4.4".into()]).unwrap();
+        for s in [
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "::127.0.0.1",
+            "::ffff:10.1.2.3",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::8.8.4.4",
+            "2002:808:404::1",
+        ] {
+            assert!(
+                matches!(p.check_ip(ip(s), false, &[]), Verdict::Deny(_)),
+                "{s} must be refused"
+            );
+        }
+        assert_eq!(
+            embedded_v4(ip("64:ff9b::102:304")),
+            Some(Ipv4Addr::new(1, 2, 3, 4))
+        );
+        assert_eq!(embedded_v4(ip("::1")), None);
+        assert_eq!(embedded_v4(ip("2606:4700::1111")), None);
+        assert_eq!(
+            p.check_ip(ip("64:ff9b::101:101"), false, &[]),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn this_hosts_own_addresses_are_refused() {
+        let local = [ip("203.0.113.7"), ip("11.22.33.44"), ip("2606:4700::99")];
+        let p = Policy::default();
+        for s in [
+            "11.22.33.44",
+            "::ffff:11.22.33.44",
+            "64:ff9b::b16:212c",
+            "2606:4700::99",
+        ] {
+            let Verdict::Deny(why) = p.check_ip(ip(s), false, &local) else {
+                panic!("{s} is this host");
+            };
+            assert!(why.contains("this host"), "{s}: {why}");
+        }
+        assert_eq!(p.check_ip(ip("11.22.33.45"), false, &local), Verdict::Allow);
+        let allowed = Policy::new(&["11.22.33.44".into()], &[]).unwrap();
+        assert_eq!(
+            allowed.check_ip(ip("11.22.33.44"), false, &local),
+            Verdict::Allow
+        );
     }
 
     #[test]

@@ -122,6 +122,31 @@ impl Default for NetworkConfig {
     }
 }
 
+/// The API's connections (`hako.http`): see docs/configuration.md.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// A request head must be complete this long after the connection opened or its first byte.
+    pub header_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: u64,
+    /// `/metrics` answers without `X-Api-Key`.
+    pub metrics_public: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            metrics_public: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct HakoConfig {
@@ -138,6 +163,7 @@ pub struct HakoConfig {
     pub nodejs_pool: usize,
     pub limits: LimitsConfig,
     pub network: NetworkConfig,
+    pub http: HttpConfig,
     pub nodejs_requirements: PathBuf,
     pub python_requirements: PathBuf,
     /// Run even when seccomp or namespaces are missing. Loudly logged.
@@ -174,6 +200,7 @@ impl Default for HakoConfig {
             nodejs_pool: 2,
             limits: LimitsConfig::default(),
             network: NetworkConfig::default(),
+            http: HttpConfig::default(),
             nodejs_requirements: PathBuf::from("dependencies/nodejs-requirements.txt"),
             python_requirements: PathBuf::from("dependencies/python-requirements.txt"),
             insecure: false,
@@ -433,6 +460,15 @@ impl Config {
             ("hako.limits.output_bytes", self.hako.limits.output_bytes),
             ("hako.limits.nofile", self.hako.limits.nofile),
             ("hako.max_body_bytes", self.hako.max_body_bytes),
+            (
+                "hako.http.header_timeout_secs",
+                self.hako.http.header_timeout_secs,
+            ),
+            (
+                "hako.http.idle_timeout_secs",
+                self.hako.http.idle_timeout_secs,
+            ),
+            ("hako.http.max_connections", self.hako.http.max_connections),
         ];
         for (key, value) in limits {
             if value == 0 {
@@ -803,6 +839,34 @@ fn apply_env(
     ] {
         e.parse(var, key, target, positive, POSITIVE)?;
     }
+    let http = &mut h.http;
+    for (var, key, target) in [
+        (
+            "HAKO_HTTP_HEADER_TIMEOUT_SECS",
+            "hako.http.header_timeout_secs",
+            &mut http.header_timeout_secs,
+        ),
+        (
+            "HAKO_HTTP_IDLE_TIMEOUT_SECS",
+            "hako.http.idle_timeout_secs",
+            &mut http.idle_timeout_secs,
+        ),
+        (
+            "HAKO_HTTP_MAX_CONNECTIONS",
+            "hako.http.max_connections",
+            &mut http.max_connections,
+        ),
+    ] {
+        e.parse(var, key, target, positive, POSITIVE)?;
+    }
+    let public = &mut http.metrics_public;
+    e.parse(
+        "HAKO_HTTP_METRICS_PUBLIC",
+        "hako.http.metrics_public",
+        public,
+        parse_bool,
+        BOOL,
+    )?;
     let nreq = &mut h.nodejs_requirements;
     e.path("HAKO_NODEJS_REQUIREMENTS", "hako.nodejs_requirements", nreq);
     let preq = &mut h.python_requirements;
@@ -1428,5 +1492,26 @@ enable_preload: false
             assert_eq!(parse_bool(f), Some(false), "{f}");
         }
         assert_eq!(parse_bool("2"), None);
+    }
+
+    #[test]
+    fn http_keys_come_from_the_file_and_the_environment() {
+        let text = "hako:\n  http:\n    header_timeout_secs: 3\n    metrics_public: false\n";
+        let env = [
+            ("HAKO_HTTP_MAX_CONNECTIONS", "7"),
+            ("HAKO_HTTP_METRICS_PUBLIC", "yes"),
+        ];
+        let c = load_text(text, &env).unwrap().config;
+        let want = HttpConfig {
+            header_timeout_secs: 3,
+            idle_timeout_secs: 60,
+            max_connections: 7,
+            metrics_public: true,
+        };
+        assert_eq!(c.hako.http, want);
+        let env = [("HAKO_HTTP_IDLE_TIMEOUT_SECS", "0")];
+        assert!(err_text("", &env).contains("HAKO_HTTP_IDLE_TIMEOUT_SECS"));
+        let text = "hako:\n  http:\n    max_connections: 0\n";
+        assert!(err_text(text, &[]).contains("hako.http.max_connections"));
     }
 }

@@ -102,6 +102,9 @@ pub struct NetworkReport {
     pub refused: Vec<String>,
     /// Set when a per-run limit cut the run off: `connections` or `bytes`.
     pub limit: Option<String>,
+    /// `host:port: why` of every destination the guard could not resolve or reach.
+    #[serde(default)]
+    pub failed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
