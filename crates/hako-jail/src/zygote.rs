@@ -1073,3 +1073,28 @@ fn copy_hot_pages(ranges: &[(u64, u64)]) {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operators_settings_leave_the_zygotes_environment() {
+        let mut spec: JailSpec = serde_json::from_value(serde_json::json!({
+            "language": "python3", "interpreter": "/usr/bin/python3", "args": [],
+            "env": [["PATH", "/usr/bin"], ["HAKO_PYTHON_WARMUP", "X = 1"],
+                    ["HAKO_PRELOAD", "[\"json\"]"], ["HAKO_ZYGOTE_LIBRARY", "/lib.so"]],
+            "code_path": "/opt/hako/zygote.py", "ro_binds": [],
+            "limits": {"memory_bytes": 0, "pids": 0, "tmp_bytes": 0, "output_bytes": 0,
+                       "timeout_ms": 1, "nofile": 64},
+            "network": "none", "seccomp": {"mode": "enforce", "extra_allowed": []},
+            "ids": {"host_uid": 1, "host_gid": 1}, "root_mountpoint": "/tmp", "insecure": false
+        }))
+        .unwrap();
+        let settings = take_settings(&mut spec);
+        assert_eq!(settings.warmup, "X = 1");
+        assert_eq!(settings.preload, vec!["json".to_string()]);
+        let names: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "HAKO_ZYGOTE_LIBRARY"]);
+    }
+}
