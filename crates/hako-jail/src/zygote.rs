@@ -19,18 +19,17 @@
 //! [`hako_wire::control`]'s.
 
 use crate::helper::{self, HelperError, KillOnDrop, Supervised, Watch};
-use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
+use crate::lockdown::CgroupCoverage;
 use crate::protocol::{self, ProtocolError};
-use crate::seccomp::{self, notify};
-use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec, RUN_GID, RUN_UID};
+use crate::seccomp::notify;
+use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec};
 use hako_wire::control::{self, Message, Received, Receiver};
 pub use hako_wire::zygote::{ChildParams, RunOrder, Stage, ZygoteReport, ZygoteSettings};
 use hako_wire::Language;
 use nix::errno::Errno;
-use nix::mount::{mount, MsFlags};
 use nix::unistd::{read, Pid};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +55,9 @@ pub enum ZygoteError {
     #[error("write the program into a memfd: {0}")]
     Memfd(io::Error),
 }
+
+mod child;
+pub use child::{confine_child, prepare_fork, ChildError};
 
 /// The Python side of the zygote, run as the zygote's program.
 pub const BOOTSTRAP: &str = include_str!("zygote.py");
@@ -877,199 +879,27 @@ fn write_program(
     std::os::unix::fs::FileExt::write_all_at(&file, &payload, 0).map_err(ZygoteError::Memfd)
 }
 
-// ---------------------------------------------------------------------------------------
-// Inside the zygote: called through the library the zygote loaded at start.
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ChildError {
-    #[error("bad run parameters: {0}")]
-    Params(String),
-    #[error("wait for the supervisor: {0}")]
-    Sync(Errno),
-    #[error("new {what} namespace: {source}")]
-    Namespace { what: &'static str, source: Errno },
-    #[error("mount {what}: {source}")]
-    Mount { what: &'static str, source: Errno },
-    #[error("switch to the run uid: {0}")]
-    Identity(String),
-    #[error("redirect standard streams: {0}")]
-    Stdio(Errno),
-    #[error("build the seccomp policy: {0}")]
-    Seccomp(#[from] seccomp::SeccompError),
-    #[error("{0}")]
-    LockDown(#[from] LockDownError),
-}
-
-/// Nice value of a child while it is prepared ahead of its run.
-const PREPARING_NICE: libc::c_int = 19;
-
-/// Called in the zygote right before it forks: the next child becomes pid 1 of a fresh pid
-/// namespace.
-pub fn prepare_fork() -> Result<(), ChildError> {
-    let own = std::fs::File::open("/proc/self/ns/pid").map_err(|e| ChildError::Namespace {
-        what: "pid",
-        source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })?;
-    // Reset "pid namespace for children" to our own, then ask for a new one.
-    nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID).map_err(|source| {
-        ChildError::Namespace {
-            what: "pid",
-            source,
-        }
-    })?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(|source| {
-        ChildError::Namespace {
-            what: "pid",
-            source,
-        }
-    })
-}
-
-/// Confines a freshly forked run child, says READY and waits for RUN. Descriptors other
-/// than stdio and `keep` are closed, and `run_ctl` too once this returns (also on error,
-/// after the message went to the supervisor).
-pub fn confine_child(
-    params: &[u8],
-    run_ctl: RawFd,
-    stdout: RawFd,
-    stderr: RawFd,
-    keep: RawFd,
-) -> Result<(), ChildError> {
-    let result = confine_child_inner(params, run_ctl, stdout, stderr, keep);
-    if let Err(err) = &result {
-        // SAFETY: run_ctl is open for the duration of this call.
-        let control = unsafe { BorrowedFd::borrow_raw(run_ctl) };
-        let _ = control::send(control, &Message::Error(err.to_string()), &[]);
-    }
-    // The program never holds a channel to its supervisor: its end is reported by the zygote
-    // after wait4, and nothing the program could send is ever read.
-    // SAFETY: run_ctl is this process's descriptor; the caller never uses it after this call.
-    unsafe { libc::close(run_ctl) };
-    result
-}
-
-fn confine_child_inner(
-    params: &[u8],
-    run_ctl: RawFd,
-    stdout: RawFd,
-    stderr: RawFd,
-    keep: RawFd,
-) -> Result<(), ChildError> {
-    // Preparing ahead of time must not slow the run in progress: lowest priority until the
-    // helper hands this child its run (and restores the priority).
-    // SAFETY: setpriority only changes this process's nice value.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, PREPARING_NICE) };
-    let params: ChildParams =
-        serde_json::from_slice(params).map_err(|e| ChildError::Params(e.to_string()))?;
-    copy_hot_pages(&params.hot_pages);
-    use nix::sched::CloneFlags;
-    // Its own network namespace too: no socket (not even TIME_WAIT) of an earlier run of
-    // this zygote is visible.
-    nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .map_err(|source| ChildError::Namespace {
-        what: "mount/ipc/uts/net",
-        source,
-    })?;
-    crate::netns::loopback_up().map_err(|source| ChildError::Namespace {
-        what: "net (loopback)",
-        source,
-    })?;
-    let tmp_options = format!(
-        "size={},mode=1777,uid={RUN_UID},gid={RUN_GID}",
-        params.limits.tmp_bytes
-    );
-    mount(
-        Some("tmpfs"),
-        "/tmp",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(tmp_options.as_str()),
-    )
-    .map_err(|source| ChildError::Mount {
-        what: "/tmp",
-        source,
-    })?;
-    mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|source| ChildError::Mount {
-        what: "/proc",
-        source,
-    })?;
-    let _ = nix::unistd::sethostname("hako");
-    // The zygote is exempt from the OOM killer; a run child must not be.
-    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
-    lockdown::switch_identity(RUN_UID, RUN_GID, true)
-        .map_err(|e| ChildError::Identity(e.to_string()))?;
-    nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
-        what: "cwd /tmp",
-        source,
-    })?;
-    let devnull = nix::fcntl::open(
-        "/dev/null",
-        nix::fcntl::OFlag::O_RDONLY,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(ChildError::Stdio)?;
-    for (fd, target) in [(devnull, 0), (stdout, 1), (stderr, 2)] {
-        // SAFETY: dup2 onto the standard descriptors; both are valid open descriptors.
-        if unsafe { libc::dup2(fd, target) } < 0 {
-            return Err(ChildError::Stdio(Errno::last()));
-        }
-    }
-    let program = seccomp::build_program(
-        params.language.as_str(),
-        &params.seccomp.extra_allowed,
-        params.seccomp.mode,
-        params.use_listener,
-    )?;
-    lockdown::lock_down(
-        &LockDown {
-            language: params.language,
-            limits: &params.limits,
-            coverage: params.coverage,
-            seccomp: &program,
-            use_listener: params.use_listener,
-            insecure: params.insecure,
-        },
-        run_ctl,
-        &[keep],
-    )?;
-    // Confined. Wait for the run; the caller then reads the program.
-    // SAFETY: run_ctl is open for the duration of this call.
-    let control = unsafe { BorrowedFd::borrow_raw(run_ctl) };
-    loop {
-        return match control::receive(control) {
-            Ok(Received::Message(Message::Run, _)) => Ok(()),
-            Ok(Received::Nothing) => continue,
-            _ => Err(ChildError::Sync(Errno::EPIPE)),
-        };
-    }
-}
-
-/// Copies (breaks copy-on-write sharing of) the pages most runs write, so the run does not
-/// take those faults on the clock. Ranges that are gone or not writable are skipped.
-fn copy_hot_pages(ranges: &[(u64, u64)]) {
-    const MADV_POPULATE_WRITE: libc::c_int = 23;
-    for &(start, len) in ranges {
-        // SAFETY: MADV_POPULATE_WRITE only faults pages in as if written with their current
-        // contents; it never changes memory contents and fails (EFAULT/EINVAL/ENOMEM) on ranges
-        // that are unmapped or not writable.
-        unsafe {
-            libc::madvise(
-                start as usize as *mut libc::c_void,
-                len as usize,
-                MADV_POPULATE_WRITE,
-            )
-        };
+    #[test]
+    fn the_operators_settings_leave_the_zygotes_environment() {
+        let mut spec: JailSpec = serde_json::from_value(serde_json::json!({
+            "language": "python3", "interpreter": "/usr/bin/python3", "args": [],
+            "env": [["PATH", "/usr/bin"], ["HAKO_PYTHON_WARMUP", "X = 1"],
+                    ["HAKO_PRELOAD", "[\"json\"]"], ["HAKO_ZYGOTE_LIBRARY", "/lib.so"]],
+            "code_path": "/opt/hako/zygote.py", "ro_binds": [],
+            "limits": {"memory_bytes": 0, "pids": 0, "tmp_bytes": 0, "output_bytes": 0,
+                       "timeout_ms": 1, "nofile": 64},
+            "network": "none", "seccomp": {"mode": "enforce", "extra_allowed": []},
+            "ids": {"host_uid": 1, "host_gid": 1}, "root_mountpoint": "/tmp", "insecure": false
+        }))
+        .unwrap();
+        let settings = take_settings(&mut spec);
+        assert_eq!(settings.warmup, "X = 1");
+        assert_eq!(settings.preload, vec!["json".to_string()]);
+        let names: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "HAKO_ZYGOTE_LIBRARY"]);
     }
 }

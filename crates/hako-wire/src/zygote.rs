@@ -94,3 +94,30 @@ pub struct ZygoteSettings {
     /// `hako.python_warmup`: code run once in the zygote after the imports.
     pub warmup: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_bytes_round_trip_and_nothing_else_is_a_stage() {
+        for stage in [Stage::NotStarted, Stage::HandedOver] {
+            assert_eq!(Stage::from_byte(stage.byte()), Some(stage));
+        }
+        let stages = (0..=u8::MAX).filter_map(Stage::from_byte).count();
+        assert_eq!(stages, 2);
+    }
+
+    #[test]
+    fn settings_round_trip() {
+        let settings = ZygoteSettings {
+            preload: vec!["json".into()],
+            warmup: "import json".into(),
+        };
+        let text = serde_json::to_vec(&settings).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<ZygoteSettings>(&text).unwrap(),
+            settings
+        );
+    }
+}
