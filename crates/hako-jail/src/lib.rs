@@ -7,12 +7,14 @@
 pub mod cgroup;
 pub mod elf;
 pub mod helper;
+pub mod ids;
 pub mod landlock;
 pub mod ldcache;
 pub mod lockdown;
 pub mod mounts;
 pub mod netns;
 pub mod probe;
+pub mod procmask;
 pub mod protocol;
 pub mod seccomp;
 pub mod spec;

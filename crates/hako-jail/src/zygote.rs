@@ -19,7 +19,9 @@ use crate::helper::{self, msg, Control, HelperError, KillOnDrop, Watch};
 use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
 use crate::protocol::{self, ProtocolError};
 use crate::seccomp::{self, notify};
-use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec, RUN_GID, RUN_UID};
+use crate::spec::{
+    JailOutcome, JailSpec, Limits, SeccompSpec, RUN_GID, RUN_UID, ZYGOTE_RUN_IDS,
+};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
@@ -90,6 +92,9 @@ pub struct ChildParams {
     /// Address ranges to copy before the run (see `Zygote::calibrate`).
     #[serde(default)]
     pub hot_pages: Vec<(u64, u64)>,
+    /// The child's own run id: `RUN_UID + uid_slot` (below [`ZYGOTE_RUN_IDS`]).
+    #[serde(default)]
+    pub uid_slot: u32,
 }
 
 /// The Python side of the zygote, run as the zygote's program.
@@ -103,9 +108,12 @@ pub fn main() -> i32 {
     helper::watch_for_cancel();
     let mut input = io::stdin().lock();
     let mut output = io::stdout().lock();
+    // The zygote's host ids stay leased for as long as this helper (and so the zygote) lives.
+    let mut _ids = None;
     let started = protocol::read_json::<JailSpec>(&mut input)
         .map_err(ZygoteError::from)
-        .and_then(|spec| {
+        .and_then(|mut spec| {
+            _ids = helper::lease_ids(&mut spec)?;
             let bootstrap = protocol::read_bytes(&mut input)?;
             Zygote::start(&spec, &bootstrap)
         });
@@ -164,6 +172,8 @@ struct Zygote {
     skipped: Vec<String>,
     use_listener: bool,
     runs: u64,
+    /// Children forked so far (picks each child's run id).
+    forks: u32,
     /// The next run's child: forked and confined while the previous run ran, waiting for
     /// its program.
     prepared: Option<RunChild>,
@@ -327,6 +337,7 @@ impl Zygote {
             skipped,
             use_listener: notify::user_notif_supported(),
             runs: 0,
+            forks: 0,
             prepared: None,
             requested: None,
             last: None,
@@ -400,6 +411,7 @@ impl Zygote {
                     self.prepared_bytes,
                 ),
                 pids: above(baseline.tasks.saturating_sub(zombies), order.limits.pids, 0),
+                cpu_percent: order.limits.cpu_percent,
             })
             .map_err(HelperError::from)?;
         }
@@ -454,7 +466,10 @@ impl Zygote {
             use_listener: self.use_listener,
             insecure: shape.insecure,
             hot_pages: self.hot_pages.clone(),
+            uid_slot: self.forks % ZYGOTE_RUN_IDS,
         };
+        // At most three children live at once (the last, dying; the current; the prepared).
+        self.forks = self.forks.wrapping_add(1);
         let mut message = vec![b'F'];
         message.extend_from_slice(&serde_json::to_vec(&params).map_err(ProtocolError::from)?);
         let fds = [
@@ -791,6 +806,10 @@ pub enum ChildError {
     Identity(String),
     #[error("redirect standard streams: {0}")]
     Stdio(Errno),
+    #[error("start a session of its own: {0}")]
+    Session(#[source] Errno),
+    #[error(transparent)]
+    MaskProc(#[from] crate::procmask::MaskError),
     #[error("build the seccomp policy: {0}")]
     Seccomp(#[from] seccomp::SeccompError),
     #[error("{0}")]
@@ -858,6 +877,11 @@ fn confine_child_inner(
     let params: ChildParams =
         serde_json::from_slice(params).map_err(|e| ChildError::Params(e.to_string()))?;
     copy_hot_pages(&params.hot_pages);
+    // Its own session and process group (the zygote's group holds the next tenant), and its
+    // own uid: `kill(0, ...)` and `kill(-1, ...)` reach no other run.
+    nix::unistd::setsid().map_err(ChildError::Session)?;
+    let slot = params.uid_slot % ZYGOTE_RUN_IDS;
+    let (uid, gid) = (RUN_UID + slot, RUN_GID + slot);
     use nix::sched::CloneFlags;
     nix::sched::unshare(
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
@@ -867,7 +891,7 @@ fn confine_child_inner(
         source,
     })?;
     let tmp_options = format!(
-        "size={},mode=1777,uid={RUN_UID},gid={RUN_GID}",
+        "size={},mode=1777,uid={uid},gid={gid}",
         params.limits.tmp_bytes
     );
     mount(
@@ -892,10 +916,11 @@ fn confine_child_inner(
         what: "/proc",
         source,
     })?;
+    crate::procmask::mask(std::path::Path::new("/proc"), std::path::Path::new("/dev/null"))?;
     let _ = nix::unistd::sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
-    lockdown::switch_identity(RUN_UID, RUN_GID, true)
+    lockdown::switch_identity(uid, gid, true)
         .map_err(|e| ChildError::Identity(e.to_string()))?;
     nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
         what: "cwd /tmp",
