@@ -11,11 +11,11 @@
 //! When init exits, the kernel kills everything else in the run's pid namespace.
 
 use crate::cgroup::{CgroupLimits, Cgroups, RunCgroup};
+use crate::ids::IdLease;
 use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
 use crate::mounts::{self, RootPlan};
 use crate::protocol;
 use crate::seccomp::{self, notify};
-use crate::ids::IdLease;
 use crate::spec::{
     BlockedSyscall, JailOutcome, JailSpec, Limits, NetworkMode, SeccompMode, CODE_FD, JAIL_GID,
     JAIL_UID, RUN_GID, RUN_UID, ZYGOTE_FD, ZYGOTE_RUN_IDS,

@@ -19,9 +19,7 @@ use crate::helper::{self, msg, Control, HelperError, KillOnDrop, Watch};
 use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
 use crate::protocol::{self, ProtocolError};
 use crate::seccomp::{self, notify};
-use crate::spec::{
-    JailOutcome, JailSpec, Limits, SeccompSpec, RUN_GID, RUN_UID, ZYGOTE_RUN_IDS,
-};
+use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec, RUN_GID, RUN_UID, ZYGOTE_RUN_IDS};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
@@ -916,12 +914,14 @@ fn confine_child_inner(
         what: "/proc",
         source,
     })?;
-    crate::procmask::mask(std::path::Path::new("/proc"), std::path::Path::new("/dev/null"))?;
+    crate::procmask::mask(
+        std::path::Path::new("/proc"),
+        std::path::Path::new("/dev/null"),
+    )?;
     let _ = nix::unistd::sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
-    lockdown::switch_identity(uid, gid, true)
-        .map_err(|e| ChildError::Identity(e.to_string()))?;
+    lockdown::switch_identity(uid, gid, true).map_err(|e| ChildError::Identity(e.to_string()))?;
     nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
         what: "cwd /tmp",
         source,

@@ -59,7 +59,7 @@ fn inotify_instances_held_by_runs() -> usize {
                     .find(|l| l.starts_with("Uid:"))
                     .and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok())
             });
-        if !uid.is_some_and(|u| u >= 1_100_000) {
+        if uid.is_none_or(|u| u < 1_100_000) {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(path.join("fd")) else {
@@ -95,7 +95,10 @@ fn inotify_exhaustion_stays_inside_the_run(jail: &Runner) {
         let hog = s.spawn(|| jail.run("python3", INOTIFY_HOG, &["--timeout", "15"]));
         let deadline = Instant::now() + Duration::from_secs(30);
         while inotify_instances_held_by_runs() < 16 {
-            assert!(Instant::now() < deadline, "the run never held its instances");
+            assert!(
+                Instant::now() < deadline,
+                "the run never held its instances"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let host = inotify_init_as_host_root();
@@ -105,8 +108,17 @@ fn inotify_exhaustion_stays_inside_the_run(jail: &Runner) {
             &[],
         );
         let hog = hog.join().unwrap();
-        assert!(host.is_ok(), "host root lost inotify: {host:?}; {:?}", hog.json);
-        assert_eq!(next.stdout(), "True\n", "the next run lost inotify: {:?}", next.json);
+        assert!(
+            host.is_ok(),
+            "host root lost inotify: {host:?}; {:?}",
+            hog.json
+        );
+        assert_eq!(
+            next.stdout(),
+            "True\n",
+            "the next run lost inotify: {:?}",
+            next.json
+        );
         let count: u32 = hog
             .stdout()
             .split_whitespace()
@@ -167,7 +179,12 @@ time.sleep(3)\n";
     });
     assert_eq!(a.status(), "ok", "{:?}", a.json);
     assert_eq!(b.status(), "ok", "{:?}", b.json);
-    assert_ne!(a.stdout(), b.stdout(), "both runs had host uid {}", a.stdout());
+    assert_ne!(
+        a.stdout(),
+        b.stdout(),
+        "both runs had host uid {}",
+        a.stdout()
+    );
 }
 
 /// Review note: spawn programs inherited a stray `/dev/null` on descriptor 4. A program
@@ -206,13 +223,22 @@ fn assert_cpu_capped(run: &Run) {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("no CPU ratio: {:?}", run.json));
-    assert!(ratio <= 0.2, "a run limited to 10 % of a CPU used {ratio}: {:?}", run.json);
+    assert!(
+        ratio <= 0.2,
+        "a run limited to 10 % of a CPU used {ratio}: {:?}",
+        run.json
+    );
 }
 
 #[test]
 fn cpu_is_capped_cli_spawn() {
     if can_run_jail() {
-        assert_cpu_capped(&run_with_env("python3", PYTHON_BURNER, &[], &[TENTH_OF_A_CPU]));
+        assert_cpu_capped(&run_with_env(
+            "python3",
+            PYTHON_BURNER,
+            &[],
+            &[TENTH_OF_A_CPU],
+        ));
     }
 }
 
