@@ -419,7 +419,11 @@ pub(crate) fn start_jail(
     let clone_errno = Errno::last();
     if pid != 0 && owner.is_some() {
         // Back to root: the effective capabilities return from the permitted set.
-        set_effective_uid(0)?;
+        let restored = set_effective_uid(0);
+        if restored.is_err() && pid > 0 {
+            drop(KillOnDrop(Some(Pid::from_raw(pid as i32))));
+        }
+        restored?;
     }
     if pid < 0 {
         return Err(HelperError::Clone(clone_errno));

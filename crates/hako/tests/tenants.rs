@@ -367,3 +367,43 @@ fn check_proc_report(r: &Run) {
         "init shows a host path: {cmdline}"
     );
 }
+
+/// Finding 3, Node pool: Node cannot call `inotify_init1` itself, but every worker thread's
+/// event loop opens its own instance for `fs.watch`. A run's 36 watching workers get at most
+/// the per-run cap of 32 instances (before, all 36, charged to host root).
+#[test]
+fn node_pool_workers_cannot_take_more_inotify_instances_than_the_cap() {
+    if !can_run_jail() {
+        return;
+    }
+    let server = Server::start(
+        "worker_timeout: 60\nmax_workers: 1\nhako:\n  mode: zygote\n",
+        &[],
+    );
+    server.wait_warm();
+    let jail = Runner::Server(server);
+    let code = "const { Worker } = require('worker_threads');\n\
+const N = 36; let ok = 0, failed = 0, done = 0;\n\
+const src = \"const fs = require('fs'); const { parentPort } = require('worker_threads');\\n\" +\n\
+  \"try { fs.watch('/tmp'); parentPort.postMessage('ok'); } catch (e) { parentPort.postMessage('fail'); }\\n\" +\n\
+  \"setInterval(() => {}, 1000);\";\n\
+const finish = () => { if (++done === N) { console.log(ok, failed); process.exit(0); } };\n\
+for (let i = 0; i < N; i++) {\n\
+  const w = new Worker(src, { eval: true });\n\
+  w.on('message', (m) => { if (m === 'ok') ok++; else failed++; finish(); });\n\
+  w.on('error', () => { failed++; finish(); });\n\
+}\n";
+    let r = jail.run("nodejs", code, &[]);
+    let counts: Vec<u32> = r
+        .stdout()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 2, "{:?}", r.json);
+    assert_eq!(counts[0] + counts[1], 36, "{:?}", r.json);
+    assert!(
+        counts[0] <= 32,
+        "{} inotify instances in one run",
+        counts[0]
+    );
+}
