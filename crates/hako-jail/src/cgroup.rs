@@ -943,7 +943,7 @@ mod tests {
         let hierarchy = dir
             .ancestors()
             .find_map(|a| match a.file_name()?.to_str()? {
-                h @ ("memory" | "pids") => Some(h),
+                h @ ("memory" | "pids" | "cpu") => Some(h),
                 _ => None,
             });
         let files: &[&str] = match hierarchy {
@@ -951,8 +951,10 @@ mod tests {
                 "cgroup.procs",
                 "memory.limit_in_bytes",
                 "memory.memsw.limit_in_bytes",
+                "memory.kmem.tcp.limit_in_bytes",
             ],
             Some("memory") => &["cgroup.procs", "memory.limit_in_bytes"],
+            Some("cpu") => &["cgroup.procs", "cpu.cfs_period_us", "cpu.cfs_quota_us"],
             Some(_) => &["cgroup.procs", "pids.max"],
             None => &[
                 "cgroup.procs",
@@ -1140,6 +1142,7 @@ mod tests {
             vec![
                 "memory.limit_in_bytes=67108864",
                 "memory.memsw.limit_in_bytes=67108864",
+                "memory.kmem.tcp.limit_in_bytes=67108864",
                 "pids.max=16",
             ]
         );
@@ -1161,6 +1164,35 @@ mod tests {
         let err = cg.create_run("run1", &LIMITS).unwrap_err();
         assert!(matches!(err, CgroupError::CreateRun { .. }), "{err}");
         assert!(err.to_string().contains("run1"), "{err}");
+    }
+
+    #[test]
+    fn v1_cpu_quota_in_its_own_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_v1_root(root);
+        fake_kernel(false);
+        let limits = CgroupLimits {
+            cpu_percent: 150,
+            ..LIMITS
+        };
+        let run = Cgroups::detect(root).create_run("r", &limits).unwrap();
+        assert_eq!(
+            take_writes(),
+            vec![
+                "memory.limit_in_bytes=67108864",
+                "pids.max=16",
+                "cpu.cfs_period_us=100000",
+                "cpu.cfs_quota_us=150000",
+            ]
+        );
+        assert!(run.paths().contains(&root.join("cpu/hako/r")));
+        run.retune(&CgroupLimits {
+            cpu_percent: 0,
+            ..LIMITS
+        })
+        .unwrap();
+        assert!(take_writes().contains(&"cpu.cfs_quota_us=-1".to_string()));
     }
 
     #[test]
