@@ -48,6 +48,17 @@ pub struct CgroupSupport {
 pub struct CgroupLimits {
     pub memory_bytes: u64,
     pub pids: u64,
+    /// CPU quota in percent of one CPU; 0 means no limit. Applied where a cpu controller
+    /// exists (v1 `cpu.cfs_quota_us`, v2 `cpu.max`).
+    pub cpu_percent: u64,
+}
+
+/// The CFS period the CPU quota is expressed in (the kernel's default, 100 ms).
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The quota for `percent` of one CPU per [`CPU_PERIOD_US`].
+fn cpu_quota_us(percent: u64) -> u64 {
+    (percent * CPU_PERIOD_US / 100).max(1000)
 }
 
 /// Best-effort accounting of a run.
@@ -277,9 +288,10 @@ impl Cgroups {
     pub fn remove_stale(&self) -> usize {
         let parents: Vec<PathBuf> = match &self.layout {
             Layout::V2 { mount, .. } => vec![mount.join("hako")],
-            Layout::V1 { memory, pids, .. } => memory
+            Layout::V1 { memory, pids, cpu } => memory
                 .iter()
                 .chain(pids.iter())
+                .chain(cpu.iter())
                 .map(|dir| dir.join("hako"))
                 .collect(),
             Layout::None => Vec::new(),
@@ -317,9 +329,12 @@ impl Cgroups {
         }
         match &self.layout {
             Layout::V2 { mount, controllers } => create_v2(mount, controllers, name, limits),
-            Layout::V1 { memory, pids, .. } => {
-                create_v1(&self.root, memory.as_deref(), pids.as_deref(), name, limits)
-            }
+            Layout::V1 { memory, pids, cpu } => create_v1(
+                &self.root,
+                [memory.as_deref(), pids.as_deref(), cpu.as_deref()],
+                name,
+                limits,
+            ),
             Layout::None => Err(CgroupError::Unavailable {
                 root: self.root.clone(),
             }),
@@ -333,6 +348,8 @@ enum Controller {
     Memory,
     /// v1 pids hierarchy.
     Pids,
+    /// v1 cpu hierarchy (CFS quota).
+    Cpu,
     /// v2 group holding both.
     Unified,
 }
@@ -385,6 +402,7 @@ impl RunCgroup {
                         .and_then(|s| keyed_value(&s, "max"))
                         .unwrap_or(0);
                 }
+                Controller::Cpu => {}
                 Controller::Unified => {
                     stats.peak_memory_bytes =
                         read("memory.peak").and_then(|s| s.trim().parse().ok());
@@ -414,6 +432,7 @@ impl RunCgroup {
                     usage.memory_bytes = read("memory.usage_in_bytes").unwrap_or(0)
                 }
                 Controller::Pids => usage.tasks = read("pids.current").unwrap_or(0),
+                Controller::Cpu => {}
                 Controller::Unified => {
                     usage.memory_bytes = read("memory.current").unwrap_or(0);
                     usage.tasks = read("pids.current").unwrap_or(0);
@@ -443,6 +462,7 @@ impl RunCgroup {
                     } else if memsw {
                         set(dir, "memory.memsw.limit_in_bytes", &value)?;
                     }
+                    limit_tcp_memory(dir, &value)?;
                     let _ = write_value(&dir.join("memory.max_usage_in_bytes"), "0");
                 }
                 Controller::Pids => {
@@ -453,6 +473,7 @@ impl RunCgroup {
                     };
                     set(dir, "pids.max", &value)?;
                 }
+                Controller::Cpu => set_cfs_quota(dir, limits.cpu_percent)?,
                 Controller::Unified => {
                     let memory = if limits.memory_bytes == 0 {
                         "max".to_string()
@@ -466,6 +487,9 @@ impl RunCgroup {
                         limits.pids.to_string()
                     };
                     set(dir, "pids.max", &pids)?;
+                    if dir.join("cpu.max").exists() {
+                        set(dir, "cpu.max", &cpu_max(limits.cpu_percent))?;
+                    }
                 }
             }
         }
@@ -541,10 +565,10 @@ impl RunCgroup {
     }
 }
 
+/// `[memory, pids, cpu]` hierarchies, each where the host has it.
 fn create_v1(
     root: &Path,
-    memory: Option<&Path>,
-    pids: Option<&Path>,
+    [memory, pids, cpu]: [Option<&Path>; 3],
     name: &str,
     limits: &CgroupLimits,
 ) -> Result<RunCgroup, CgroupError> {
@@ -569,11 +593,17 @@ fn create_v1(
             if dir.join("memory.memsw.limit_in_bytes").exists() {
                 set(&dir, "memory.memsw.limit_in_bytes", &value)?;
             }
+            limit_tcp_memory(&dir, &value)?;
         }
         if let Some(hierarchy) = pids {
             let dir = make_run_dir(hierarchy, name)?;
             run.dirs.push((Controller::Pids, dir.clone()));
             set(&dir, "pids.max", &max_or(limits.pids))?;
+        }
+        if let Some(hierarchy) = cpu.filter(|_| limits.cpu_percent > 0) {
+            let dir = make_run_dir(hierarchy, name)?;
+            run.dirs.push((Controller::Cpu, dir.clone()));
+            set_cfs_quota(&dir, limits.cpu_percent)?;
         }
         Ok(())
     })();
@@ -592,11 +622,13 @@ fn create_v2(
     name: &str,
     limits: &CgroupLimits,
 ) -> Result<RunCgroup, CgroupError> {
+    let cpu = (limits.cpu_percent > 0).then_some("cpu");
     let wanted: Vec<&str> = ["memory", "pids"]
         .into_iter()
+        .chain(cpu)
         .filter(|c| controllers.contains(*c))
         .collect();
-    if wanted.is_empty() {
+    if !wanted.iter().any(|c| *c != "cpu") {
         return Err(CgroupError::Unavailable {
             root: mount.to_path_buf(),
         });
@@ -631,6 +663,9 @@ fn create_v2(
         if wanted.contains(&"pids") {
             set(&dir, "pids.max", &max_or(limits.pids))?;
         }
+        if wanted.contains(&"cpu") {
+            set(&dir, "cpu.max", &cpu_max(limits.cpu_percent))?;
+        }
         Ok(())
     })();
     match result {
@@ -639,6 +674,36 @@ fn create_v2(
             cleanup(&run);
             Err(err)
         }
+    }
+}
+
+/// Counts the group's TCP socket buffers against `value` (cgroup v1 only: v2 charges socket
+/// memory to `memory.current` by itself). Without it a run could queue hundreds of MiB in
+/// socket buffers outside its memory limit.
+fn limit_tcp_memory(dir: &Path, value: &str) -> Result<(), CgroupError> {
+    if dir.join("memory.kmem.tcp.limit_in_bytes").exists() {
+        set(dir, "memory.kmem.tcp.limit_in_bytes", value)?;
+    }
+    Ok(())
+}
+
+/// v1: the run's CPU time per [`CPU_PERIOD_US`] (`-1` without a limit).
+fn set_cfs_quota(dir: &Path, percent: u64) -> Result<(), CgroupError> {
+    set(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+    let quota = if percent == 0 {
+        "-1".to_string()
+    } else {
+        cpu_quota_us(percent).to_string()
+    };
+    set(dir, "cpu.cfs_quota_us", &quota)
+}
+
+/// v2 `cpu.max`: "quota period", or "max period" without a limit.
+fn cpu_max(percent: u64) -> String {
+    if percent == 0 {
+        format!("max {CPU_PERIOD_US}")
+    } else {
+        format!("{} {CPU_PERIOD_US}", cpu_quota_us(percent))
     }
 }
 
@@ -878,7 +943,7 @@ mod tests {
         let hierarchy = dir
             .ancestors()
             .find_map(|a| match a.file_name()?.to_str()? {
-                h @ ("memory" | "pids") => Some(h),
+                h @ ("memory" | "pids" | "cpu") => Some(h),
                 _ => None,
             });
         let files: &[&str] = match hierarchy {
@@ -886,8 +951,10 @@ mod tests {
                 "cgroup.procs",
                 "memory.limit_in_bytes",
                 "memory.memsw.limit_in_bytes",
+                "memory.kmem.tcp.limit_in_bytes",
             ],
             Some("memory") => &["cgroup.procs", "memory.limit_in_bytes"],
+            Some("cpu") => &["cgroup.procs", "cpu.cfs_period_us", "cpu.cfs_quota_us"],
             Some(_) => &["cgroup.procs", "pids.max"],
             None => &[
                 "cgroup.procs",
@@ -953,6 +1020,7 @@ mod tests {
     const LIMITS: CgroupLimits = CgroupLimits {
         memory_bytes: 64 << 20,
         pids: 16,
+        cpu_percent: 0,
     };
 
     #[test]
@@ -1074,6 +1142,7 @@ mod tests {
             vec![
                 "memory.limit_in_bytes=67108864",
                 "memory.memsw.limit_in_bytes=67108864",
+                "memory.kmem.tcp.limit_in_bytes=67108864",
                 "pids.max=16",
             ]
         );
@@ -1098,6 +1167,35 @@ mod tests {
     }
 
     #[test]
+    fn v1_cpu_quota_in_its_own_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_v1_root(root);
+        fake_kernel(false);
+        let limits = CgroupLimits {
+            cpu_percent: 150,
+            ..LIMITS
+        };
+        let run = Cgroups::detect(root).create_run("r", &limits).unwrap();
+        assert_eq!(
+            take_writes(),
+            vec![
+                "memory.limit_in_bytes=67108864",
+                "pids.max=16",
+                "cpu.cfs_period_us=100000",
+                "cpu.cfs_quota_us=150000",
+            ]
+        );
+        assert!(run.paths().contains(&root.join("cpu/hako/r")));
+        run.retune(&CgroupLimits {
+            cpu_percent: 0,
+            ..LIMITS
+        })
+        .unwrap();
+        assert!(take_writes().contains(&"cpu.cfs_quota_us=-1".to_string()));
+    }
+
+    #[test]
     fn v1_without_swap_accounting_and_unlimited_values() {
         let tmp = tempfile::tempdir().unwrap();
         fake_v1_root(tmp.path());
@@ -1105,6 +1203,7 @@ mod tests {
         let unlimited = CgroupLimits {
             memory_bytes: 0,
             pids: 0,
+            cpu_percent: 0,
         };
         Cgroups::detect(tmp.path())
             .create_run("r", &unlimited)

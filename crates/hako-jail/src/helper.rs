@@ -11,13 +11,14 @@
 //! When init exits, the kernel kills everything else in the run's pid namespace.
 
 use crate::cgroup::{CgroupLimits, Cgroups, RunCgroup};
+use crate::ids::IdLease;
 use crate::lockdown::{self, CgroupCoverage, LockDown, LockDownError};
 use crate::mounts::{self, RootPlan};
 use crate::protocol;
 use crate::seccomp::{self, notify};
 use crate::spec::{
     BlockedSyscall, JailOutcome, JailSpec, Limits, NetworkMode, SeccompMode, CODE_FD, JAIL_GID,
-    JAIL_UID, RUN_GID, RUN_UID, ZYGOTE_FD,
+    JAIL_UID, RUN_GID, RUN_UID, ZYGOTE_FD, ZYGOTE_RUN_IDS,
 };
 use hako_wire::control::{self, ExitStatus, Message, Received, Receiver};
 use nix::errno::Errno;
@@ -55,6 +56,14 @@ pub enum HelperError {
     Control(#[from] control::ControlError),
     #[error("egress: {0}")]
     Egress(#[from] crate::netns::NetnsError),
+    #[error("lease the run's host ids: {0}")]
+    Ids(#[from] crate::ids::IdError),
+    #[error("switch the effective uid to {uid} around clone: {source}")]
+    Owner {
+        uid: u32,
+        #[source]
+        source: Errno,
+    },
 }
 
 /// Entry point of `hako __jail`. Reads the request on stdin, writes the outcome on stdout.
@@ -63,15 +72,21 @@ pub fn main() -> i32 {
     let mut stdin = io::stdin().lock();
     let mut leftover = None;
     let outcome = match read_request(&mut stdin) {
-        Ok((spec, code)) => {
-            let later = spec.deferred.then_some(&mut stdin as &mut dyn Read);
-            let (result, cgroup) = run(&spec, &code, later);
-            leftover = cgroup;
-            result.unwrap_or_else(|err| JailOutcome {
+        Ok((mut spec, code)) => match lease_ids(&mut spec) {
+            Ok(lease) => {
+                let later = spec.deferred.then_some(&mut stdin as &mut dyn Read);
+                let (result, cgroup) = run(&spec, &code, later);
+                leftover = cgroup.map(|cg| (cg, lease));
+                result.unwrap_or_else(|err| JailOutcome {
+                    setup_error: Some(err.to_string()),
+                    ..Default::default()
+                })
+            }
+            Err(err) => JailOutcome {
                 setup_error: Some(err.to_string()),
                 ..Default::default()
-            })
-        }
+            },
+        },
         Err(err) => JailOutcome {
             setup_error: Some(err.to_string()),
             ..Default::default()
@@ -82,7 +97,8 @@ pub fn main() -> i32 {
     // SAFETY: closing our stdout tells the caller the outcome is complete; nothing writes to
     // it afterwards.
     unsafe { libc::close(libc::STDOUT_FILENO) };
-    if let Some(cg) = leftover {
+    // The ids stay leased until the run's cgroup (and so every process of the run) is gone.
+    if let Some((cg, _lease)) = leftover {
         if let Err(err) = cg.remove() {
             // The caller may be gone by now: never panic on a closed stderr.
             let _ = writeln!(io::stderr(), "hako jail: {err}");
@@ -95,6 +111,24 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// Leases the run's host ids (see [`crate::ids`]) and writes them into `spec`; a zygote
+/// takes one id for itself and [`ZYGOTE_RUN_IDS`] for its run children. Held until dropped.
+pub(crate) fn lease_ids(spec: &mut JailSpec) -> Result<Option<IdLease>, HelperError> {
+    let Some(pool) = &spec.id_pool else {
+        return Ok(None);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        // Unprivileged: the run maps to our own ids anyway.
+        return Ok(None);
+    }
+    let width = if spec.zygote { 1 + ZYGOTE_RUN_IDS } else { 1 };
+    let lease = crate::ids::lease(pool, spec.ids.host_uid, width)?;
+    let gid_offset = spec.ids.host_gid.wrapping_sub(spec.ids.host_uid);
+    spec.ids.host_uid = lease.first;
+    spec.ids.host_gid = lease.first.wrapping_add(gid_offset);
+    Ok(Some(lease))
 }
 
 /// Reads the spec and the code. A deferred run sends a length-prefixed bootstrap instead;
@@ -284,6 +318,7 @@ pub(crate) fn create_cgroup(
     let wanted = CgroupLimits {
         memory_bytes: limits.memory_bytes,
         pids: limits.pids,
+        cpu_percent: limits.cpu_percent,
     };
     let cgroup = match cgroups.create_run(name, &wanted) {
         Ok(cg) => Some(cg),
@@ -348,6 +383,16 @@ pub(crate) fn start_jail(
     if spec.network == NetworkMode::None {
         flags |= libc::CLONE_NEWNET;
     }
+    // The user namespace is owned by the run's own host uid, not by root: what the kernel
+    // counts per user (inotify instances and watches, namespaces, ...) is charged to that uid
+    // at the host level, so no run can exhaust root's counters.
+    let owner = nix::unistd::geteuid()
+        .is_root()
+        .then_some(spec.ids.host_uid)
+        .filter(|&uid| uid != 0);
+    if let Some(uid) = owner {
+        set_effective_uid(uid)?;
+    }
     // SAFETY: this process is single-threaded (the helper never starts threads), so a
     // fork-like clone with no new stack is sound: the child continues on a copy of our stack
     // and only this thread existed. The child never returns from `jail_init`.
@@ -361,8 +406,17 @@ pub(crate) fn start_jail(
             0usize,
         )
     };
+    let clone_errno = Errno::last();
+    if pid != 0 && owner.is_some() {
+        // Back to root: the effective capabilities return from the permitted set.
+        let restored = set_effective_uid(0);
+        if restored.is_err() && pid > 0 {
+            drop(KillOnDrop(Some(Pid::from_raw(pid as i32))));
+        }
+        restored?;
+    }
     if pid < 0 {
-        return Err(HelperError::Clone(Errno::last()));
+        return Err(HelperError::Clone(clone_errno));
     }
     if pid == 0 {
         drop(control.0);
@@ -382,6 +436,20 @@ pub(crate) fn start_jail(
     control::send(control.0.as_fd(), &Message::Go, &[])?;
     guard.0 = None;
     Ok((init, control.0))
+}
+
+/// Sets only the effective uid (the real and saved uid stay root, so root can come back).
+fn set_effective_uid(uid: u32) -> Result<(), HelperError> {
+    // SAFETY: setresuid changes only this (single-threaded) process's credentials; -1 leaves
+    // the real and saved uid unchanged.
+    let r = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, uid as i32, -1i32) };
+    if r != 0 {
+        return Err(HelperError::Owner {
+            uid,
+            source: Errno::last(),
+        });
+    }
+    Ok(())
 }
 
 /// Kills the run's init (and so its whole pid namespace) if supervision bails out early.
@@ -413,14 +481,15 @@ fn map_ids(init: Pid, spec: &JailSpec) -> Result<(), HelperError> {
         )
     };
     if spec.zygote {
-        // The zygote and its run children get distinct host ids.
+        // The zygote and each of its live run children get distinct host ids.
+        let n = ZYGOTE_RUN_IDS;
         write_file(
             "uid_map",
-            format!("{JAIL_UID} {uid} 1\n{RUN_UID} {} 1\n", uid + 1),
+            format!("{JAIL_UID} {uid} 1\n{RUN_UID} {} {n}\n", uid + 1),
         )?;
         write_file(
             "gid_map",
-            format!("{JAIL_GID} {gid} 1\n{RUN_GID} {} 1\n", gid + 1),
+            format!("{JAIL_GID} {gid} 1\n{RUN_GID} {} {n}\n", gid + 1),
         )
     } else {
         write_file("uid_map", format!("{JAIL_UID} {uid} 1\n"))?;
@@ -806,6 +875,14 @@ enum JailError {
     Zygote(String),
     #[error("bad argument {0:?}: contains a NUL byte")]
     Nul(String),
+    #[error("start a session of its own: {0}")]
+    Session(#[source] Errno),
+    #[error("set the per-namespace limit {path}: {source}")]
+    NamespaceLimit {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn jail_init(
@@ -820,6 +897,9 @@ fn jail_init(
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // Out of the caller's process group: nothing the run signals to its group reaches it.
+    let _ = nix::unistd::setsid();
+    hide_command_line();
     let program_pid = match prepare_jail(plan.spec, code, control) {
         Ok(()) => match fork_program(plan, control, stdout, stderr, inherit) {
             Ok(pid) => pid,
@@ -849,6 +929,34 @@ fn jail_init(
     };
     let _ = control::send(control.as_fd(), &Message::Exited(exit), &[]);
     0
+}
+
+/// Overwrites this process's argument area, which the run reads as `/proc/1/cmdline`: it
+/// held the host path of the hako binary. Best effort (nothing secret is in it).
+fn hide_command_line() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // The fields after the command name (which may hold spaces) start with field 3; the
+    // argument area is fields 48 and 49 (proc(5)).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let field = |n: usize| rest.split_whitespace().nth(n - 3)?.parse::<usize>().ok();
+    let (Some(start), Some(end)) = (field(48), field(49)) else {
+        return;
+    };
+    let Some(len) = end.checked_sub(start).filter(|&l| l > 0) else {
+        return;
+    };
+    let name = b"hako-init";
+    // SAFETY: [start, end) is this process's own argument area as the kernel reports it: a
+    // mapped, writable part of the initial stack. This single-threaded process no longer
+    // reads its arguments; the kernel only reads the area to answer /proc/<pid>/cmdline.
+    unsafe {
+        std::ptr::write_bytes(start as *mut u8, 0, len);
+        std::ptr::copy_nonoverlapping(name.as_ptr(), start as *mut u8, name.len().min(len - 1));
+    }
 }
 
 fn report_error(control: &OwnedFd, err: &JailError) -> i32 {
@@ -892,6 +1000,31 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
         uid: JAIL_UID,
         gid: JAIL_GID,
     })?;
+    limit_namespace_counters()
+}
+
+/// Per-user kernel counters, limited in the run's user namespace (a zygote's run children
+/// live in the zygote's, each with its own uid). The host level charges them to the
+/// namespace's owner, the run's own host uid; these limits keep one run (or one zygote child)
+/// from taking what the next needs. A run cannot raise them: it holds no capability.
+const NAMESPACE_LIMITS: [(&str, &str); 5] = [
+    ("/proc/sys/user/max_inotify_instances", "32"),
+    ("/proc/sys/user/max_inotify_watches", "8192"),
+    ("/proc/sys/user/max_fanotify_groups", "0"),
+    ("/proc/sys/user/max_fanotify_marks", "0"),
+    // No run needs a user namespace of its own (seccomp refuses them too).
+    ("/proc/sys/user/max_user_namespaces", "0"),
+];
+
+fn limit_namespace_counters() -> Result<(), JailError> {
+    for (path, value) in NAMESPACE_LIMITS {
+        match std::fs::write(path, value) {
+            Ok(()) => {}
+            // An older kernel without this counter.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(JailError::NamespaceLimit { path, source }),
+        }
+    }
     Ok(())
 }
 
@@ -980,6 +1113,13 @@ fn confine_and_exec(
         }
     }
     drop((stdout, stderr));
+    if devnull > 2 {
+        // SAFETY: `devnull` is our own descriptor, now duplicated onto stdin; left open it
+        // would reach the program as a stray descriptor.
+        unsafe { libc::close(devnull) };
+    }
+    // The run gets its own session and process group: `kill(0, ...)` reaches only itself.
+    nix::unistd::setsid().map_err(JailError::Session)?;
 
     let interpreter = nix::fcntl::open(
         &spec.interpreter,
@@ -1000,7 +1140,7 @@ fn confine_and_exec(
     if spec.zygote {
         keep_zygote_powers(control, inherit)?;
     } else {
-        if let Some(code) = inherit {
+        if let Some(code) = &inherit {
             // SAFETY: dup2 onto the fixed descriptor a deferred bootstrap reads its program from.
             if unsafe { libc::dup2(code.as_raw_fd(), CODE_FD) } < 0 {
                 return Err(JailError::Interpreter {
@@ -1009,6 +1149,11 @@ fn confine_and_exec(
                 });
             }
         }
+        let keep: &[RawFd] = if inherit.is_some() {
+            &[seccomp::policy::EXEC_FD, CODE_FD]
+        } else {
+            &[seccomp::policy::EXEC_FD]
+        };
         lockdown::lock_down(
             &LockDown {
                 language: spec.language,
@@ -1019,7 +1164,7 @@ fn confine_and_exec(
                 insecure: spec.insecure,
             },
             control.as_raw_fd(),
-            &[seccomp::policy::EXEC_FD, CODE_FD],
+            keep,
         )?;
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use landlock::{
     Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, ABI,
+    RulesetStatus, Scope, ABI,
 };
 use nix::errno::Errno;
 
@@ -45,7 +45,7 @@ impl fmt::Display for LandlockStatus {
 /// Errors building or applying the Landlock ruleset.
 #[derive(Debug, thiserror::Error)]
 pub enum LandlockError {
-    #[error("landlock: cannot declare the handled file-system rights: {source}")]
+    #[error("landlock: cannot declare the handled rights and scopes: {source}")]
     HandleAccess { source: landlock::RulesetError },
     #[error("landlock: cannot create the ruleset: {source}")]
     CreateRuleset { source: landlock::RulesetError },
@@ -100,6 +100,10 @@ pub fn restrict(
     let read = AccessFs::from_read(HANDLED_ABI);
     let mut ruleset = Ruleset::default()
         .handle_access(all)
+        .map_err(|source| LandlockError::HandleAccess { source })?
+        // ABI 6: no signals to, and no abstract unix sockets of, processes outside this run's
+        // domain (other runs, the zygote, the supervisor). Dropped on older kernels.
+        .scope(Scope::Signal | Scope::AbstractUnixSocket)
         .map_err(|source| LandlockError::HandleAccess { source })?
         .create()
         .map_err(|source| LandlockError::CreateRuleset { source })?;

@@ -6,11 +6,13 @@
 
 pub mod cgroup;
 pub mod helper;
+pub mod ids;
 pub mod landlock;
 pub mod lockdown;
 pub mod mounts;
 pub mod netns;
 pub mod probe;
+pub mod procmask;
 pub mod protocol;
 pub mod seccomp;
 pub use hako_wire::spec;

@@ -41,6 +41,8 @@ pub enum MountError {
     Target { path: PathBuf },
     #[error("remount {path} read-only: {source}")]
     Remount { path: PathBuf, source: nix::Error },
+    #[error(transparent)]
+    MaskProc(#[from] crate::procmask::MaskError),
 }
 
 /// What the jail root contains.
@@ -102,6 +104,7 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
         None::<&str>,
     )
     .map_err(MountError::Proc)?;
+    crate::procmask::mask(&proc_dir, &inside(root, Path::new("/dev/null")))?;
 
     let tmp = mkdirs(root, Path::new("/tmp"))?;
     mount_tmpfs(

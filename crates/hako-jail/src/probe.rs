@@ -368,7 +368,11 @@ fn probe_landlock() -> LayerReport {
         Ok(abi) if abi > 0 => LayerReport {
             layer,
             state: LayerState::Enforced,
-            detail: format!("ABI v{abi}"),
+            detail: if abi >= 6 {
+                format!("ABI v{abi}; signals and abstract unix sockets scoped to the run")
+            } else {
+                format!("ABI v{abi}; no signal or abstract socket scoping (needs ABI 6)")
+            },
         },
         Ok(abi) => LayerReport {
             layer,

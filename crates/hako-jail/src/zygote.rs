@@ -22,7 +22,7 @@ use crate::helper::{self, HelperError, KillOnDrop, Supervised, Watch};
 use crate::lockdown::CgroupCoverage;
 use crate::protocol::{self, ProtocolError};
 use crate::seccomp::notify;
-use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec};
+use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec, ZYGOTE_RUN_IDS};
 use hako_wire::control::{self, Message, Received, Receiver};
 pub use hako_wire::zygote::{ChildParams, RunOrder, Stage, ZygoteReport, ZygoteSettings};
 use hako_wire::Language;
@@ -70,9 +70,12 @@ pub fn main() -> i32 {
     helper::watch_for_cancel();
     let mut input = io::stdin().lock();
     let mut output = io::stdout().lock();
+    // The zygote's host ids stay leased for as long as this helper (and so the zygote) lives.
+    let mut _ids = None;
     let started = protocol::read_json::<JailSpec>(&mut input)
         .map_err(ZygoteError::from)
         .and_then(|mut spec| {
+            _ids = helper::lease_ids(&mut spec)?;
             let bootstrap = protocol::read_bytes(&mut input)?;
             let settings = take_settings(&mut spec);
             Zygote::start(&spec, &bootstrap, &settings)
@@ -168,6 +171,8 @@ struct Zygote {
     skipped: Vec<String>,
     use_listener: bool,
     runs: u64,
+    /// Children forked so far (picks each child's run id).
+    forks: u32,
     /// The next run's child: forked and confined while the previous run ran, waiting for
     /// its program.
     prepared: Option<RunChild>,
@@ -374,6 +379,7 @@ impl Zygote {
             skipped,
             use_listener: notify::user_notif_supported(),
             runs: 0,
+            forks: 0,
             prepared: None,
             requested: None,
             last: None,
@@ -444,6 +450,7 @@ impl Zygote {
                     self.prepared_bytes,
                 ),
                 pids: above(baseline.tasks.saturating_sub(zombies), order.limits.pids, 0),
+                cpu_percent: order.limits.cpu_percent,
             })
             .map_err(HelperError::from)?;
         }
@@ -546,7 +553,10 @@ impl Zygote {
             use_listener: self.use_listener,
             insecure: shape.insecure,
             hot_pages: self.hot_pages.clone(),
+            uid_slot: self.forks % ZYGOTE_RUN_IDS,
         };
+        // At most three children live at once (the last, dying; the current; the prepared).
+        self.forks = self.forks.wrapping_add(1);
         let body = serde_json::to_vec(&params).map_err(ProtocolError::from)?;
         let fds = [
             pipes.control.1.as_fd(),

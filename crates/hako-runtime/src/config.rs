@@ -77,6 +77,8 @@ pub struct LimitsConfig {
     pub tmp_mb: u64,
     pub output_bytes: u64,
     pub nofile: u64,
+    /// CPU time per wall time, in percent of one CPU (100 = one CPU).
+    pub cpu_percent: u64,
 }
 
 impl Default for LimitsConfig {
@@ -87,6 +89,7 @@ impl Default for LimitsConfig {
             tmp_mb: 64,
             output_bytes: 4 << 20,
             nofile: 1024,
+            cpu_percent: 100,
         }
     }
 }
@@ -459,6 +462,7 @@ impl Config {
             ("hako.limits.tmp_mb", self.hako.limits.tmp_mb),
             ("hako.limits.output_bytes", self.hako.limits.output_bytes),
             ("hako.limits.nofile", self.hako.limits.nofile),
+            ("hako.limits.cpu_percent", self.hako.limits.cpu_percent),
             ("hako.max_body_bytes", self.hako.max_body_bytes),
             (
                 "hako.http.header_timeout_secs",
@@ -798,6 +802,13 @@ fn apply_env(
         "HAKO_LIMITS_NOFILE",
         "hako.limits.nofile",
         &mut l.nofile,
+        positive,
+        POSITIVE,
+    )?;
+    e.parse(
+        "HAKO_LIMITS_CPU_PERCENT",
+        "hako.limits.cpu_percent",
+        &mut l.cpu_percent,
         positive,
         POSITIVE,
     )?;

@@ -35,6 +35,16 @@ pub enum ExecError {
 /// How many distinct host identities runs rotate through.
 const ID_SLOTS: u32 = 65536;
 
+/// The host ids `uid_base + offset ..` (`count` of them) that the jail helpers lease from,
+/// shared with every hako process that uses the same runtime directory.
+fn id_pool(config: &Config, offset: u32, count: u32) -> hako_jail::ids::IdPool {
+    hako_jail::ids::IdPool {
+        lock_dir: config.hako.runtime_dir.join("ids"),
+        first: config.hako.uid_base + offset,
+        count,
+    }
+}
+
 struct Inner {
     config: Config,
     helper: PathBuf,
@@ -222,6 +232,7 @@ impl Executor {
                 .map_or(timeout_ms, |t| t.min(timeout_ms))
                 .max(1),
             nofile: configured.nofile,
+            cpu_percent: configured.cpu_percent,
         };
         let slot = self.inner.next_id.fetch_add(1, Ordering::Relaxed) % ID_SLOTS;
         let base = config.hako.uid_base;
@@ -247,6 +258,7 @@ impl Executor {
                 host_uid: base + slot,
                 host_gid: base + slot,
             },
+            id_pool: Some(id_pool(config, 0, ID_SLOTS)),
             root_mountpoint: root_mountpoint(config),
             insecure: config.hako.insecure,
             zygote: false,
@@ -407,6 +419,7 @@ impl Executor {
             host_uid: base,
             host_gid: base,
         };
+        spec.id_pool = Some(id_pool(&self.inner.config, 4 * ID_SLOTS, ID_SLOTS));
         spec.deferred = true;
         spec
     }
@@ -469,6 +482,7 @@ impl Executor {
             host_uid: base,
             host_gid: base,
         };
+        spec.id_pool = Some(id_pool(config, ID_SLOTS, 3 * ID_SLOTS));
         spec.mapped_binds
             .push((library.to_path_buf(), PathBuf::from(ZYGOTE_LIBRARY_IN_JAIL)));
         let cache = hako_elf::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))
@@ -596,6 +610,7 @@ impl Executor {
                 output_bytes: 0,
                 timeout_ms: 0,
                 nofile: 0,
+                cpu_percent: 0,
             })
     }
 }

@@ -126,6 +126,7 @@ mod tests {
             output_bytes: 100,
             timeout_ms: 5000,
             nofile: 256,
+            cpu_percent: 100,
         }
     }
 

@@ -36,8 +36,12 @@ pub struct JailSpec {
     pub egress: Option<EgressSpec>,
     /// Syscall policy.
     pub seccomp: SeccompSpec,
-    /// Identity of the run on the host.
+    /// Identity of the run on the host: with `id_pool`, only the first id tried.
     pub ids: RunIds,
+    /// Where the helper leases the run's host ids for the run's lifetime, so no two live
+    /// runs (of any hako process on the host) share one.
+    #[serde(default)]
+    pub id_pool: Option<IdPool>,
     /// Empty directory on the host used as the mount point of the run's tmpfs root
     /// (inside the run's private mount namespace only).
     pub root_mountpoint: PathBuf,
@@ -65,6 +69,9 @@ pub struct Limits {
     pub output_bytes: u64,
     pub timeout_ms: u64,
     pub nofile: u64,
+    /// CPU time per wall time in percent of one CPU (cgroup CPU quota); 0: no limit.
+    #[serde(default)]
+    pub cpu_percent: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -134,8 +141,12 @@ pub struct RunIds {
 pub const JAIL_UID: u32 = 1000;
 pub const JAIL_GID: u32 = 1000;
 /// The in-jail uid/gid of a zygote's run children (distinct from the zygote's own).
+/// Each child of one zygote takes its own id from `RUN_UID .. RUN_UID + ZYGOTE_RUN_IDS`
+/// (a live child and the prepared next one never share one).
 pub const RUN_UID: u32 = 1001;
 pub const RUN_GID: u32 = 1001;
+/// How many run ids a zygote's user namespace maps.
+pub const ZYGOTE_RUN_IDS: u32 = 16;
 /// The descriptor a zygote receives its control socket on.
 pub const ZYGOTE_FD: i32 = 3;
 /// The descriptor a deferred run's bootstrap reads its program from.
@@ -196,4 +207,15 @@ fn default_cgroup_root() -> PathBuf {
 pub struct CgroupCoverage {
     pub memory: bool,
     pub pids: bool,
+}
+
+/// Where runs of one kind take their host ids from (the jail helper leases from it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdPool {
+    /// Directory of the lock files (shared by every hako process of the host).
+    pub lock_dir: PathBuf,
+    /// First host uid/gid of the pool.
+    pub first: u32,
+    /// Number of ids in the pool.
+    pub count: u32,
 }

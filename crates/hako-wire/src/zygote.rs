@@ -53,6 +53,9 @@ pub struct ChildParams {
     /// Address ranges to copy before the run (learnt from the calibration run).
     #[serde(default)]
     pub hot_pages: Vec<(u64, u64)>,
+    /// The child's own run id: `RUN_UID + uid_slot` (below [`crate::spec::ZYGOTE_RUN_IDS`]).
+    #[serde(default)]
+    pub uid_slot: u32,
 }
 
 /// The byte the zygote helper writes before each run's outcome frame: whether the program

@@ -333,6 +333,22 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
             report.detail
         );
     }
+    let cpu = hako_jail::cgroup::Cgroups::detect(&config.hako.cgroup_root)
+        .support()
+        .cpu;
+    println!(
+        "{:<28} {:<9} {}",
+        "cpu limit",
+        if cpu { "enforced" } else { "missing" },
+        if cpu {
+            format!(
+                "{} % of one CPU per run (hako.limits.cpu_percent)",
+                config.hako.limits.cpu_percent
+            )
+        } else {
+            "no writable cpu cgroup controller: runs are not CPU-limited".to_string()
+        }
+    );
     let executor = executor(config.clone())?;
     for language in [Language::Python3, Language::Nodejs] {
         match executor.adapter(language) {
@@ -443,6 +459,22 @@ fn print_packages(executor: &Executor, language: Language) {
 fn serve(config_path: Option<&Path>) -> Result<i32> {
     let config = load_config(config_path, true)?;
     check_layers(&config)?;
+    let cpu = hako_jail::cgroup::Cgroups::detect(&config.hako.cgroup_root)
+        .support()
+        .cpu;
+    println!(
+        "{:<28} {:<9} {}",
+        "cpu limit",
+        if cpu { "enforced" } else { "missing" },
+        if cpu {
+            format!(
+                "{} % of one CPU per run (hako.limits.cpu_percent)",
+                config.hako.limits.cpu_percent
+            )
+        } else {
+            "no writable cpu cgroup controller: runs are not CPU-limited".to_string()
+        }
+    );
     let executor = executor(config.clone())?;
     for language in [Language::Python3, Language::Nodejs] {
         if let Err(err) = executor.adapter(language) {

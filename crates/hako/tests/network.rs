@@ -604,8 +604,10 @@ fn the_guard_serves_warm_runs_too() {
             "python3",
             "import os\nprint(os.getpid(), os.getuid())",
         );
-        assert_eq!(
-            whoami["stdout"], "1 1001\n",
+        // pid 1 of its own namespace, with one of the zygote's run uids (1001 and up).
+        let text = whoami["stdout"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with("1 10"),
             "not forked from a zygote: {whoami}"
         );
         let py = post_with_network(&server, "python3", &python_clients(&urls));

@@ -13,6 +13,7 @@ fn limits() -> Limits {
         output_bytes: 1 << 20,
         timeout_ms: 20_000,
         nofile: 64,
+        cpu_percent: 0,
     }
 }
 

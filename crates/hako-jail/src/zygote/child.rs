@@ -4,7 +4,7 @@
 
 use crate::lockdown::{self, LockDown, LockDownError};
 use crate::seccomp;
-use crate::spec::{RUN_GID, RUN_UID};
+use crate::spec::{RUN_GID, RUN_UID, ZYGOTE_RUN_IDS};
 use hako_wire::control::{self, Message, Received};
 use hako_wire::zygote::ChildParams;
 use nix::errno::Errno;
@@ -25,6 +25,10 @@ pub enum ChildError {
     Identity(String),
     #[error("redirect standard streams: {0}")]
     Stdio(Errno),
+    #[error("start a session of its own: {0}")]
+    Session(#[source] Errno),
+    #[error(transparent)]
+    MaskProc(#[from] crate::procmask::MaskError),
     #[error("build the seccomp policy: {0}")]
     Seccomp(#[from] seccomp::SeccompError),
     #[error("{0}")]
@@ -93,6 +97,11 @@ fn confine_child_inner(
     let params: ChildParams =
         serde_json::from_slice(params).map_err(|e| ChildError::Params(e.to_string()))?;
     copy_hot_pages(&params.hot_pages);
+    // Its own session and process group (the zygote's group holds the next tenant), and its
+    // own uid: `kill(0, ...)` and `kill(-1, ...)` reach no other run.
+    nix::unistd::setsid().map_err(ChildError::Session)?;
+    let slot = params.uid_slot % ZYGOTE_RUN_IDS;
+    let (uid, gid) = (RUN_UID + slot, RUN_GID + slot);
     use nix::sched::CloneFlags;
     // Its own network namespace too: no socket (not even TIME_WAIT) of an earlier run of
     // this zygote is visible.
@@ -111,7 +120,7 @@ fn confine_child_inner(
         source,
     })?;
     let tmp_options = format!(
-        "size={},mode=1777,uid={RUN_UID},gid={RUN_GID}",
+        "size={},mode=1777,uid={uid},gid={gid}",
         params.limits.tmp_bytes
     );
     mount(
@@ -136,11 +145,14 @@ fn confine_child_inner(
         what: "/proc",
         source,
     })?;
+    crate::procmask::mask(
+        std::path::Path::new("/proc"),
+        std::path::Path::new("/dev/null"),
+    )?;
     let _ = nix::unistd::sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
-    lockdown::switch_identity(RUN_UID, RUN_GID, true)
-        .map_err(|e| ChildError::Identity(e.to_string()))?;
+    lockdown::switch_identity(uid, gid, true).map_err(|e| ChildError::Identity(e.to_string()))?;
     nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
         what: "cwd /tmp",
         source,

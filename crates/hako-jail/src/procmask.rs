@@ -1,0 +1,79 @@
+//! Masks what a fresh `/proc` tells about the host: the paths a container runtime masks
+//! (runc's list is the reference) plus the kernel command line and the boot id. Files get
+//! `/dev/null` bound over them, directories an empty read-only tmpfs. Paths the kernel does
+//! not have are skipped.
+
+use nix::mount::{mount, MsFlags};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("mask {path}: {source}")]
+pub struct MaskError {
+    path: PathBuf,
+    #[source]
+    source: nix::Error,
+}
+
+/// Files under `/proc`, read as empty.
+const MASKED_FILES: &[&str] = &[
+    "cmdline",
+    "sys/kernel/random/boot_id",
+    "kcore",
+    "keys",
+    "key-users",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "kallsyms",
+    "config.gz",
+    "sysrq-trigger",
+    "interrupts",
+    "iomem",
+    "ioports",
+    "vmallocinfo",
+];
+
+/// Directories under `/proc`, shown empty.
+const MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi", "bus", "driver", "irq", "fs"];
+
+/// Masks the host details of the proc file system mounted at `proc`; `dev_null` is a
+/// `/dev/null` device node the process can bind from.
+pub fn mask(proc: &Path, dev_null: &Path) -> Result<(), MaskError> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for file in MASKED_FILES {
+        let path = proc.join(file);
+        if !path.exists() {
+            continue;
+        }
+        mount(
+            Some(dev_null),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| MaskError {
+            path: path.clone(),
+            source,
+        })?;
+        let read_only = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags;
+        mount(None::<&str>, &path, None::<&str>, read_only, None::<&str>)
+            .map_err(|source| MaskError { path, source })?;
+    }
+    for dir in MASKED_DIRS {
+        let path = proc.join(dir);
+        if !path.is_dir() {
+            continue;
+        }
+        mount(
+            Some("tmpfs"),
+            &path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | flags,
+            Some("size=4k,mode=0555"),
+        )
+        .map_err(|source| MaskError { path, source })?;
+    }
+    Ok(())
+}
