@@ -417,6 +417,7 @@ impl Executor {
         };
         let mut spec = self.spec(adapter, &request, ExecOptions::default());
         let env = self.inner.packages.attach(Language::Python3, &mut spec);
+        self.inner.egress.bind_files(&mut spec, Language::Python3);
         let key = spec.mapped_binds.clone();
         spec.zygote = true;
         // Files that runs with network need (the guard's CA bundle) must be in the zygote's root.
