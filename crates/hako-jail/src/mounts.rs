@@ -103,14 +103,7 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
     )
     .map_err(MountError::Proc)?;
 
-    let tmp = mkdirs(root, Path::new("/tmp"))?;
-    mount_tmpfs(
-        &tmp,
-        plan.tmp_bytes,
-        "1777",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-    )?;
-    chown(&tmp, plan.uid, plan.gid)?;
+    mount_scratch(root, plan.tmp_bytes, plan.uid, plan.gid)?;
 
     let code_file = inside(root, plan.code_path);
     if let Some(parent) = plan.code_path.parent() {
@@ -128,6 +121,34 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
     }
     chdir("/tmp").map_err(MountError::PivotRoot)?;
     Ok(())
+}
+
+/// The run's home: inside its /tmp, private to the run's user (nltk refuses a world-writable
+/// home).
+pub const RUN_HOME: &str = "/tmp/home";
+
+/// Mounts the run's own writable places under `root`, owned by `uid`/`gid`: a size-capped
+/// /tmp holding [`RUN_HOME`] (mode 0700), and /dev/shm (POSIX semaphores and shared memory)
+/// with the same cap. Both are fresh tmpfs mounts, so nothing in them outlives the run.
+pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<(), MountError> {
+    for dir in ["/tmp", "/dev/shm"] {
+        let path = mkdirs(root, Path::new(dir))?;
+        mount_tmpfs(
+            &path,
+            tmp_bytes,
+            "1777",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
+        chown(&path, uid, gid)?;
+    }
+    let home = mkdirs(root, Path::new(RUN_HOME))?;
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).map_err(|source| {
+        MountError::Create {
+            path: home.clone(),
+            source,
+        }
+    })?;
+    chown(&home, uid, gid)
 }
 
 fn mount_tmpfs(path: &Path, size: u64, mode: &str, flags: MsFlags) -> Result<(), MountError> {
@@ -330,7 +351,7 @@ fn bind(src: &Path, target: &Path, flags: MsFlags) -> Result<(), MountError> {
 fn write_etc(root: &Path) -> Result<(), MountError> {
     let etc = mkdirs(root, Path::new("/etc"))?;
     let files: [(&str, &str); 5] = [
-        ("passwd", "root:x:0:0:root:/root:/sbin/nologin\nsandbox:x:1000:1000:sandbox:/tmp:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"),
+        ("passwd", "root:x:0:0:root:/root:/sbin/nologin\nsandbox:x:1000:1000:sandbox:/tmp/home:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"),
         ("group", "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n"),
         ("hosts", "127.0.0.1\tlocalhost hako\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
         ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),

@@ -795,6 +795,8 @@ pub enum ChildError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error("{0}")]
     LockDown(#[from] LockDownError),
+    #[error("{0}")]
+    Scratch(#[from] crate::mounts::MountError),
 }
 
 /// Nice value of a child while it is prepared ahead of its run.
@@ -866,21 +868,12 @@ fn confine_child_inner(
         what: "mount/ipc/uts",
         source,
     })?;
-    let tmp_options = format!(
-        "size={},mode=1777,uid={RUN_UID},gid={RUN_GID}",
-        params.limits.tmp_bytes
-    );
-    mount(
-        Some("tmpfs"),
-        "/tmp",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(tmp_options.as_str()),
-    )
-    .map_err(|source| ChildError::Mount {
-        what: "/tmp",
-        source,
-    })?;
+    crate::mounts::mount_scratch(
+        std::path::Path::new("/"),
+        params.limits.tmp_bytes,
+        RUN_UID,
+        RUN_GID,
+    )?;
     mount(
         Some("proc"),
         "/proc",
