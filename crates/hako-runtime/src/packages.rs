@@ -187,6 +187,8 @@ struct Slot {
     build: Mutex<()>,
     /// Every environment loaded by this process; a live entry may be in use by a run.
     loaded: Mutex<HashMap<String, Weak<Env>>>,
+    /// Woken on every status change (runs waiting for the first environment).
+    changed: tokio::sync::Notify,
 }
 
 impl Slot {
@@ -199,6 +201,7 @@ impl Slot {
             }),
             build: Mutex::new(()),
             loaded: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -206,6 +209,12 @@ impl Slot {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.state = state;
         status.error = error;
+        drop(status);
+        self.changed.notify_waiters();
+    }
+
+    fn state(&self) -> EnvState {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).state
     }
 
     fn current(&self) -> Option<Arc<Env>> {
@@ -226,6 +235,8 @@ struct Inner {
     node: Result<(PathBuf, String), String>,
     node_requirements: PathBuf,
     slots: [Slot; 2],
+    /// Set by [`PackageManager::start`]: an installer will build what is pending.
+    installer: std::sync::atomic::AtomicBool,
 }
 
 /// The package environments of both languages. Cheap to clone.
@@ -261,6 +272,7 @@ impl PackageManager {
                 node,
                 node_requirements: config.hako.nodejs_requirements.clone(),
                 slots: [Slot::new(), Slot::new()],
+                installer: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         for language in [Language::Python3, Language::Nodejs] {
@@ -276,6 +288,44 @@ impl PackageManager {
         match self.inputs(language) {
             Ok(Some(inputs)) => self.current(language).is_none_or(|e| e.key != inputs.key),
             _ => false,
+        }
+    }
+
+    /// True while a run of `language` would start without any environment although one is
+    /// being (or about to be) built for it: no environment yet, the installer running, and
+    /// no failed build for the current set.
+    fn first_build_pending(&self, language: Language) -> bool {
+        let slot = self.slot(language);
+        slot.current().is_none()
+            && self
+                .inner
+                .installer
+                .load(std::sync::atomic::Ordering::Acquire)
+            && slot.state() != EnvState::Failed
+            && self.pending(language)
+    }
+
+    /// Waits until `language` has its first environment (or its build failed), at most
+    /// `limit`. Runs never wait for a later rebuild: they keep the previous environment.
+    /// `Err` when the limit passed with the build still going.
+    pub async fn wait_for_first(&self, language: Language, limit: Duration) -> Result<(), ()> {
+        let slot = self.slot(language);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = slot.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change in between is not missed.
+            changed.as_mut().enable();
+            if !self.first_build_pending(language) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return if self.first_build_pending(language) {
+                    Err(())
+                } else {
+                    Ok(())
+                };
+            }
         }
     }
 
@@ -318,6 +368,9 @@ impl PackageManager {
     /// Builds both environments in the background, then re-checks the requirements files
     /// every `python_deps_update_interval`. Never blocks and never panics the caller.
     pub fn start(&self) {
+        self.inner
+            .installer
+            .store(true, std::sync::atomic::Ordering::Release);
         let manager = self.clone();
         let spawned = std::thread::Builder::new()
             .name("hako-packages".into())
@@ -332,6 +385,9 @@ impl PackageManager {
                 }
             });
         if let Err(err) = spawned {
+            self.inner
+                .installer
+                .store(false, std::sync::atomic::Ordering::Release);
             tracing::error!(error = %err, "cannot start the package installer thread");
         }
     }

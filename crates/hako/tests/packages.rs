@@ -24,13 +24,18 @@ fn cache_env() -> Vec<(String, String)> {
 
 /// Starts `hako serve` with the requirements files already in place.
 fn start(state_dir: &Path, python: &str, node: Option<&str>) -> Server {
+    start_with(state_dir, python, node, "", "")
+}
+
+/// [`start`], with more YAML: `top` at the top level, `hako` (indented) in the hako section.
+fn start_with(state_dir: &Path, python: &str, node: Option<&str>, top: &str, hako: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let key = format!("test-key-{port}");
     std::fs::create_dir_all(dir.path().join("conf")).unwrap();
     std::fs::create_dir_all(dir.path().join("dependencies")).unwrap();
     let yaml = format!(
-        "app:\n  port: {port}\n  key: {key}\nworker_timeout: 60\nhako:\n  state_dir: {}\n",
+        "app:\n  port: {port}\n  key: {key}\nworker_timeout: 60\n{top}hako:\n  state_dir: {}\n{hako}",
         state_dir.display()
     );
     std::fs::write(dir.path().join("conf/config.yaml"), yaml).unwrap();
@@ -378,4 +383,79 @@ async fn failed_install_is_reported_and_the_previous_environment_stays() {
         text.contains("hako-no-such-package-4f1c9"),
         "doctor does not show pip's error: {text}"
     );
+}
+
+#[tokio::test]
+async fn the_first_run_after_a_fresh_start_waits_for_the_packages() {
+    if !can_run_jail() {
+        return;
+    }
+    let state = temp_state();
+    // The port is open: Dify sends its first template now, while jinja2 is being installed.
+    let server = start(state.path(), "", None);
+    let template = jinja2_runner("Hello {{ name }}!", &json!({"name": "hako"}));
+    expect_stdout(
+        &server,
+        "first jinja2 template",
+        "python3",
+        &template,
+        "<<RESULT>>Hello hako!<<RESULT>>\n",
+    )
+    .await;
+    let report = get(&server, "/v1/sandbox/dependencies?language=python3").await;
+    assert_eq!(report["data"]["state"], "ready", "{report}");
+}
+
+#[tokio::test]
+async fn a_run_past_the_packages_wait_gets_503_with_retry_after() {
+    if !can_run_jail() {
+        return;
+    }
+    // A package index that accepts connections and never answers: the install cannot end.
+    let index = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let top = format!(
+        "python_pip_mirror_url: http://127.0.0.1:{}/simple\n",
+        index.local_addr().unwrap().port()
+    );
+    let state = temp_state();
+    let server = start_with(state.path(), "", None, &top, "  packages_wait_seconds: 1\n");
+    let client = reqwest::Client::new();
+    let body =
+        json!({"language": "python3", "code": "print(1)", "preload": "", "enable_network": false});
+    let resp = client
+        .post(server.url("/v1/sandbox/run"))
+        .header("X-Api-Key", &server.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0);
+    let json: Value = resp.json().await.unwrap();
+    assert_eq!(json["code"], -503, "{json}");
+    let message = json["message"].as_str().unwrap();
+    assert!(message.contains("hako.packages_wait_seconds"), "{message}");
+    // Liveness and readiness keep their meaning meanwhile.
+    let health = client.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let ready = client.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    // The index goes away: the install fails, and runs no longer wait for it.
+    drop(index);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let report = get(&server, "/v1/sandbox/dependencies?language=python3").await;
+        if report["data"]["state"] == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "install never failed: {report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let data = run(&server, "python3", "print(1)").await;
+    assert_eq!(data["stdout"], "1\n", "{data}");
 }
