@@ -127,6 +127,11 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
 /// home).
 pub const RUN_HOME: &str = "/tmp/home";
 
+/// Prepared caches (e.g. matplotlib's font list): each entry of this jail directory appears
+/// in every run's /tmp, a file as a symlink, a directory as a directory of the run's user
+/// holding symlinks to its files.
+pub const SEED_IN_JAIL: &str = "/opt/hako/seed";
+
 /// Mounts the run's own writable places under `root`, owned by `uid`/`gid`: a size-capped
 /// /tmp holding [`RUN_HOME`] (mode 0700), and /dev/shm (POSIX semaphores and shared memory)
 /// with the same cap. Both are fresh tmpfs mounts, so nothing in them outlives the run.
@@ -148,7 +153,34 @@ pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<
             source,
         }
     })?;
-    chown(&home, uid, gid)
+    chown(&home, uid, gid)?;
+    seed_tmp(root, uid, gid)
+}
+
+/// Links the entries of [`SEED_IN_JAIL`] (if bound) into the run's /tmp.
+fn seed_tmp(root: &Path, uid: u32, gid: u32) -> Result<(), MountError> {
+    let seed = Path::new(SEED_IN_JAIL);
+    let Ok(entries) = fs::read_dir(inside(root, seed)) else {
+        return Ok(());
+    };
+    let link = |target: &Path, at: PathBuf| {
+        symlink(target, &at).map_err(|source| MountError::Create { path: at, source })
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let tmp_entry = Path::new("/tmp").join(&name);
+        if !entry.path().is_dir() {
+            link(&seed.join(&name), inside(root, &tmp_entry))?;
+            continue;
+        }
+        let dir = mkdirs(root, &tmp_entry)?;
+        chown(&dir, uid, gid)?;
+        for file in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            let file_name = file.file_name();
+            link(&seed.join(&name).join(&file_name), dir.join(&file_name))?;
+        }
+    }
+    Ok(())
 }
 
 fn mount_tmpfs(path: &Path, size: u64, mode: &str, flags: MsFlags) -> Result<(), MountError> {

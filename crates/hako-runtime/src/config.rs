@@ -151,6 +151,9 @@ pub struct HakoConfig {
     pub cgroup_root: PathBuf,
     /// How long a run waits for its language's first package environment (fresh start).
     pub packages_wait_seconds: u64,
+    /// Files and directories copied into Python environments at install time.
+    #[serde(deserialize_with = "nullable")]
+    pub python_data: Vec<crate::provision::DataItem>,
 }
 
 impl Default for HakoConfig {
@@ -184,6 +187,7 @@ impl Default for HakoConfig {
             uid_base: 1_100_000,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             packages_wait_seconds: 60,
+            python_data: Vec::new(),
         }
     }
 }

@@ -75,6 +75,11 @@ pub enum PackageError {
     Manifest { path: PathBuf, detail: String },
     #[error("{language} interpreter is not available: {reason}")]
     NoInterpreter { language: Language, reason: String },
+    #[error("{source}; the previous environment stays in use")]
+    Provision {
+        #[from]
+        source: crate::provision::ProvisionError,
+    },
 }
 
 /// One installed package.
@@ -121,6 +126,8 @@ pub struct Env {
     /// Host libraries its ELF objects need (outside the environment).
     pub system_libs: Vec<PathBuf>,
     pub missing_libraries: Vec<String>,
+    /// Variables pointing runs at the provisioned data (`NLTK_DATA`, ...).
+    pub data_env: Vec<(String, String)>,
 }
 
 impl Env {
@@ -135,6 +142,20 @@ impl Env {
     pub fn apply(&self, spec: &mut JailSpec) {
         spec.mapped_binds
             .push((self.content.clone(), PathBuf::from(self.jail_path())));
+        // Prepared caches and data (Python environments only have them).
+        for (dir, at) in [
+            (crate::provision::SEED_DIR, hako_jail::mounts::SEED_IN_JAIL),
+            (crate::provision::DATA_DIR, crate::provision::DATA_IN_JAIL),
+        ] {
+            if self.dir.join(dir).is_dir() {
+                spec.mapped_binds
+                    .push((self.dir.join(dir), PathBuf::from(at)));
+            }
+        }
+        for (name, value) in &self.data_env {
+            spec.env.retain(|(k, _)| k != name);
+            spec.env.push((name.clone(), value.clone()));
+        }
         spec.ro_binds.extend(self.system_libs.iter().cloned());
         spec.ro_binds.sort();
         spec.ro_binds.dedup();
@@ -159,6 +180,8 @@ struct Manifest {
     defaults: Vec<String>,
     system_libs: Vec<PathBuf>,
     missing_libraries: Vec<String>,
+    #[serde(default)]
+    data_env: Vec<(String, String)>,
 }
 
 /// What one environment is built from.
@@ -234,6 +257,8 @@ struct Inner {
     python_requirements: PathBuf,
     node: Result<(PathBuf, String), String>,
     node_requirements: PathBuf,
+    /// Data provisioned into Python environments (`hako.python_data`).
+    python_data: Vec<crate::provision::DataItem>,
     slots: [Slot; 2],
     /// Set by [`PackageManager::start`]: an installer will build what is pending.
     installer: std::sync::atomic::AtomicBool,
@@ -271,6 +296,7 @@ impl PackageManager {
                 python_requirements: config.hako.python_requirements.clone(),
                 node,
                 node_requirements: config.hako.nodejs_requirements.clone(),
+                python_data: config.hako.python_data.clone(),
                 slots: [Slot::new(), Slot::new()],
                 installer: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -522,6 +548,10 @@ impl PackageManager {
         let (interpreter, version) = interpreter
             .clone()
             .map_err(|reason| PackageError::NoInterpreter { language, reason })?;
+        let data = match language {
+            Language::Python3 => serde_json::to_string(&self.inner.python_data).unwrap_or_default(),
+            Language::Nodejs => String::new(),
+        };
         let mut hash = Fnv::new();
         for part in [
             language.as_str(),
@@ -529,6 +559,7 @@ impl PackageManager {
             &version,
             &requirements,
             &defaults.join("\n"),
+            &data,
         ] {
             hash.write(part.as_bytes());
             hash.write(&[0]);
@@ -558,6 +589,7 @@ impl PackageManager {
         let result = self.install(inputs, &tmp).and_then(|()| {
             let content = tmp.join(content_name(inputs.language));
             create_dirs(&content)?;
+            let data_env = self.provision(inputs, &tmp, &content)?;
             open_permissions(&tmp)?;
             let (system_libs, missing_libraries) = system_libraries(&content)?;
             let manifest = Manifest {
@@ -569,6 +601,7 @@ impl PackageManager {
                 defaults: inputs.defaults.clone(),
                 system_libs,
                 missing_libraries,
+                data_env,
             };
             let text =
                 serde_json::to_vec_pretty(&manifest).map_err(|e| PackageError::Manifest {
@@ -590,6 +623,23 @@ impl PackageManager {
             let _ = fs::remove_dir_all(&tmp);
         }
         result
+    }
+
+    /// Builds the library caches and copies the operator's data into a Python build; returns
+    /// the variables runs get.
+    fn provision(
+        &self,
+        inputs: &Inputs,
+        tmp: &Path,
+        content: &Path,
+    ) -> Result<Vec<(String, String)>, PackageError> {
+        if inputs.language != Language::Python3 {
+            return Ok(Vec::new());
+        }
+        let data = &self.inner.python_data;
+        crate::provision::build_caches(&inputs.interpreter, tmp, content, PYTHON_SITE)?;
+        crate::provision::provision_data(&inputs.interpreter, tmp, data)?;
+        Ok(crate::provision::data_variables(tmp, data))
     }
 
     fn install(&self, inputs: &Inputs, tmp: &Path) -> Result<(), PackageError> {
@@ -748,6 +798,7 @@ fn load_env(language: Language, dir: &Path) -> Result<Env, PackageError> {
             .filter(|p| p.exists())
             .collect(),
         missing_libraries: manifest.missing_libraries,
+        data_env: manifest.data_env,
     })
 }
 

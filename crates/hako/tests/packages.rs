@@ -459,3 +459,87 @@ async fn a_run_past_the_packages_wait_gets_503_with_retry_after() {
     let data = run(&server, "python3", "print(1)").await;
     assert_eq!(data["stdout"], "1\n", "{data}");
 }
+
+/// Serves `body` for every GET on a loopback port, for as long as the test runs.
+fn serve_file(body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn fonts_prepared_caches_and_provisioned_data_work_offline() {
+    if !can_run_jail() {
+        return;
+    }
+    // Data the operator provisions: a local NLTK corpus and an encoding file from a URL.
+    let source = temp_state();
+    let corpus = source.path().join("nltk_data/corpora/hako_test");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("README"), "offline corpus\n").unwrap();
+    let port = serve_file("encoding from the url\n");
+    let encoding = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4";
+    let hako = format!(
+        "  python_data:\n    - source: {}\n      target: nltk_data\n    - source: http://127.0.0.1:{port}/cl100k_base.tiktoken\n      target: tiktoken/{encoding}\n",
+        source.path().join("nltk_data").display()
+    );
+    let state = temp_state();
+    let requirements = "pillow\nmatplotlib\njoblib\n";
+    for mode in ["spawn", "zygote"] {
+        let server = start_with(
+            state.path(),
+            requirements,
+            None,
+            "",
+            &format!("  mode: {mode}\n{hako}"),
+        );
+        let report = refresh(&server, "python3").await;
+        assert_eq!(report["state"], "ready", "{report}");
+        expect_stdout(
+            &server,
+            "a TrueType font by name",
+            "python3",
+            "from PIL import ImageFont\nprint(ImageFont.truetype('DejaVuSans.ttf', 12).getname())\n",
+            "('DejaVu Sans', 'Book')\n",
+        )
+        .await;
+        let chart = "import io, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.set_title('hako')\nbuf = io.BytesIO()\nfig.savefig(buf, format='png')\nprint(buf.getvalue()[:4])\n";
+        for round in 0..2 {
+            let data = run(&server, "python3", chart).await;
+            assert_eq!(data["stdout"], "b'\\x89PNG'\n", "{mode} {round}: {data}");
+            let stderr = data["stderr"].as_str().unwrap_or_default();
+            assert!(
+                !stderr.contains("building the font cache"),
+                "{mode} {round}: font cache rebuilt: {data}"
+            );
+            assert_eq!(
+                data["blocked_syscalls"],
+                json!([]),
+                "{mode} {round}: {data}"
+            );
+        }
+        let offline = format!(
+            "import os, joblib\nprint(open(os.path.join(os.environ['NLTK_DATA'], 'corpora/hako_test/README')).read(), end='')\nprint(open(os.path.join(os.environ['TIKTOKEN_CACHE_DIR'], '{encoding}')).read(), end='')\n"
+        );
+        let data = run(&server, "python3", &offline).await;
+        assert_eq!(
+            data["stdout"], "offline corpus\nencoding from the url\n",
+            "{mode}: {data}"
+        );
+        // joblib finds /dev/shm and warns about nothing.
+        assert_eq!(data["stderr"], "", "{mode}: {data}");
+    }
+}
