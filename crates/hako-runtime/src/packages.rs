@@ -1066,6 +1066,7 @@ mod tests {
             packages: Vec::new(),
             system_libs: vec![PathBuf::from("/usr/lib/libx.so")],
             missing_libraries: Vec::new(),
+            data_env: vec![("NLTK_DATA".into(), "/opt/hako/data/nltk_data".into())],
         };
         let mut spec: JailSpec = serde_json::from_value(serde_json::json!({
             "language": "python3", "interpreter": "/usr/bin/python3", "args": [],
@@ -1085,7 +1086,13 @@ mod tests {
         );
         assert_eq!(
             spec.env,
-            vec![("PYTHONPATH".to_string(), PYTHON_SITE.to_string())]
+            vec![
+                (
+                    "NLTK_DATA".to_string(),
+                    "/opt/hako/data/nltk_data".to_string()
+                ),
+                ("PYTHONPATH".to_string(), PYTHON_SITE.to_string()),
+            ]
         );
         assert_eq!(spec.ro_binds, vec![PathBuf::from("/usr/lib/libx.so")]);
     }

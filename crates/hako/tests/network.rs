@@ -648,13 +648,14 @@ fn a_runtime_directory_under_tmp_does_not_hide_what_network_runs_need() {
         let out = js["stdout"].as_str().unwrap_or_default();
         assert_eq!(lines_with(out, "ok").len(), 4, "{mode}: {js}");
         // The operator's CA bundle, at its fixed jail path (urllib: no packages needed).
+        // nltk downloads through the guard only when told the proxy is expected.
         let code = format!(
-            "import urllib.request\nfor u in {}:\n    print(urllib.request.urlopen(u, timeout=10).read().decode())",
+            "import os, urllib.request\nfor u in {}:\n    print(urllib.request.urlopen(u, timeout=10).read().decode())\nprint(os.environ.get('NLTK_ALLOW_PROXIED_URLOPEN'))",
             serde_json::to_string(&urls).unwrap()
         );
         let py = post_with_network(&server, "python3", &code);
         assert_eq!(
-            py["stdout"], "hello /under-tmp\nhello /under-tmp-tls\n",
+            py["stdout"], "hello /under-tmp\nhello /under-tmp-tls\n1\n",
             "{mode}: {py}"
         );
     }
