@@ -104,6 +104,7 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
     .map_err(MountError::Proc)?;
 
     mount_scratch(root, plan.tmp_bytes, plan.uid, plan.gid)?;
+    fill_scratch(root, Some((plan.uid, plan.gid)))?;
 
     let code_file = inside(root, plan.code_path);
     if let Some(parent) = plan.code_path.parent() {
@@ -132,20 +133,30 @@ pub const RUN_HOME: &str = "/tmp/home";
 /// holding symlinks to its files.
 pub const SEED_IN_JAIL: &str = "/opt/hako/seed";
 
-/// Mounts the run's own writable places under `root`, owned by `uid`/`gid`: a size-capped
-/// /tmp holding [`RUN_HOME`] (mode 0700), and /dev/shm (POSIX semaphores and shared memory)
-/// with the same cap. Both are fresh tmpfs mounts, so nothing in them outlives the run.
+/// Mounts the run's own writable places under `root`, owned by `uid`/`gid` (set by mount
+/// options, so no CAP_CHOWN is needed): a size-capped /tmp, and /dev/shm (POSIX semaphores
+/// and shared memory) with the same cap. Both are fresh tmpfs mounts, so nothing in them
+/// outlives the run. [`fill_scratch`] then creates what every run finds in /tmp.
 pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<(), MountError> {
     for dir in ["/tmp", "/dev/shm"] {
         let path = mkdirs(root, Path::new(dir))?;
-        mount_tmpfs(
+        let data = format!("size={tmp_bytes},mode=1777,uid={uid},gid={gid}");
+        mount(
+            Some("tmpfs"),
             &path,
-            tmp_bytes,
-            "1777",
+            Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        )?;
-        chown(&path, uid, gid)?;
+            Some(data.as_str()),
+        )
+        .map_err(|source| MountError::Tmpfs { path, source })?;
     }
+    Ok(())
+}
+
+/// Creates [`RUN_HOME`] (mode 0700) and the links to prepared caches in the run's fresh
+/// /tmp. `owner`: give them to this uid/gid (a caller with CAP_CHOWN); `None`: the caller
+/// already is the run's user.
+pub fn fill_scratch(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
     let home = mkdirs(root, Path::new(RUN_HOME))?;
     fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).map_err(|source| {
         MountError::Create {
@@ -153,12 +164,14 @@ pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<
             source,
         }
     })?;
-    chown(&home, uid, gid)?;
-    seed_tmp(root, uid, gid)
+    if let Some((uid, gid)) = owner {
+        chown(&home, uid, gid)?;
+    }
+    seed_tmp(root, owner)
 }
 
 /// Links the entries of [`SEED_IN_JAIL`] (if bound) into the run's /tmp.
-fn seed_tmp(root: &Path, uid: u32, gid: u32) -> Result<(), MountError> {
+fn seed_tmp(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
     let seed = Path::new(SEED_IN_JAIL);
     let Ok(entries) = fs::read_dir(inside(root, seed)) else {
         return Ok(());
@@ -174,7 +187,9 @@ fn seed_tmp(root: &Path, uid: u32, gid: u32) -> Result<(), MountError> {
             continue;
         }
         let dir = mkdirs(root, &tmp_entry)?;
-        chown(&dir, uid, gid)?;
+        if let Some((uid, gid)) = owner {
+            chown(&dir, uid, gid)?;
+        }
         for file in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
             let file_name = file.file_name();
             link(&seed.join(&name).join(&file_name), dir.join(&file_name))?;

@@ -890,6 +890,8 @@ fn confine_child_inner(
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     lockdown::switch_identity(RUN_UID, RUN_GID, true)
         .map_err(|e| ChildError::Identity(e.to_string()))?;
+    // As the run's user: its home and cache links are its own without CAP_CHOWN.
+    crate::mounts::fill_scratch(std::path::Path::new("/"), None)?;
     nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
         what: "cwd /tmp",
         source,

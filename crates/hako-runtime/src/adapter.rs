@@ -38,7 +38,8 @@ pub struct Adapter {
 }
 
 /// Files every run gets: CA certificates, time zones, and the system's fonts with the
-/// fontconfig configuration and cache (all read-only; docs/packages.md says how to add fonts).
+/// fontconfig configuration (all read-only; docs/packages.md says how to add fonts). The
+/// fontconfig cache under /var is left out: no part of /var is in the jail.
 fn shared_data_paths() -> Vec<PathBuf> {
     [
         "/etc/ssl/certs",
@@ -49,7 +50,6 @@ fn shared_data_paths() -> Vec<PathBuf> {
         "/usr/share/fonts",
         "/usr/local/share/fonts",
         "/etc/fonts",
-        "/var/cache/fontconfig",
     ]
     .iter()
     .map(PathBuf::from)

@@ -157,10 +157,15 @@ fn runs_do_not_see_each_others_tmp(jail: &Runner) {
             )
         });
         std::thread::sleep(std::time::Duration::from_millis(700));
-        let reader = jail.run("python3", "import os\nprint(os.listdir('/tmp'))", &[]);
+        // The reader's /tmp holds only what every run starts with: its own empty home.
+        let reader = jail.run(
+            "python3",
+            "import os\nprint('run-a-secret' in os.listdir('/tmp'), os.listdir('/tmp/home'))",
+            &[],
+        );
         let writer = writer.join().unwrap();
         assert_eq!(writer.stdout(), "wrote\n", "{:?}", writer.json);
-        assert_eq!(reader.stdout(), "[]\n", "{:?}", reader.json);
+        assert_eq!(reader.stdout(), "False []\n", "{:?}", reader.json);
     });
 }
 
