@@ -2,7 +2,7 @@
 # Installs what hako and its tests need on a fresh Debian 12 machine. Run as root; idempotent.
 set -euo pipefail
 
-packages=(python3 python3-venv python3-pip ca-certificates tzdata iproute2 openssl gcc)
+packages=(python3 python3-venv python3-pip ca-certificates tzdata iproute2 openssl gcc fonts-dejavu-core fontconfig)
 [ -x /usr/bin/node ] || packages+=(nodejs npm)
 
 missing=()

@@ -54,7 +54,13 @@ pub enum Rejection {
     Panic,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The first package environment is still being installed: 503 with `Retry-After`.
+    #[error("{0}")]
+    PackagesNotReady(String),
 }
+
+/// `Retry-After` (seconds) of an answer to a run that waited for packages in vain.
+const PACKAGES_RETRY_AFTER_S: u32 = 10;
 
 /// Attached to rejected answers so the metrics layer can count them by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +75,7 @@ impl Rejection {
                 (StatusCode::BAD_REQUEST, -400)
             }
             Rejection::NetworkDisabled => (StatusCode::OK, -400),
-            Rejection::Overloaded | Rejection::ShuttingDown => {
+            Rejection::Overloaded | Rejection::ShuttingDown | Rejection::PackagesNotReady(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, -503)
             }
             Rejection::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, -413),
@@ -101,6 +107,7 @@ impl From<ExecError> for Rejection {
     fn from(e: ExecError) -> Self {
         match e {
             ExecError::NetworkDisabled => Rejection::NetworkDisabled,
+            e @ ExecError::PackagesNotReady { .. } => Rejection::PackagesNotReady(e.to_string()),
             other => Rejection::Sandbox(other.to_string()),
         }
     }
@@ -125,6 +132,12 @@ impl IntoResponse for Rejection {
             };
             (status, Json(envelope)).into_response()
         };
+        if matches!(self, Rejection::PackagesNotReady(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(PACKAGES_RETRY_AFTER_S),
+            );
+        }
         if let Some(reason) = self.metric_reason() {
             response.extensions_mut().insert(RejectReason(reason));
         }

@@ -70,6 +70,7 @@ pub async fn run<E: RunCode>(
     let status = match &outcome {
         Ok(result) => result.status.as_str(),
         Err(hako_runtime::ExecError::NetworkDisabled) => "network_disabled",
+        Err(hako_runtime::ExecError::PackagesNotReady { .. }) => "packages_not_ready",
         Err(_) => "sandbox_error",
     };
     state

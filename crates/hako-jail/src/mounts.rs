@@ -106,14 +106,8 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
     .map_err(MountError::Proc)?;
     crate::procmask::mask(&proc_dir, &inside(root, Path::new("/dev/null")))?;
 
-    let tmp = mkdirs(root, Path::new("/tmp"))?;
-    mount_tmpfs(
-        &tmp,
-        plan.tmp_bytes,
-        "1777",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-    )?;
-    chown(&tmp, plan.uid, plan.gid)?;
+    mount_scratch(root, plan.tmp_bytes, plan.uid, plan.gid)?;
+    fill_scratch(root, Some((plan.uid, plan.gid)))?;
 
     let code_file = inside(root, plan.code_path);
     if let Some(parent) = plan.code_path.parent() {
@@ -130,6 +124,80 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
         remount_read_only(Path::new(path))?;
     }
     chdir("/tmp").map_err(MountError::PivotRoot)?;
+    Ok(())
+}
+
+/// The run's home: inside its /tmp, private to the run's user (nltk refuses a world-writable
+/// home).
+pub const RUN_HOME: &str = "/tmp/home";
+
+/// Prepared caches (e.g. matplotlib's font list): each entry of this jail directory appears
+/// in every run's /tmp, a file as a symlink, a directory as a directory of the run's user
+/// holding symlinks to its files.
+pub const SEED_IN_JAIL: &str = "/opt/hako/seed";
+
+/// Mounts the run's own writable places under `root`, owned by `uid`/`gid` (set by mount
+/// options, so no CAP_CHOWN is needed): a size-capped /tmp, and /dev/shm (POSIX semaphores
+/// and shared memory) with the same cap. Both are fresh tmpfs mounts, so nothing in them
+/// outlives the run. [`fill_scratch`] then creates what every run finds in /tmp.
+pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<(), MountError> {
+    for dir in ["/tmp", "/dev/shm"] {
+        let path = mkdirs(root, Path::new(dir))?;
+        let data = format!("size={tmp_bytes},mode=1777,uid={uid},gid={gid}");
+        mount(
+            Some("tmpfs"),
+            &path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(data.as_str()),
+        )
+        .map_err(|source| MountError::Tmpfs { path, source })?;
+    }
+    Ok(())
+}
+
+/// Creates [`RUN_HOME`] (mode 0700) and the links to prepared caches in the run's fresh
+/// /tmp. `owner`: give them to this uid/gid (a caller with CAP_CHOWN); `None`: the caller
+/// already is the run's user.
+pub fn fill_scratch(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
+    let home = mkdirs(root, Path::new(RUN_HOME))?;
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).map_err(|source| {
+        MountError::Create {
+            path: home.clone(),
+            source,
+        }
+    })?;
+    if let Some((uid, gid)) = owner {
+        chown(&home, uid, gid)?;
+    }
+    seed_tmp(root, owner)
+}
+
+/// Links the entries of [`SEED_IN_JAIL`] (if bound) into the run's /tmp.
+fn seed_tmp(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
+    let seed = Path::new(SEED_IN_JAIL);
+    let Ok(entries) = fs::read_dir(inside(root, seed)) else {
+        return Ok(());
+    };
+    let link = |target: &Path, at: PathBuf| {
+        symlink(target, &at).map_err(|source| MountError::Create { path: at, source })
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let tmp_entry = Path::new("/tmp").join(&name);
+        if !entry.path().is_dir() {
+            link(&seed.join(&name), inside(root, &tmp_entry))?;
+            continue;
+        }
+        let dir = mkdirs(root, &tmp_entry)?;
+        if let Some((uid, gid)) = owner {
+            chown(&dir, uid, gid)?;
+        }
+        for file in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            let file_name = file.file_name();
+            link(&seed.join(&name).join(&file_name), dir.join(&file_name))?;
+        }
+    }
     Ok(())
 }
 
@@ -333,7 +401,7 @@ fn bind(src: &Path, target: &Path, flags: MsFlags) -> Result<(), MountError> {
 fn write_etc(root: &Path) -> Result<(), MountError> {
     let etc = mkdirs(root, Path::new("/etc"))?;
     let files: [(&str, &str); 5] = [
-        ("passwd", "root:x:0:0:root:/root:/sbin/nologin\nsandbox:x:1000:1000:sandbox:/tmp:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"),
+        ("passwd", "root:x:0:0:root:/root:/sbin/nologin\nsandbox:x:1000:1000:sandbox:/tmp/home:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"),
         ("group", "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n"),
         ("hosts", "127.0.0.1\tlocalhost hako\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
         ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),

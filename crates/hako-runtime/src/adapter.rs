@@ -37,7 +37,9 @@ pub struct Adapter {
     pub missing_libraries: Vec<String>,
 }
 
-/// Files every run gets: CA certificates and time zones.
+/// Files every run gets: CA certificates, time zones, and the system's fonts with the
+/// fontconfig configuration (all read-only; docs/packages.md says how to add fonts). The
+/// fontconfig cache under /var is left out: no part of /var is in the jail.
 fn shared_data_paths() -> Vec<PathBuf> {
     [
         "/etc/ssl/certs",
@@ -45,6 +47,9 @@ fn shared_data_paths() -> Vec<PathBuf> {
         "/usr/lib/ssl",
         "/usr/share/zoneinfo",
         "/etc/localtime",
+        "/usr/share/fonts",
+        "/usr/local/share/fonts",
+        "/etc/fonts",
     ]
     .iter()
     .map(PathBuf::from)
@@ -84,7 +89,7 @@ impl Adapter {
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
             ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            ("HOME", "/tmp"),
+            ("HOME", hako_jail::mounts::RUN_HOME),
             ("TMPDIR", "/tmp"),
             ("LANG", "C.UTF-8"),
             ("LC_ALL", "C.UTF-8"),

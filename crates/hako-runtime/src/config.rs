@@ -178,6 +178,11 @@ pub struct HakoConfig {
     pub uid_base: u32,
     /// Root of the cgroup hierarchy (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
+    /// How long a run waits for its language's first package environment (fresh start).
+    pub packages_wait_seconds: u64,
+    /// Files and directories copied into Python environments at install time.
+    #[serde(deserialize_with = "nullable")]
+    pub python_data: Vec<crate::provision::DataItem>,
 }
 
 impl Default for HakoConfig {
@@ -211,6 +216,8 @@ impl Default for HakoConfig {
             max_body_bytes: 16 << 20,
             uid_base: 1_100_000,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            packages_wait_seconds: 60,
+            python_data: Vec::new(),
         }
     }
 }
@@ -913,6 +920,14 @@ fn apply_env(
         "an integer",
     )?;
     e.path("HAKO_CGROUP_ROOT", "hako.cgroup_root", &mut h.cgroup_root);
+    let wait = &mut h.packages_wait_seconds;
+    e.parse(
+        "HAKO_PACKAGES_WAIT_SECONDS",
+        "hako.packages_wait_seconds",
+        wait,
+        |s| s.parse().ok(),
+        "an integer (seconds)",
+    )?;
     Ok(e.set)
 }
 

@@ -33,6 +33,10 @@ pub enum EgressError {
 
 const NODE_BOOTSTRAP: &str = include_str!("node_egress.js");
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where runs see the Node bootstrap and the operator's CA bundle: fixed paths, never the
+/// host's (a runtime directory under /tmp would be hidden by the run's own /tmp).
+pub const NODE_BOOTSTRAP_IN_JAIL: &str = "/opt/hako/net/node-egress.js";
+pub const CA_BUNDLE_IN_JAIL: &str = "/opt/hako/net/ca.pem";
 
 /// The jail network mode of a run.
 pub fn network_mode(config: &Config, enable_network: bool) -> NetworkMode {
@@ -110,19 +114,18 @@ impl Egress {
         language: Language,
         request_id: &str,
     ) -> Result<(), EgressError> {
+        self.bind_files(spec, language);
         if spec.network == NetworkMode::None {
             return Ok(());
         }
-        if let Some(bundle) = &self.ca_bundle {
-            spec.ro_binds.push(bundle.clone());
+        if self.ca_bundle.is_some() {
             for var in [
                 "SSL_CERT_FILE",
                 "REQUESTS_CA_BUNDLE",
                 "CURL_CA_BUNDLE",
                 "NODE_EXTRA_CA_CERTS",
             ] {
-                spec.env
-                    .push((var.into(), bundle.to_string_lossy().into_owned()));
+                spec.env.push((var.into(), CA_BUNDLE_IN_JAIL.into()));
             }
         }
         if spec.network == NetworkMode::Host {
@@ -142,17 +145,35 @@ impl Egress {
         for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
             spec.env.push((var.into(), url.clone()));
         }
+        // nltk's downloader refuses a proxied urlopen unless told it is expected.
+        spec.env
+            .push(("NLTK_ALLOW_PROXIED_URLOPEN".into(), "1".into()));
         if language == Language::Nodejs {
-            spec.ro_binds.push(self.node_bootstrap.clone());
             let code = spec.code_path.to_string_lossy().into_owned();
             let at = spec.args.iter().position(|a| *a == code).unwrap_or(0);
-            let require = [
-                "--require".to_string(),
-                self.node_bootstrap.to_string_lossy().into_owned(),
-            ];
+            let require = ["--require".to_string(), NODE_BOOTSTRAP_IN_JAIL.to_string()];
             spec.args.splice(at..at, require);
         }
         Ok(())
+    }
+
+    /// Binds the files runs with network read at their fixed jail paths. Every run of the
+    /// language gets them, with or without network, so that warm workers made for one fit
+    /// the other (their binds are compared).
+    pub fn bind_files(&self, spec: &mut JailSpec, language: Language) {
+        let mut files = Vec::new();
+        if language == Language::Nodejs {
+            files.push((self.node_bootstrap.clone(), NODE_BOOTSTRAP_IN_JAIL));
+        }
+        if let Some(bundle) = &self.ca_bundle {
+            files.push((bundle.clone(), CA_BUNDLE_IN_JAIL));
+        }
+        for (src, at) in files {
+            let bind = (src, PathBuf::from(at));
+            if !spec.mapped_binds.contains(&bind) {
+                spec.mapped_binds.push(bind);
+            }
+        }
     }
 
     fn guard(&self) -> Result<Arc<Guard>, EgressError> {

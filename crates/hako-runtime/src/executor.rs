@@ -27,6 +27,10 @@ pub enum ExecError {
     /// The language's interpreter was not usable at start-up.
     #[error("{language} is not available: {reason}")]
     Unavailable { language: Language, reason: String },
+    /// The language's first package environment is still being built after the configured
+    /// wait (`hako.packages_wait_seconds`); try again later.
+    #[error("the {language} package environment is still being installed (waited {waited_s} s, hako.packages_wait_seconds); retry shortly")]
+    PackagesNotReady { language: Language, waited_s: u64 },
     /// The jail could not be started or failed before the program ran.
     #[error("sandbox failure: {0}")]
     Sandbox(String),
@@ -179,6 +183,17 @@ impl Executor {
             return Err(ExecError::NetworkDisabled);
         }
         let adapter = self.adapter(request.language)?;
+        // Right after a fresh start the first environment may still be installing: runs
+        // wait for it rather than fail on a missing module.
+        let wait = config.hako.packages_wait_seconds;
+        self.inner
+            .packages
+            .wait_for_first(request.language, std::time::Duration::from_secs(wait))
+            .await
+            .map_err(|()| ExecError::PackagesNotReady {
+                language: request.language,
+                waited_s: wait,
+            })?;
         let mut spec = self.spec(adapter, &request, options);
         // Held until the run ends, so the environment is not garbage-collected under it.
         let _packages = self.inner.packages.attach(adapter.language, &mut spec);
@@ -454,6 +469,7 @@ impl Executor {
         };
         let mut spec = self.spec(adapter, &request, ExecOptions::default());
         let env = self.inner.packages.attach(Language::Python3, &mut spec);
+        self.inner.egress.bind_files(&mut spec, Language::Python3);
         let key = spec.mapped_binds.clone();
         spec.zygote = true;
         // The bootstrap lives apart from the program's path: a syntax error's line is read

@@ -7,6 +7,7 @@ pub mod egress;
 pub mod executor;
 pub use hako_wire::language;
 pub mod packages;
+pub mod provision;
 pub mod result;
 pub mod summary;
 pub mod warm;

@@ -75,6 +75,11 @@ pub enum PackageError {
     Manifest { path: PathBuf, detail: String },
     #[error("{language} interpreter is not available: {reason}")]
     NoInterpreter { language: Language, reason: String },
+    #[error("{source}; the previous environment stays in use")]
+    Provision {
+        #[from]
+        source: crate::provision::ProvisionError,
+    },
 }
 
 /// One installed package.
@@ -121,6 +126,8 @@ pub struct Env {
     /// Host libraries its ELF objects need (outside the environment).
     pub system_libs: Vec<PathBuf>,
     pub missing_libraries: Vec<String>,
+    /// Variables pointing runs at the provisioned data (`NLTK_DATA`, ...).
+    pub data_env: Vec<(String, String)>,
 }
 
 impl Env {
@@ -135,6 +142,20 @@ impl Env {
     pub fn apply(&self, spec: &mut JailSpec) {
         spec.mapped_binds
             .push((self.content.clone(), PathBuf::from(self.jail_path())));
+        // Prepared caches and data (Python environments only have them).
+        for (dir, at) in [
+            (crate::provision::SEED_DIR, hako_jail::mounts::SEED_IN_JAIL),
+            (crate::provision::DATA_DIR, crate::provision::DATA_IN_JAIL),
+        ] {
+            if self.dir.join(dir).is_dir() {
+                spec.mapped_binds
+                    .push((self.dir.join(dir), PathBuf::from(at)));
+            }
+        }
+        for (name, value) in &self.data_env {
+            spec.env.retain(|(k, _)| k != name);
+            spec.env.push((name.clone(), value.clone()));
+        }
         spec.ro_binds.extend(self.system_libs.iter().cloned());
         spec.ro_binds.sort();
         spec.ro_binds.dedup();
@@ -159,6 +180,8 @@ struct Manifest {
     defaults: Vec<String>,
     system_libs: Vec<PathBuf>,
     missing_libraries: Vec<String>,
+    #[serde(default)]
+    data_env: Vec<(String, String)>,
 }
 
 /// What one environment is built from.
@@ -187,6 +210,8 @@ struct Slot {
     build: Mutex<()>,
     /// Every environment loaded by this process; a live entry may be in use by a run.
     loaded: Mutex<HashMap<String, Weak<Env>>>,
+    /// Woken on every status change (runs waiting for the first environment).
+    changed: tokio::sync::Notify,
 }
 
 impl Slot {
@@ -199,6 +224,7 @@ impl Slot {
             }),
             build: Mutex::new(()),
             loaded: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -206,6 +232,12 @@ impl Slot {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.state = state;
         status.error = error;
+        drop(status);
+        self.changed.notify_waiters();
+    }
+
+    fn state(&self) -> EnvState {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).state
     }
 
     fn current(&self) -> Option<Arc<Env>> {
@@ -225,7 +257,11 @@ struct Inner {
     python_requirements: PathBuf,
     node: Result<(PathBuf, String), String>,
     node_requirements: PathBuf,
+    /// Data provisioned into Python environments (`hako.python_data`).
+    python_data: Vec<crate::provision::DataItem>,
     slots: [Slot; 2],
+    /// Set by [`PackageManager::start`]: an installer will build what is pending.
+    installer: std::sync::atomic::AtomicBool,
 }
 
 /// The package environments of both languages. Cheap to clone.
@@ -260,7 +296,9 @@ impl PackageManager {
                 python_requirements: config.hako.python_requirements.clone(),
                 node,
                 node_requirements: config.hako.nodejs_requirements.clone(),
+                python_data: config.hako.python_data.clone(),
                 slots: [Slot::new(), Slot::new()],
+                installer: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         for language in [Language::Python3, Language::Nodejs] {
@@ -276,6 +314,44 @@ impl PackageManager {
         match self.inputs(language) {
             Ok(Some(inputs)) => self.current(language).is_none_or(|e| e.key != inputs.key),
             _ => false,
+        }
+    }
+
+    /// True while a run of `language` would start without any environment although one is
+    /// being (or about to be) built for it: no environment yet, the installer running, and
+    /// no failed build for the current set.
+    fn first_build_pending(&self, language: Language) -> bool {
+        let slot = self.slot(language);
+        slot.current().is_none()
+            && self
+                .inner
+                .installer
+                .load(std::sync::atomic::Ordering::Acquire)
+            && slot.state() != EnvState::Failed
+            && self.pending(language)
+    }
+
+    /// Waits until `language` has its first environment (or its build failed), at most
+    /// `limit`. Runs never wait for a later rebuild: they keep the previous environment.
+    /// `Err` when the limit passed with the build still going.
+    pub async fn wait_for_first(&self, language: Language, limit: Duration) -> Result<(), ()> {
+        let slot = self.slot(language);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = slot.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change in between is not missed.
+            changed.as_mut().enable();
+            if !self.first_build_pending(language) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return if self.first_build_pending(language) {
+                    Err(())
+                } else {
+                    Ok(())
+                };
+            }
         }
     }
 
@@ -318,6 +394,9 @@ impl PackageManager {
     /// Builds both environments in the background, then re-checks the requirements files
     /// every `python_deps_update_interval`. Never blocks and never panics the caller.
     pub fn start(&self) {
+        self.inner
+            .installer
+            .store(true, std::sync::atomic::Ordering::Release);
         let manager = self.clone();
         let spawned = std::thread::Builder::new()
             .name("hako-packages".into())
@@ -332,6 +411,9 @@ impl PackageManager {
                 }
             });
         if let Err(err) = spawned {
+            self.inner
+                .installer
+                .store(false, std::sync::atomic::Ordering::Release);
             tracing::error!(error = %err, "cannot start the package installer thread");
         }
     }
@@ -466,6 +548,10 @@ impl PackageManager {
         let (interpreter, version) = interpreter
             .clone()
             .map_err(|reason| PackageError::NoInterpreter { language, reason })?;
+        let data = match language {
+            Language::Python3 => serde_json::to_string(&self.inner.python_data).unwrap_or_default(),
+            Language::Nodejs => String::new(),
+        };
         let mut hash = Fnv::new();
         for part in [
             language.as_str(),
@@ -473,6 +559,7 @@ impl PackageManager {
             &version,
             &requirements,
             &defaults.join("\n"),
+            &data,
         ] {
             hash.write(part.as_bytes());
             hash.write(&[0]);
@@ -502,6 +589,7 @@ impl PackageManager {
         let result = self.install(inputs, &tmp).and_then(|()| {
             let content = tmp.join(content_name(inputs.language));
             create_dirs(&content)?;
+            let data_env = self.provision(inputs, &tmp, &content)?;
             open_permissions(&tmp)?;
             let (system_libs, missing_libraries) = system_libraries(&content)?;
             let manifest = Manifest {
@@ -513,6 +601,7 @@ impl PackageManager {
                 defaults: inputs.defaults.clone(),
                 system_libs,
                 missing_libraries,
+                data_env,
             };
             let text =
                 serde_json::to_vec_pretty(&manifest).map_err(|e| PackageError::Manifest {
@@ -534,6 +623,23 @@ impl PackageManager {
             let _ = fs::remove_dir_all(&tmp);
         }
         result
+    }
+
+    /// Builds the library caches and copies the operator's data into a Python build; returns
+    /// the variables runs get.
+    fn provision(
+        &self,
+        inputs: &Inputs,
+        tmp: &Path,
+        content: &Path,
+    ) -> Result<Vec<(String, String)>, PackageError> {
+        if inputs.language != Language::Python3 {
+            return Ok(Vec::new());
+        }
+        let data = &self.inner.python_data;
+        crate::provision::build_caches(&inputs.interpreter, tmp, content, PYTHON_SITE)?;
+        crate::provision::provision_data(&inputs.interpreter, tmp, data)?;
+        Ok(crate::provision::data_variables(tmp, data))
     }
 
     fn install(&self, inputs: &Inputs, tmp: &Path) -> Result<(), PackageError> {
@@ -692,6 +798,7 @@ fn load_env(language: Language, dir: &Path) -> Result<Env, PackageError> {
             .filter(|p| p.exists())
             .collect(),
         missing_libraries: manifest.missing_libraries,
+        data_env: manifest.data_env,
     })
 }
 
@@ -959,6 +1066,7 @@ mod tests {
             packages: Vec::new(),
             system_libs: vec![PathBuf::from("/usr/lib/libx.so")],
             missing_libraries: Vec::new(),
+            data_env: vec![("NLTK_DATA".into(), "/opt/hako/data/nltk_data".into())],
         };
         let mut spec: JailSpec = serde_json::from_value(serde_json::json!({
             "language": "python3", "interpreter": "/usr/bin/python3", "args": [],
@@ -978,7 +1086,13 @@ mod tests {
         );
         assert_eq!(
             spec.env,
-            vec![("PYTHONPATH".to_string(), PYTHON_SITE.to_string())]
+            vec![
+                (
+                    "NLTK_DATA".to_string(),
+                    "/opt/hako/data/nltk_data".to_string()
+                ),
+                ("PYTHONPATH".to_string(), PYTHON_SITE.to_string()),
+            ]
         );
         assert_eq!(spec.ro_binds, vec![PathBuf::from("/usr/lib/libx.so")]);
     }

@@ -30,6 +30,8 @@ pub enum RunStatus {
     Timeout,
     MemoryLimit,
     OutputLimit,
+    /// The run failed after hitting its process/thread limit.
+    PidsLimit,
     Blocked,
 }
 
@@ -41,6 +43,7 @@ impl RunStatus {
             RunStatus::Timeout => "timeout",
             RunStatus::MemoryLimit => "memory_limit",
             RunStatus::OutputLimit => "output_limit",
+            RunStatus::PidsLimit => "pids_limit",
             RunStatus::Blocked => "blocked",
         }
     }

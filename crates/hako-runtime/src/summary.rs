@@ -19,6 +19,8 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
         RunStatus::MemoryLimit
     } else if outcome.output_limited {
         RunStatus::OutputLimit
+    } else if outcome.pids_limited && exit_code != 0 {
+        RunStatus::PidsLimit
     } else if exit_code == 0 {
         RunStatus::Ok
     } else if !blocked.is_empty() {
@@ -61,7 +63,10 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
             ));
         }
         if outcome.pids_limited {
-            text.push_str("error: process limit reached\n");
+            text.push_str(&format!(
+                "error: process limit of {} reached\n",
+                limits.pids
+            ));
         }
         if let Some(net) = &outcome.network {
             for dest in &net.refused {
@@ -215,5 +220,28 @@ mod tests {
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(r.status, RunStatus::OutputLimit);
         assert!(r.error.contains("output limit of 100 bytes exceeded"));
+    }
+
+    #[test]
+    fn failing_at_the_pids_limit_has_its_own_status() {
+        let outcome = JailOutcome {
+            exit_code: Some(1),
+            pids_limited: true,
+            ..Default::default()
+        };
+        let r = summarize(&outcome, Language::Python3, &limits());
+        assert_eq!(r.status, RunStatus::PidsLimit);
+        assert!(
+            r.error.contains("process limit of 128 reached"),
+            "{}",
+            r.error
+        );
+        let survived = JailOutcome {
+            exit_code: Some(0),
+            pids_limited: true,
+            ..Default::default()
+        };
+        let r = summarize(&survived, Language::Python3, &limits());
+        assert_eq!(r.status, RunStatus::Ok);
     }
 }

@@ -31,6 +31,8 @@ in_every_mode!(
     kill_all_processes_hurts_nobody_outside,
     fork_and_subprocess_are_not_permitted,
     thread_bomb_stops_at_the_pids_limit,
+    failing_at_the_pids_limit_reports_pids_limit,
+    home_is_private_and_dev_shm_is_fresh_per_run,
     huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit,
     filling_tmp_stops_at_its_cap,
     infinite_loop_times_out,
@@ -155,10 +157,15 @@ fn runs_do_not_see_each_others_tmp(jail: &Runner) {
             )
         });
         std::thread::sleep(std::time::Duration::from_millis(700));
-        let reader = jail.run("python3", "import os\nprint(os.listdir('/tmp'))", &[]);
+        // The reader's /tmp holds only what every run starts with: its own empty home.
+        let reader = jail.run(
+            "python3",
+            "import os\nprint('run-a-secret' in os.listdir('/tmp'), os.listdir('/tmp/home'))",
+            &[],
+        );
         let writer = writer.join().unwrap();
         assert_eq!(writer.stdout(), "wrote\n", "{:?}", writer.json);
-        assert_eq!(reader.stdout(), "[]\n", "{:?}", reader.json);
+        assert_eq!(reader.stdout(), "False []\n", "{:?}", reader.json);
     });
 }
 
@@ -240,6 +247,42 @@ fn thread_bomb_stops_at_the_pids_limit(jail: &Runner) {
         r.json
     );
     assert_eq!(jail.run("python3", "print('ok')", &[]).stdout(), "ok\n");
+}
+
+fn failing_at_the_pids_limit_reports_pids_limit(jail: &Runner) {
+    let code = "import threading, time\nfor _ in range(1000):\n    threading.Thread(target=time.sleep, args=(3,), daemon=True).start()\n";
+    let r = jail.run("python3", code, &["--timeout", "10"]);
+    assert_eq!(r.status(), "pids_limit", "{:?}", r.json);
+    assert!(r.error().contains("process limit of"), "{:?}", r.json);
+    assert_ne!(r.exit_code(), 0);
+}
+
+/// nltk refuses a world-writable home; joblib and multiprocessing need /dev/shm for POSIX
+/// semaphores. Neither may carry anything from one run to the next.
+fn home_is_private_and_dev_shm_is_fresh_per_run(jail: &Runner) {
+    let code = r#"
+import os, stat
+home = os.path.expanduser("~")
+st = os.stat(home)
+print(home, oct(stat.S_IMODE(st.st_mode)), st.st_uid == os.getuid())
+open(os.path.join(home, "note"), "w").write("x")
+from _multiprocessing import SemLock
+SemLock(0, 0, 1, name="/hako-test", unlink=True)
+print(sorted(os.listdir("/dev/shm")), sorted(os.listdir(home)))
+open("/dev/shm/left-behind", "w").write("secret")
+"#;
+    for _ in 0..2 {
+        let r = jail.run("python3", code, &[]);
+        assert_eq!(
+            r.stdout(),
+            "/tmp/home 0o700 True
+[] ['note']
+",
+            "{:?}",
+            r.json
+        );
+        assert_eq!(r.status(), "ok", "{:?}", r.json);
+    }
 }
 
 fn huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit(jail: &Runner) {

@@ -623,3 +623,42 @@ fn the_guard_serves_warm_runs_too() {
     }
     assert!(s.hits("http").contains("/warm-tls"));
 }
+
+#[test]
+fn a_runtime_directory_under_tmp_does_not_hide_what_network_runs_need() {
+    if !can_run_jail() {
+        return;
+    }
+    let s = Servers::start();
+    let urls = vec![
+        format!("http://127.0.0.1:{}/under-tmp", s.http),
+        format!("https://127.0.0.1:{}/under-tmp-tls", s.https),
+    ];
+    // The run's private /tmp covers this directory inside the jail.
+    let runtime = tempfile::tempdir_in("/tmp").unwrap();
+    for mode in ["spawn", "zygote"] {
+        let config = format!(
+            "worker_timeout: 30\nhako:\n  mode: {mode}\n  runtime_dir: {}/{mode}\n  network:\n    ca_file: {}\n    allow: [\"127.0.0.1\"]\n",
+            runtime.path().display(),
+            s.ca().display()
+        );
+        let server = Server::start(&config, &[]);
+        if mode == "zygote" {
+            server.wait_warm();
+        }
+        let js = post_with_network(&server, "nodejs", &node_clients(&urls));
+        let out = js["stdout"].as_str().unwrap_or_default();
+        assert_eq!(lines_with(out, "ok").len(), 4, "{mode}: {js}");
+        // The operator's CA bundle, at its fixed jail path (urllib: no packages needed).
+        // nltk downloads through the guard only when told the proxy is expected.
+        let code = format!(
+            "import os, urllib.request\nfor u in {}:\n    print(urllib.request.urlopen(u, timeout=10).read().decode())\nprint(os.environ.get('NLTK_ALLOW_PROXIED_URLOPEN'))",
+            serde_json::to_string(&urls).unwrap()
+        );
+        let py = post_with_network(&server, "python3", &code);
+        assert_eq!(
+            py["stdout"], "hello /under-tmp\nhello /under-tmp-tls\n1\n",
+            "{mode}: {py}"
+        );
+    }
+}

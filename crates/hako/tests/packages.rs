@@ -24,13 +24,18 @@ fn cache_env() -> Vec<(String, String)> {
 
 /// Starts `hako serve` with the requirements files already in place.
 fn start(state_dir: &Path, python: &str, node: Option<&str>) -> Server {
+    start_with(state_dir, python, node, "", "")
+}
+
+/// [`start`], with more YAML: `top` at the top level, `hako` (indented) in the hako section.
+fn start_with(state_dir: &Path, python: &str, node: Option<&str>, top: &str, hako: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let key = format!("test-key-{port}");
     std::fs::create_dir_all(dir.path().join("conf")).unwrap();
     std::fs::create_dir_all(dir.path().join("dependencies")).unwrap();
     let yaml = format!(
-        "app:\n  port: {port}\n  key: {key}\nworker_timeout: 60\nhako:\n  state_dir: {}\n",
+        "app:\n  port: {port}\n  key: {key}\nworker_timeout: 60\n{top}hako:\n  state_dir: {}\n{hako}",
         state_dir.display()
     );
     std::fs::write(dir.path().join("conf/config.yaml"), yaml).unwrap();
@@ -378,4 +383,163 @@ async fn failed_install_is_reported_and_the_previous_environment_stays() {
         text.contains("hako-no-such-package-4f1c9"),
         "doctor does not show pip's error: {text}"
     );
+}
+
+#[tokio::test]
+async fn the_first_run_after_a_fresh_start_waits_for_the_packages() {
+    if !can_run_jail() {
+        return;
+    }
+    let state = temp_state();
+    // The port is open: Dify sends its first template now, while jinja2 is being installed.
+    let server = start(state.path(), "", None);
+    let template = jinja2_runner("Hello {{ name }}!", &json!({"name": "hako"}));
+    expect_stdout(
+        &server,
+        "first jinja2 template",
+        "python3",
+        &template,
+        "<<RESULT>>Hello hako!<<RESULT>>\n",
+    )
+    .await;
+    let report = get(&server, "/v1/sandbox/dependencies?language=python3").await;
+    assert_eq!(report["data"]["state"], "ready", "{report}");
+}
+
+#[tokio::test]
+async fn a_run_past_the_packages_wait_gets_503_with_retry_after() {
+    if !can_run_jail() {
+        return;
+    }
+    // A package index that accepts connections and never answers: the install cannot end.
+    let index = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let top = format!(
+        "python_pip_mirror_url: http://127.0.0.1:{}/simple\n",
+        index.local_addr().unwrap().port()
+    );
+    let state = temp_state();
+    let server = start_with(state.path(), "", None, &top, "  packages_wait_seconds: 1\n");
+    let client = reqwest::Client::new();
+    let body =
+        json!({"language": "python3", "code": "print(1)", "preload": "", "enable_network": false});
+    let resp = client
+        .post(server.url("/v1/sandbox/run"))
+        .header("X-Api-Key", &server.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0);
+    let json: Value = resp.json().await.unwrap();
+    assert_eq!(json["code"], -503, "{json}");
+    let message = json["message"].as_str().unwrap();
+    assert!(message.contains("hako.packages_wait_seconds"), "{message}");
+    // Liveness and readiness keep their meaning meanwhile.
+    let health = client.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let ready = client.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    // The index goes away: the install fails, and runs no longer wait for it.
+    drop(index);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let report = get(&server, "/v1/sandbox/dependencies?language=python3").await;
+        if report["data"]["state"] == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "install never failed: {report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let data = run(&server, "python3", "print(1)").await;
+    assert_eq!(data["stdout"], "1\n", "{data}");
+}
+
+/// Serves `body` for every GET on a loopback port, for as long as the test runs.
+fn serve_file(body: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn fonts_prepared_caches_and_provisioned_data_work_offline() {
+    if !can_run_jail() {
+        return;
+    }
+    // Data the operator provisions: a local NLTK corpus and an encoding file from a URL.
+    let source = temp_state();
+    let corpus = source.path().join("nltk_data/corpora/hako_test");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("README"), "offline corpus\n").unwrap();
+    let port = serve_file("encoding from the url\n");
+    let encoding = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4";
+    let hako = format!(
+        "  python_data:\n    - source: {}\n      target: nltk_data\n    - source: http://127.0.0.1:{port}/cl100k_base.tiktoken\n      target: tiktoken/{encoding}\n",
+        source.path().join("nltk_data").display()
+    );
+    let state = temp_state();
+    let requirements = "pillow\nmatplotlib\njoblib\n";
+    for mode in ["spawn", "zygote"] {
+        let server = start_with(
+            state.path(),
+            requirements,
+            None,
+            "",
+            &format!("  mode: {mode}\n{hako}"),
+        );
+        let report = refresh(&server, "python3").await;
+        assert_eq!(report["state"], "ready", "{report}");
+        expect_stdout(
+            &server,
+            "a TrueType font by name",
+            "python3",
+            "from PIL import ImageFont\nprint(ImageFont.truetype('DejaVuSans.ttf', 12).getname())\n",
+            "('DejaVu Sans', 'Book')\n",
+        )
+        .await;
+        let chart = "import io, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.set_title('hako')\nbuf = io.BytesIO()\nfig.savefig(buf, format='png')\nprint(buf.getvalue()[:4])\n";
+        for round in 0..2 {
+            let data = run(&server, "python3", chart).await;
+            assert_eq!(data["stdout"], "b'\\x89PNG'\n", "{mode} {round}: {data}");
+            let stderr = data["stderr"].as_str().unwrap_or_default();
+            assert!(
+                !stderr.contains("building the font cache"),
+                "{mode} {round}: font cache rebuilt: {data}"
+            );
+            assert_eq!(
+                data["blocked_syscalls"],
+                json!([]),
+                "{mode} {round}: {data}"
+            );
+        }
+        let offline = format!(
+            "import os, joblib\nprint(open(os.path.join(os.environ['NLTK_DATA'], 'corpora/hako_test/README')).read(), end='')\nprint(open(os.path.join(os.environ['TIKTOKEN_CACHE_DIR'], '{encoding}')).read(), end='')\n"
+        );
+        let data = run(&server, "python3", &offline).await;
+        assert_eq!(
+            data["stdout"], "offline corpus\nencoding from the url\n",
+            "{mode}: {data}"
+        );
+        // joblib finds /dev/shm and warns about nothing.
+        assert_eq!(data["stderr"], "", "{mode}: {data}");
+    }
 }

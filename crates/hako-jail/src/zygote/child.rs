@@ -33,6 +33,8 @@ pub enum ChildError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error("{0}")]
     LockDown(#[from] LockDownError),
+    #[error("{0}")]
+    Scratch(#[from] crate::mounts::MountError),
 }
 
 /// Nice value of a child while it is prepared ahead of its run.
@@ -119,21 +121,7 @@ fn confine_child_inner(
         what: "net (loopback)",
         source,
     })?;
-    let tmp_options = format!(
-        "size={},mode=1777,uid={uid},gid={gid}",
-        params.limits.tmp_bytes
-    );
-    mount(
-        Some("tmpfs"),
-        "/tmp",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(tmp_options.as_str()),
-    )
-    .map_err(|source| ChildError::Mount {
-        what: "/tmp",
-        source,
-    })?;
+    crate::mounts::mount_scratch(std::path::Path::new("/"), params.limits.tmp_bytes, uid, gid)?;
     mount(
         Some("proc"),
         "/proc",
@@ -153,6 +141,8 @@ fn confine_child_inner(
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
     lockdown::switch_identity(uid, gid, true).map_err(|e| ChildError::Identity(e.to_string()))?;
+    // As the run's user: its home and cache links are its own without CAP_CHOWN.
+    crate::mounts::fill_scratch(std::path::Path::new("/"), None)?;
     nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
         what: "cwd /tmp",
         source,
