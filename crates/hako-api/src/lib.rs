@@ -4,6 +4,7 @@
 //! request ─ request id + span ─ header cap ─ catch panic ─ route
 //!   /health, /ready, /metrics               (no key)
 //!   /v1/sandbox/*  ─ X-Api-Key ─ handler ─ admission ─ RunCode
+//!   /v2/*          ─ X-Api-Key or Bearer ─ handler ─ admission ─ Agent (see [`v2`])
 //! ```
 
 mod admission;
@@ -16,6 +17,7 @@ mod middleware;
 pub mod ready;
 mod run_code;
 mod server;
+pub mod v2;
 
 pub use admission::Admission;
 pub use answer::{Envelope, Rejection};
@@ -40,6 +42,8 @@ pub struct AppState<E> {
     metrics: Arc<Metrics>,
     deps: Arc<dyn Dependencies>,
     readiness: Arc<dyn Readiness>,
+    /// Runs with files, streaming and sessions (absent with a fake executor).
+    agent: Option<hako_runtime::agent::Agent>,
 }
 
 impl<E> Clone for AppState<E> {
@@ -51,6 +55,7 @@ impl<E> Clone for AppState<E> {
             metrics: Arc::clone(&self.metrics),
             deps: Arc::clone(&self.deps),
             readiness: Arc::clone(&self.readiness),
+            agent: self.agent.clone(),
         }
     }
 }
@@ -64,7 +69,9 @@ impl<E: RunCode> AppState<E> {
             metrics.queue_depth(),
             metrics.in_flight(),
         ));
+        let agent = executor.agent();
         AppState {
+            agent,
             executor: Arc::new(executor),
             config,
             admission,
@@ -122,6 +129,7 @@ pub fn router<E: RunCode>(state: AppState<E>) -> Router {
         .route("/ready", get(handlers::ready::<E>))
         .route("/metrics", get(handlers::metrics::<E>))
         .nest("/v1/sandbox", sandbox)
+        .nest("/v2", v2::routes(state.clone()))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)

@@ -9,6 +9,7 @@ pub mod elf;
 pub mod helper;
 pub mod landlock;
 pub mod ldcache;
+pub mod live;
 pub mod lockdown;
 pub mod mounts;
 pub mod netns;

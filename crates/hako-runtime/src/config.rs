@@ -149,6 +149,8 @@ pub struct HakoConfig {
     pub uid_base: u32,
     /// Root of the cgroup hierarchy (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
+    /// The agent API: files, sessions, replicas.
+    pub agent: crate::agent::AgentConfig,
 }
 
 impl Default for HakoConfig {
@@ -181,6 +183,7 @@ impl Default for HakoConfig {
             max_body_bytes: 16 << 20,
             uid_base: 1_100_000,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            agent: crate::agent::AgentConfig::default(),
         }
     }
 }
@@ -335,6 +338,16 @@ impl Config {
         // error names the right origin.
         check_syscalls(&config.allowed_syscalls, "allowed_syscalls", &file_origin)?;
         let origins = apply_env(&mut config, env)?;
+        config
+            .hako
+            .agent
+            .apply_env(env)
+            .map_err(|(key, value)| ConfigError::Invalid {
+                key: key.into(),
+                origin: "environment".into(),
+                value: format!("{value:?}"),
+                reason: "expected a number".into(),
+            })?;
         config.normalize();
         let origin = Origins {
             file: file_origin,

@@ -51,6 +51,9 @@ enum Command {
     /// Internal: a warm Python zygote and its supervisor (reads runs on stdin).
     #[command(name = "__zygote", hide = true)]
     Zygote,
+    /// Internal: a jail helper that relays input and output while the program runs.
+    #[command(name = "__live", hide = true)]
+    Live,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +101,7 @@ fn main() {
     match cli.command {
         Command::Jail => std::process::exit(hako_jail::helper::main()),
         Command::Zygote => std::process::exit(hako_jail::zygote::main()),
+        Command::Live => std::process::exit(hako_jail::live::main()),
         _ => {}
     }
     // The log format comes from the configuration (hako.log_format / HAKO_LOG_FORMAT);
@@ -138,7 +142,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Packages {
             action: PackagesAction::Install,
         } => install_packages(cli.config.as_deref()),
-        Command::Jail | Command::Zygote => unreachable!("handled before logging starts"),
+        Command::Jail | Command::Zygote | Command::Live => {
+            unreachable!("handled before logging starts")
+        }
     }
 }
 
