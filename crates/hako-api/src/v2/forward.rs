@@ -60,8 +60,9 @@ pub(super) async fn forward(
         owner: foreign.owner.clone(),
         reason,
     };
+    // Handlers see the path inside `/v2`.
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let url = format!("{}{}", foreign.base.trim_end_matches('/'), path);
+    let url = format!("{}/v2{}", foreign.base.trim_end_matches('/'), path);
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
