@@ -5,6 +5,7 @@
 //!   /health, /ready, /metrics               (no key)
 //!   /v1/sandbox/*  ─ X-Api-Key ─ handler ─ admission ─ RunCode
 //!   /v2/*          ─ X-Api-Key or Bearer ─ handler ─ admission ─ Agent (see [`v2`])
+//!   /mcp           ─ the same key ─ MCP streamable HTTP ─ McpServer (see [`mcp`])
 //! ```
 
 mod admission;
@@ -12,6 +13,8 @@ mod answer;
 mod body;
 pub mod deps;
 mod handlers;
+pub mod mcp;
+mod mcp_http;
 mod metrics;
 mod middleware;
 pub mod ready;
@@ -44,6 +47,7 @@ pub struct AppState<E> {
     readiness: Arc<dyn Readiness>,
     /// Runs with files, streaming and sessions (absent with a fake executor).
     agent: Option<hako_runtime::agent::Agent>,
+    mcp: Option<mcp::McpServer>,
 }
 
 impl<E> Clone for AppState<E> {
@@ -56,6 +60,7 @@ impl<E> Clone for AppState<E> {
             deps: Arc::clone(&self.deps),
             readiness: Arc::clone(&self.readiness),
             agent: self.agent.clone(),
+            mcp: self.mcp.clone(),
         }
     }
 }
@@ -70,8 +75,10 @@ impl<E: RunCode> AppState<E> {
             metrics.in_flight(),
         ));
         let agent = executor.agent();
+        let mcp = mcp_http::server_for(agent.as_ref(), &admission);
         AppState {
             agent,
+            mcp,
             executor: Arc::new(executor),
             config,
             admission,
@@ -130,6 +137,12 @@ pub fn router<E: RunCode>(state: AppState<E>) -> Router {
         .route("/metrics", get(handlers::metrics::<E>))
         .nest("/v1/sandbox", sandbox)
         .nest("/v2", v2::routes(state.clone()))
+        .route(
+            "/mcp",
+            post(mcp_http::post::<E>)
+                .get(mcp_http::get)
+                .delete(mcp_http::delete::<E>),
+        )
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)

@@ -90,6 +90,8 @@ pub fn main() -> i32 {
     }
     match reported {
         Ok(()) => 0,
+        // The caller went away (a closed session): nobody to report to.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => 0,
         Err(err) => {
             let _ = writeln!(io::stderr(), "hako live: cannot report the outcome: {err}");
             1

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 mod bench;
+mod mcp;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,9 @@ enum Command {
     Serve,
     /// Load-test the run API (starts its own servers unless --url is given).
     Bench(bench::BenchArgs),
+    /// Serve the Model Context Protocol over stdio (tools: run_code and sessions), with its
+    /// own jail runtime.
+    Mcp,
     /// Build the package environments for the requirements files now (e.g. in an image build).
     Packages {
         #[command(subcommand)]
@@ -139,6 +143,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Profile(args) => profile(cli.config.as_deref(), args),
         Command::Serve => serve(cli.config.as_deref()),
         Command::Bench(args) => bench::bench(args),
+        Command::Mcp => serve_mcp(cli.config.as_deref()),
         Command::Packages {
             action: PackagesAction::Install,
         } => install_packages(cli.config.as_deref()),
@@ -228,6 +233,17 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
         .enable_all()
         .build()?;
     Ok(runtime.block_on(future))
+}
+
+fn serve_mcp(config_path: Option<&Path>) -> Result<i32> {
+    let config = load_config(config_path, true)?;
+    check_layers(&config)?;
+    let executor = executor(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(mcp::serve(executor))?;
+    Ok(0)
 }
 
 fn run(config_path: Option<&Path>, args: RunArgs) -> Result<i32> {

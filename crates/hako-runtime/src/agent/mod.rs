@@ -76,6 +76,11 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A fresh random id (128 bits, hex).
+pub fn random_id() -> String {
+    random_hex(16)
+}
+
 /// Decodes base64, naming the field on error.
 pub(crate) fn decode_base64(field: &str, text: &str) -> Result<Vec<u8>, AgentError> {
     use base64::Engine;
