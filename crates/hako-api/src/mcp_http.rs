@@ -56,7 +56,7 @@ pub async fn post<E: RunCode>(
         Err(_) => return answer(server.handle_text(&text).await, None),
     };
     let initializing = message.get("method").and_then(Value::as_str) == Some("initialize");
-    let session = initializing.then(|| hako_runtime::agent::random_id());
+    let session = initializing.then(hako_runtime::agent::random_id);
     answer(server.handle(message).await, session)
 }
 
