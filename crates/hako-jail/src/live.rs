@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 pub const FRAME_STDOUT: u8 = b'1';
 /// Output the program wrote to its stderr.
 pub const FRAME_STDERR: u8 = b'2';
+/// A syscall the policy denied, by name, each time it is denied.
+pub const FRAME_BLOCKED: u8 = b'B';
 /// The run's outcome; always the last frame.
 pub const FRAME_OUTCOME: u8 = b'R';
 /// Largest output frame payload.
@@ -272,11 +274,13 @@ impl<'a> Relay<'a> {
                         if gone {
                             self.listener = None;
                         } else if let Some(l) = &self.listener {
+                            let before = self.blocked.clone();
                             handle_notification(
                                 l.as_fd(),
                                 self.spec.seccomp.mode,
                                 &mut self.blocked,
                             );
+                            self.report_blocked(&before);
                         }
                     }
                     Role::Control => match receive_control(control)? {
@@ -348,6 +352,20 @@ impl<'a> Relay<'a> {
             .zip(roles)
             .filter_map(|(fd, role)| fd.revents().filter(|r| !r.is_empty()).map(|r| (role, r)))
             .collect())
+    }
+
+    /// Tells the caller which syscall was just denied (sessions report them per exec).
+    fn report_blocked(&mut self, before: &BTreeMap<u32, u64>) {
+        let denied = self
+            .blocked
+            .iter()
+            .find(|(nr, count)| before.get(nr) != Some(count))
+            .map(|(nr, _)| *nr);
+        if let Some(nr) = denied {
+            if write_frame(FRAME_BLOCKED, seccomp::syscall_name(nr).as_bytes()).is_err() {
+                self.kill();
+            }
+        }
     }
 
     /// Reads once from the caller; EOF closes the program's input once it has everything.

@@ -1,6 +1,6 @@
 //! The caller's side of a live jail helper (`hako __live`, see `hako_jail::live`).
 
-use hako_jail::live::{FRAME_OUTCOME, FRAME_STDERR, FRAME_STDOUT, MAX_CHUNK};
+use hako_jail::live::{FRAME_BLOCKED, FRAME_OUTCOME, FRAME_STDERR, FRAME_STDOUT, MAX_CHUNK};
 use hako_jail::protocol;
 use hako_jail::spec::{JailOutcome, JailSpec};
 use std::path::Path;
@@ -33,6 +33,8 @@ pub enum LiveError {
 pub enum Frame {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// The policy denied this syscall just now.
+    Blocked(String),
     Outcome(Box<JailOutcome>),
 }
 
@@ -124,6 +126,7 @@ impl LiveRun {
         let max = match kind {
             FRAME_STDOUT | FRAME_STDERR => MAX_CHUNK,
             FRAME_OUTCOME => MAX_OUTCOME,
+            FRAME_BLOCKED => 64,
             _ => 0,
         };
         if len > max || (max == 0) {
@@ -138,6 +141,7 @@ impl LiveRun {
         Ok(match kind {
             FRAME_STDOUT => Frame::Stdout(payload),
             FRAME_STDERR => Frame::Stderr(payload),
+            FRAME_BLOCKED => Frame::Blocked(String::from_utf8_lossy(&payload).into_owned()),
             _ => {
                 self.finished();
                 let outcome = serde_json::from_slice(&payload).map_err(LiveError::Outcome)?;

@@ -155,6 +155,8 @@ impl Agent {
             match frame {
                 Frame::Stdout(bytes) => output.add(0, &bytes).await,
                 Frame::Stderr(bytes) => output.add(1, &bytes).await,
+                // The outcome lists them all.
+                Frame::Blocked(_) => {}
                 Frame::Outcome(outcome) => break *outcome,
             }
             if output.over_cap && !output.cancelled {

@@ -151,6 +151,8 @@ struct Conn {
     /// What the driver itself wrote to stderr (its own failures), bounded.
     diag: Vec<u8>,
     limits: Limits,
+    /// Syscalls denied during the current call.
+    blocked: Vec<String>,
     max_reply: usize,
     _packages: Option<Arc<Env>>,
 }
@@ -241,6 +243,7 @@ impl Sessions {
             pending: Vec::new(),
             diag: Vec::new(),
             limits,
+            blocked: Vec::new(),
             max_reply: (64usize << 20)
                 .saturating_add((limits.output_bytes as usize).saturating_mul(12))
                 .saturating_add(agent.files_max_bytes as usize * 2),
@@ -341,14 +344,44 @@ impl Sessions {
         let call = conn.call(&request, session.exec_timeout).await;
         session.execs.fetch_add(1, Ordering::Relaxed);
         session.touch();
+        let call = match call {
+            Ok(Call::Reply(value)) if value.get("output_limited") == Some(&true.into()) => {
+                // The code flooded its output: the session ends, as a run would.
+                conn.live.cancel();
+                let ended = tokio::time::timeout(END_TIMEOUT, conn.read_until_end()).await;
+                let mut outcome = match ended {
+                    Ok(Ok(outcome)) => outcome,
+                    _ => Box::default(),
+                };
+                let text = |key: &str| value[key].as_str().unwrap_or_default().as_bytes().to_vec();
+                outcome.stdout = text("stdout");
+                outcome.stderr = text("stderr");
+                outcome.output_limited = true;
+                outcome.exit_code = None;
+                outcome.signal = Some(libc::SIGKILL);
+                Ok(Call::Ended(outcome))
+            }
+            other => other,
+        };
         let answer = match call {
             Ok(Call::Reply(value)) => match serde_json::from_value::<ExecReply>(value) {
-                Ok(reply) => Ok(answer_of(reply, started)),
+                Ok(reply) => Ok(answer_of(reply, started, &conn.blocked, session.language)),
                 Err(e) => Err(AgentError::Protocol(format!("exec reply: {e}"))),
             },
             Ok(Call::Ended(outcome)) => {
                 let mut outcome = *outcome;
-                outcome.stderr = std::mem::take(&mut conn.diag);
+                if !outcome.output_limited {
+                    outcome.stderr = std::mem::take(&mut conn.diag);
+                }
+                for name in &conn.blocked {
+                    if !outcome.blocked.iter().any(|b| &b.name == name) {
+                        outcome.blocked.push(hako_jail::spec::BlockedSyscall {
+                            nr: 0,
+                            name: name.clone(),
+                            count: 1,
+                        });
+                    }
+                }
                 let run = summarize(&outcome, session.language, &conn.limits);
                 let reason = run.status.as_str();
                 *guard = None;
@@ -561,6 +594,7 @@ impl Conn {
     ) -> Result<Call, AgentError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| AgentError::Invalid(format!("encode the request: {e}")))?;
+        self.blocked.clear();
         let mut frame = (body.len() as u32).to_le_bytes().to_vec();
         frame.extend_from_slice(&body);
         if let Err(e) = self.live.send(&frame).await {
@@ -612,6 +646,11 @@ impl Conn {
             }
             match self.live.next().await? {
                 Frame::Stdout(bytes) => self.pending.extend_from_slice(&bytes),
+                Frame::Blocked(name) => {
+                    if !self.blocked.contains(&name) && self.blocked.len() < 64 {
+                        self.blocked.push(name);
+                    }
+                }
                 Frame::Stderr(bytes) => {
                     let room = (64usize << 10).saturating_sub(self.diag.len());
                     self.diag.extend_from_slice(&bytes[..bytes.len().min(room)]);
@@ -630,15 +669,31 @@ impl Conn {
     }
 }
 
-fn answer_of(reply: ExecReply, started: Instant) -> SessionAnswer {
+fn answer_of(
+    reply: ExecReply,
+    started: Instant,
+    blocked: &[String],
+    language: Language,
+) -> SessionAnswer {
     let failed = reply.error.is_some();
     let status = if reply.truncated {
         RunStatus::OutputLimit
+    } else if failed && !blocked.is_empty() {
+        RunStatus::Blocked
     } else if failed {
         RunStatus::Error
     } else {
         RunStatus::Ok
     };
+    let mut error = reply.error.unwrap_or_default();
+    if failed {
+        // As a run's error names them.
+        for name in blocked {
+            error.push_str(&format!(
+                "error: operation not permitted: syscall {name} blocked by the {language} policy; allow it with ALLOWED_SYSCALLS={name}\n"
+            ));
+        }
+    }
     let images: Vec<Image> = reply
         .images
         .into_iter()
@@ -649,10 +704,10 @@ fn answer_of(reply: ExecReply, started: Instant) -> SessionAnswer {
         run: RunResult {
             stdout: reply.stdout,
             stderr: reply.stderr,
-            error: reply.error.unwrap_or_default(),
+            error,
             exit_code: i32::from(failed),
             status,
-            blocked_syscalls: Vec::new(),
+            blocked_syscalls: blocked.to_vec(),
             usage: Usage {
                 wall_ms: started.elapsed().as_millis() as u64,
                 cpu_ms: 0,

@@ -20,10 +20,14 @@ function capture(kind) {
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk), typeof encoding === 'string' ? encoding : 'utf8');
     const len = kind + 'Len';
     const room = CAP - buffers[len];
-    if (buf.length > room) buffers.truncated = true;
     const kept = buf.subarray(0, Math.max(room, 0));
     buffers[kind].push(kept);
     buffers[len] += kept.length;
+    if (buf.length > room && !buffers.truncated) {
+      // The code wrote more than the cap: the session ends here, as a run would.
+      buffers.truncated = true;
+      reply({ output_limited: true, stdout: Buffer.concat(buffers.out).toString('utf8'), stderr: Buffer.concat(buffers.err).toString('utf8') });
+    }
     if (typeof encoding === 'function') encoding(); else if (typeof cb === 'function') cb();
     return true;
   };

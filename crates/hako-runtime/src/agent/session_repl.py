@@ -35,8 +35,12 @@ class _Collector:
     def _add(self, data):
         room = _CAP - len(self.buf)
         if len(data) > room:
-            self.truncated = True
             data = data[: max(room, 0)]
+            if not self.truncated:
+                self.truncated = True
+                self.buf += data
+                _output_limited()
+                return
         self.buf += data
 
     def _run(self):
@@ -84,12 +88,23 @@ _scope = {"__name__": "__main__", "__builtins__": __builtins__}
 _count = 0
 
 
+_reply_lock = _threading.Lock()
+
+
 def _reply(obj):
     data = _json.dumps(obj).encode()
     view = memoryview(len(data).to_bytes(4, "little") + data)
-    while view:
-        n = _os.write(_REPLY_FD, view)
-        view = view[n:]
+    with _reply_lock:
+        while view:
+            n = _os.write(_REPLY_FD, view)
+            view = view[n:]
+
+
+def _output_limited():
+    # The code wrote more than the cap: the session ends here, as a run would.
+    _reply({"output_limited": True,
+            "stdout": bytes(_out.buf).decode("utf-8", "replace"),
+            "stderr": bytes(_err.buf).decode("utf-8", "replace")})
 
 
 def _read_exact(n):
