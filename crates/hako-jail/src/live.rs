@@ -127,7 +127,8 @@ fn run(
             use_listener,
         )?;
         let egress = crate::netns::prepare(spec)?;
-        let name = format!("live-{}-{}", std::process::id(), spec.ids.host_uid);
+        // `run-<pid>-…`: start-up clean-up removes it if this helper dies without cleaning up.
+        let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
         let (cgroup, coverage) =
             create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
         Ok::<_, HelperError>((use_listener, filter, egress, cgroup, coverage))
