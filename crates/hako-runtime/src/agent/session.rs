@@ -124,9 +124,16 @@ struct State {
     ended: Mutex<BTreeMap<&'static str, u64>>,
 }
 
+/// Host ids of sessions: `uid_base + SESSION_IDS + slot`, above the Node pool's range, one
+/// slot per open session (never shared while both are open).
+const SESSION_IDS: u32 = 278_528;
+const SESSION_SLOTS: u32 = 16_384;
+
 #[derive(Default)]
 struct Table {
     live: HashMap<String, Arc<Session>>,
+    /// Id slots of open (and starting) sessions.
+    slots: std::collections::BTreeSet<u32>,
     /// Memory of sessions being started.
     starting_mb: u64,
     starting: usize,
@@ -134,6 +141,7 @@ struct Table {
 
 struct Session {
     id: String,
+    slot: u32,
     language: Language,
     memory_mb: u64,
     exec_timeout: Duration,
@@ -217,8 +225,11 @@ impl Sessions {
         };
         let (mut jail, packages) = executor.agent_spec(&request)?;
         let memory_mb = jail.limits.memory_bytes >> 20;
-        self.reserve(memory_mb)?;
-        let reserved = Reservation(self, memory_mb);
+        let slot = self.reserve(memory_mb)?;
+        let reserved = Reservation(self, memory_mb, slot);
+        let host_id = config.hako.uid_base + SESSION_IDS + slot;
+        jail.ids.host_uid = host_id;
+        jail.ids.host_gid = host_id;
         let exec_timeout = Duration::from_millis(jail.limits.timeout_ms);
         let limits = jail.limits;
         jail.limits.timeout_ms = agent.session_lifetime_s.saturating_mul(1000).max(1);
@@ -267,6 +278,7 @@ impl Sessions {
             .map_or(idle_max, |s| s.clamp(1, idle_max));
         let session = Arc::new(Session {
             id: id.clone(),
+            slot,
             language,
             memory_mb,
             exec_timeout,
@@ -286,7 +298,8 @@ impl Sessions {
         Ok(id)
     }
 
-    fn reserve(&self, memory_mb: u64) -> Result<(), AgentError> {
+    /// Reserves memory and an id slot for a session being started.
+    fn reserve(&self, memory_mb: u64) -> Result<u32, AgentError> {
         let agent = &self.state.executor.config().hako.agent;
         let mut table = self.table();
         let count = table.live.len() + table.starting;
@@ -303,9 +316,13 @@ impl Sessions {
                 agent.sessions_memory_mb
             )));
         }
+        let slot = (0..SESSION_SLOTS)
+            .find(|s| !table.slots.contains(s))
+            .ok_or_else(|| AgentError::Capacity("no free session identity".into()))?;
+        table.slots.insert(slot);
         table.starting += 1;
         table.starting_mb += memory_mb;
-        Ok(())
+        Ok(slot)
     }
 
     fn get(&self, id: &str) -> Result<Arc<Session>, AgentError> {
@@ -325,7 +342,14 @@ impl Sessions {
     }
 
     fn remove(&self, id: &str, reason: &'static str) -> Option<Arc<Session>> {
-        let removed = self.table().live.remove(id);
+        let removed = {
+            let mut table = self.table();
+            let removed = table.live.remove(id);
+            if let Some(session) = &removed {
+                table.slots.remove(&session.slot);
+            }
+            removed
+        };
         if removed.is_some() {
             self.count_end(reason);
         }
@@ -541,14 +565,15 @@ impl Sessions {
     }
 }
 
-/// Memory reserved for a session being started; given back when dropped.
-struct Reservation<'a>(&'a Sessions, u64);
+/// Memory and an id slot reserved for a session being started; given back when dropped.
+struct Reservation<'a>(&'a Sessions, u64, u32);
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         let mut table = self.0.table();
         table.starting = table.starting.saturating_sub(1);
         table.starting_mb = table.starting_mb.saturating_sub(self.1);
+        table.slots.remove(&self.2);
     }
 }
 
