@@ -59,7 +59,13 @@ pub async fn run<E: RunCode>(
     tokio::spawn(async move {
         let forward = async {
             let mut events_rx = events_rx;
-            while let Some(event) = events_rx.recv().await {
+            loop {
+                // A client that went away drops the body: stop, which ends the run.
+                let event = tokio::select! {
+                    event = events_rx.recv() => event,
+                    _ = body_tx.closed() => return None,
+                };
+                let Some(event) = event else { break };
                 let (name, text) = match event {
                     Event::Stdout(t) => ("stdout", t),
                     Event::Stderr(t) => ("stderr", t),
