@@ -70,6 +70,7 @@ fn the_official_sdk_client_works_over_stdio_and_streamable_http() {
         .output()
         .expect("run the MCP client");
     assert!(!refused.status.success());
+    transport_rules(&server);
     // stdio: `hako mcp` in a directory with a configuration, as an agent would start it.
     let stdio = Command::new(&python)
         .arg(script())
@@ -77,4 +78,65 @@ fn the_official_sdk_client_works_over_stdio_and_streamable_http() {
         .output()
         .expect("run the MCP client");
     assert_ok(stdio, "stdio");
+}
+
+/// What the streamable HTTP transport answers besides requests.
+fn transport_rules(server: &Server) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let post = |body: serde_json::Value| {
+            client
+                .post(server.url("/mcp"))
+                .header("Authorization", format!("Bearer {}", server.key))
+                .header("Accept", "application/json, text/event-stream")
+                .json(&body)
+        };
+        let init = post(
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(init.status().as_u16(), 200);
+        assert!(init.headers().contains_key("mcp-session-id"));
+        let answer: serde_json::Value = init.json().await.unwrap();
+        assert_eq!(
+            answer["result"]["protocolVersion"], "2025-06-18",
+            "{answer}"
+        );
+        let note =
+            post(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(note.status().as_u16(), 202);
+        let old = post(serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}))
+            .header("MCP-Protocol-Version", "1999-01-01")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(old.status().as_u16(), 400);
+        let unknown: serde_json::Value =
+            post(serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "no/such"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+        let get = client
+            .get(server.url("/mcp"))
+            .header("Authorization", format!("Bearer {}", server.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status().as_u16(), 405);
+    });
 }
