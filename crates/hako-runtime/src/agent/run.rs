@@ -82,20 +82,7 @@ impl Agent {
             return Err(AgentError::Invalid("field `code` must not be empty".into()));
         }
         let files_max = self.config().files_max_bytes;
-        let mut input_bytes = spec.stdin.as_ref().map_or(0, |s| s.len() as u64);
-        for (path, data) in &spec.files {
-            check_path(path)?;
-            input_bytes += decode_base64(&format!("files[{path:?}]"), data)?.len() as u64;
-        }
-        if input_bytes > files_max {
-            return Err(AgentError::Invalid(format!(
-                "input files and stdin hold {input_bytes} bytes; the limit is {files_max} (hako.agent.files_max_bytes)"
-            )));
-        }
-        for pattern in &spec.return_files {
-            check_glob(pattern)?;
-        }
-        check_env(spec.env.iter())?;
+        let input_bytes = check_inputs(&spec, files_max)?;
         let request = RunRequest {
             language,
             code: String::new(),
@@ -187,6 +174,25 @@ impl Agent {
             files_skipped,
         })
     }
+}
+
+/// Checks a run's files, globs and env; returns the bytes of input files and stdin.
+fn check_inputs(spec: &RunSpec, files_max: u64) -> Result<u64, AgentError> {
+    let mut input_bytes = spec.stdin.as_ref().map_or(0, |s| s.len() as u64);
+    for (path, data) in &spec.files {
+        check_path(path)?;
+        input_bytes += decode_base64(&format!("files[{path:?}]"), data)?.len() as u64;
+    }
+    if input_bytes > files_max {
+        return Err(AgentError::Invalid(format!(
+            "input files and stdin hold {input_bytes} bytes; the limit is {files_max} (hako.agent.files_max_bytes)"
+        )));
+    }
+    for pattern in &spec.return_files {
+        check_glob(pattern)?;
+    }
+    check_env(spec.env.iter())?;
+    Ok(input_bytes)
 }
 
 /// Per-request limits: positive, and lowered (never raised) by the executor.
