@@ -24,3 +24,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+# The official MCP Python SDK client, for the MCP tests (crates/hako/tests/mcp.rs).
+mcp_venv=/var/cache/hako-test/mcp-venv
+if ! "$mcp_venv/bin/python" -c "import mcp" 2>/dev/null; then
+  echo "setup: installing the MCP Python SDK into $mcp_venv"
+  mkdir -p "$(dirname "$mcp_venv")"
+  python3 -m venv "$mcp_venv"
+  "$mcp_venv/bin/pip" install -q mcp
+fi

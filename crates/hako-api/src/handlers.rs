@@ -27,6 +27,9 @@ pub async fn ready<E>(State(state): State<AppState<E>>) -> axum::response::Respo
 pub async fn metrics<E: RunCode>(State(state): State<AppState<E>>) -> impl IntoResponse {
     let mut text = state.metrics.render();
     text.push_str(&state.executor.worker_metrics());
+    if let Some(agent) = &state.agent {
+        text.push_str(&agent.sessions().metrics_text());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

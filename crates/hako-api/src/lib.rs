@@ -5,6 +5,8 @@
 //!   /health, /ready                         (no key)
 //!   /metrics                                (no key unless hako.http.metrics_public: false)
 //!   /v1/sandbox/*  ─ X-Api-Key ─ handler ─ admission ─ RunCode
+//!   /v2/*          ─ X-Api-Key or Bearer ─ handler ─ admission ─ Agent (see [`v2`])
+//!   /mcp           ─ the same key ─ MCP streamable HTTP ─ McpServer (see [`mcp`])
 //! ```
 
 mod admission;
@@ -13,11 +15,14 @@ mod body;
 mod connections;
 pub mod deps;
 mod handlers;
+pub mod mcp;
+mod mcp_http;
 mod metrics;
 mod middleware;
 pub mod ready;
 mod run_code;
 mod server;
+pub mod v2;
 
 pub use admission::Admission;
 pub use answer::{Envelope, Rejection};
@@ -43,6 +48,9 @@ pub struct AppState<E> {
     metrics: Arc<Metrics>,
     deps: Arc<dyn Dependencies>,
     readiness: Arc<dyn Readiness>,
+    /// Runs with files, streaming and sessions (absent with a fake executor).
+    agent: Option<hako_runtime::agent::Agent>,
+    mcp: Option<mcp::McpServer>,
 }
 
 impl<E> Clone for AppState<E> {
@@ -54,6 +62,8 @@ impl<E> Clone for AppState<E> {
             metrics: Arc::clone(&self.metrics),
             deps: Arc::clone(&self.deps),
             readiness: Arc::clone(&self.readiness),
+            agent: self.agent.clone(),
+            mcp: self.mcp.clone(),
         }
     }
 }
@@ -67,7 +77,11 @@ impl<E: RunCode> AppState<E> {
             metrics.queue_depth(),
             metrics.in_flight(),
         ));
+        let agent = executor.agent();
+        let mcp = mcp_http::server_for(agent.as_ref(), &admission);
         AppState {
+            agent,
+            mcp,
             executor: Arc::new(executor),
             config,
             admission,
@@ -132,6 +146,13 @@ pub fn router<E: RunCode>(state: AppState<E>) -> Router {
         .route("/ready", get(handlers::ready::<E>))
         .route("/metrics", metrics_route)
         .nest("/v1/sandbox", sandbox)
+        .nest("/v2", v2::routes(state.clone()))
+        .route(
+            "/mcp",
+            post(mcp_http::post::<E>)
+                .get(mcp_http::get)
+                .delete(mcp_http::delete::<E>),
+        )
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)

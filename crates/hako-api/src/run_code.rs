@@ -12,6 +12,11 @@ pub trait RunCode: Send + Sync + 'static {
     fn worker_metrics(&self) -> String {
         String::new()
     }
+
+    /// The agent API's runtime (files, streaming, sessions), if this executor has one.
+    fn agent(&self) -> Option<hako_runtime::agent::Agent> {
+        None
+    }
 }
 
 impl RunCode for Executor {
@@ -20,6 +25,10 @@ impl RunCode for Executor {
         request: RunRequest,
     ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
         Executor::run(self, request)
+    }
+
+    fn agent(&self) -> Option<hako_runtime::agent::Agent> {
+        Some(hako_runtime::agent::Agent::new(self.clone()))
     }
 
     fn worker_metrics(&self) -> String {

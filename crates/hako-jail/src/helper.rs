@@ -146,7 +146,7 @@ fn read_request(input: &mut impl Read) -> Result<(JailSpec, Vec<u8>), protocol::
 }
 
 /// Readable when the caller gave up on the run (it sends SIGTERM); -1 when unavailable.
-static CANCEL_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+pub(crate) static CANCEL_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// Turns SIGTERM into an event the supervisor polls: the run is killed and everything it
 /// had (cgroup, mounts, listener) is cleaned up before the helper exits. The helpers hold no
@@ -337,7 +337,7 @@ pub(crate) fn create_cgroup(
 }
 
 /// Folds the cgroup's accounting into the outcome.
-fn cgroup_accounting(
+pub(crate) fn cgroup_accounting(
     cgroup: Option<&RunCgroup>,
     result: Result<JailOutcome, HelperError>,
 ) -> Result<JailOutcome, HelperError> {
@@ -776,7 +776,7 @@ fn read_some(fd: RawFd, into: &mut Vec<u8>, max: usize) -> Result<usize, Errno> 
     Ok(n)
 }
 
-fn handle_notification(
+pub(crate) fn handle_notification(
     listener: BorrowedFd<'_>,
     mode: SeccompMode,
     blocked: &mut BTreeMap<u32, u64>,

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod helper;
 pub mod ids;
 pub mod landlock;
+pub mod live;
 pub mod lockdown;
 pub mod mounts;
 pub mod netns;

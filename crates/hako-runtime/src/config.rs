@@ -183,6 +183,8 @@ pub struct HakoConfig {
     /// Files and directories copied into Python environments at install time.
     #[serde(deserialize_with = "nullable")]
     pub python_data: Vec<crate::provision::DataItem>,
+    /// The agent API: files, sessions, replicas.
+    pub agent: crate::agent::AgentConfig,
 }
 
 impl Default for HakoConfig {
@@ -218,6 +220,7 @@ impl Default for HakoConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             packages_wait_seconds: 60,
             python_data: Vec::new(),
+            agent: crate::agent::AgentConfig::default(),
         }
     }
 }
@@ -372,6 +375,16 @@ impl Config {
         // error names the right origin.
         check_syscalls(&config.allowed_syscalls, "allowed_syscalls", &file_origin)?;
         let origins = apply_env(&mut config, env)?;
+        config
+            .hako
+            .agent
+            .apply_env(env)
+            .map_err(|(key, value)| ConfigError::Invalid {
+                key: key.into(),
+                origin: "environment".into(),
+                value: format!("{value:?}"),
+                reason: "expected a number".into(),
+            })?;
         config.normalize();
         let origin = Origins {
             file: file_origin,

@@ -711,3 +711,29 @@ impl Drop for CancelOnDrop {
         }
     }
 }
+
+impl Executor {
+    /// A fresh spawn-mode spec for a run of the agent API, with its package environment and
+    /// egress attached (the environment is held as long as the returned guard lives).
+    pub fn agent_spec(
+        &self,
+        request: &RunRequest,
+    ) -> Result<(JailSpec, Option<Arc<crate::packages::Env>>), ExecError> {
+        if request.enable_network && !self.inner.config.enable_network {
+            return Err(ExecError::NetworkDisabled);
+        }
+        let adapter = self.adapter(request.language)?;
+        let mut spec = self.spec(adapter, request, ExecOptions::default());
+        let env = self.inner.packages.attach(adapter.language, &mut spec);
+        self.inner
+            .egress
+            .attach(&mut spec, adapter.language, &request.request_id)
+            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        Ok((spec, env))
+    }
+
+    /// The binary that implements the jail helpers.
+    pub fn helper_path(&self) -> &std::path::Path {
+        &self.inner.helper
+    }
+}

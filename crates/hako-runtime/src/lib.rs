@@ -2,6 +2,7 @@
 //! into a jailed run.
 
 pub mod adapter;
+pub mod agent;
 pub mod config;
 pub mod egress;
 pub mod executor;

@@ -18,7 +18,9 @@ pub struct BenchArgs {
     /// API key of --url.
     #[arg(long, default_value = "dify-sandbox")]
     key: String,
-    /// python-hello | python-pandas | node-hello (ignored with --code).
+    /// python-hello | python-pandas | node-hello | python-session | node-session (ignored
+    /// with --code). A session workload execs in one warm session per concurrent client
+    /// (`/v2/sessions/{id}/exec`) and compares with one-shot runs of the same code.
     #[arg(long, default_value = "python-hello")]
     workload: String,
     /// A program to run instead of a built-in workload.
@@ -53,11 +55,14 @@ pub struct BenchArgs {
     python_warmup: Option<PathBuf>,
 }
 
+#[derive(Clone)]
 struct Workload {
     language: String,
     code: String,
     requirements: Vec<&'static str>,
     network: bool,
+    /// Exec in a session instead of one-shot runs.
+    session: bool,
 }
 
 fn b64(text: &str) -> String {
@@ -74,6 +79,7 @@ fn workload(args: &BenchArgs) -> Result<Workload> {
             code,
             requirements: Vec::new(),
             network: !args.no_network,
+            session: false,
         });
     }
     let inputs = b64(r#"{"arg1": "Hello", "arg2": "World"}"#);
@@ -89,12 +95,14 @@ fn workload(args: &BenchArgs) -> Result<Workload> {
             code: python("def main(arg1: str, arg2: str):\n    return {\"result\": arg1 + arg2}\n"),
             requirements: Vec::new(),
             network,
+            session: false,
         },
         "python-pandas" => Workload {
             language: "python3".into(),
             code: python("import pandas as pd\ndef main(arg1: str, arg2: str):\n    df = pd.DataFrame({'a': [1, 2, 3], 'b': [arg1, arg2, arg1]})\n    return {\"result\": int(df['a'].sum()), \"rows\": len(df)}\n"),
             requirements: vec!["pandas"],
             network,
+            session: false,
         },
         "node-hello" => Workload {
             language: "nodejs".into(),
@@ -103,8 +111,23 @@ fn workload(args: &BenchArgs) -> Result<Workload> {
             ),
             requirements: Vec::new(),
             network,
+            session: false,
         },
-        other => bail!("unknown workload {other:?}; use python-hello, python-pandas or node-hello"),
+        "python-session" => Workload {
+            language: "python3".into(),
+            code: "def main(arg1, arg2):\n    return {'result': arg1 + arg2}\nprint(main('Hello', 'World'))\n".into(),
+            requirements: Vec::new(),
+            network: false,
+            session: true,
+        },
+        "node-session" => Workload {
+            language: "nodejs".into(),
+            code: "function main(arg1, arg2) { return { result: arg1 + arg2 } }\nconsole.log(main('Hello', 'World'))\n".into(),
+            requirements: Vec::new(),
+            network: false,
+            session: true,
+        },
+        other => bail!("unknown workload {other:?}; use python-hello, python-pandas, node-hello, python-session or node-session"),
     })
 }
 
@@ -193,7 +216,7 @@ async fn wait_ready(client: &reqwest::Client, url: &str, key: &str, work: &Workl
             Err(_) => true,
         };
         if !installing {
-            if let Ok(answer) = run_once(client, url, key, work).await {
+            if let Ok(answer) = run_once(client, url, key, work, None).await {
                 if answer.is_ok() {
                     // Let warm workers settle after the environment switch.
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -210,7 +233,26 @@ async fn run_once(
     url: &str,
     key: &str,
     work: &Workload,
+    session: Option<&str>,
 ) -> Result<std::result::Result<(), String>> {
+    if let Some(id) = session {
+        let resp = client
+            .post(format!("{url}/v2/sessions/{id}/exec"))
+            .header("X-Api-Key", key)
+            .json(&json!({ "code": work.code }))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Ok(Err(format!("HTTP {status}")));
+        }
+        let body: Value = resp.json().await?;
+        return Ok(if body["status"] == "ok" {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        });
+    }
     let resp = client
         .post(format!("{url}/v1/sandbox/run"))
         .header("X-Api-Key", key)
@@ -313,8 +355,12 @@ async fn measure(
         .pool_max_idle_per_host(args.concurrency * 2)
         .build()?;
     wait_ready(&client, url, key, &work).await?;
+    let warm_session = match work.session {
+        true => Some(open_session(&client, url, key, &work).await?),
+        false => None,
+    };
     for _ in 0..args.warmup {
-        let _ = run_once(&client, url, key, &work).await;
+        let _ = run_once(&client, url, key, &work, warm_session.as_deref()).await;
         if args.spacing_ms > 0 {
             tokio::time::sleep(Duration::from_millis(args.spacing_ms)).await;
         }
@@ -339,6 +385,16 @@ async fn measure(
         let use_deadline = args.count.is_none();
         tasks.push(tokio::spawn(async move {
             let mut m = Measured::default();
+            let session = match work.session {
+                true => match open_session(&client, &url, &key, &work).await {
+                    Ok(id) => Some(id),
+                    Err(_) => {
+                        m.errors += 1;
+                        return m;
+                    }
+                },
+                false => None,
+            };
             loop {
                 if use_deadline && Instant::now() >= deadline {
                     break;
@@ -347,7 +403,7 @@ async fn measure(
                     break;
                 }
                 let t = Instant::now();
-                match run_once(&client, &url, &key, &work).await {
+                match run_once(&client, &url, &key, &work, session.as_deref()).await {
                     Ok(Ok(())) => m.latencies.push(t.elapsed()),
                     Ok(Err(e)) if e == "HTTP 503" => m.overloaded += 1,
                     _ => m.errors += 1,
@@ -373,6 +429,27 @@ async fn measure(
     }
     total.server_rss = server_rss;
     Ok(total)
+}
+
+/// Starts a session for a session workload.
+async fn open_session(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    work: &Workload,
+) -> Result<String> {
+    let answer: Value = client
+        .post(format!("{url}/v2/sessions"))
+        .header("X-Api-Key", key)
+        .json(&json!({ "language": work.language }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    answer["id"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no session: {answer}"))
 }
 
 fn report(label: &str, m: &Measured) {
@@ -437,6 +514,23 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 Some(pid),
             ))?;
             print_workers(&runtime, &server.url);
+            if work.session {
+                // The same code as one-shot runs (warm zygote or Node pool), same sitting.
+                report("session", &m);
+                let once = Arc::new(Workload {
+                    session: false,
+                    ..(*work).clone()
+                });
+                let one_shot =
+                    runtime.block_on(measure(&server.url, &server.key, once, &args, Some(pid)))?;
+                report("one-shot", &one_shot);
+                println!(
+                    "ratios (one-shot / session exec): p50 {:.1}x  p99 {:.1}x",
+                    one_shot.percentile(50.0) / m.percentile(50.0),
+                    one_shot.percentile(99.0) / m.percentile(99.0),
+                );
+                return Ok(if m.errors == 0 { 0 } else { 1 });
+            }
             m
         }
     };

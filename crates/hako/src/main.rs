@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 mod bench;
+mod mcp;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,9 @@ enum Command {
     Serve,
     /// Load-test the run API (starts its own servers unless --url is given).
     Bench(bench::BenchArgs),
+    /// Serve the Model Context Protocol over stdio (tools: run_code and sessions), with its
+    /// own jail runtime.
+    Mcp,
     /// Build the package environments for the requirements files now (e.g. in an image build).
     Packages {
         #[command(subcommand)]
@@ -51,6 +55,9 @@ enum Command {
     /// Internal: a warm Python zygote and its supervisor (reads runs on stdin).
     #[command(name = "__zygote", hide = true)]
     Zygote,
+    /// Internal: a jail helper that relays input and output while the program runs.
+    #[command(name = "__live", hide = true)]
+    Live,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +105,7 @@ fn main() {
     match cli.command {
         Command::Jail => std::process::exit(hako_jail::helper::main()),
         Command::Zygote => std::process::exit(hako_jail::zygote::main()),
+        Command::Live => std::process::exit(hako_jail::live::main()),
         _ => {}
     }
     // The log format comes from the configuration (hako.log_format / HAKO_LOG_FORMAT);
@@ -135,10 +143,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Profile(args) => profile(cli.config.as_deref(), args),
         Command::Serve => serve(cli.config.as_deref()),
         Command::Bench(args) => bench::bench(args),
+        Command::Mcp => serve_mcp(cli.config.as_deref()),
         Command::Packages {
             action: PackagesAction::Install,
         } => install_packages(cli.config.as_deref()),
-        Command::Jail | Command::Zygote => unreachable!("handled before logging starts"),
+        Command::Jail | Command::Zygote | Command::Live => {
+            unreachable!("handled before logging starts")
+        }
     }
 }
 
@@ -222,6 +233,17 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
         .enable_all()
         .build()?;
     Ok(runtime.block_on(future))
+}
+
+fn serve_mcp(config_path: Option<&Path>) -> Result<i32> {
+    let config = load_config(config_path, true)?;
+    check_layers(&config)?;
+    let executor = executor(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(mcp::serve(executor))?;
+    Ok(0)
 }
 
 fn run(config_path: Option<&Path>, args: RunArgs) -> Result<i32> {

@@ -17,8 +17,38 @@ macro_rules! in_every_mode {
         mod server_zygote {
             $(#[test] fn $name() { if super::can_run_jail() { super::$name(&super::Runner::server("zygote")) } })*
         }
+        mod agent_v2_runs {
+            $(#[test] fn $name() { if super::can_run_jail() { super::$name(&super::Runner::agent("v2")) } })*
+        }
     };
 }
+
+/// The attacks of the list again, each program as the one exec of a fresh session.
+macro_rules! in_a_session {
+    ($($name:ident),* $(,)?) => {
+        mod agent_session {
+            $(#[test] fn $name() { if super::can_run_jail() { super::$name(&super::Runner::agent("session")) } })*
+        }
+    };
+}
+
+in_a_session!(
+    python_and_node_print,
+    host_files_are_not_visible,
+    listing_root_shows_only_the_jail,
+    runs_do_not_see_each_others_tmp,
+    proc_shows_only_the_run_and_no_host_environment,
+    kill_all_processes_hurts_nobody_outside,
+    fork_and_subprocess_are_not_permitted,
+    thread_bomb_stops_at_the_pids_limit,
+    huge_allocation_fails_and_gradual_allocation_hits_the_memory_limit,
+    filling_tmp_stops_at_its_cap,
+    infinite_loop_times_out,
+    output_flood_is_capped,
+    privileged_syscalls_are_denied_and_named,
+    dangerous_sockets_are_denied,
+    host_loopback_is_unreachable_without_network,
+);
 
 in_every_mode!(
     python_and_node_print,

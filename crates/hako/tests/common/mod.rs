@@ -291,6 +291,10 @@ pub fn jinja2_runner(template: &str, inputs: &Value) -> String {
 pub enum Runner {
     Cli,
     Server(Server),
+    /// The agent API's one-shot runs (`POST /v2/runs`) of a spawn-mode server.
+    V2Runs(Server),
+    /// A fresh session per program (`/v2/sessions`, one exec, then closed).
+    Session(Server),
 }
 
 impl Runner {
@@ -310,6 +314,16 @@ impl Runner {
             server.wait_warm();
         }
         Runner::Server(server)
+    }
+
+    /// A spawn-mode server whose runs go through the agent API (`v2` or `session`).
+    pub fn agent(kind: &str) -> Runner {
+        let config = "worker_timeout: 20\nmax_workers: 2\nhako:\n  mode: spawn\n";
+        let server = Server::start(config, &[("HAKO_TEST_MARKER", "host-secret")]);
+        match kind {
+            "v2" => Runner::V2Runs(server),
+            _ => Runner::Session(server),
+        }
     }
 
     /// Runs `code`; `extra` takes `--timeout S` and `--memory-mb N` like `hako run`.
@@ -343,8 +357,80 @@ impl Runner {
                     exit: 0,
                 }
             }
+            Runner::V2Runs(server) | Runner::Session(server) => {
+                let mut limits = serde_json::Map::new();
+                let mut args = extra.iter();
+                while let Some(flag) = args.next() {
+                    let value: u64 = args
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("flag value");
+                    match *flag {
+                        "--timeout" => limits.insert("timeout_s".into(), value.into()),
+                        "--memory-mb" => limits.insert("memory_mb".into(), value.into()),
+                        other => panic!("unsupported flag {other}"),
+                    };
+                }
+                limits.insert("language".into(), language.into());
+                let json = match self {
+                    Runner::V2Runs(_) => {
+                        limits.insert("code".into(), code.into());
+                        post_agent(server, "/v2/runs", &Value::Object(limits))
+                    }
+                    _ => {
+                        let created = post_agent(server, "/v2/sessions", &Value::Object(limits));
+                        let id = created["id"].as_str().expect("session id").to_string();
+                        let answer = post_agent(
+                            server,
+                            &format!("/v2/sessions/{id}/exec"),
+                            &serde_json::json!({ "code": code }),
+                        );
+                        delete_agent(server, &format!("/v2/sessions/{id}"));
+                        answer
+                    }
+                };
+                Run { json, exit: 0 }
+            }
         }
     }
+}
+
+fn agent_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A blocking POST to the agent API; returns the JSON answer.
+pub fn post_agent(server: &Server, path: &str, body: &Value) -> Value {
+    agent_runtime().block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap();
+        client
+            .post(server.url(path))
+            .header("X-Api-Key", &server.key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON answer")
+    })
+}
+
+/// A blocking DELETE on the agent API (a session that already ended answers 404).
+pub fn delete_agent(server: &Server, path: &str) {
+    agent_runtime().block_on(async {
+        let _ = reqwest::Client::new()
+            .delete(server.url(path))
+            .header("X-Api-Key", &server.key)
+            .send()
+            .await;
+    });
 }
 
 /// A blocking POST of a run (the isolation tests are synchronous); returns `data`.
