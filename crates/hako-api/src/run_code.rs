@@ -1,5 +1,6 @@
 //! The seam between the HTTP layer and the executor, so handlers can be tested with a fake.
 
+use hako_runtime::stop::Cancel;
 use hako_runtime::{ExecError, Executor, RunRequest, RunResult};
 use std::future::Future;
 
@@ -7,6 +8,17 @@ use std::future::Future;
 pub trait RunCode: Send + Sync + 'static {
     fn run(&self, request: RunRequest)
         -> impl Future<Output = Result<RunResult, ExecError>> + Send;
+
+    /// Runs until done or until `cancel` fires (the client went away); a cancelled run
+    /// completes once its processes are gone. By default a run is not cancelled.
+    fn run_until(
+        &self,
+        request: RunRequest,
+        cancel: Cancel,
+    ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
+        drop(cancel);
+        self.run(request)
+    }
 
     /// Extra Prometheus text about the workers (warm zygotes and their memory).
     fn worker_metrics(&self) -> String {
@@ -20,6 +32,14 @@ impl RunCode for Executor {
         request: RunRequest,
     ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
         Executor::run(self, request)
+    }
+
+    fn run_until(
+        &self,
+        request: RunRequest,
+        cancel: Cancel,
+    ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
+        Executor::run_until(self, request, cancel)
     }
 
     fn worker_metrics(&self) -> String {

@@ -268,6 +268,8 @@ impl Zygote {
         let name = format!("zygote-{}-{nanos}", std::process::id());
         let (cgroup, coverage) =
             helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+        // Declared before `guard`, so on an error init is killed first, then the groups go.
+        let mut cgroup = RemoveOnError(cgroup);
         let (init, control) = helper::start_jail(
             helper::Plan {
                 spec,
@@ -276,7 +278,7 @@ impl Zygote {
                 coverage,
             },
             bootstrap,
-            cgroup.as_ref(),
+            cgroup.0.as_ref(),
             stdio,
             Some(theirs),
             pipes.control,
@@ -320,7 +322,7 @@ impl Zygote {
         let mut zygote = Zygote {
             init,
             in_zygote_netns,
-            cgroup,
+            cgroup: cgroup.0.take(),
             coverage,
             pid,
             socket: ours,
@@ -677,6 +679,20 @@ impl Drop for Zygote {
         }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.remove();
+        }
+    }
+}
+
+/// The groups of a zygote that is starting: removed (with anything left in them) if the
+/// start fails, kept once the zygote owns them.
+struct RemoveOnError(Option<crate::cgroup::RunCgroup>);
+
+impl Drop for RemoveOnError {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            if let Err(err) = cg.remove() {
+                eprintln!("hako zygote: {err}");
+            }
         }
     }
 }

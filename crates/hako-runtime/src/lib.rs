@@ -8,6 +8,7 @@ pub mod executor;
 pub mod language;
 pub mod packages;
 pub mod result;
+pub mod stop;
 pub mod summary;
 pub mod warm;
 

@@ -5,6 +5,7 @@
 //! serves one run at a time. When the package environment changes, the template changes:
 //! zygotes of the old generation finish their run and are not reused.
 
+use crate::stop::Waited;
 use hako_jail::protocol;
 use hako_jail::spec::{JailOutcome, JailSpec};
 use hako_jail::zygote::{RunOrder, ZygoteReport};
@@ -20,6 +21,9 @@ pub enum WarmError {
     Start(String),
     #[error("the zygote failed: {0}")]
     Broken(String),
+    /// The caller gave up; the worker was stopped and is gone.
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 /// One zygote helper and its pipes.
@@ -29,6 +33,31 @@ struct Zygote {
     stdout: BufReader<ChildStdout>,
     generation: u64,
     pid: i32,
+    /// Where its groups are (to remove them if the helper is killed).
+    cgroup_root: PathBuf,
+}
+
+impl Zygote {
+    /// Retires an idle (or finished) zygote: its helper sees EOF, cleans up and exits, and
+    /// is reaped in the background.
+    fn retire(self, finishing: &Finishing) {
+        let Zygote { child, stdin, .. } = self;
+        drop(stdin);
+        finishing.reap(child, None);
+    }
+
+    /// Stops a zygote in the middle of a run and waits until its helper is gone.
+    async fn stop(self) {
+        let Zygote {
+            mut child,
+            stdin,
+            stdout,
+            cgroup_root,
+            ..
+        } = self;
+        drop((stdin, stdout));
+        crate::stop::stop_helper(&mut child, &cgroup_root).await;
+    }
 }
 
 #[derive(Clone)]
@@ -53,6 +82,12 @@ struct State {
     warmed: bool,
     /// Zygotes that failed to start (runs then start afresh).
     failed_starts: usize,
+    /// Failed starts since the last good one: restarts wait longer after each.
+    failures_in_a_row: u32,
+    /// Why the last start failed, while no start has succeeded since.
+    last_error: Option<String>,
+    /// A restart is scheduled after a backoff delay; no other start begins meanwhile.
+    backing_off: bool,
 }
 
 /// Size and memory of the warm zygotes (for `/metrics` and `hako doctor`).
@@ -62,6 +97,8 @@ pub struct PoolStatus {
     pub warmed: bool,
     /// Zygotes that failed to start; runs meanwhile start afresh.
     pub failed_starts: usize,
+    /// Why zygotes fail to start, while none has started since the last failure.
+    pub start_error: Option<String>,
     pub idle: usize,
     /// Pre-started Node.js workers ready for a program.
     pub node_idle: usize,
@@ -74,12 +111,15 @@ pub struct ZygotePool {
     helper: PathBuf,
     size: usize,
     state: Arc<Mutex<State>>,
+    /// Reaps retired zygotes (and removes what a killed one left).
+    finishing: Finishing,
 }
 
 impl ZygotePool {
-    pub fn new(helper: PathBuf, size: usize) -> ZygotePool {
+    pub fn new(helper: PathBuf, size: usize, finishing: Finishing) -> ZygotePool {
         ZygotePool {
             helper,
+            finishing,
             size: size.max(1),
             state: Arc::new(Mutex::new(State {
                 template: None,
@@ -91,6 +131,9 @@ impl ZygotePool {
                 next_ids: 0,
                 warmed: false,
                 failed_starts: 0,
+                failures_in_a_row: 0,
+                last_error: None,
+                backing_off: false,
             })),
         }
     }
@@ -109,8 +152,24 @@ impl ZygotePool {
             });
             std::mem::take(&mut state.idle)
         };
-        drop(retired);
+        for zygote in retired {
+            zygote.retire(&self.finishing);
+        }
         self.refill();
+    }
+
+    /// Stops the pool (a stopping server): no new zygotes; idle ones retire, and those still
+    /// starting retire when they are up. Returns once none is starting any more.
+    pub async fn close(&self) {
+        let retired = {
+            let mut state = self.lock();
+            state.template = None;
+            std::mem::take(&mut state.idle)
+        };
+        for zygote in retired {
+            zygote.retire(&self.finishing);
+        }
+        wait_until(|| self.lock().starting == 0).await;
     }
 
     pub fn status(&self) -> PoolStatus {
@@ -118,6 +177,7 @@ impl ZygotePool {
         PoolStatus {
             warmed: state.warmed,
             failed_starts: state.failed_starts,
+            start_error: state.last_error.clone(),
             idle: state.idle.len(),
             node_idle: 0,
             zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
@@ -138,6 +198,9 @@ impl ZygotePool {
             let Some(template) = state.template.clone() else {
                 return;
             };
+            if state.backing_off {
+                return;
+            }
             let missing = self
                 .size
                 .saturating_sub(state.idle.len() + state.starting + state.busy);
@@ -158,26 +221,63 @@ impl ZygotePool {
                 let started = pool.start(&template).await;
                 let mut state = pool.lock();
                 state.starting = state.starting.saturating_sub(1);
-                match started {
+                let stale = match started {
                     Ok((zygote, report)) => {
                         state.skipped = report.skipped;
+                        state.failures_in_a_row = 0;
+                        state.last_error = None;
                         let current = state.template.as_ref().map(|t| t.generation);
                         if current == Some(zygote.generation) {
                             state.idle.push(zygote);
                             state.warmed = true;
+                            None
+                        } else {
+                            Some(zygote)
                         }
                     }
                     Err(err) => {
                         state.failed_starts += 1;
+                        state.failures_in_a_row += 1;
+                        state.last_error = Some(err.to_string());
                         tracing::error!("zygote did not start: {err}");
+                        None
                     }
+                };
+                drop(state);
+                if let Some(zygote) = stale {
+                    zygote.retire(&pool.finishing);
                 }
+                // Whatever happened, the pool fills up again (a zygote of an older template
+                // was just discarded, or one failed): never wait for a run to ask.
+                pool.refill_after_start();
             });
         }
     }
 
+    /// Refills now, or after a backoff delay while starts keep failing.
+    fn refill_after_start(&self) {
+        let delay = {
+            let mut state = self.lock();
+            if state.failures_in_a_row == 0 || state.backing_off {
+                None
+            } else {
+                state.backing_off = true;
+                Some(crate::stop::restart_delay(state.failures_in_a_row))
+            }
+        };
+        let Some(delay) = delay else {
+            self.refill();
+            return;
+        };
+        let pool = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            pool.lock().backing_off = false;
+            pool.refill();
+        });
+    }
+
     async fn start(&self, template: &Template) -> Result<(Zygote, ZygoteReport), WarmError> {
-        let start_err = |e: std::io::Error| WarmError::Start(e.to_string());
         let (mut child, stdin, stdout) = start_helper(
             &self.helper,
             "__zygote",
@@ -186,15 +286,26 @@ impl ZygotePool {
         )
         .await?;
         let mut stdout = BufReader::new(stdout);
-        let header = read_frame(&mut stdout, 4).await.map_err(start_err)?;
-        let report: ZygoteReport =
-            serde_json::from_slice(&header).map_err(|e| WarmError::Start(e.to_string()))?;
-        if !report.ready {
-            let _ = child.kill().await;
-            return Err(WarmError::Start(
-                report.error.unwrap_or_else(|| "not ready".into()),
-            ));
-        }
+        let report = match read_frame(&mut stdout, 4).await {
+            Ok(header) => serde_json::from_slice::<ZygoteReport>(&header)
+                .map_err(|e| WarmError::Start(e.to_string())),
+            Err(e) => Err(WarmError::Start(e.to_string())),
+        };
+        let report = match report {
+            Ok(report) if report.ready => report,
+            failed => {
+                // The helper cleans up and exits on its own; it is reaped (and whatever it
+                // left removed) before the next start.
+                drop((stdin, stdout));
+                crate::stop::stop_helper(&mut child, &template.spec.cgroup_root).await;
+                return Err(match failed {
+                    Ok(report) => {
+                        WarmError::Start(report.error.unwrap_or_else(|| "not ready".into()))
+                    }
+                    Err(err) => err,
+                });
+            }
+        };
         for skipped in &report.skipped {
             tracing::warn!("preload module skipped: {skipped}");
         }
@@ -212,6 +323,7 @@ impl ZygotePool {
                 stdout,
                 generation: template.generation,
                 pid,
+                cgroup_root: template.spec.cgroup_root.clone(),
             },
             report,
         ))
@@ -224,23 +336,48 @@ impl ZygotePool {
 
     /// Runs one program in a child of a warm zygote. `Ok(None)` means no zygote was ready
     /// (the caller falls back to a fresh interpreter).
+    ///
+    /// The wait is bounded by the run's own timeout: a zygote that does not answer by then
+    /// (stopped, wedged) is killed and replaced, and the run ends as timed out. A cancelled
+    /// run stops the zygote's helper and returns once it is gone.
     pub async fn run(
         &self,
         order: &RunOrder,
         code: &[u8],
+        cancel: &mut crate::stop::Cancel,
     ) -> Result<Option<JailOutcome>, WarmError> {
         let Some(mut lease) = self.lease() else {
             self.refill();
             return Ok(None);
         };
-        let zygote = lease.zygote.as_mut().expect("a lease holds its zygote");
-        match exchange(zygote, order, code).await {
-            Ok(outcome) => {
+        let Some(zygote) = lease.zygote.as_mut() else {
+            return Ok(None);
+        };
+        let deadline =
+            std::time::Duration::from_millis(order.limits.timeout_ms) + crate::stop::ANSWER_GRACE;
+        match crate::stop::wait_bounded(exchange(zygote, order, code), deadline, cancel).await {
+            Waited::Answer(Ok(outcome)) => {
                 // After a setup error the zygote may be gone: a replacement starts.
                 lease.reusable = outcome.setup_error.is_none();
                 Ok(Some(outcome))
             }
-            Err(err) => Err(WarmError::Broken(err.to_string())),
+            Waited::Answer(Err(err)) => Err(WarmError::Broken(err.to_string())),
+            Waited::Cancelled => {
+                if let Some(zygote) = lease.zygote.take() {
+                    zygote.stop().await;
+                }
+                Err(WarmError::Cancelled)
+            }
+            Waited::Late => {
+                tracing::error!(
+                    timeout_ms = order.limits.timeout_ms,
+                    "a zygote did not answer within the run's timeout; replacing it"
+                );
+                if let Some(mut zygote) = lease.zygote.take() {
+                    crate::stop::kill_helper(&mut zygote.child, &zygote.cgroup_root).await;
+                }
+                Ok(Some(crate::stop::stalled_outcome(deadline)))
+            }
         }
     }
 
@@ -280,7 +417,9 @@ impl Drop for Lease {
                 other => other,
             }
         };
-        drop(retired);
+        if let Some(zygote) = retired {
+            zygote.retire(&self.pool.finishing);
+        }
         self.pool.refill();
     }
 }
@@ -360,6 +499,14 @@ async fn forward_log(stderr: tokio::process::ChildStderr) {
     }
 }
 
+/// Waits (up to 10 s) until `done` holds: workers still starting finish their start.
+async fn wait_until(done: impl Fn() -> bool) {
+    let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() && tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Resident memory of a process (the zygote interpreter), in bytes.
 fn rss_of_tree(pid: i32) -> u64 {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
@@ -377,17 +524,33 @@ fn rss_of_tree(pid: i32) -> u64 {
 /// which takes tens of ms on cgroup v1). Each is reaped in the background; [`Finishing::wait`]
 /// waits for all of them (a short-lived CLI, a stopping server).
 #[derive(Clone, Default)]
-pub struct Finishing(Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+pub struct Finishing {
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Where helpers make their groups; those of a helper that failed are removed.
+    cgroup_root: Arc<PathBuf>,
+}
 
 impl Finishing {
-    /// Reaps `child` in the background, logging what it wrote to `stderr` (if given).
+    pub fn new(cgroup_root: PathBuf) -> Finishing {
+        Finishing {
+            tasks: Arc::default(),
+            cgroup_root: Arc::new(cgroup_root),
+        }
+    }
+
+    /// Reaps `child` in the background, logging what it wrote to `stderr` (if given). A
+    /// helper that did not exit cleanly (killed, failed) has whatever it left removed.
     pub fn reap(&self, mut child: Child, stderr: Option<tokio::process::ChildStderr>) {
+        let cgroup_root = Arc::clone(&self.cgroup_root);
         let task = tokio::spawn(async move {
             let mut err = Vec::new();
             if let Some(mut stderr) = stderr {
                 let _ = stderr.read_to_end(&mut err).await;
             }
-            let _ = child.wait().await;
+            let pid = child.id();
+            if !child.wait().await.is_ok_and(|s| s.success()) {
+                crate::stop::remove_leftovers(pid, &cgroup_root).await;
+            }
             if !err.is_empty() {
                 tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
             }
@@ -405,7 +568,7 @@ impl Finishing {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
-        self.0
+        self.tasks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -435,6 +598,7 @@ struct NodeWorker {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
+    cgroup_root: PathBuf,
     /// The package environment the worker was started with.
     binds: Vec<(PathBuf, PathBuf)>,
 }
@@ -505,6 +669,26 @@ impl NodePool {
 
     pub fn idle(&self) -> usize {
         self.lock().idle.len()
+    }
+
+    /// Stops the pool (a stopping server): idle workers get an empty program and exit, and
+    /// none is started any more. Returns once none is starting.
+    pub async fn close(&self) {
+        let retired = {
+            let mut state = self.lock();
+            state.template = None;
+            std::mem::take(&mut state.idle)
+        };
+        for worker in retired {
+            drop(worker.stdin);
+            self.finishing.reap(worker.child, None);
+        }
+        wait_until(|| self.lock().starting == 0).await;
+        let late = std::mem::take(&mut self.lock().idle);
+        for worker in late {
+            drop(worker.stdin);
+            self.finishing.reap(worker.child, None);
+        }
     }
 
     /// True when the workers were made with these package binds.
@@ -580,29 +764,62 @@ impl NodePool {
             child,
             stdin,
             stdout,
+            cgroup_root: spec.cgroup_root.clone(),
             binds: spec.mapped_binds,
         })
     }
 
-    /// Runs `code` in a ready worker; `Ok(None)` when none is ready.
-    pub async fn run(&self, code: &[u8]) -> Result<Option<JailOutcome>, WarmError> {
+    /// Runs `code` in a ready worker; `Ok(None)` when none is ready. Bounded like
+    /// [`ZygotePool::run`]: a worker that does not answer within the run's timeout is killed
+    /// and the run ends as timed out; a cancelled run returns once the worker is gone.
+    pub async fn run(
+        &self,
+        code: &[u8],
+        timeout_ms: u64,
+        cancel: &mut crate::stop::Cancel,
+    ) -> Result<Option<JailOutcome>, WarmError> {
         let taken = self.lock().idle.pop();
         self.refill();
-        let Some(mut worker) = taken else {
+        let Some(worker) = taken else {
             return Ok(None);
         };
-        let broken = |e: std::io::Error| WarmError::Broken(e.to_string());
-        worker.stdin.write_all(code).await.map_err(broken)?;
-        drop(worker.stdin);
+        let NodeWorker {
+            mut child,
+            mut stdin,
+            mut stdout,
+            cgroup_root,
+            ..
+        } = worker;
+        let deadline = std::time::Duration::from_millis(timeout_ms) + crate::stop::ANSWER_GRACE;
         // The helper closes its stdout once the outcome is written, then removes the run's
         // cgroup: answer then, and reap it in the background.
         let mut bytes = Vec::new();
-        worker
-            .stdout
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(broken)?;
-        self.finishing.reap(worker.child, None);
+        let exchange = async {
+            stdin.write_all(code).await?;
+            drop(stdin);
+            stdout.read_to_end(&mut bytes).await
+        };
+        match crate::stop::wait_bounded(exchange, deadline, cancel).await {
+            Waited::Answer(Ok(_)) => self.finishing.reap(child, None),
+            Waited::Answer(Err(e)) => {
+                self.finishing.reap(child, None);
+                return Err(WarmError::Broken(e.to_string()));
+            }
+            Waited::Cancelled => {
+                drop(stdout);
+                crate::stop::stop_helper(&mut child, &cgroup_root).await;
+                return Err(WarmError::Cancelled);
+            }
+            Waited::Late => {
+                tracing::error!(
+                    timeout_ms,
+                    "a node worker did not answer within the run's timeout"
+                );
+                drop(stdout);
+                crate::stop::kill_helper(&mut child, &cgroup_root).await;
+                return Ok(Some(crate::stop::stalled_outcome(deadline)));
+            }
+        }
         protocol::decode_outcome(&bytes)
             .map(Some)
             .map_err(|e| WarmError::Broken(e.to_string()))

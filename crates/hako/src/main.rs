@@ -472,38 +472,59 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
             .with_dependencies(std::sync::Arc::new(packages))
             .with_readiness(readiness);
         let served = hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await;
-        // Helpers that answered the last runs finish their clean-up before we exit.
-        executor.wait_for_helpers().await;
+        // Warm workers, helpers that answered the last runs and the egress guard finish
+        // their clean-up before we exit: a clean stop leaves nothing behind.
+        executor.shutdown().await;
         served
     })?;
     Ok(0)
 }
 
-/// Ready means: no package environment is still being built for the current requirements
-/// (a failed install keeps serving with the previous one), and in zygote mode a warm Python
-/// worker exists.
+/// Ready means: every package environment is built for the current requirements (not
+/// installing, and not failed: runs would miss the packages they ask for), and in zygote mode
+/// a warm Python worker exists or can start.
 fn readiness(executor: Executor, warm: bool) -> std::sync::Arc<dyn hako_api::Readiness> {
+    use hako_runtime::packages::EnvState;
     std::sync::Arc::new(move || {
         let mut not_ready = Vec::new();
         for language in [Language::Python3, Language::Nodejs] {
             let report = executor.packages().report(language);
-            if report.state == hako_runtime::packages::EnvState::Installing {
-                not_ready.push(hako_api::NotReady::new(
-                    format!("{language} packages"),
-                    "installing",
-                ));
-            }
-        }
-        // A pool that keeps failing does not hold readiness back: runs start afresh then.
-        if warm
-            && executor
-                .warm_status()
-                .is_some_and(|s| !s.warmed && s.failed_starts < 3)
-        {
+            let reason = match report.state {
+                EnvState::Installing => "installing".to_string(),
+                EnvState::Failed => format!(
+                    "install failed: {}",
+                    report
+                        .error
+                        .as_deref()
+                        .unwrap_or("(no installer output)")
+                        .trim()
+                ),
+                EnvState::None | EnvState::Ready => continue,
+            };
             not_ready.push(hako_api::NotReady::new(
-                "python3 zygote",
-                "no warm worker yet",
+                format!("{language} packages"),
+                reason,
             ));
+        }
+        match executor.warm_status() {
+            Some(status) if warm => {
+                if let Some(error) = status.start_error {
+                    // Runs still start afresh; the pool retries with backoff.
+                    not_ready.push(hako_api::NotReady::new(
+                        "python3 zygote",
+                        format!(
+                            "cannot start ({} failed starts): {error}",
+                            status.failed_starts
+                        ),
+                    ));
+                } else if !status.warmed {
+                    not_ready.push(hako_api::NotReady::new(
+                        "python3 zygote",
+                        "no warm worker yet",
+                    ));
+                }
+            }
+            _ => {}
         }
         not_ready
     })
