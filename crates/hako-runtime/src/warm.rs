@@ -540,9 +540,23 @@ impl Finishing {
 
     /// Reaps `child` in the background, logging what it wrote to `stderr` (if given). A
     /// helper that did not exit cleanly (killed, failed) has whatever it left removed.
-    pub fn reap(&self, mut child: Child, stderr: Option<tokio::process::ChildStderr>) {
+    pub fn reap(&self, child: Child, stderr: Option<tokio::process::ChildStderr>) {
+        self.reap_reading(child, None, stderr);
+    }
+
+    /// Like [`Finishing::reap`], reading (and discarding) what the helper still writes to
+    /// `stdout` (an answer nobody waits for), so that it never blocks on a closed pipe.
+    fn reap_reading(
+        &self,
+        mut child: Child,
+        stdout: Option<ChildStdout>,
+        stderr: Option<tokio::process::ChildStderr>,
+    ) {
         let cgroup_root = Arc::clone(&self.cgroup_root);
         let task = tokio::spawn(async move {
+            if let Some(mut stdout) = stdout {
+                let _ = stdout.read_to_end(&mut Vec::new()).await;
+            }
             let mut err = Vec::new();
             if let Some(mut stderr) = stderr {
                 let _ = stderr.read_to_end(&mut err).await;
@@ -663,7 +677,9 @@ impl NodePool {
             state.template = Some((spec, NODE_BOOTSTRAP.as_bytes().to_vec()));
             std::mem::take(&mut state.idle)
         };
-        drop(retired);
+        for worker in retired {
+            self.retire(worker);
+        }
         self.refill();
     }
 
@@ -680,15 +696,25 @@ impl NodePool {
             std::mem::take(&mut state.idle)
         };
         for worker in retired {
-            drop(worker.stdin);
-            self.finishing.reap(worker.child, None);
+            self.retire(worker);
         }
         wait_until(|| self.lock().starting == 0).await;
         let late = std::mem::take(&mut self.lock().idle);
         for worker in late {
-            drop(worker.stdin);
-            self.finishing.reap(worker.child, None);
+            self.retire(worker);
         }
+    }
+
+    /// An unused worker gets EOF for its program (it runs nothing and exits) and is reaped.
+    fn retire(&self, worker: NodeWorker) {
+        let NodeWorker {
+            child,
+            stdin,
+            stdout,
+            ..
+        } = worker;
+        drop(stdin);
+        self.finishing.reap_reading(child, Some(stdout), None);
     }
 
     /// True when the workers were made with these package binds.
@@ -732,6 +758,11 @@ impl NodePool {
                         let current = state.template.as_ref().map(|(t, _)| t.mapped_binds.clone());
                         if current.as_ref() == Some(&worker.binds) {
                             state.idle.push(worker);
+                        } else {
+                            // Made for packages that are gone: replace it now.
+                            drop(state);
+                            pool.retire(worker);
+                            pool.refill();
                         }
                     }
                     Err(err) => tracing::error!("node worker did not start: {err}"),

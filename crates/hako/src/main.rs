@@ -391,12 +391,51 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
             Err(err) => println!("{:<28} {:<9} falls back to spawn: {err}", "execution mode", "degraded"),
         },
     }
+    if config.hako.mode == ExecMode::Zygote && executor.zygote_library().is_ok() {
+        print_warm_pool(&executor)?;
+    }
     let missing = hako_jail::probe::missing_required(&reports);
     if !missing.is_empty() {
         println!("\nhako refuses to run code on this host (missing required layers) unless hako.insecure is set");
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Starts one warm zygote, as `hako serve` would, and says whether it came up (and if not,
+/// why: runs would then start afresh, and `/ready` says so too).
+fn print_warm_pool(executor: &Executor) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (state, detail) = runtime.block_on(async {
+        if let Err(err) = executor.start_warm(1) {
+            return ("failed", err.to_string());
+        }
+        let started = std::time::Instant::now();
+        let result = loop {
+            match executor.warm_status() {
+                Some(status) if status.idle > 0 => {
+                    break (
+                        "ok",
+                        format!("a zygote started in {} ms", started.elapsed().as_millis()),
+                    )
+                }
+                Some(status) if status.start_error.is_some() => {
+                    break ("failed", status.start_error.unwrap_or_default())
+                }
+                None => break ("skipped", "zygotes need root".to_string()),
+                _ if started.elapsed() > std::time::Duration::from_secs(60) => {
+                    break ("failed", "no zygote started within 60 s".to_string())
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        executor.shutdown().await;
+        result
+    });
+    println!("{:<28} {state:<9} {detail}", "warm pool python3");
+    Ok(())
 }
 
 /// One line per language on its package environment; a failed install's output below it.
