@@ -50,6 +50,11 @@ impl RunCode for Executor {
             "# HELP hako_warm_workers Warm Python zygotes ready to fork a run.\n# TYPE hako_warm_workers gauge\n",
         );
         text.push_str(&format!("hako_warm_workers {}\n", status.idle));
+        text.push_str("# HELP hako_zygote_failed_starts_total Zygotes that failed to start.\n# TYPE hako_zygote_failed_starts_total counter\n");
+        text.push_str(&format!(
+            "hako_zygote_failed_starts_total {}\n",
+            status.failed_starts
+        ));
         text.push_str("# HELP hako_node_workers Pre-started Node.js workers ready for a program.\n# TYPE hako_node_workers gauge\n");
         text.push_str(&format!("hako_node_workers {}\n", status.node_idle));
         text.push_str("# HELP hako_zygote_rss_bytes Resident memory of each idle zygote.\n# TYPE hako_zygote_rss_bytes gauge\n");
