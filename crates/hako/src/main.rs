@@ -532,11 +532,7 @@ fn readiness(executor: Executor, warm: bool) -> std::sync::Arc<dyn hako_api::Rea
                 EnvState::Installing => "installing".to_string(),
                 EnvState::Failed => format!(
                     "install failed: {}",
-                    report
-                        .error
-                        .as_deref()
-                        .unwrap_or("(no installer output)")
-                        .trim()
+                    short_error(report.error.as_deref().unwrap_or("(no installer output)"))
                 ),
                 EnvState::None | EnvState::Ready => continue,
             };
@@ -567,6 +563,26 @@ fn readiness(executor: Executor, warm: bool) -> std::sync::Arc<dyn hako_api::Rea
         }
         not_ready
     })
+}
+
+/// An installer error short enough for `/ready`: its first line and the installer's own
+/// `ERROR` lines (the full output is in the dependencies endpoint and the log).
+fn short_error(error: &str) -> String {
+    let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut text = lines.next().unwrap_or_default().to_string();
+    for line in lines.filter(|l| l.starts_with("ERROR") || l.starts_with("npm ERR")) {
+        text.push(' ');
+        text.push_str(line);
+    }
+    if text.len() > 600 {
+        let mut end = 600;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" ...");
+    }
+    text
 }
 
 fn install_packages(config_path: Option<&Path>) -> Result<i32> {
