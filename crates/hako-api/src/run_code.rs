@@ -10,14 +10,18 @@ pub trait RunCode: Send + Sync + 'static {
         -> impl Future<Output = Result<RunResult, ExecError>> + Send;
 
     /// Runs until done or until `cancel` fires (the client went away); a cancelled run
-    /// completes once its processes are gone. By default a run is not cancelled.
+    /// completes once its processes are gone. By default the run is dropped on cancel.
     fn run_until(
         &self,
         request: RunRequest,
-        cancel: Cancel,
+        mut cancel: Cancel,
     ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
-        drop(cancel);
-        self.run(request)
+        async move {
+            tokio::select! {
+                outcome = self.run(request) => outcome,
+                _ = cancel.cancelled() => Err(ExecError::Cancelled),
+            }
+        }
     }
 
     /// Extra Prometheus text about the workers (warm zygotes and their memory).
