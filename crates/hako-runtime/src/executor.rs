@@ -326,11 +326,16 @@ impl Executor {
         }
         let mut err = Vec::new();
         let e = stderr.read_to_end(&mut err).await;
+        let pid = child.id();
         let status = child.wait().await;
         // Reaped (or failed to be): either way the pid is no longer ours to signal.
         cancel_on_drop.0 = None;
         let status =
             status.map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
+        if !status.success() {
+            // Killed or failed before it could clean up: remove what it left.
+            crate::stop::remove_leftovers(pid, &spec.cgroup_root).await;
+        }
         if !err.is_empty() {
             tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
         }

@@ -339,8 +339,12 @@ fn a_thousand_runs_leave_nothing_behind() {
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let uid = name.rsplit('-').next().and_then(|u| u.parse::<u32>().ok());
+                // Left behind: its helper is gone (a live helper is still cleaning up, or
+                // belongs to another server that shares this uid range).
+                let helper = name.split('-').nth(1).unwrap_or_default();
                 name.starts_with("run-")
                     && uid.is_some_and(|u| (uid_base..uid_base + 65536).contains(&u))
+                    && !std::path::Path::new(&format!("/proc/{helper}")).exists()
             })
             .count()
     };

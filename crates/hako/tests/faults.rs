@@ -533,3 +533,94 @@ fn a_stopped_zygote_never_holds_a_request_past_its_timeout() {
         "the stalled zygote is still there"
     );
 }
+
+/// The jail helpers under the server whose command line holds `subcommand`.
+fn helpers(server: u32, subcommand: &str) -> Vec<u32> {
+    descendants(server)
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(subcommand))
+        })
+        .collect()
+}
+
+/// SIGKILLs the helper supervising an 8 s run; the request ends, and the helper's cgroups
+/// (with the run still in them) are gone once the server has reaped it.
+fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
+    let server = Server::start(
+        &format!("max_workers: 1\nworker_timeout: 40\nhako:\n  mode: {mode}\n"),
+        &[],
+    );
+    if mode == "zygote" {
+        server.wait_warm();
+    }
+    let before: BTreeSet<u32> = helpers(server.pid(), subcommand).into_iter().collect();
+    let url = server.url("/v1/sandbox/run");
+    let key = server.key.clone();
+    let request = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            reqwest::Client::new()
+                .post(&url)
+                .header("X-Api-Key", &key)
+                .json(&json!({"language": "python3", "code": "import time\ntime.sleep(8)\n"}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    });
+    let pid = server.pid();
+    // The run's program is up: a sleeping interpreter under the server.
+    wait_for(Duration::from_secs(30), || {
+        (executing(pid, "python", "nanosleep") == 1).then_some(())
+    })
+    .expect("the run never started");
+    let helper = helpers(pid, subcommand)
+        .into_iter()
+        .find(|h| mode == "zygote" || !before.contains(h))
+        .expect("no helper found");
+    let groups = |h: u32| -> Vec<String> {
+        hako_cgroups()
+            .into_iter()
+            .filter(|d| d.contains(&format!("run-{h}-")) || d.contains(&format!("zygote-{h}-")))
+            .collect()
+    };
+    assert!(
+        !groups(helper).is_empty(),
+        "the helper {helper} has no cgroup"
+    );
+    // SAFETY: kill only signals a jail helper of this test's server.
+    unsafe { libc::kill(helper as i32, libc::SIGKILL) };
+    let answered = request.join().unwrap();
+    assert!(answered.is_ok(), "no answer: {answered:?}");
+    let cleaned = wait_for(Duration::from_secs(10), || {
+        groups(helper).is_empty().then_some(())
+    });
+    assert!(
+        cleaned.is_some(),
+        "the killed helper's cgroups stayed: {:?}",
+        groups(helper)
+    );
+    assert_eq!(
+        executing(pid, "python", "nanosleep"),
+        0,
+        "the run outlived its helper"
+    );
+}
+
+#[test]
+fn a_killed_spawn_helper_leaves_no_cgroup() {
+    if !can_run_jail() {
+        return;
+    }
+    killed_helper_leaves_no_cgroup("spawn", "__jail");
+}
+
+#[test]
+fn a_killed_zygote_helper_leaves_no_cgroup() {
+    if !can_run_jail() {
+        return;
+    }
+    killed_helper_leaves_no_cgroup("zygote", "__zygote");
+}
