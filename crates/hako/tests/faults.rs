@@ -545,8 +545,8 @@ fn helpers(server: u32, subcommand: &str) -> Vec<u32> {
         .collect()
 }
 
-/// SIGKILLs the helper supervising an 8 s run; the request ends, and the helper's cgroups
-/// (with the run still in them) are gone once the server has reaped it.
+/// SIGKILLs the helper supervising a run that would last 12 s; within 5 s the helper's
+/// cgroups (with the run still in them) are gone: the server reaped it and removed them.
 fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
     let server = Server::start(
         &format!("max_workers: 1\nworker_timeout: 40\nhako:\n  mode: {mode}\n"),
@@ -564,7 +564,10 @@ fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
             reqwest::Client::new()
                 .post(&url)
                 .header("X-Api-Key", &key)
-                .json(&json!({"language": "python3", "code": "import time\ntime.sleep(8)\n"}))
+                .json(
+                    &json!({"language": "python3", "code": "import time\ntime.sleep(30)\n",
+                    "limits": {"timeout_ms": 12000}}),
+                )
                 .send()
                 .await
                 .map(|r| r.status().as_u16())
@@ -592,9 +595,7 @@ fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
     );
     // SAFETY: kill only signals a jail helper of this test's server.
     unsafe { libc::kill(helper as i32, libc::SIGKILL) };
-    let answered = request.join().unwrap();
-    assert!(answered.is_ok(), "no answer: {answered:?}");
-    let cleaned = wait_for(Duration::from_secs(10), || {
+    let cleaned = wait_for(Duration::from_secs(5), || {
         groups(helper).is_empty().then_some(())
     });
     assert!(
@@ -602,6 +603,8 @@ fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
         "the killed helper's cgroups stayed: {:?}",
         groups(helper)
     );
+    let answered = request.join().unwrap();
+    assert!(answered.is_ok(), "no answer: {answered:?}");
     assert_eq!(
         executing(pid, "python", "nanosleep"),
         0,
