@@ -5,6 +5,7 @@
 //! serves one run at a time. When the package environment changes, the template changes:
 //! zygotes of the old generation finish their run and are not reused.
 
+pub use crate::stop::Finishing;
 use crate::stop::Waited;
 use hako_jail::protocol;
 use hako_jail::spec::{JailOutcome, JailSpec};
@@ -518,74 +519,6 @@ fn rss_of_tree(pid: i32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     pages * 4096
-}
-
-/// Jail helpers that have answered and are still cleaning up (removing the run's cgroup,
-/// which takes tens of ms on cgroup v1). Each is reaped in the background; [`Finishing::wait`]
-/// waits for all of them (a short-lived CLI, a stopping server).
-#[derive(Clone, Default)]
-pub struct Finishing {
-    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    /// Where helpers make their groups; those of a helper that failed are removed.
-    cgroup_root: Arc<PathBuf>,
-}
-
-impl Finishing {
-    pub fn new(cgroup_root: PathBuf) -> Finishing {
-        Finishing {
-            tasks: Arc::default(),
-            cgroup_root: Arc::new(cgroup_root),
-        }
-    }
-
-    /// Reaps `child` in the background, logging what it wrote to `stderr` (if given). A
-    /// helper that did not exit cleanly (killed, failed) has whatever it left removed.
-    pub fn reap(&self, child: Child, stderr: Option<tokio::process::ChildStderr>) {
-        self.reap_reading(child, None, stderr);
-    }
-
-    /// Like [`Finishing::reap`], reading (and discarding) what the helper still writes to
-    /// `stdout` (an answer nobody waits for), so that it never blocks on a closed pipe.
-    fn reap_reading(
-        &self,
-        mut child: Child,
-        stdout: Option<ChildStdout>,
-        stderr: Option<tokio::process::ChildStderr>,
-    ) {
-        let cgroup_root = Arc::clone(&self.cgroup_root);
-        let task = tokio::spawn(async move {
-            if let Some(mut stdout) = stdout {
-                let _ = stdout.read_to_end(&mut Vec::new()).await;
-            }
-            let mut err = Vec::new();
-            if let Some(mut stderr) = stderr {
-                let _ = stderr.read_to_end(&mut err).await;
-            }
-            let pid = child.id();
-            if !child.wait().await.is_ok_and(|s| s.success()) {
-                crate::stop::remove_leftovers(pid, &cgroup_root).await;
-            }
-            if !err.is_empty() {
-                tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
-            }
-        });
-        let mut tasks = self.lock();
-        tasks.retain(|task| !task.is_finished());
-        tasks.push(task);
-    }
-
-    pub async fn wait(&self) {
-        let tasks = std::mem::take(&mut *self.lock());
-        for task in tasks {
-            let _ = task.await;
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
-        self.tasks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// Pre-started, fully confined Node.js workers waiting for their program (Node cannot fork
