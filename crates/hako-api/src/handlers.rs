@@ -11,6 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use hako_runtime::stop::Cancel;
 use hako_runtime::{Language, RunRequest, RunResult};
 use serde::Deserialize;
 use std::time::Instant;
@@ -68,8 +69,18 @@ pub async fn run<E: RunCode>(
         request_id,
     };
     let started = Instant::now();
-    let outcome = state.executor.run(request).await;
-    drop(running);
+    // The run lives in its own task and holds its worker slot until its processes are gone.
+    // If this request is dropped (the client went away), `caller` goes with it: the run is
+    // stopped at once, and the slot is freed only after that.
+    let (caller, cancel) = Cancel::pair();
+    let executor = std::sync::Arc::clone(&state.executor);
+    let task = tokio::spawn(async move {
+        let outcome = executor.run_until(request, cancel).await;
+        drop(running);
+        outcome
+    });
+    let outcome = task.await.map_err(|_| Rejection::Panic)?;
+    drop(caller);
     let status = match &outcome {
         Ok(result) => result.status.as_str(),
         Err(hako_runtime::ExecError::NetworkDisabled) => "network_disabled",

@@ -1,5 +1,6 @@
 //! The seam between the HTTP layer and the executor, so handlers can be tested with a fake.
 
+use hako_runtime::stop::Cancel;
 use hako_runtime::{ExecError, Executor, RunRequest, RunResult};
 use std::future::Future;
 
@@ -7,6 +8,21 @@ use std::future::Future;
 pub trait RunCode: Send + Sync + 'static {
     fn run(&self, request: RunRequest)
         -> impl Future<Output = Result<RunResult, ExecError>> + Send;
+
+    /// Runs until done or until `cancel` fires (the client went away); a cancelled run
+    /// completes once its processes are gone. By default the run is dropped on cancel.
+    fn run_until(
+        &self,
+        request: RunRequest,
+        mut cancel: Cancel,
+    ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
+        async move {
+            tokio::select! {
+                outcome = self.run(request) => outcome,
+                _ = cancel.cancelled() => Err(ExecError::Cancelled),
+            }
+        }
+    }
 
     /// Extra Prometheus text about the workers (warm zygotes and their memory).
     fn worker_metrics(&self) -> String {
@@ -31,6 +47,14 @@ impl RunCode for Executor {
         Some(hako_runtime::agent::Agent::new(self.clone()))
     }
 
+    fn run_until(
+        &self,
+        request: RunRequest,
+        cancel: Cancel,
+    ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
+        Executor::run_until(self, request, cancel)
+    }
+
     fn worker_metrics(&self) -> String {
         let mut text = String::from(
             "# HELP hako_tampering_total Runs killed because they sent their supervisor a control message out of its state.\n# TYPE hako_tampering_total counter\n",
@@ -43,6 +67,11 @@ impl RunCode for Executor {
             "# HELP hako_warm_workers Warm Python zygotes ready to fork a run.\n# TYPE hako_warm_workers gauge\n",
         );
         text.push_str(&format!("hako_warm_workers {}\n", status.idle));
+        text.push_str("# HELP hako_zygote_failed_starts_total Zygotes that failed to start.\n# TYPE hako_zygote_failed_starts_total counter\n");
+        text.push_str(&format!(
+            "hako_zygote_failed_starts_total {}\n",
+            status.failed_starts
+        ));
         text.push_str("# HELP hako_node_workers Pre-started Node.js workers ready for a program.\n# TYPE hako_node_workers gauge\n");
         text.push_str(&format!("hako_node_workers {}\n", status.node_idle));
         text.push_str("# HELP hako_zygote_rss_bytes Resident memory of each idle zygote.\n# TYPE hako_zygote_rss_bytes gauge\n");

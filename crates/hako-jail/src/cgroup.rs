@@ -321,6 +321,39 @@ impl Cgroups {
         removed
     }
 
+    /// Kills what is left in the groups of a helper that ended without cleaning up (killed:
+    /// `run-<pid>-…`, `zygote-<pid>-…`) and removes them. Call it once the helper is reaped.
+    /// Returns how many group directories were removed.
+    pub fn remove_of_helper(&self, pid: u32) -> Result<usize, CgroupError> {
+        let parents: Vec<(Controller, PathBuf)> = match &self.layout {
+            Layout::V2 { mount, .. } => vec![(Controller::Unified, mount.join("hako"))],
+            Layout::V1 { memory, pids, .. } => memory
+                .iter()
+                .map(|dir| (Controller::Memory, dir.join("hako")))
+                .chain(pids.iter().map(|dir| (Controller::Pids, dir.join("hako"))))
+                .collect(),
+            Layout::None => Vec::new(),
+        };
+        let prefixes = [format!("run-{pid}-"), format!("zygote-{pid}-")];
+        let mut dirs = Vec::new();
+        for (kind, parent) in parents {
+            let Ok(entries) = fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                    dirs.push((kind, entry.path()));
+                }
+            }
+        }
+        let removed = dirs.len();
+        if removed > 0 {
+            RunCgroup { dirs }.remove()?;
+        }
+        Ok(removed)
+    }
+
     pub fn create_run(&self, name: &str, limits: &CgroupLimits) -> Result<RunCgroup, CgroupError> {
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
             return Err(CgroupError::InvalidName {

@@ -322,6 +322,8 @@ impl Zygote {
         let name = format!("zygote-{}-{nanos}", std::process::id());
         let (cgroup, coverage) =
             helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+        // Declared before `guard`, so on an error init is killed first, then the groups go.
+        let mut cgroup = RemoveOnError(cgroup);
         let (init, control) = helper::start_jail(
             helper::Plan {
                 spec,
@@ -330,7 +332,7 @@ impl Zygote {
                 coverage,
             },
             bootstrap,
-            cgroup.as_ref(),
+            cgroup.0.as_ref(),
             stdio,
             Some(theirs),
             pipes.control,
@@ -372,7 +374,7 @@ impl Zygote {
             home_netns,
             handed_over: false,
             receiver,
-            cgroup,
+            cgroup: cgroup.0.take(),
             coverage,
             pid,
             socket: ours,
@@ -792,6 +794,20 @@ impl Drop for Zygote {
         }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.remove();
+        }
+    }
+}
+
+/// The groups of a zygote that is starting: removed (with anything left in them) if the
+/// start fails, kept once the zygote owns them.
+struct RemoveOnError(Option<crate::cgroup::RunCgroup>);
+
+impl Drop for RemoveOnError {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            if let Err(err) = cg.remove() {
+                eprintln!("hako zygote: {err}");
+            }
         }
     }
 }

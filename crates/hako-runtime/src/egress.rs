@@ -176,6 +176,14 @@ impl Egress {
         }
     }
 
+    /// Stops the guard (if it was started) and removes its socket.
+    pub fn stop(&self) {
+        let guard = self.guard.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(guard) = guard {
+            let _ = std::fs::remove_file(guard.socket_path());
+        }
+    }
+
     fn guard(&self) -> Result<Arc<Guard>, EgressError> {
         let mut slot = self.guard.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(guard) = slot.as_ref() {

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::language::Language;
 use crate::packages::PackageManager;
 use crate::result::{RunRequest, RunResult};
+use crate::stop::Cancel;
 use crate::summary::summarize;
 use hako_jail::protocol;
 use hako_jail::spec::{
@@ -34,6 +35,9 @@ pub enum ExecError {
     /// The jail could not be started or failed before the program ran.
     #[error("sandbox failure: {0}")]
     Sandbox(String),
+    /// The caller gave up; the run was stopped and everything it had is gone.
+    #[error("the run was cancelled: its caller went away")]
+    Cancelled,
 }
 
 /// How many distinct host identities runs rotate through.
@@ -121,6 +125,7 @@ impl Executor {
         let packages = PackageManager::new(&config, interpreter(0), interpreter(1));
         let egress =
             crate::egress::Egress::new(&config).map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        let finishing = crate::warm::Finishing::new(config.hako.cgroup_root.clone());
         Ok(Executor {
             inner: Arc::new(Inner {
                 config,
@@ -132,7 +137,7 @@ impl Executor {
                 egress,
                 warm: std::sync::OnceLock::new(),
                 node_pool: std::sync::OnceLock::new(),
-                finishing: crate::warm::Finishing::default(),
+                finishing,
                 tampered: std::sync::atomic::AtomicU64::new(0),
             }),
         })
@@ -167,7 +172,17 @@ impl Executor {
     }
 
     pub async fn run(&self, request: RunRequest) -> Result<RunResult, ExecError> {
-        self.run_with(request, ExecOptions::default())
+        self.run_until(request, Cancel::never()).await
+    }
+
+    /// Runs until done or until `cancel` fires; a cancelled run returns
+    /// [`ExecError::Cancelled`] once its processes are gone.
+    pub async fn run_until(
+        &self,
+        request: RunRequest,
+        mut cancel: Cancel,
+    ) -> Result<RunResult, ExecError> {
+        self.run_cancellable(request, ExecOptions::default(), &mut cancel)
             .await
             .map(|(result, _)| result)
     }
@@ -177,6 +192,16 @@ impl Executor {
         &self,
         request: RunRequest,
         options: ExecOptions,
+    ) -> Result<(RunResult, JailOutcome), ExecError> {
+        self.run_cancellable(request, options, &mut Cancel::never())
+            .await
+    }
+
+    async fn run_cancellable(
+        &self,
+        request: RunRequest,
+        options: ExecOptions,
+        cancel: &mut Cancel,
     ) -> Result<(RunResult, JailOutcome), ExecError> {
         let config = &self.inner.config;
         if request.enable_network && !config.enable_network {
@@ -209,7 +234,7 @@ impl Executor {
             }
         }
         code.extend_from_slice(request.code.as_bytes());
-        let outcome = self.execute(&spec, &code, options).await?;
+        let outcome = self.execute(&spec, &code, options, cancel).await?;
         if outcome.tampered {
             self.inner.tampered.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
@@ -283,7 +308,12 @@ impl Executor {
         }
     }
 
-    async fn spawn_helper(&self, spec: &JailSpec, code: &[u8]) -> Result<JailOutcome, ExecError> {
+    async fn spawn_helper(
+        &self,
+        spec: &JailSpec,
+        code: &[u8],
+        cancel: &mut Cancel,
+    ) -> Result<JailOutcome, ExecError> {
         let request =
             protocol::encode_request(spec, code).map_err(|e| ExecError::Sandbox(e.to_string()))?;
         let mut child = tokio::process::Command::new(&self.inner.helper)
@@ -301,7 +331,7 @@ impl Executor {
             })?;
         // A dropped request (client gone) asks the helper to stop; it kills the run and
         // cleans up after it (a SIGKILL would leave the run's cgroup behind).
-        let mut cancel = CancelOnDrop(child.id());
+        let mut cancel_on_drop = CancelOnDrop(child.id());
         let mut stdin = child
             .stdin
             .take()
@@ -322,20 +352,35 @@ impl Executor {
         // The helper closes its stdout once the outcome is written, then removes the run's
         // cgroup: answer then, and reap it in the background.
         let mut out = Vec::new();
-        let (w, o) = tokio::join!(write, stdout.read_to_end(&mut out));
+        let exchanged = tokio::select! {
+            io = async { tokio::join!(write, stdout.read_to_end(&mut out)) } => Some(io),
+            _ = cancel.cancelled() => None,
+        };
+        let Some((w, o)) = exchanged else {
+            // The caller is gone: stop the run and wait until its processes are.
+            drop((stdout, stderr));
+            crate::stop::stop_helper(&mut child, &spec.cgroup_root).await;
+            cancel_on_drop.0 = None;
+            return Err(ExecError::Cancelled);
+        };
         let decoded = protocol::decode_outcome(&out);
         if decoded.is_ok() {
-            cancel.0 = None;
+            cancel_on_drop.0 = None;
             self.inner.finishing.reap(child, Some(stderr));
             return decoded.map_err(|e| ExecError::Sandbox(e.to_string()));
         }
         let mut err = Vec::new();
         let e = stderr.read_to_end(&mut err).await;
+        let pid = child.id();
         let status = child.wait().await;
         // Reaped (or failed to be): either way the pid is no longer ours to signal.
-        cancel.0 = None;
+        cancel_on_drop.0 = None;
         let status =
             status.map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
+        if !status.success() {
+            // Killed or failed before it could clean up: remove what it left.
+            crate::stop::remove_leftovers(pid, &spec.cgroup_root).await;
+        }
         if !err.is_empty() {
             tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
         }
@@ -368,6 +413,19 @@ impl Executor {
         self.inner.finishing.wait().await;
     }
 
+    /// Stops everything this executor started (a stopping server, after its last run): the
+    /// warm pools, the helpers still cleaning up, and the egress guard with its socket.
+    pub async fn shutdown(&self) {
+        if let Some((pool, _)) = self.inner.warm.get() {
+            pool.close().await;
+        }
+        if let Some(pool) = self.inner.node_pool.get() {
+            pool.close().await;
+        }
+        self.inner.finishing.wait().await;
+        self.inner.egress.stop();
+    }
+
     /// Starts warm Python zygotes (mode `zygote`): `count` of them, so that many runs can
     /// fork at once. Needs a tokio runtime. Without the zygote library, runs stay in spawn mode.
     pub fn start_warm(&self, count: usize) -> Result<(), ExecError> {
@@ -396,7 +454,11 @@ impl Executor {
         }
         let library = zygote_library(&self.inner.helper)?;
         let adapter = self.adapter(Language::Python3)?;
-        let pool = crate::warm::ZygotePool::new(self.inner.helper.clone(), count);
+        let pool = crate::warm::ZygotePool::new(
+            self.inner.helper.clone(),
+            count,
+            self.inner.finishing.clone(),
+        );
         let (template, key) = self.zygote_template(adapter, &library)?;
         pool.set_template(
             template,
@@ -536,6 +598,7 @@ impl Executor {
         spec: &JailSpec,
         code: &[u8],
         options: ExecOptions,
+        cancel: &mut Cancel,
     ) -> Result<JailOutcome, ExecError> {
         if let Some((pool, library)) = self.inner.warm.get() {
             // Zygotes have loopback only (plus a guard listener per run in proxy mode); runs
@@ -562,7 +625,7 @@ impl Executor {
                     env: spec.env.clone(),
                     egress: spec.egress.clone(),
                 };
-                match pool.run(&order, code).await {
+                match pool.run(&order, code, cancel).await {
                     // Once handed over, a program is never run again, whatever happened.
                     Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => {
                         return Ok(outcome)
@@ -575,6 +638,7 @@ impl Executor {
                         );
                     }
                     Ok(None) => tracing::debug!("no warm zygote free; spawning"),
+                    Err(crate::warm::WarmError::Cancelled) => return Err(ExecError::Cancelled),
                     Err(err) => tracing::warn!("{err}; spawning"),
                 }
             }
@@ -589,7 +653,7 @@ impl Executor {
                     pool.set_template(self.node_template(self.adapter(Language::Nodejs)?));
                 }
                 if pool.fits(spec) {
-                    match pool.run(code).await {
+                    match pool.run(code, spec.limits.timeout_ms, cancel).await {
                         Ok(Some(outcome)) if outcome.setup_error.is_none() || outcome.confined => {
                             return Ok(outcome)
                         }
@@ -598,12 +662,13 @@ impl Executor {
                             outcome.setup_error
                         ),
                         Ok(None) => tracing::debug!("no pooled node worker ready; spawning"),
+                        Err(crate::warm::WarmError::Cancelled) => return Err(ExecError::Cancelled),
                         Err(err) => tracing::warn!("{err}; spawning"),
                     }
                 }
             }
         }
-        self.spawn_helper(spec, code).await
+        self.spawn_helper(spec, code, cancel).await
     }
 
     /// The limits of a run that asks for nothing special.

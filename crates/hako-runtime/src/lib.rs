@@ -10,6 +10,7 @@ pub use hako_wire::language;
 pub mod packages;
 pub mod provision;
 pub mod result;
+pub mod stop;
 pub mod summary;
 pub mod warm;
 

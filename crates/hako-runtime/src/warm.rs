@@ -5,6 +5,8 @@
 //! serves one run at a time. When the package environment changes, the template changes:
 //! zygotes of the old generation finish their run and are not reused.
 
+pub use crate::stop::Finishing;
+use crate::stop::Waited;
 use hako_jail::protocol;
 use hako_jail::spec::{JailOutcome, JailSpec};
 use hako_jail::zygote::{RunOrder, Stage, ZygoteReport};
@@ -20,6 +22,9 @@ pub enum WarmError {
     Start(String),
     #[error("the zygote failed: {0}")]
     Broken(String),
+    /// The caller gave up; the worker was stopped and is gone.
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 /// The outcome of a run whose helper was lost after the program was handed over: the program
@@ -49,6 +54,31 @@ struct Zygote {
     stdout: BufReader<ChildStdout>,
     generation: u64,
     pid: i32,
+    /// Where its groups are (to remove them if the helper is killed).
+    cgroup_root: PathBuf,
+}
+
+impl Zygote {
+    /// Retires an idle (or finished) zygote: its helper sees EOF, cleans up and exits, and
+    /// is reaped in the background.
+    fn retire(self, finishing: &Finishing) {
+        let Zygote { child, stdin, .. } = self;
+        drop(stdin);
+        finishing.reap(child, None);
+    }
+
+    /// Stops a zygote in the middle of a run and waits until its helper is gone.
+    async fn stop(self) {
+        let Zygote {
+            mut child,
+            stdin,
+            stdout,
+            cgroup_root,
+            ..
+        } = self;
+        drop((stdin, stdout));
+        crate::stop::stop_helper(&mut child, &cgroup_root).await;
+    }
 }
 
 #[derive(Clone)]
@@ -73,6 +103,12 @@ struct State {
     warmed: bool,
     /// Zygotes that failed to start (runs then start afresh).
     failed_starts: usize,
+    /// Failed starts since the last good one: restarts wait longer after each.
+    failures_in_a_row: u32,
+    /// Why the last start failed, while no start has succeeded since.
+    last_error: Option<String>,
+    /// A restart is scheduled after a backoff delay; no other start begins meanwhile.
+    backing_off: bool,
 }
 
 /// Size and memory of the warm zygotes (for `/metrics` and `hako doctor`).
@@ -82,6 +118,8 @@ pub struct PoolStatus {
     pub warmed: bool,
     /// Zygotes that failed to start; runs meanwhile start afresh.
     pub failed_starts: usize,
+    /// Why zygotes fail to start, while none has started since the last failure.
+    pub start_error: Option<String>,
     pub idle: usize,
     /// Pre-started Node.js workers ready for a program.
     pub node_idle: usize,
@@ -94,12 +132,15 @@ pub struct ZygotePool {
     helper: PathBuf,
     size: usize,
     state: Arc<Mutex<State>>,
+    /// Reaps retired zygotes (and removes what a killed one left).
+    finishing: Finishing,
 }
 
 impl ZygotePool {
-    pub fn new(helper: PathBuf, size: usize) -> ZygotePool {
+    pub fn new(helper: PathBuf, size: usize, finishing: Finishing) -> ZygotePool {
         ZygotePool {
             helper,
+            finishing,
             size: size.max(1),
             state: Arc::new(Mutex::new(State {
                 template: None,
@@ -111,6 +152,9 @@ impl ZygotePool {
                 next_ids: 0,
                 warmed: false,
                 failed_starts: 0,
+                failures_in_a_row: 0,
+                last_error: None,
+                backing_off: false,
             })),
         }
     }
@@ -129,8 +173,24 @@ impl ZygotePool {
             });
             std::mem::take(&mut state.idle)
         };
-        drop(retired);
+        for zygote in retired {
+            zygote.retire(&self.finishing);
+        }
         self.refill();
+    }
+
+    /// Stops the pool (a stopping server): no new zygotes; idle ones retire, and those still
+    /// starting retire when they are up. Returns once none is starting any more.
+    pub async fn close(&self) {
+        let retired = {
+            let mut state = self.lock();
+            state.template = None;
+            std::mem::take(&mut state.idle)
+        };
+        for zygote in retired {
+            zygote.retire(&self.finishing);
+        }
+        wait_until(|| self.lock().starting == 0).await;
     }
 
     pub fn status(&self) -> PoolStatus {
@@ -138,6 +198,7 @@ impl ZygotePool {
         PoolStatus {
             warmed: state.warmed,
             failed_starts: state.failed_starts,
+            start_error: state.last_error.clone(),
             idle: state.idle.len(),
             node_idle: 0,
             zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
@@ -158,6 +219,9 @@ impl ZygotePool {
             let Some(template) = state.template.clone() else {
                 return;
             };
+            if state.backing_off {
+                return;
+            }
             let missing = self
                 .size
                 .saturating_sub(state.idle.len() + state.starting + state.busy);
@@ -178,26 +242,63 @@ impl ZygotePool {
                 let started = pool.start(&template).await;
                 let mut state = pool.lock();
                 state.starting = state.starting.saturating_sub(1);
-                match started {
+                let stale = match started {
                     Ok((zygote, report)) => {
                         state.skipped = report.skipped;
+                        state.failures_in_a_row = 0;
+                        state.last_error = None;
                         let current = state.template.as_ref().map(|t| t.generation);
                         if current == Some(zygote.generation) {
                             state.idle.push(zygote);
                             state.warmed = true;
+                            None
+                        } else {
+                            Some(zygote)
                         }
                     }
                     Err(err) => {
                         state.failed_starts += 1;
+                        state.failures_in_a_row += 1;
+                        state.last_error = Some(err.to_string());
                         tracing::error!("zygote did not start: {err}");
+                        None
                     }
+                };
+                drop(state);
+                if let Some(zygote) = stale {
+                    zygote.retire(&pool.finishing);
                 }
+                // Whatever happened, the pool fills up again (a zygote of an older template
+                // was just discarded, or one failed): never wait for a run to ask.
+                pool.refill_after_start();
             });
         }
     }
 
+    /// Refills now, or after a backoff delay while starts keep failing.
+    fn refill_after_start(&self) {
+        let delay = {
+            let mut state = self.lock();
+            if state.failures_in_a_row == 0 || state.backing_off {
+                None
+            } else {
+                state.backing_off = true;
+                Some(crate::stop::restart_delay(state.failures_in_a_row))
+            }
+        };
+        let Some(delay) = delay else {
+            self.refill();
+            return;
+        };
+        let pool = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            pool.lock().backing_off = false;
+            pool.refill();
+        });
+    }
+
     async fn start(&self, template: &Template) -> Result<(Zygote, ZygoteReport), WarmError> {
-        let start_err = |e: std::io::Error| WarmError::Start(e.to_string());
         let (mut child, stdin, stdout) = start_helper(
             &self.helper,
             "__zygote",
@@ -206,15 +307,26 @@ impl ZygotePool {
         )
         .await?;
         let mut stdout = BufReader::new(stdout);
-        let header = read_frame(&mut stdout, 4).await.map_err(start_err)?;
-        let report: ZygoteReport =
-            serde_json::from_slice(&header).map_err(|e| WarmError::Start(e.to_string()))?;
-        if !report.ready {
-            let _ = child.kill().await;
-            return Err(WarmError::Start(
-                report.error.unwrap_or_else(|| "not ready".into()),
-            ));
-        }
+        let report = match read_frame(&mut stdout, 4).await {
+            Ok(header) => serde_json::from_slice::<ZygoteReport>(&header)
+                .map_err(|e| WarmError::Start(e.to_string())),
+            Err(e) => Err(WarmError::Start(e.to_string())),
+        };
+        let report = match report {
+            Ok(report) if report.ready => report,
+            failed => {
+                // The helper cleans up and exits on its own; it is reaped (and whatever it
+                // left removed) before the next start.
+                drop((stdin, stdout));
+                crate::stop::stop_helper(&mut child, &template.spec.cgroup_root).await;
+                return Err(match failed {
+                    Ok(report) => {
+                        WarmError::Start(report.error.unwrap_or_else(|| "not ready".into()))
+                    }
+                    Err(err) => err,
+                });
+            }
+        };
         for skipped in &report.skipped {
             tracing::warn!("preload module skipped: {skipped}");
         }
@@ -232,6 +344,7 @@ impl ZygotePool {
                 stdout,
                 generation: template.generation,
                 pid,
+                cgroup_root: template.spec.cgroup_root.clone(),
             },
             report,
         ))
@@ -244,10 +357,15 @@ impl ZygotePool {
 
     /// Runs one program in a child of a warm zygote. `Ok(None)` means no zygote was ready
     /// (the caller falls back to a fresh interpreter).
+    ///
+    /// The wait is bounded by the run's own timeout: a zygote that does not answer by then
+    /// (stopped, wedged) is killed and replaced, and the run ends as timed out. A cancelled
+    /// run stops the zygote's helper and returns once it is gone.
     pub async fn run(
         &self,
         order: &RunOrder,
         code: &[u8],
+        cancel: &mut crate::stop::Cancel,
     ) -> Result<Option<JailOutcome>, WarmError> {
         let Some(mut lease) = self.lease() else {
             self.refill();
@@ -256,18 +374,36 @@ impl ZygotePool {
         let Some(zygote) = lease.zygote.as_mut() else {
             return Ok(None);
         };
-        match exchange(zygote, order, code).await {
-            Ok(outcome) => {
+        let deadline =
+            std::time::Duration::from_millis(order.limits.timeout_ms) + crate::stop::ANSWER_GRACE;
+        match crate::stop::wait_bounded(exchange(zygote, order, code), deadline, cancel).await {
+            Waited::Answer(Ok(outcome)) => {
                 // After a setup error the zygote may be gone: a replacement starts.
                 lease.reusable = outcome.setup_error.is_none() && outcome.failure.is_none();
                 Ok(Some(outcome))
             }
-            Err(lost) if lost.handed_over => {
+            Waited::Answer(Err(lost)) if lost.handed_over => {
                 tracing::error!(error = %lost.error, "zygote helper lost during a run");
                 Ok(Some(lost_after_handover("zygote", &lost.error)))
             }
             // Lost before the hand-over: the program never started; it may run elsewhere.
-            Err(lost) => Err(WarmError::Broken(lost.error.to_string())),
+            Waited::Answer(Err(lost)) => Err(WarmError::Broken(lost.error.to_string())),
+            Waited::Cancelled => {
+                if let Some(zygote) = lease.zygote.take() {
+                    zygote.stop().await;
+                }
+                Err(WarmError::Cancelled)
+            }
+            Waited::Late => {
+                tracing::error!(
+                    timeout_ms = order.limits.timeout_ms,
+                    "a zygote did not answer within the run's timeout; replacing it"
+                );
+                if let Some(mut zygote) = lease.zygote.take() {
+                    crate::stop::kill_helper(&mut zygote.child, &zygote.cgroup_root).await;
+                }
+                Ok(Some(crate::stop::stalled_outcome(deadline)))
+            }
         }
     }
 
@@ -307,7 +443,9 @@ impl Drop for Lease {
                 other => other,
             }
         };
-        drop(retired);
+        if let Some(zygote) = retired {
+            zygote.retire(&self.pool.finishing);
+        }
         self.pool.refill();
     }
 }
@@ -407,6 +545,14 @@ async fn forward_log(stderr: tokio::process::ChildStderr) {
     }
 }
 
+/// Waits (up to 10 s) until `done` holds: workers still starting finish their start.
+async fn wait_until(done: impl Fn() -> bool) {
+    let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() && tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Resident memory of a process (the zygote interpreter), in bytes.
 fn rss_of_tree(pid: i32) -> u64 {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
@@ -418,44 +564,6 @@ fn rss_of_tree(pid: i32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     pages * 4096
-}
-
-/// Jail helpers that have answered and are still cleaning up (removing the run's cgroup,
-/// which takes tens of ms on cgroup v1). Each is reaped in the background; [`Finishing::wait`]
-/// waits for all of them (a short-lived CLI, a stopping server).
-#[derive(Clone, Default)]
-pub struct Finishing(Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>);
-
-impl Finishing {
-    /// Reaps `child` in the background, logging what it wrote to `stderr` (if given).
-    pub fn reap(&self, mut child: Child, stderr: Option<tokio::process::ChildStderr>) {
-        let task = tokio::spawn(async move {
-            let mut err = Vec::new();
-            if let Some(mut stderr) = stderr {
-                let _ = stderr.read_to_end(&mut err).await;
-            }
-            let _ = child.wait().await;
-            if !err.is_empty() {
-                tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
-            }
-        });
-        let mut tasks = self.lock();
-        tasks.retain(|task| !task.is_finished());
-        tasks.push(task);
-    }
-
-    pub async fn wait(&self) {
-        let tasks = std::mem::take(&mut *self.lock());
-        for task in tasks {
-            let _ = task.await;
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// Pre-started, fully confined Node.js workers waiting for their program (Node cannot fork
@@ -482,6 +590,7 @@ struct NodeWorker {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
+    cgroup_root: PathBuf,
     /// The package environment the worker was started with.
     binds: Vec<(PathBuf, PathBuf)>,
 }
@@ -546,12 +655,44 @@ impl NodePool {
             state.template = Some((spec, NODE_BOOTSTRAP.as_bytes().to_vec()));
             std::mem::take(&mut state.idle)
         };
-        drop(retired);
+        for worker in retired {
+            self.retire(worker);
+        }
         self.refill();
     }
 
     pub fn idle(&self) -> usize {
         self.lock().idle.len()
+    }
+
+    /// Stops the pool (a stopping server): idle workers get an empty program and exit, and
+    /// none is started any more. Returns once none is starting.
+    pub async fn close(&self) {
+        let retired = {
+            let mut state = self.lock();
+            state.template = None;
+            std::mem::take(&mut state.idle)
+        };
+        for worker in retired {
+            self.retire(worker);
+        }
+        wait_until(|| self.lock().starting == 0).await;
+        let late = std::mem::take(&mut self.lock().idle);
+        for worker in late {
+            self.retire(worker);
+        }
+    }
+
+    /// An unused worker gets EOF for its program (it runs nothing and exits) and is reaped.
+    fn retire(&self, worker: NodeWorker) {
+        let NodeWorker {
+            child,
+            stdin,
+            stdout,
+            ..
+        } = worker;
+        drop(stdin);
+        self.finishing.reap_reading(child, Some(stdout), None);
     }
 
     /// True when the workers were made with these package binds.
@@ -595,6 +736,11 @@ impl NodePool {
                         let current = state.template.as_ref().map(|(t, _)| t.mapped_binds.clone());
                         if current.as_ref() == Some(&worker.binds) {
                             state.idle.push(worker);
+                        } else {
+                            // Made for packages that are gone: replace it now.
+                            drop(state);
+                            pool.retire(worker);
+                            pool.refill();
                         }
                     }
                     Err(err) => tracing::error!("node worker did not start: {err}"),
@@ -627,31 +773,71 @@ impl NodePool {
             child,
             stdin,
             stdout,
+            cgroup_root: spec.cgroup_root.clone(),
             binds: spec.mapped_binds,
         })
     }
 
-    /// Runs `code` in a ready worker; `Ok(None)` when none is ready.
-    pub async fn run(&self, code: &[u8]) -> Result<Option<JailOutcome>, WarmError> {
+    /// Runs `code` in a ready worker; `Ok(None)` when none is ready. Bounded like
+    /// [`ZygotePool::run`]: a worker that does not answer within the run's timeout is killed
+    /// and the run ends as timed out; a cancelled run returns once the worker is gone.
+    pub async fn run(
+        &self,
+        code: &[u8],
+        timeout_ms: u64,
+        cancel: &mut crate::stop::Cancel,
+    ) -> Result<Option<JailOutcome>, WarmError> {
         let taken = self.lock().idle.pop();
         self.refill();
-        let Some(mut worker) = taken else {
+        let Some(worker) = taken else {
             return Ok(None);
         };
-        let broken = |e: std::io::Error| WarmError::Broken(e.to_string());
-        // A worker that cannot take the program never started it: it may run elsewhere.
-        worker.stdin.write_all(code).await.map_err(broken)?;
-        drop(worker.stdin);
-        // From here on the program may have started: whatever breaks is the run's failure.
+        let NodeWorker {
+            mut child,
+            mut stdin,
+            mut stdout,
+            cgroup_root,
+            ..
+        } = worker;
+        let deadline = std::time::Duration::from_millis(timeout_ms) + crate::stop::ANSWER_GRACE;
         // The helper closes its stdout once the outcome is written, then removes the run's
         // cgroup: answer then, and reap it in the background.
         let mut bytes = Vec::new();
-        let read = worker.stdout.read_to_end(&mut bytes).await;
-        self.finishing.reap(worker.child, None);
-        let decoded = read
-            .map_err(|e| e.to_string())
-            .and_then(|_| protocol::decode_outcome(&bytes).map_err(|e| e.to_string()));
-        match decoded {
+        let mut handed_over = false;
+        let exchange = async {
+            stdin.write_all(code).await?;
+            drop(stdin);
+            // From here on the program may have started: whatever breaks is the run's failure.
+            handed_over = true;
+            stdout.read_to_end(&mut bytes).await
+        };
+        match crate::stop::wait_bounded(exchange, deadline, cancel).await {
+            Waited::Answer(Ok(_)) => self.finishing.reap(child, None),
+            Waited::Answer(Err(e)) => {
+                self.finishing.reap(child, None);
+                if !handed_over {
+                    // A worker that cannot take the program never started it.
+                    return Err(WarmError::Broken(e.to_string()));
+                }
+                tracing::error!(error = %e, "node pool helper lost during a run");
+                return Ok(Some(lost_after_handover("node worker", &e)));
+            }
+            Waited::Cancelled => {
+                drop(stdout);
+                crate::stop::stop_helper(&mut child, &cgroup_root).await;
+                return Err(WarmError::Cancelled);
+            }
+            Waited::Late => {
+                tracing::error!(
+                    timeout_ms,
+                    "a node worker did not answer within the run's timeout"
+                );
+                drop(stdout);
+                crate::stop::kill_helper(&mut child, &cgroup_root).await;
+                return Ok(Some(crate::stop::stalled_outcome(deadline)));
+            }
+        }
+        match protocol::decode_outcome(&bytes) {
             Ok(outcome) => Ok(Some(outcome)),
             Err(err) => {
                 tracing::error!(error = %err, "node pool helper lost during a run");

@@ -429,12 +429,51 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
             Err(err) => println!("{:<28} {:<9} falls back to spawn: {err}", "execution mode", "degraded"),
         },
     }
+    if config.hako.mode == ExecMode::Zygote && executor.zygote_library().is_ok() {
+        print_warm_pool(&executor)?;
+    }
     let missing = hako_jail::probe::missing_required(&reports);
     if !missing.is_empty() {
         println!("\nhako refuses to run code on this host (missing required layers) unless hako.insecure is set");
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Starts one warm zygote, as `hako serve` would, and says whether it came up (and if not,
+/// why: runs would then start afresh, and `/ready` says so too).
+fn print_warm_pool(executor: &Executor) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (state, detail) = runtime.block_on(async {
+        if let Err(err) = executor.start_warm(1) {
+            return ("failed", err.to_string());
+        }
+        let started = std::time::Instant::now();
+        let result = loop {
+            match executor.warm_status() {
+                Some(status) if status.idle > 0 => {
+                    break (
+                        "ok",
+                        format!("a zygote started in {} ms", started.elapsed().as_millis()),
+                    )
+                }
+                Some(status) if status.start_error.is_some() => {
+                    break ("failed", status.start_error.unwrap_or_default())
+                }
+                None => break ("skipped", "zygotes need root".to_string()),
+                _ if started.elapsed() > std::time::Duration::from_secs(60) => {
+                    break ("failed", "no zygote started within 60 s".to_string())
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        executor.shutdown().await;
+        result
+    });
+    println!("{:<28} {state:<9} {detail}", "warm pool python3");
+    Ok(())
 }
 
 /// One line per language on its package environment; a failed install's output below it.
@@ -526,41 +565,78 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
             .with_dependencies(std::sync::Arc::new(packages))
             .with_readiness(readiness);
         let served = hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await;
-        // Helpers that answered the last runs finish their clean-up before we exit.
-        executor.wait_for_helpers().await;
+        // Warm workers, helpers that answered the last runs and the egress guard finish
+        // their clean-up before we exit: a clean stop leaves nothing behind.
+        executor.shutdown().await;
         served
     })?;
     Ok(0)
 }
 
-/// Ready means: no package environment is still being built for the current requirements
-/// (a failed install keeps serving with the previous one), and in zygote mode a warm Python
-/// worker exists.
+/// Ready means: every package environment is built for the current requirements (not
+/// installing, and not failed: runs would miss the packages they ask for), and in zygote mode
+/// a warm Python worker exists or can start.
 fn readiness(executor: Executor, warm: bool) -> std::sync::Arc<dyn hako_api::Readiness> {
+    use hako_runtime::packages::EnvState;
     std::sync::Arc::new(move || {
         let mut not_ready = Vec::new();
         for language in [Language::Python3, Language::Nodejs] {
             let report = executor.packages().report(language);
-            if report.state == hako_runtime::packages::EnvState::Installing {
-                not_ready.push(hako_api::NotReady::new(
-                    format!("{language} packages"),
-                    "installing",
-                ));
-            }
-        }
-        // A pool that keeps failing does not hold readiness back: runs start afresh then.
-        if warm
-            && executor
-                .warm_status()
-                .is_some_and(|s| !s.warmed && s.failed_starts < 3)
-        {
+            let reason = match report.state {
+                EnvState::Installing => "installing".to_string(),
+                EnvState::Failed => format!(
+                    "install failed: {}",
+                    short_error(report.error.as_deref().unwrap_or("(no installer output)"))
+                ),
+                EnvState::None | EnvState::Ready => continue,
+            };
             not_ready.push(hako_api::NotReady::new(
-                "python3 zygote",
-                "no warm worker yet",
+                format!("{language} packages"),
+                reason,
             ));
+        }
+        match executor.warm_status() {
+            Some(status) if warm => {
+                if let Some(error) = status.start_error {
+                    // Runs still start afresh; the pool retries with backoff.
+                    not_ready.push(hako_api::NotReady::new(
+                        "python3 zygote",
+                        format!(
+                            "cannot start ({} failed starts): {error}",
+                            status.failed_starts
+                        ),
+                    ));
+                } else if !status.warmed {
+                    not_ready.push(hako_api::NotReady::new(
+                        "python3 zygote",
+                        "no warm worker yet",
+                    ));
+                }
+            }
+            _ => {}
         }
         not_ready
     })
+}
+
+/// An installer error short enough for `/ready`: its first line and the installer's own
+/// `ERROR` lines (the full output is in the dependencies endpoint and the log).
+fn short_error(error: &str) -> String {
+    let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut text = lines.next().unwrap_or_default().to_string();
+    for line in lines.filter(|l| l.starts_with("ERROR") || l.starts_with("npm ERR")) {
+        text.push(' ');
+        text.push_str(line);
+    }
+    if text.len() > 600 {
+        let mut end = 600;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" ...");
+    }
+    text
 }
 
 fn install_packages(config_path: Option<&Path>) -> Result<i32> {

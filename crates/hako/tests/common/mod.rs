@@ -487,3 +487,42 @@ impl Server {
         panic!("no warm zygote became ready");
     }
 }
+
+impl Server {
+    /// Waits for a settled server: `/ready` answers 200 (packages installed, a warm worker
+    /// up) and `workers` warm zygotes are idle. Tests that compare before and after wait for
+    /// this rather than for time.
+    pub fn wait_settled(&self, workers: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut last = String::new();
+        while std::time::Instant::now() < deadline {
+            let (ready, metrics) = rt.block_on(async {
+                let ready = reqwest::get(self.url("/ready")).await.ok();
+                let ready = match ready {
+                    Some(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    None => (0, String::new()),
+                };
+                let metrics = match reqwest::get(self.url("/metrics")).await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                (ready, metrics)
+            });
+            let warm = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("hako_warm_workers "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if ready.0 == 200 && warm >= workers as f64 {
+                return;
+            }
+            last = format!("/ready {} {}; {warm} warm zygotes", ready.0, ready.1);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the server did not settle: {last}");
+    }
+}
