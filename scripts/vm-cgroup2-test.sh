@@ -25,8 +25,9 @@ REPO=$PWD
 CACHE=${HAKO_CI_CACHE:-/var/cache/hako-ci}/vm
 KERNEL_SUITE=${HAKO_VM_KERNEL_SUITE:-bookworm-backports}
 VM_TIMEOUT=${HAKO_VM_TIMEOUT:-1500}
-# Bump when the root filesystem or initramfs recipe changes.
+# Bump when the root filesystem (ROOTFS_REV) or initramfs (INITRD_REV) recipe changes.
 ROOTFS_REV=3
+INITRD_REV=4
 
 log() { printf 'vm-cgroup2-test: %s\n' "$*"; }
 die() { log "FAILED: $*"; exit 1; }
@@ -161,16 +162,19 @@ EOF
 
 # The initramfs: busybox and the modules that mount the ext4 root on virtio-blk.
 make_initramfs() {
-  INITRD=$CACHE/initrd-$KVER-r$ROOTFS_REV.gz
+  INITRD=$CACHE/initrd-$KVER-r$INITRD_REV.gz
   [ -s "$INITRD" ] && return 0
-  local dir=$CACHE/initrd.tmp m
+  local dir=$CACHE/initrd.tmp ko
   rm -rf "$dir"
   mkdir -p "$dir"/{bin,dev,proc,sys,newroot,lib/modules/"$KVER"}
   cp /bin/busybox "$dir/bin/busybox"
-  for m in virtio_blk crc16 mbcache jbd2 ext4 crc32c_generic; do
-    local ko
-    ko=$(find "$KDIR/root/lib/modules/$KVER" -name "$m.ko*" | head -1)
-    [ -n "$ko" ] || die "module $m not found in $KVER"
+  # The modules (and what they need, which differs between kernels) that are not built in.
+  depmod -b "$KDIR/root" "$KVER"
+  local modules
+  modules=$(for m in virtio_pci virtio_blk ext4 crc32c_generic; do
+    modprobe -d "$KDIR/root" -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
+  done | sort -u)
+  for ko in $modules; do
     local rel=${ko#"$KDIR/root/lib/modules/$KVER/"}
     mkdir -p "$dir/lib/modules/$KVER/$(dirname "$rel")"
     case "$ko" in
@@ -186,7 +190,7 @@ make_initramfs() {
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t devtmpfs devtmpfs /dev
-for m in crc32c_generic virtio_blk ext4; do modprobe "$m"; done
+for m in virtio_pci crc32c_generic virtio_blk ext4; do modprobe "$m" 2>/dev/null || grep -q "/$m.ko" "/lib/modules/$(uname -r)/modules.builtin"; done
 for _ in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
 mount -t ext4 /dev/vda /newroot || { echo "hako-vm: RESULT fail (no root)"; poweroff -f; }
 umount /proc
