@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Builds the hako image, starts it the way docs/deploy.md says (the shipped seccomp profile,
-# no --privileged), drives it over HTTP like Dify (Python, JavaScript and Jinja2 templates)
-# with three attacks (host file read, fork bomb, memory bomb), measures it, and stops it.
+# no --privileged, no CAP_SYS_ADMIN) under podman and under Docker, drives it over HTTP like
+# Dify (Python, JavaScript and Jinja2 templates) with attacks (host file read, fork and
+# thread bombs, a memory bomb beside a run that must survive it), measures it, and stops it.
 #
-# Runs as root with podman. Without a container registry it builds the runtime stage from a
+# HAKO_CONTAINER_ENGINES picks the engines (default "podman docker"). Docker is Debian's
+# docker.io; this script starts its own dockerd (own socket, data and exec roots) and stops
+# it at the end; the image built with podman is loaded into it.
+#
+# Runs as root. Without a container registry it builds the runtime stage from a
 # hako binary built here (HAKO_BINARY=prebuilt) on a Debian base image made with debootstrap
 # and cached in /var/cache/hako-ci, so it is made once per machine.
 # Skips (exit 0, saying why) only where podman cannot run containers at all.
@@ -16,8 +21,14 @@ BASE=docker.io/library/debian:bookworm-slim
 NAME=hako-container-test-$$
 PORT=${HAKO_TEST_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 KEY=container-test-key
+ENGINES=${HAKO_CONTAINER_ENGINES:-podman docker}
 # crun refuses hosts with a hybrid cgroup v1 layout; runc works everywhere.
 PODMAN=(podman --runtime runc)
+DOCKER_ROOT=${HAKO_CI_DOCKER_ROOT:-/run/hako-ci-docker}
+DOCKER=(docker -H "unix://$DOCKER_ROOT/docker.sock")
+# The engine under test (set per engine by main).
+ENGINE=("${PODMAN[@]}")
+ENGINE_NAME=podman
 ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
 
 log() { printf 'container-test: %s\n' "$*"; }
@@ -33,6 +44,7 @@ install_tools() {
   command -v runc >/dev/null || missing+=(runc)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v curl >/dev/null || missing+=(curl)
+  case " $ENGINES " in *" docker "*) command -v dockerd >/dev/null || missing+=(docker.io) ;; esac
   [ "${#missing[@]}" -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     skip "podman is not installed and cannot be installed here (needs root and apt-get)"
@@ -89,6 +101,46 @@ make_base() {
   rm -rf "$dir"
 }
 
+# Our own dockerd: its own socket, data root and exec root, the cgroupfs driver; it is
+# stopped (and its bridge removed) by cleanup. Nothing of a host dockerd is touched.
+start_dockerd() {
+  command -v dockerd >/dev/null || die "dockerd not found (Debian's docker.io)"
+  command -v docker >/dev/null || die "no docker client"
+  mkdir -p "$DOCKER_ROOT" "$CACHE/docker"
+  # Published ports go through docker-proxy to the bridge; no iptables rules are added.
+  ip link show docker0 >/dev/null 2>&1 || DOCKER_BRIDGE_OURS=1
+  log "starting dockerd ($(dockerd --version))"
+  dockerd -H "unix://$DOCKER_ROOT/docker.sock" --pidfile "$DOCKER_ROOT/dockerd.pid" \
+    --exec-root "$DOCKER_ROOT/exec" --data-root "$CACHE/docker" \
+    --exec-opt native.cgroupdriver=cgroupfs --bip 172.30.99.1/24 --iptables=false --ip-forward=false \
+    >"$LOGDIR/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  for _ in $(seq 1 300); do
+    bounded 10 "${DOCKER[@]}" version >/dev/null 2>&1 && return 0
+    kill -0 "$DOCKERD_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  tail -20 "$LOGDIR/dockerd.log"
+  die "dockerd did not start within 60 s"
+}
+
+stop_dockerd() {
+  [ -n "${DOCKERD_PID:-}" ] || return 0
+  kill -TERM "$DOCKERD_PID" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+  wait "$DOCKERD_PID" 2>/dev/null || true
+  DOCKERD_PID=""
+  [ -n "${DOCKER_BRIDGE_OURS:-}" ] && ip link delete docker0 2>/dev/null || true
+}
+
+# The image podman built, loaded into dockerd (one build for both engines).
+load_into_docker() {
+  log "loading $IMAGE into dockerd"
+  "${PODMAN[@]}" save --format docker-archive "$IMAGE" | bounded 600 "${DOCKER[@]}" load >/dev/null \
+    || die "docker load failed"
+}
+
 build_binary() {
   log "building hako (release)"
   bounded 1800 cargo build --release --locked -p hako -p hako-zygote
@@ -107,11 +159,13 @@ build_image() {
   log "image built in $((SECONDS - started)) s"
 }
 
-# The run options, exactly as docs/deploy.md gives them for podman.
+# The run options, exactly as docs/deploy.md gives them for podman and Docker.
 run_options() {
+  local unmask='unmask=/proc/*'
+  [ "$ENGINE_NAME" = docker ] && unmask=systempaths=unconfined
   RUN_OPTS=(
     --security-opt seccomp="$PWD/deploy/seccomp/hako.json"
-    --security-opt 'unmask=/proc/*'
+    --security-opt "$unmask"
     --security-opt no-new-privileges
     --cap-drop ALL
     --cap-add SETUID --cap-add SETGID --cap-add KILL
@@ -152,12 +206,16 @@ remove_cgroups() {
 }
 
 api() { # api METHOD PATH [BODY]: prints "STATUS BODY"
-  local method=$1 path=$2 body=${3:-}
-  local args=(-sS -m 60 -o "$LOGDIR/answer" -w '%{http_code}' -X "$method" -H "X-Api-Key: $KEY")
+  api_to "$LOGDIR/answer" "$@"
+}
+
+api_to() { # api_to FILE METHOD PATH [BODY]: as api, the answer kept in FILE
+  local file=$1 method=$2 path=$3 body=${4:-}
+  local args=(-sS -m 60 -o "$file" -w '%{http_code}' -X "$method" -H "X-Api-Key: $KEY")
   [ -n "$body" ] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
   local code
   code=$(curl "${args[@]}" "http://127.0.0.1:$PORT$path") || code=000
-  printf '%s %s' "$code" "$(cat "$LOGDIR/answer" 2>/dev/null)"
+  printf '%s %s' "$code" "$(cat "$file" 2>/dev/null)"
 }
 
 PASSED=0
@@ -185,8 +243,8 @@ print("ok" if ok else "bad: HTTP " + status + " " + body[:600])
   fi
 }
 
-run_body() { # run_body LANGUAGE CODE
-  python3 -c 'import json, sys; print(json.dumps({"language": sys.argv[1], "code": sys.argv[2], "preload": "", "enable_network": True}))' "$1" "$2"
+run_body() { # run_body LANGUAGE CODE [NETWORK]: with network (Dify's default) unless NETWORK is 0
+  python3 -c 'import json, sys; print(json.dumps({"language": sys.argv[1], "code": sys.argv[2], "preload": "", "enable_network": sys.argv[3] != "0"}))' "$1" "$2" "${3:-1}"
 }
 
 b64() { printf '%s' "$1" | base64 -w0; }
@@ -207,12 +265,19 @@ result_of() { # the <<RESULT>> payload as Dify extracts it, as a Python expressi
   printf 're.search(r"<<RESULT>>(.*)<<RESULT>>", answer["data"]["stdout"], re.DOTALL).group(1)'
 }
 
-cleanup() {
+stop_container() {
   if [ -n "${STARTED:-}" ]; then
-    "${PODMAN[@]}" logs "$NAME" >"$LOGDIR/server.log" 2>&1 || true
-    "${PODMAN[@]}" rm -f -t 5 "$NAME" >/dev/null 2>&1 || true
+    "${ENGINE[@]}" logs "$NAME" >"$LOGDIR/server-$ENGINE_NAME.log" 2>&1 || true
+    bounded 60 "${ENGINE[@]}" rm -f "$NAME" >/dev/null 2>&1 || true
+    STARTED=""
   fi
   [ -n "${CGROUP_DIRS+x}" ] && remove_cgroups
+  return 0
+}
+
+cleanup() {
+  stop_container
+  stop_dockerd
   return 0
 }
 
@@ -224,30 +289,52 @@ main() {
   make_base
   [ "${HAKO_SKIP_BINARY_BUILD:-}" = 1 ] && [ -x dist/hako ] && [ -f dist/libhako_zygote.so ] || build_binary
   build_image
-  run_options
+  local engine total_failed=0 summary=()
+  for engine in $ENGINES; do
+    local t0=$SECONDS
+    ENGINE_NAME=$engine
+    case "$engine" in
+      podman) ENGINE=("${PODMAN[@]}") ;;
+      docker) ENGINE=("${DOCKER[@]}"); start_dockerd; load_into_docker ;;
+      *) die "unknown engine $engine (podman or docker)" ;;
+    esac
+    PASSED=0; FAILED=0
+    test_engine
+    summary+=("$engine: $PASSED passed, $FAILED failed in $((SECONDS - t0)) s")
+    total_failed=$((total_failed + FAILED))
+    [ "$engine" = docker ] && { bounded 120 "${DOCKER[@]}" rmi -f "$IMAGE" >/dev/null 2>&1 || true; stop_dockerd; }
+  done
+  local line
+  for line in "${summary[@]}"; do echo "container-test: $line"; done
+  [ "$total_failed" -eq 0 ]
+}
 
-  log "starting $NAME on port $PORT"
+# One engine: start the container, the checks, the measurements, a clean stop.
+test_engine() {
+  run_options
+  log "[$ENGINE_NAME] starting $NAME on port $PORT"
   local t0
   t0=$(date +%s%N)
   STARTED=1
   # podman schedules HEALTHCHECK with systemd timers; without systemd there are none, and
   # this script polls /ready itself.
   local health=()
-  [ -d /run/systemd/system ] || health=(--no-healthcheck)
-  "${PODMAN[@]}" run -d --name "$NAME" "${ULIMITS[@]}" "${RUN_OPTS[@]}" "${health[@]}" \
+  [ "$ENGINE_NAME" = podman ] && [ ! -d /run/systemd/system ] && health=(--no-healthcheck)
+  "${ENGINE[@]}" run -d --name "$NAME" "${ULIMITS[@]}" "${RUN_OPTS[@]}" "${health[@]}" \
     -p "127.0.0.1:$PORT:8194" -e API_KEY="$KEY" -e WORKER_TIMEOUT=10 "$IMAGE" >/dev/null
   local ready=""
   for _ in $(seq 1 600); do
     if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$PORT/ready" 2>/dev/null; then ready=1; break; fi
-    if [ "$("${PODMAN[@]}" inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != true ]; then break; fi
+    if [ "$("${ENGINE[@]}" inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != true ]; then break; fi
     sleep 0.1
   done
   if [ -z "$ready" ]; then
-    "${PODMAN[@]}" logs "$NAME" 2>&1 | tail -30
-    die "the container did not become ready within 60 s"
+    "${ENGINE[@]}" logs "$NAME" 2>&1 | tail -30
+    die "[$ENGINE_NAME] the container did not become ready within 60 s"
   fi
   local cold_ms=$((($(date +%s%N) - t0) / 1000000))
-  log "ready after $cold_ms ms (podman run to 200 on /ready)"
+  log "[$ENGINE_NAME] ready after $cold_ms ms ($ENGINE_NAME run to 200 on /ready)"
+  "${ENGINE[@]}" exec "$NAME" hako doctor 2>&1 | sed "s/^/container-test: [$ENGINE_NAME] doctor: /" || true
 
   RESPONSE=$(api GET /health); check "GET /health is \"ok\"" 'status == 200 and answer == "ok"'
   RESPONSE=$(api GET /ready); check "GET /ready is 200" 'status == 200 and answer["ready"] is True'
@@ -260,6 +347,12 @@ main() {
   check "Dify JavaScript template" 'answer["code"] == 0 and answer["data"]["error"] == "" and json.loads('"$(result_of)"') == {"result": "hako"}'
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(dify_jinja2 'Hello {{ name }}! {% for i in items %}{{ i }},{% endfor %}' '{"name":"Dify","items":[1,2,3]}')")")
   check "Dify Jinja2 template (jinja2 pre-installed in the image)" 'answer["code"] == 0 and answer["data"]["error"] == "" and '"$(result_of)"' == "Hello Dify! 1,2,3,"'
+
+  # Warm mode works in the container: a Python run without network forks from a zygote and
+  # is pid 1 of its own pid namespace (a spawned program is pid 2).
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import os
+print(os.getpid())' 0)")
+  check "warm: a Python run forks from a working zygote" 'answer["code"] == 0 and answer["data"]["stdout"] == "1\n"'
 
   # Attacks: each must fail inside the sandbox while the server keeps serving.
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import os
@@ -288,40 +381,72 @@ while True:
     for i in range(0, len(chunks[-1]), 4096):
         chunks[-1][i] = 1')")
   check "attack: memory bomb is stopped by the memory limit" 'answer["code"] == 0 and answer["data"]["exit_code"] != 0 and answer["data"]["status"] in ("memory_limit", "error")'
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import threading, time
+n = 0
+try:
+    for _ in range(100000):
+        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+        n += 1
+except RuntimeError as e:
+    print("threads stopped after", n)')")
+  check "attack: thread bomb is stopped by the pids limit" 'answer["code"] == 0 and "threads stopped after" in answer["data"]["stdout"] and int(answer["data"]["stdout"].split()[3]) < 1000'
+  # A memory bomb beside a run that holds 64 MiB: the limit is per run, so only the bomb dies.
+  api_to "$LOGDIR/bomb" POST /v1/sandbox/run "$(run_body python3 'import time
+time.sleep(0.5)
+chunks = []
+while True:
+    chunks.append(bytearray(64 * 1024 * 1024))
+    for i in range(0, len(chunks[-1]), 4096):
+        chunks[-1][i] = 1')" >"$LOGDIR/bomb.status" &
+  local bomb=$!
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import time
+b = bytearray(64 << 20)
+for i in range(0, len(b), 4096):
+    b[i] = 1
+time.sleep(3)
+print("survived", len(b) >> 20)')")
+  wait "$bomb" || true
+  check "a run beside a memory bomb survives" 'answer["code"] == 0 and answer["data"]["stdout"] == "survived 64\n"'
+  RESPONSE=$(cat "$LOGDIR/bomb.status")
+  check "the concurrent memory bomb is stopped by its own limit" 'answer["code"] == 0 and answer["data"]["status"] in ("memory_limit", "error") and answer["data"]["exit_code"] != 0'
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(dify_python 'def main(arg1: str, arg2: str):
     return {"result": arg1 + arg2}' '{"arg1":"still","arg2":"serving"}')")")
   check "the server still serves after the attacks" 'answer["code"] == 0 and json.loads('"$(result_of)"') == {"result": "stillserving"}'
 
   measure
-  log "stopping $NAME (SIGTERM)"
+  log "[$ENGINE_NAME] stopping $NAME (SIGTERM)"
   local stop0=$SECONDS
-  bounded 60 "${PODMAN[@]}" stop -t 20 "$NAME" >/dev/null
+  bounded 60 "${ENGINE[@]}" stop -t 20 "$NAME" >/dev/null
   local exit_code
-  exit_code=$("${PODMAN[@]}" inspect -f '{{.State.ExitCode}}' "$NAME")
-  "${PODMAN[@]}" logs "$NAME" >"$LOGDIR/server.log" 2>&1 || true
-  if [ "$exit_code" = 0 ] && grep -q "stopped" "$LOGDIR/server.log"; then
+  exit_code=$("${ENGINE[@]}" inspect -f '{{.State.ExitCode}}' "$NAME")
+  local server_log=$LOGDIR/server-$ENGINE_NAME.log
+  "${ENGINE[@]}" logs "$NAME" >"$server_log" 2>&1 || true
+  if [ "$exit_code" = 0 ] && grep -q "stopped" "$server_log"; then
     PASSED=$((PASSED + 1)); log "ok     clean stop in $((SECONDS - stop0)) s (exit code 0)"
   else
-    FAILED=$((FAILED + 1)); log "FAILED clean stop: exit code $exit_code"; tail -20 "$LOGDIR/server.log"
+    FAILED=$((FAILED + 1)); log "FAILED clean stop: exit code $exit_code"; tail -20 "$server_log"
   fi
-  "${PODMAN[@]}" rm -f "$NAME" >/dev/null 2>&1 || true
-  STARTED=""
+  if grep -qE "calibration failed|zygote did not start|new pid namespace" "$server_log"; then
+    FAILED=$((FAILED + 1)); log "FAILED warm workers started cleanly:"; grep -E "zygote" "$server_log" | head -5
+  else
+    PASSED=$((PASSED + 1)); log "ok     warm workers started cleanly (no zygote error in the log)"
+  fi
+  stop_container
   if [ "$FAILED" -ne 0 ]; then
-    log "server log (last 40 lines):"; tail -40 "$LOGDIR/server.log"
+    log "[$ENGINE_NAME] server log (last 40 lines):"; tail -40 "$server_log"
   fi
-  echo "container-test: $PASSED passed, $FAILED failed"
-  [ "$FAILED" -eq 0 ]
+  echo "container-test: [$ENGINE_NAME] $PASSED passed, $FAILED failed"
 }
 
 # Numbers for docs/deploy.md: image size, idle memory, sequential runs per second.
 measure() {
   local size
-  size=$("${PODMAN[@]}" image inspect -f '{{.Size}}' "$IMAGE")
-  log "measure: image size $((size / 1000000)) MB"
+  size=$("${ENGINE[@]}" image inspect -f '{{.Size}}' "$IMAGE")
+  log "[$ENGINE_NAME] measure: image size $((size / 1000000)) MB"
   sleep 2
   local mem
-  mem=$("${PODMAN[@]}" stats --no-stream --format '{{.MemUsage}}' "$NAME" 2>/dev/null || echo "n/a")
-  log "measure: idle memory $mem"
+  mem=$("${ENGINE[@]}" stats --no-stream --format '{{.MemUsage}}' "$NAME" 2>/dev/null || echo "n/a")
+  log "[$ENGINE_NAME] measure: idle memory $mem"
   local n=${HAKO_TEST_RUNS:-30} body t0 t1
   for language in python3 nodejs; do
     if [ "$language" = python3 ]; then
@@ -335,7 +460,7 @@ measure() {
       curl -fsS -m 30 -o /dev/null -H "X-Api-Key: $KEY" --data-binary "$body" "http://127.0.0.1:$PORT/v1/sandbox/run" || true
     done
     t1=$(date +%s%N)
-    log "measure: $language $n sequential Dify runs: $(((t1 - t0) / 1000000 / n)) ms each"
+    log "[$ENGINE_NAME] measure: $language $n sequential Dify runs: $(((t1 - t0) / 1000000 / n)) ms each"
   done
 }
 

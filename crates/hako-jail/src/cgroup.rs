@@ -451,6 +451,16 @@ impl RunCgroup {
         stats
     }
 
+    /// Starts counting the peak memory of what runs in the group from now on. None where
+    /// the kernel counts only the group's whole life (cgroup v2 before Linux 6.12).
+    pub fn peak_counter(&self) -> Option<crate::peak::PeakCounter> {
+        self.dirs.iter().find_map(|(kind, dir)| match kind {
+            Controller::Memory => crate::peak::PeakCounter::v1(dir),
+            Controller::Unified => crate::peak::PeakCounter::v2(dir),
+            Controller::Pids | Controller::Cpu => None,
+        })
+    }
+
     /// Memory in use and tasks in the group, best effort (0 when unknown).
     pub fn usage(&self) -> CgroupUsage {
         let mut usage = CgroupUsage::default();

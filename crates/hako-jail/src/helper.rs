@@ -791,11 +791,22 @@ pub(crate) fn handle_notification(
         let _ = notify::respond_errno(listener, note.id, libc::EPERM);
         return;
     }
-    *blocked.entry(nr).or_insert(0) += 1;
+    count_blocked(blocked, nr);
     let _ = match mode {
         SeccompMode::Learn => notify::respond_continue(listener, note.id),
         SeccompMode::Enforce => notify::respond_errno(listener, note.id, libc::EPERM),
     };
+}
+
+/// Counts a denied call: by its number for the first [`seccomp::MAX_DISTINCT_BLOCKED`]
+/// numbers, under [`seccomp::OTHER_SYSCALLS`] after that.
+fn count_blocked(blocked: &mut BTreeMap<u32, u64>, nr: u32) {
+    let key = if blocked.contains_key(&nr) || blocked.len() < seccomp::MAX_DISTINCT_BLOCKED {
+        nr
+    } else {
+        seccomp::OTHER_SYSCALLS
+    };
+    *blocked.entry(key).or_insert(0) += 1;
 }
 
 fn is_resolver_probe(note: &notify::Notification) -> bool {

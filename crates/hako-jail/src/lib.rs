@@ -12,6 +12,7 @@ pub mod live;
 pub mod lockdown;
 pub mod mounts;
 pub mod netns;
+pub mod peak;
 pub mod probe;
 pub mod procmask;
 pub mod protocol;

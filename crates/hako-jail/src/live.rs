@@ -18,10 +18,10 @@ use crate::helper::{
     self, cgroup_accounting, channels, create_cgroup, handle_notification, reap, start_jail,
     take_control, HelperError, KillOnDrop, Plan, CANCEL_FD, TAMPERED,
 };
-use hako_wire::control::{ExitStatus, Message, Receiver};
 use crate::protocol;
 use crate::seccomp::{self, notify};
 use crate::spec::{BlockedSyscall, JailOutcome, JailSpec};
+use hako_wire::control::{ExitStatus, Message, Receiver};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};

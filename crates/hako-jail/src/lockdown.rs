@@ -124,6 +124,8 @@ fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
         ("FSIZE", Resource::RLIMIT_FSIZE, l.tmp_bytes),
         ("CORE", Resource::RLIMIT_CORE, 0),
         ("STACK", Resource::RLIMIT_STACK, 8 << 20),
+        // Queued signals count per user up the user namespaces: keep a run's share small.
+        ("SIGPENDING", Resource::RLIMIT_SIGPENDING, 1024),
     ];
     if !plan.coverage.pids {
         limits.push(("NPROC", Resource::RLIMIT_NPROC, l.pids));

@@ -461,6 +461,8 @@ impl Zygote {
             .as_ref()
             .map(|cg| cg.stats())
             .unwrap_or_default();
+        // The group outlives the run: its own peak needs a count restarted now.
+        let peak = self.cgroup.as_ref().and_then(|cg| cg.peak_counter());
         let link = match &order.egress {
             Some(egress) => Some(self.egress_listener(&child, egress)?),
             None => None,
@@ -482,7 +484,9 @@ impl Zygote {
                     && !outcome.timed_out
                     && !outcome.output_limited);
             outcome.pids_limited |= after.pids_limit_hits > before.pids_limit_hits;
-            if let Some(peak) = after.peak_memory_bytes {
+            // Without a restarted count (v2 before 6.12) the zygote's report stays: the run
+            // process's own maximum resident size.
+            if let Some(peak) = peak.and_then(|p| p.read()) {
                 outcome.peak_memory_bytes = peak.saturating_sub(baseline.memory_bytes);
             }
         }

@@ -58,6 +58,10 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
             text.push_str(&format!("error: signal: {}\n", signal_name(signal)));
         }
         for name in &blocked {
+            if name == "other_syscalls" {
+                text.push_str("error: operation not permitted: more syscalls were blocked than one report names\n");
+                continue;
+            }
             text.push_str(&format!(
                 "error: operation not permitted: syscall {name} blocked by the {language} policy; allow it with ALLOWED_SYSCALLS={name}\n"
             ));

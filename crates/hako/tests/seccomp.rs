@@ -309,3 +309,32 @@ fn stdlib_corpora_need_nothing_outside_the_default_policy() {
         corpora_run_clean(&Runner::server(mode));
     }
 }
+
+/// A run that calls thousands of distinct denied numbers gets a bounded report: the first
+/// ones are named, the rest counted in one line.
+fn a_flood_of_distinct_denied_numbers(jail: &Runner) {
+    let program = "import ctypes\nlibc = ctypes.CDLL(None)\nfor i in range(3000):\n    libc.syscall(0x40000000 + i)\nprint('done')\n";
+    let r = jail.run("python3", program, &[]);
+    assert_eq!(r.stdout(), "done\n", "{:?}", r.json);
+    let blocked = r.blocked();
+    assert!(
+        blocked.len() <= 65 && blocked.iter().any(|b| b == "other_syscalls"),
+        "{blocked:?}"
+    );
+    assert!(
+        r.error().len() < 64 << 10,
+        "error text of {} bytes",
+        r.error().len()
+    );
+}
+
+#[test]
+fn the_blocked_syscall_report_is_bounded_in_every_mode() {
+    if !can_run_jail() {
+        return;
+    }
+    a_flood_of_distinct_denied_numbers(&Runner::cli());
+    for mode in ["spawn", "zygote"] {
+        a_flood_of_distinct_denied_numbers(&server_with_allowed(mode, None));
+    }
+}

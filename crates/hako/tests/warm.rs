@@ -219,3 +219,26 @@ fn a_run_holding_every_pid_does_not_cost_the_zygote() {
         "the zygote was replaced"
     );
 }
+
+/// A run's `peak_memory_bytes` is its own, not the zygote group's: runs share the zygote's
+/// cgroup, whose lifetime `memory.peak` (cgroup v2) keeps the largest run's peak forever.
+#[test]
+fn each_run_reports_its_own_peak_memory() {
+    let Some(jail) = zygote_server(1) else { return };
+    assert_forked_from_zygote(&jail);
+    let peak = |r: &Run| r.json["usage"]["peak_memory_bytes"].as_u64().unwrap_or(0);
+    let fill =
+        "b = bytearray(300 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\nprint('filled')";
+    let big = jail.run("python3", fill, &["--memory-mb", "512", "--timeout", "20"]);
+    assert_eq!(big.stdout(), "filled\n", "{:?}", big.json);
+    assert!(peak(&big) >= 300 << 20, "{:?}", big.json);
+    for _ in 0..2 {
+        let small = jail.run("python3", "print('small')", &[]);
+        assert_eq!(small.stdout(), "small\n", "{:?}", small.json);
+        assert!(
+            (1..100 << 20).contains(&peak(&small)),
+            "a small run reports another run's peak: {:?}",
+            small.json
+        );
+    }
+}

@@ -109,3 +109,18 @@ fn a_second_ready_on_a_spawn_channel_is_tampering() {
     let (outcome, _) = supervise_after(r, Message::Ready);
     assert!(outcome.tampered, "{outcome:?}");
 }
+
+#[test]
+fn a_report_names_a_bounded_number_of_distinct_syscalls() {
+    let mut blocked = BTreeMap::new();
+    for nr in 0x4000_0000..0x4000_0000 + 10_000u32 {
+        count_blocked(&mut blocked, nr);
+    }
+    count_blocked(&mut blocked, 0x4000_0000);
+    assert_eq!(blocked.len(), seccomp::MAX_DISTINCT_BLOCKED + 1);
+    assert_eq!(blocked[&0x4000_0000], 2);
+    assert_eq!(
+        blocked[&seccomp::OTHER_SYSCALLS],
+        10_000 - seccomp::MAX_DISTINCT_BLOCKED as u64
+    );
+}

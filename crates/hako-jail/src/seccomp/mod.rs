@@ -108,7 +108,18 @@ pub fn resolve_syscall(name_or_number: &str) -> Result<u32, SeccompError> {
 }
 
 /// The name of a syscall number on the machine's arch (`syscall_NNN` when unknown).
+/// How many distinct syscall numbers one run's report names; past that, denied calls are
+/// counted under [`OTHER_SYSCALLS`] (a run must not grow its supervisor's memory or answer
+/// by calling thousands of different numbers).
+pub const MAX_DISTINCT_BLOCKED: usize = 64;
+
+/// The report entry that counts denied calls past [`MAX_DISTINCT_BLOCKED`] numbers.
+pub const OTHER_SYSCALLS: u32 = u32::MAX;
+
 pub fn syscall_name(nr: u32) -> String {
+    if nr == OTHER_SYSCALLS {
+        return "other_syscalls".to_string();
+    }
     syscalls::Sysno::new(nr as usize)
         .map(|s| s.name().to_string())
         .unwrap_or_else(|| format!("syscall_{nr}"))

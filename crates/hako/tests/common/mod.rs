@@ -7,6 +7,17 @@ use std::process::{Command, Stdio};
 
 pub const HAKO: &str = env!("CARGO_BIN_EXE_hako");
 
+/// A deadline for start-up work `secs` from now, times `HAKO_TEST_DEADLINE_SCALE` (an
+/// emulated guest, as in scripts/vm-cgroup2-test.sh, runs 13-20x slower).
+pub fn startup_deadline(secs: u64) -> std::time::Instant {
+    let scale = std::env::var("HAKO_TEST_DEADLINE_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    std::time::Instant::now() + std::time::Duration::from_secs(secs * scale)
+}
+
 /// End-to-end tests need root (namespaces with id maps, cgroups). CI runs as root, so there
 /// they run; elsewhere they say why they skip.
 pub fn can_run_jail() -> bool {
@@ -155,7 +166,7 @@ impl Server {
     }
 
     fn wait_ready(&self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = startup_deadline(60);
         while std::time::Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
@@ -462,7 +473,7 @@ pub fn post_run(server: &Server, body: &Value) -> Value {
 impl Server {
     /// Waits until the warm zygotes are up (the server reports them in /metrics).
     pub fn wait_warm(&self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = startup_deadline(60);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
