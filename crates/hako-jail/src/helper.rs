@@ -70,44 +70,71 @@ pub enum HelperError {
 pub fn main() -> i32 {
     watch_for_cancel();
     let mut stdin = io::stdin().lock();
-    let mut leftover = None;
-    let outcome = match read_request(&mut stdin) {
-        Ok((mut spec, code)) => match lease_ids(&mut spec) {
-            Ok(lease) => {
-                let later = spec.deferred.then_some(&mut stdin as &mut dyn Read);
-                let (result, cgroup) = run(&spec, &code, later);
-                leftover = cgroup.map(|cg| (cg, lease));
-                result.unwrap_or_else(|err| JailOutcome {
-                    setup_error: Some(err.to_string()),
-                    ..Default::default()
-                })
-            }
-            Err(err) => JailOutcome {
-                setup_error: Some(err.to_string()),
-                ..Default::default()
-            },
-        },
-        Err(err) => JailOutcome {
-            setup_error: Some(err.to_string()),
-            ..Default::default()
-        },
+    let request = read_request(&mut stdin);
+    let (outcome, leftover) = run_leased(request, |spec, code| {
+        let later = spec.deferred.then_some(&mut stdin as &mut dyn Read);
+        run(spec, &code, later)
+    });
+    let reported =
+        protocol::encode_outcome(&outcome, io::stdout().lock()).map_err(io::Error::other);
+    finish_helper(leftover, reported, "jail")
+}
+
+/// What a helper keeps after its answer: the run's cgroup (removed then) and the lease of the
+/// run's host ids (held until every process of the run is gone with the cgroup).
+#[derive(Default)]
+pub(crate) struct Leftover {
+    cgroup: Option<RunCgroup>,
+    lease: Option<IdLease>,
+}
+
+/// Leases the run's host ids, then runs it; a bad request or a failure before the program is
+/// the outcome's setup error.
+pub(crate) fn run_leased<T, E: std::fmt::Display>(
+    request: Result<(JailSpec, T), E>,
+    run: impl FnOnce(&JailSpec, T) -> (Result<JailOutcome, HelperError>, Option<RunCgroup>),
+) -> (JailOutcome, Leftover) {
+    let setup_error = |err: &dyn std::fmt::Display| JailOutcome {
+        setup_error: Some(err.to_string()),
+        ..Default::default()
     };
-    let reported = protocol::encode_outcome(&outcome, io::stdout().lock());
-    // The answer is out; removing the cgroup can take a while (tens of ms on cgroup v1).
+    let (mut spec, input) = match request {
+        Ok(request) => request,
+        Err(err) => return (setup_error(&err), Leftover::default()),
+    };
+    let lease = match lease_ids(&mut spec) {
+        Ok(lease) => lease,
+        Err(err) => return (setup_error(&err), Leftover::default()),
+    };
+    let (result, cgroup) = run(&spec, input);
+    let outcome = result.unwrap_or_else(|err| setup_error(&err));
+    (outcome, Leftover { cgroup, lease })
+}
+
+/// After the answer: closes stdout (the caller's end of the outcome), removes the run's
+/// cgroup (tens of ms on cgroup v1, so after the answer), then gives up the ids. Returns the
+/// helper's exit code: 0, or 1 when the outcome could not be reported.
+pub(crate) fn finish_helper(leftover: Leftover, reported: io::Result<()>, helper: &str) -> i32 {
     // SAFETY: closing our stdout tells the caller the outcome is complete; nothing writes to
     // it afterwards.
     unsafe { libc::close(libc::STDOUT_FILENO) };
-    // The ids stay leased until the run's cgroup (and so every process of the run) is gone.
-    if let Some((cg, _lease)) = leftover {
+    let Leftover { cgroup, lease } = leftover;
+    if let Some(cg) = cgroup {
         if let Err(err) = cg.remove() {
             // The caller may be gone by now: never panic on a closed stderr.
-            let _ = writeln!(io::stderr(), "hako jail: {err}");
+            let _ = writeln!(io::stderr(), "hako {helper}: {err}");
         }
     }
+    drop(lease);
     match reported {
         Ok(()) => 0,
+        // The caller went away (a closed session): nobody to report to.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => 0,
         Err(err) => {
-            eprintln!("hako jail: cannot report the outcome: {err}");
+            let _ = writeln!(
+                io::stderr(),
+                "hako {helper}: cannot report the outcome: {err}"
+            );
             1
         }
     }

@@ -65,50 +65,15 @@ pub fn main() -> i32 {
     let mut input = RawStdin;
     let request = protocol::read_json::<JailSpec>(&mut input)
         .and_then(|spec| Ok((spec, protocol::read_bytes(&mut input)?)));
-    let mut leftover = None;
-    // The run's host ids stay leased (across hako processes) until its cgroup is gone.
-    let mut _lease = None;
-    let outcome = match request {
-        Ok((mut spec, bootstrap)) => match helper::lease_ids(&mut spec) {
-            Ok(lease) => {
-                _lease = lease;
-                spec.deferred = true;
-                let (result, cgroup) = run(&spec, &bootstrap);
-                leftover = cgroup;
-                result.unwrap_or_else(|err| JailOutcome {
-                    setup_error: Some(err.to_string()),
-                    ..Default::default()
-                })
-            }
-            Err(err) => JailOutcome {
-                setup_error: Some(err.to_string()),
-                ..Default::default()
-            },
-        },
-        Err(err) => JailOutcome {
-            setup_error: Some(err.to_string()),
-            ..Default::default()
-        },
-    };
+    let (outcome, leftover) = helper::run_leased(request, |spec, bootstrap| {
+        let mut spec = spec.clone();
+        spec.deferred = true;
+        run(&spec, &bootstrap)
+    });
     let reported = serde_json::to_vec(&outcome)
         .map_err(io::Error::other)
         .and_then(|json| write_frame(FRAME_OUTCOME, &json));
-    // SAFETY: closing our stdout tells the caller the run is over; nothing writes to it later.
-    unsafe { libc::close(libc::STDOUT_FILENO) };
-    if let Some(cg) = leftover {
-        if let Err(err) = cg.remove() {
-            let _ = writeln!(io::stderr(), "hako live: {err}");
-        }
-    }
-    match reported {
-        Ok(()) => 0,
-        // The caller went away (a closed session): nobody to report to.
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => 0,
-        Err(err) => {
-            let _ = writeln!(io::stderr(), "hako live: cannot report the outcome: {err}");
-            1
-        }
-    }
+    helper::finish_helper(leftover, reported, "live")
 }
 
 /// Writes one frame to our stdout (blocking: the caller reads as long as the run lives).
