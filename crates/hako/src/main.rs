@@ -355,22 +355,7 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
             report.detail
         );
     }
-    let cpu = hako_jail::cgroup::Cgroups::detect(&config.hako.cgroup_root)
-        .support()
-        .cpu;
-    println!(
-        "{:<28} {:<9} {}",
-        "cpu limit",
-        if cpu { "enforced" } else { "missing" },
-        if cpu {
-            format!(
-                "{} % of one CPU per run (hako.limits.cpu_percent)",
-                config.hako.limits.cpu_percent
-            )
-        } else {
-            "no writable cpu cgroup controller: runs are not CPU-limited".to_string()
-        }
-    );
+    print_cpu_limit(&config);
     let executor = executor(config.clone())?;
     for language in [Language::Python3, Language::Nodejs] {
         match executor.adapter(language) {
@@ -520,22 +505,7 @@ fn print_packages(executor: &Executor, language: Language) {
 fn serve(config_path: Option<&Path>) -> Result<i32> {
     let config = load_config(config_path, true)?;
     check_layers(&config)?;
-    let cpu = hako_jail::cgroup::Cgroups::detect(&config.hako.cgroup_root)
-        .support()
-        .cpu;
-    println!(
-        "{:<28} {:<9} {}",
-        "cpu limit",
-        if cpu { "enforced" } else { "missing" },
-        if cpu {
-            format!(
-                "{} % of one CPU per run (hako.limits.cpu_percent)",
-                config.hako.limits.cpu_percent
-            )
-        } else {
-            "no writable cpu cgroup controller: runs are not CPU-limited".to_string()
-        }
-    );
+    print_cpu_limit(&config);
     let executor = executor(config.clone())?;
     for language in [Language::Python3, Language::Nodejs] {
         if let Err(err) = executor.adapter(language) {
@@ -664,4 +634,21 @@ fn install_packages(config_path: Option<&Path>) -> Result<i32> {
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// The `cpu limit` line of `hako doctor` and of the server's start-up.
+fn print_cpu_limit(config: &Config) {
+    let cpu = hako_jail::cgroup::Cgroups::detect(&config.hako.cgroup_root)
+        .support()
+        .cpu;
+    let detail = if cpu {
+        format!(
+            "{} % of one CPU per run (hako.limits.cpu_percent)",
+            config.hako.limits.cpu_percent
+        )
+    } else {
+        "no writable cpu cgroup controller: runs are not CPU-limited".to_string()
+    };
+    let state = if cpu { "enforced" } else { "missing" };
+    println!("{:<28} {:<9} {}", "cpu limit", state, detail);
 }
