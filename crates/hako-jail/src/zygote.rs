@@ -484,10 +484,13 @@ impl Zygote {
                     && !outcome.timed_out
                     && !outcome.output_limited);
             outcome.pids_limited |= after.pids_limit_hits > before.pids_limit_hits;
-            // Without a restarted count (v2 before 6.12) the zygote's report stays: the run
-            // process's own maximum resident size.
+            // The run's own peak: the larger of what its group grew by since the count
+            // restarted and the zygote's report of the run process's maximum resident size
+            // (all there is without a restarted count, v2 before 6.12). Never the group's
+            // lifetime peak.
             if let Some(peak) = peak.and_then(|p| p.read()) {
-                outcome.peak_memory_bytes = peak.saturating_sub(baseline.memory_bytes);
+                let grown = peak.saturating_sub(baseline.memory_bytes);
+                outcome.peak_memory_bytes = outcome.peak_memory_bytes.max(grown);
             }
         }
         Ok(outcome)
