@@ -2,22 +2,27 @@
 //!
 //! This is the only crate of hako with meaningful `unsafe`. Its entry point for running code
 //! is [`helper::main`], executed in a separate single-threaded process (`hako __jail`), never
-//! inside the multi-threaded server.
+//! inside the multi-threaded server. The folders follow the processes:
+//!
+//! - `helper/`: the host side of a run (the `__jail` and `__live` helpers, supervision, host
+//!   id leases);
+//! - `inside/`: what runs inside the run's namespaces before the program (the jail's init,
+//!   the program's lock-down);
+//! - `zygote/`: the warm Python interpreter, its host side (`mod.rs`) and its run children's
+//!   side (`child.rs`);
+//! - `layers/`: cgroups, mounts, network namespaces, Landlock, `/proc` masks;
+//! - `seccomp/`: the policy tables, the BPF compiler and the notification listener.
 
-pub mod cgroup;
 pub mod helper;
-pub mod ids;
-pub mod landlock;
-pub mod live;
-pub mod lockdown;
-pub mod mounts;
-pub mod netns;
-pub mod peak;
+pub mod inside;
+pub mod layers;
 pub mod probe;
-pub mod procmask;
 pub mod protocol;
 pub mod seccomp;
-pub use hako_wire::spec;
 pub mod zygote;
 
+pub use hako_wire::spec;
+pub use helper::{ids, live};
+pub use inside::lockdown;
+pub use layers::{cgroup, landlock, mounts, netns, peak, procmask};
 pub use spec::*;

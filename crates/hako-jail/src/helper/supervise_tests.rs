@@ -2,6 +2,8 @@
 //! run (it is what gets killed), a socket pair for its control channel.
 
 use super::*;
+use crate::helper::seqpacket_pair;
+use nix::unistd::pipe2;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 

@@ -1,0 +1,528 @@
+//! The jail helper (`hako __jail`): a single-threaded process that builds one run's sandbox,
+//! supervises it, and reports a [`JailOutcome`].
+//!
+//! Process tree of one run:
+//! ```text
+//! helper (host namespaces, privileged)      supervises: output, timeout, seccomp notifications
+//!  └─ init (pid 1 of the run's namespaces)  builds the root, then only reaps
+//!      └─ program (pid 2)                   rlimits, no_new_privs, Landlock, caps dropped,
+//!                                           seccomp, then execs the interpreter
+//! ```
+//! When init exits, the kernel kills everything else in the run's pid namespace.
+
+use crate::cgroup::{CgroupLimits, Cgroups, RunCgroup};
+use crate::ids::IdLease;
+use crate::lockdown::CgroupCoverage;
+use crate::protocol;
+use crate::seccomp::{self, notify};
+use crate::spec::{
+    JailOutcome, JailSpec, Limits, NetworkMode, JAIL_GID, JAIL_UID, RUN_GID, RUN_UID,
+    ZYGOTE_RUN_IDS,
+};
+use hako_wire::control::{self, Message, Receiver};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::waitpid;
+use nix::unistd::{pipe2, Pid};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub mod ids;
+pub mod live;
+mod supervise;
+
+pub(crate) use supervise::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("read the run request: {0}")]
+    Request(#[from] protocol::ProtocolError),
+    #[error("create {what}: {source}")]
+    Channel { what: &'static str, source: Errno },
+    #[error("create the run's namespaces (clone): {0}; check `hako doctor`")]
+    Clone(Errno),
+    #[error("write {path}: {source}")]
+    IdMap { path: PathBuf, source: io::Error },
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("build the seccomp policy: {0}")]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error("jail setup failed: {0}")]
+    Setup(String),
+    #[error("supervise the run: {0}")]
+    Supervise(Errno),
+    #[error("control channel: {0}")]
+    Control(#[from] control::ControlError),
+    #[error("egress: {0}")]
+    Egress(#[from] crate::netns::NetnsError),
+    #[error("lease the run's host ids: {0}")]
+    Ids(#[from] crate::ids::IdError),
+    #[error("switch the effective uid to {uid} around clone: {source}")]
+    Owner {
+        uid: u32,
+        #[source]
+        source: Errno,
+    },
+}
+
+/// Entry point of `hako __jail`. Reads the request on stdin, writes the outcome on stdout.
+pub fn main() -> i32 {
+    watch_for_cancel();
+    let mut stdin = io::stdin().lock();
+    let request = read_request(&mut stdin);
+    let (outcome, leftover) = run_leased(request, |spec, code| {
+        let later = spec.deferred.then_some(&mut stdin as &mut dyn Read);
+        run(spec, &code, later)
+    });
+    let reported =
+        protocol::encode_outcome(&outcome, io::stdout().lock()).map_err(io::Error::other);
+    finish_helper(leftover, reported, "jail")
+}
+
+/// What a helper keeps after its answer: the run's cgroup (removed then) and the lease of the
+/// run's host ids (held until every process of the run is gone with the cgroup).
+#[derive(Default)]
+pub(crate) struct Leftover {
+    cgroup: Option<RunCgroup>,
+    lease: Option<IdLease>,
+}
+
+/// Leases the run's host ids, then runs it; a bad request or a failure before the program is
+/// the outcome's setup error.
+pub(crate) fn run_leased<T, E: std::fmt::Display>(
+    request: Result<(JailSpec, T), E>,
+    run: impl FnOnce(&JailSpec, T) -> (Result<JailOutcome, HelperError>, Option<RunCgroup>),
+) -> (JailOutcome, Leftover) {
+    let setup_error = |err: &dyn std::fmt::Display| JailOutcome {
+        setup_error: Some(err.to_string()),
+        ..Default::default()
+    };
+    let (mut spec, input) = match request {
+        Ok(request) => request,
+        Err(err) => return (setup_error(&err), Leftover::default()),
+    };
+    let lease = match lease_ids(&mut spec) {
+        Ok(lease) => lease,
+        Err(err) => return (setup_error(&err), Leftover::default()),
+    };
+    let (result, cgroup) = run(&spec, input);
+    let outcome = result.unwrap_or_else(|err| setup_error(&err));
+    (outcome, Leftover { cgroup, lease })
+}
+
+/// After the answer: closes stdout (the caller's end of the outcome), removes the run's
+/// cgroup (tens of ms on cgroup v1, so after the answer), then gives up the ids. Returns the
+/// helper's exit code: 0, or 1 when the outcome could not be reported.
+pub(crate) fn finish_helper(leftover: Leftover, reported: io::Result<()>, helper: &str) -> i32 {
+    // SAFETY: closing our stdout tells the caller the outcome is complete; nothing writes to
+    // it afterwards.
+    unsafe { libc::close(libc::STDOUT_FILENO) };
+    let Leftover { cgroup, lease } = leftover;
+    if let Some(cg) = cgroup {
+        if let Err(err) = cg.remove() {
+            // The caller may be gone by now: never panic on a closed stderr.
+            let _ = writeln!(io::stderr(), "hako {helper}: {err}");
+        }
+    }
+    drop(lease);
+    match reported {
+        Ok(()) => 0,
+        // The caller went away (a closed session): nobody to report to.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(err) => {
+            let _ = writeln!(
+                io::stderr(),
+                "hako {helper}: cannot report the outcome: {err}"
+            );
+            1
+        }
+    }
+}
+
+/// Leases the run's host ids (see [`crate::ids`]) and writes them into `spec`; a zygote
+/// takes one id for itself and [`ZYGOTE_RUN_IDS`] for its run children. Held until dropped.
+pub(crate) fn lease_ids(spec: &mut JailSpec) -> Result<Option<IdLease>, HelperError> {
+    let Some(pool) = &spec.id_pool else {
+        return Ok(None);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        // Unprivileged: the run maps to our own ids anyway.
+        return Ok(None);
+    }
+    let width = if spec.zygote { 1 + ZYGOTE_RUN_IDS } else { 1 };
+    let lease = crate::ids::lease(pool, spec.ids.host_uid, width)?;
+    let gid_offset = spec.ids.host_gid.wrapping_sub(spec.ids.host_uid);
+    spec.ids.host_uid = lease.first;
+    spec.ids.host_gid = lease.first.wrapping_add(gid_offset);
+    Ok(Some(lease))
+}
+
+/// Reads the spec and the code. A deferred run sends a length-prefixed bootstrap instead;
+/// its program follows later, until EOF.
+fn read_request(input: &mut impl Read) -> Result<(JailSpec, Vec<u8>), protocol::ProtocolError> {
+    let spec: JailSpec = protocol::read_json(&mut *input)?;
+    let code = if spec.deferred {
+        protocol::read_bytes(&mut *input)?
+    } else {
+        let mut code = Vec::new();
+        input.read_to_end(&mut code)?;
+        code
+    };
+    Ok((spec, code))
+}
+
+/// Readable when the caller gave up on the run (it sends SIGTERM); -1 when unavailable.
+pub(crate) static CANCEL_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Turns SIGTERM into an event the supervisor polls: the run is killed and everything it
+/// had (cgroup, mounts, listener) is cleaned up before the helper exits. The helpers hold no
+/// parent-death signal for the same reason: an orphaned helper ends its run (bounded by its
+/// timeout), cleans up, and exits on EOF.
+pub(crate) fn watch_for_cancel() {
+    use nix::sys::signal::SigSet;
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    if mask.thread_block().is_err() {
+        return;
+    }
+    if let Ok(fd) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
+        CANCEL_FD.store(fd.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+        // Lives as long as the helper process.
+        std::mem::forget(fd);
+    }
+}
+
+pub(crate) struct Pipes {
+    pub stdout: (OwnedFd, OwnedFd),
+    pub stderr: (OwnedFd, OwnedFd),
+    pub control: (OwnedFd, OwnedFd),
+}
+
+pub(crate) fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), HelperError> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|source| HelperError::Channel {
+        what: "zygote socket",
+        source,
+    })
+}
+
+pub(crate) fn channels() -> Result<Pipes, HelperError> {
+    let pipe = |what| {
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| HelperError::Channel { what, source })
+    };
+    let control = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|source| HelperError::Channel {
+        what: "control socket",
+        source,
+    })?;
+    Ok(Pipes {
+        stdout: pipe("stdout pipe")?,
+        stderr: pipe("stderr pipe")?,
+        control,
+    })
+}
+
+/// Runs one program. With `later` (a deferred run) the jail starts with `code` as a
+/// bootstrap, and the program is read from `later` and handed over through [`CODE_FD`];
+/// the clock starts then.
+/// Also returns the run's cgroup, emptied, for the caller to remove after answering.
+fn run(
+    spec: &JailSpec,
+    code: &[u8],
+    later: Option<&mut dyn Read>,
+) -> (Result<JailOutcome, HelperError>, Option<RunCgroup>) {
+    match prepare_and_run(spec, code, later) {
+        Ok((result, cgroup)) => (result, cgroup),
+        Err(err) => (Err(err), None),
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn prepare_and_run(
+    spec: &JailSpec,
+    code: &[u8],
+    later: Option<&mut dyn Read>,
+) -> Result<(Result<JailOutcome, HelperError>, Option<RunCgroup>), HelperError> {
+    let mut started = Instant::now();
+    let use_listener = notify::user_notif_supported();
+    let program = seccomp::build_program(
+        spec.language.as_str(),
+        &spec.seccomp.extra_allowed,
+        spec.seccomp.mode,
+        use_listener,
+    )?;
+    let egress = crate::netns::prepare(spec)?;
+    let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
+    let (run_cgroup, coverage) =
+        create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+    let result = (|| {
+        let pipes = channels()?;
+        let stdio = (pipes.stdout.1, pipes.stderr.1);
+        let code_pipe = match later {
+            Some(_) => Some(pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| {
+                HelperError::Channel {
+                    what: "code pipe",
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        let (code_read, code_write) = match code_pipe {
+            Some((r, w)) => (Some(r), Some(w)),
+            None => (None, None),
+        };
+        let (init, control) = start_jail(
+            Plan {
+                spec,
+                filter: &program,
+                use_listener,
+                coverage,
+            },
+            code,
+            run_cgroup.as_ref(),
+            stdio,
+            code_read,
+            pipes.control,
+        )?;
+        let mut guard = KillOnDrop(Some(init));
+        if let (Some(source), Some(sink)) = (later, code_write) {
+            let mut program_text = Vec::new();
+            source
+                .read_to_end(&mut program_text)
+                .map_err(|e| HelperError::Setup(format!("read the program: {e}")))?;
+            started = Instant::now();
+            let mut sink = std::fs::File::from(sink);
+            // A program the bootstrap never reads (it died) is reported by the supervisor.
+            let _ = sink.write_all(&program_text);
+        }
+        let watch = Watch {
+            limits: &spec.limits,
+            mode: spec.seccomp.mode,
+            target: init,
+            started,
+        };
+        let channel = Supervised {
+            control: &control,
+            receiver: Receiver::jail(),
+            listener: None,
+        };
+        let mut outcome = supervise(&watch, channel, pipes.stdout.0, pipes.stderr.0)?;
+        guard.0 = None;
+        let (cpu_ms, rss) = reap(init);
+        outcome.cpu_ms = cpu_ms;
+        outcome.peak_memory_bytes = rss;
+        outcome.wall_ms = started.elapsed().as_millis() as u64;
+        Ok(outcome)
+    })();
+    let result = cgroup_accounting(run_cgroup.as_ref(), result);
+    Ok((crate::netns::finish(egress, result), run_cgroup))
+}
+
+/// Creates the run's cgroup where the host allows it; says which limits it covers.
+pub(crate) fn create_cgroup(
+    name: &str,
+    cgroup_root: &Path,
+    limits: &Limits,
+    insecure: bool,
+) -> Result<(Option<RunCgroup>, CgroupCoverage), HelperError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok((None, CgroupCoverage::default()));
+    }
+    let cgroups = Cgroups::detect(cgroup_root);
+    let support = cgroups.support();
+    let wanted = CgroupLimits {
+        memory_bytes: limits.memory_bytes,
+        pids: limits.pids,
+        cpu_percent: limits.cpu_percent,
+    };
+    let cgroup = match cgroups.create_run(name, &wanted) {
+        Ok(cg) => Some(cg),
+        Err(err) if insecure => {
+            eprintln!("hako jail: running without cgroup limits: {err}");
+            None
+        }
+        Err(_) if support.version.is_none() => None,
+        Err(err) => return Err(err.into()),
+    };
+    let coverage = CgroupCoverage {
+        memory: cgroup.is_some() && support.memory,
+        pids: cgroup.is_some() && support.pids,
+    };
+    Ok((cgroup, coverage))
+}
+
+/// Folds the cgroup's accounting into the outcome.
+pub(crate) fn cgroup_accounting(
+    cgroup: Option<&RunCgroup>,
+    result: Result<JailOutcome, HelperError>,
+) -> Result<JailOutcome, HelperError> {
+    let Some(cg) = cgroup else { return result };
+    let stats = cg.stats();
+    let mut outcome = result?;
+    let killed = outcome.signal == Some(libc::SIGKILL);
+    outcome.oom_killed |= stats.oom_kills > 0
+        || (killed && stats.memory_limit_hits > 0 && !outcome.timed_out && !outcome.output_limited);
+    outcome.pids_limited |= stats.pids_limit_hits > 0;
+    if let Some(peak) = stats.peak_memory_bytes {
+        outcome.peak_memory_bytes = peak;
+    }
+    Ok(outcome)
+}
+
+/// What the jail's processes are built from: the run, its seccomp filter (empty for a
+/// zygote), whether the supervisor listens for denied calls, and which limits a cgroup covers.
+#[derive(Clone, Copy)]
+pub(crate) struct Plan<'a> {
+    pub spec: &'a JailSpec,
+    pub filter: &'a [libc::sock_filter],
+    pub use_listener: bool,
+    pub coverage: CgroupCoverage,
+}
+
+/// Clones the jail's init into new namespaces, maps its ids, puts it in the cgroup and lets
+/// it build the root. Returns init's pid and the helper's end of the control socket.
+pub(crate) fn start_jail(
+    plan: Plan<'_>,
+    code: &[u8],
+    cgroup: Option<&RunCgroup>,
+    stdio: (OwnedFd, OwnedFd),
+    inherit: Option<OwnedFd>,
+    control: (OwnedFd, OwnedFd),
+) -> Result<(Pid, OwnedFd), HelperError> {
+    let spec = plan.spec;
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    if spec.network == NetworkMode::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // The user namespace is owned by the run's own host uid, not by root: what the kernel
+    // counts per user (inotify instances and watches, namespaces, ...) is charged to that uid
+    // at the host level, so no run can exhaust root's counters.
+    let owner = nix::unistd::geteuid()
+        .is_root()
+        .then_some(spec.ids.host_uid)
+        .filter(|&uid| uid != 0);
+    if let Some(uid) = owner {
+        set_effective_uid(uid)?;
+    }
+    // SAFETY: this process is single-threaded (the helper never starts threads), so a
+    // fork-like clone with no new stack is sound: the child continues on a copy of our stack
+    // and only this thread existed. The child never returns from `jail_init`.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    let clone_errno = Errno::last();
+    if pid != 0 && owner.is_some() {
+        // Back to root: the effective capabilities return from the permitted set.
+        let restored = set_effective_uid(0);
+        if restored.is_err() && pid > 0 {
+            drop(KillOnDrop(Some(Pid::from_raw(pid as i32))));
+        }
+        restored?;
+    }
+    if pid < 0 {
+        return Err(HelperError::Clone(clone_errno));
+    }
+    if pid == 0 {
+        drop(control.0);
+        let child_control = control.1;
+        let code =
+            crate::inside::jail::jail_init(plan, code, &child_control, stdio.0, stdio.1, inherit);
+        // SAFETY: _exit is async-signal-safe and ends the child without running the parent's
+        // atexit handlers or destructors of copied state.
+        unsafe { libc::_exit(code) }
+    }
+    let init = Pid::from_raw(pid as i32);
+    drop((stdio, inherit, control.1));
+    let mut guard = KillOnDrop(Some(init));
+    map_ids(init, spec)?;
+    if let Some(cg) = cgroup {
+        cg.add_pid(init.as_raw())?;
+    }
+    control::send(control.0.as_fd(), &Message::Go, &[])?;
+    guard.0 = None;
+    Ok((init, control.0))
+}
+
+/// Sets only the effective uid (the real and saved uid stay root, so root can come back).
+fn set_effective_uid(uid: u32) -> Result<(), HelperError> {
+    // SAFETY: setresuid changes only this (single-threaded) process's credentials; -1 leaves
+    // the real and saved uid unchanged.
+    let r = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, uid as i32, -1i32) };
+    if r != 0 {
+        return Err(HelperError::Owner {
+            uid,
+            source: Errno::last(),
+        });
+    }
+    Ok(())
+}
+
+/// Kills the run's init (and so its whole pid namespace) if supervision bails out early.
+pub(crate) struct KillOnDrop(pub Option<Pid>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+fn map_ids(init: Pid, spec: &JailSpec) -> Result<(), HelperError> {
+    let proc_dir = PathBuf::from(format!("/proc/{init}"));
+    let write_file = |name: &str, text: String| {
+        let path = proc_dir.join(name);
+        std::fs::write(&path, text).map_err(|source| HelperError::IdMap { path, source })
+    };
+    let (uid, gid) = if nix::unistd::geteuid().is_root() {
+        (spec.ids.host_uid, spec.ids.host_gid)
+    } else {
+        // Unprivileged: only our own ids can be mapped, and setgroups must be denied first.
+        write_file("setgroups", "deny".into())?;
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    };
+    if spec.zygote {
+        // The zygote and each of its live run children get distinct host ids.
+        let n = ZYGOTE_RUN_IDS;
+        write_file(
+            "uid_map",
+            format!("{JAIL_UID} {uid} 1\n{RUN_UID} {} {n}\n", uid + 1),
+        )?;
+        write_file(
+            "gid_map",
+            format!("{JAIL_GID} {gid} 1\n{RUN_GID} {} {n}\n", gid + 1),
+        )
+    } else {
+        write_file("uid_map", format!("{JAIL_UID} {uid} 1\n"))?;
+        write_file("gid_map", format!("{JAIL_GID} {gid} 1\n"))
+    }
+}
