@@ -182,7 +182,9 @@ impl Cgroups {
         };
         let memory = hierarchy("memory", "memory.limit_in_bytes");
         let pids = hierarchy("pids", "cgroup.procs");
-        let cpu = hierarchy("cpu", "cpu.cfs_quota_us");
+        // The CPU quota is applied where hako may write it (a container may show the host's
+        // cpu hierarchy read-only while memory and pids are delegated).
+        let cpu = hierarchy("cpu", "cpu.cfs_quota_us").filter(|d| writable(d));
         if memory.is_some() || pids.is_some() {
             return Cgroups {
                 root,

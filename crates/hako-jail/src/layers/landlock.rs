@@ -201,7 +201,10 @@ mod tests {
         let out = std::process::Command::new(exe)
             .args([
                 "--exact",
-                "landlock::tests::restrict_denies_paths_outside_the_rules",
+                &format!(
+                    "{}::restrict_denies_paths_outside_the_rules",
+                    module_path!().trim_start_matches("hako_jail::")
+                ),
                 "--nocapture",
                 "--test-threads=1",
             ])
