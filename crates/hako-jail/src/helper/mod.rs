@@ -459,7 +459,7 @@ pub(crate) fn start_jail(
     let init = Pid::from_raw(pid as i32);
     drop((stdio, inherit, control.1));
     let mut guard = KillOnDrop(Some(init));
-    map_ids(init, spec)?;
+    map_ids(init, spec, owner)?;
     if let Some(cg) = cgroup {
         cg.add_pid(init.as_raw())?;
     }
@@ -494,7 +494,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn map_ids(init: Pid, spec: &JailSpec) -> Result<(), HelperError> {
+fn map_ids(init: Pid, spec: &JailSpec, owner: Option<u32>) -> Result<(), HelperError> {
     let proc_dir = PathBuf::from(format!("/proc/{init}"));
     let write_file = |name: &str, text: String| {
         let path = proc_dir.join(name);
@@ -510,19 +510,47 @@ fn map_ids(init: Pid, spec: &JailSpec) -> Result<(), HelperError> {
             nix::unistd::getegid().as_raw(),
         )
     };
-    if spec.zygote {
+    let (uid_map, gid_map) = if spec.zygote {
         // The zygote and each of its live run children get distinct host ids.
         let n = ZYGOTE_RUN_IDS;
-        write_file(
-            "uid_map",
+        (
             format!("{JAIL_UID} {uid} 1\n{RUN_UID} {} {n}\n", uid + 1),
-        )?;
-        write_file(
-            "gid_map",
             format!("{JAIL_GID} {gid} 1\n{RUN_GID} {} {n}\n", gid + 1),
         )
     } else {
-        write_file("uid_map", format!("{JAIL_UID} {uid} 1\n"))?;
-        write_file("gid_map", format!("{JAIL_GID} {gid} 1\n"))
+        (
+            format!("{JAIL_UID} {uid} 1\n"),
+            format!("{JAIL_GID} {gid} 1\n"),
+        )
+    };
+    as_owner(owner, || {
+        write_file("uid_map", uid_map)?;
+        write_file("gid_map", gid_map)
+    })
+}
+
+/// Runs `write` with the effective uid of the user namespace's owner. Writing a namespace's
+/// id maps needs CAP_SYS_ADMIN in it, which its owner has and a container's root (without
+/// CAP_SYS_ADMIN of its own) otherwise lacks; CAP_SETUID, CAP_SETGID and CAP_DAC_OVERRIDE come
+/// back into the effective set from the permitted one for the writes themselves.
+fn as_owner(
+    owner: Option<u32>,
+    write: impl FnOnce() -> Result<(), HelperError>,
+) -> Result<(), HelperError> {
+    let Some(uid) = owner else {
+        return write();
+    };
+    set_effective_uid(uid)?;
+    for cap in [
+        caps::Capability::CAP_SETUID,
+        caps::Capability::CAP_SETGID,
+        caps::Capability::CAP_DAC_OVERRIDE,
+    ] {
+        // Absent from the permitted set (a restricted container): the write says so.
+        let _ = caps::raise(None, caps::CapSet::Effective, cap);
     }
+    let written = write();
+    // Back to root: the effective capabilities return from the permitted set.
+    set_effective_uid(0)?;
+    written
 }
