@@ -421,6 +421,12 @@ pub(crate) fn start_jail(
         .filter(|&uid| uid != 0);
     if let Some(uid) = owner {
         set_effective_uid(uid)?;
+        // The child stays dumpable until its id maps are written, so its /proc files belong
+        // to the owner uid that writes them (a container's root may lack CAP_DAC_OVERRIDE).
+        // No process runs as that uid yet (it is leased to this run), and going back to root
+        // makes this process non-dumpable again.
+        // SAFETY: PR_SET_DUMPABLE only changes this process's dumpable flag.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
     }
     // SAFETY: this process is single-threaded (the helper never starts threads), so a
     // fork-like clone with no new stack is sound: the child continues on a copy of our stack
@@ -531,8 +537,8 @@ fn map_ids(init: Pid, spec: &JailSpec, owner: Option<u32>) -> Result<(), HelperE
 
 /// Runs `write` with the effective uid of the user namespace's owner. Writing a namespace's
 /// id maps needs CAP_SYS_ADMIN in it, which its owner has and a container's root (without
-/// CAP_SYS_ADMIN of its own) otherwise lacks; CAP_SETUID, CAP_SETGID and CAP_DAC_OVERRIDE come
-/// back into the effective set from the permitted one for the writes themselves.
+/// CAP_SYS_ADMIN of its own) otherwise lacks; CAP_SETUID and CAP_SETGID come back into the
+/// effective set from the permitted one for the writes themselves.
 fn as_owner(
     owner: Option<u32>,
     write: impl FnOnce() -> Result<(), HelperError>,
@@ -541,11 +547,7 @@ fn as_owner(
         return write();
     };
     set_effective_uid(uid)?;
-    for cap in [
-        caps::Capability::CAP_SETUID,
-        caps::Capability::CAP_SETGID,
-        caps::Capability::CAP_DAC_OVERRIDE,
-    ] {
+    for cap in [caps::Capability::CAP_SETUID, caps::Capability::CAP_SETGID] {
         // Absent from the permitted set (a restricted container): the write says so.
         let _ = caps::raise(None, caps::CapSet::Effective, cap);
     }

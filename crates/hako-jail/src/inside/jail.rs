@@ -47,6 +47,8 @@ enum JailError {
     Nul(String),
     #[error("start a session of its own: {0}")]
     Session(#[source] Errno),
+    #[error("make init non-dumpable: {0}")]
+    Dumpable(#[source] Errno),
     #[error("set the per-namespace limit {path}: {source}")]
     NamespaceLimit {
         path: &'static str,
@@ -71,7 +73,9 @@ pub(crate) fn jail_init(
     let _ = nix::unistd::setsid();
     hide_command_line();
     let program_pid = match prepare_jail(plan.spec, code, control) {
-        Ok(()) => match fork_program(plan, control, stdout, stderr, inherit) {
+        Ok(()) => match forbid_dumping()
+            .and_then(|()| fork_program(plan, control, stdout, stderr, inherit))
+        {
             Ok(pid) => pid,
             Err(err) => return report_error(control, &err),
         },
@@ -81,9 +85,6 @@ pub(crate) fn jail_init(
     // program from ever seeing EOF) while it waits.
     lockdown::close_other_fds(&[control.as_raw_fd()]);
     let _ = lockdown::drop_all_caps();
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag, which
-    // keeps the program from reading init's memory through /proc.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let (code, signal) = loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == program_pid => break (code, 0),
@@ -413,4 +414,14 @@ fn raise_fd(fd: &OwnedFd) -> Result<OwnedFd, JailError> {
     }
     // SAFETY: `raised` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raised) })
+}
+
+/// Makes init non-dumpable before the program exists, so the program can never read or write
+/// init's memory through /proc (it was dumpable while the helper wrote its id maps).
+fn forbid_dumping() -> Result<(), JailError> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(JailError::Dumpable(Errno::last()));
+    }
+    Ok(())
 }
