@@ -11,7 +11,9 @@
 //! - `zygote/`: the warm Python interpreter, its host side (`mod.rs`) and its run children's
 //!   side (`child.rs`);
 //! - `layers/`: cgroups, mounts, network namespaces, Landlock, `/proc` masks;
-//! - `seccomp/`: the policy tables, the BPF compiler and the notification listener.
+//! - `seccomp/`: the policy tables, the BPF compiler and the notification listener;
+//! - `sys/`: the syscall seam ([`sys::Kernel`]): every privileged call of the set-up, made by
+//!   [`sys::Real`] or written down by the unit tests' recording double.
 
 pub mod helper;
 pub mod inside;
@@ -19,6 +21,7 @@ pub mod layers;
 pub mod probe;
 pub mod protocol;
 pub mod seccomp;
+pub mod sys;
 pub mod zygote;
 
 pub use hako_wire::spec;
