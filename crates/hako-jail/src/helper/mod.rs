@@ -344,11 +344,7 @@ pub(crate) fn create_cgroup(
     }
     let cgroups = Cgroups::detect(cgroup_root);
     let support = cgroups.support();
-    let wanted = CgroupLimits {
-        memory_bytes: limits.memory_bytes,
-        pids: limits.pids,
-        cpu_percent: limits.cpu_percent,
-    };
+    let wanted = CgroupLimits::of(limits);
     let cgroup = match cgroups.create_run(name, &wanted) {
         Ok(cg) => Some(cg),
         Err(err) if insecure => {

@@ -41,8 +41,10 @@ impl Kernel for Real {
     }
 
     fn setgroups(&self, groups: &[u32]) -> nix::Result<()> {
-        let groups: Vec<nix::unistd::Gid> =
-            groups.iter().map(|&g| nix::unistd::Gid::from_raw(g)).collect();
+        let groups: Vec<nix::unistd::Gid> = groups
+            .iter()
+            .map(|&g| nix::unistd::Gid::from_raw(g))
+            .collect();
         nix::unistd::setgroups(&groups)
     }
 

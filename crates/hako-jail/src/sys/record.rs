@@ -31,7 +31,9 @@ pub(crate) struct Recorder {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").field("root", &self.root).finish()
+        f.debug_struct("Recorder")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -99,15 +101,26 @@ impl Recorder {
         }
     }
 
-    /// Writes `line` down; a scripted failure answers it instead of the real effect.
+    /// Writes `line` down; a scripted failure answers it instead of the real effect, and is
+    /// written down as `<line> = <errno>`.
     fn record(&self, line: String) -> nix::Result<()> {
         let failure = {
             let mut failures = self.lock_failures();
-            let at = failures.iter().position(|(start, _)| line.starts_with(start));
+            let at = failures
+                .iter()
+                .position(|(start, _)| line.starts_with(start));
             at.map(|at| failures.remove(at).1)
         };
-        self.lock_calls().push(line);
-        failure.map_or(Ok(()), Err)
+        match failure {
+            None => {
+                self.lock_calls().push(line);
+                Ok(())
+            }
+            Some(errno) => {
+                self.lock_calls().push(format!("{line} = {errno:?}"));
+                Err(errno)
+            }
+        }
     }
 
     fn under_root(&self, path: &Path) -> bool {

@@ -428,32 +428,21 @@ impl Zygote {
         }
         let (child, listener) = self.confined_child(&RunShape::of(order), deadline)?;
         self.runs += 1;
-        // The child runs inside the zygote's own group (no migration): the group's limits
-        // become what is in use now, plus the run's limits, plus room for the next prepared
-        // child, which is forked while this one runs. (The run's own task is already in
-        // use; the next child takes its place in the count.)
+        // The child runs inside the zygote's own group (no migration): see
+        // `cgroup::zygote_headroom` for the group's limits during the run.
         let baseline = self
             .cgroup
             .as_ref()
             .map(|cg| cg.usage())
             .unwrap_or_default();
         if let Some(cg) = &self.cgroup {
-            let above = |used: u64, limit: u64, room: u64| {
-                if limit == 0 {
-                    0
-                } else {
-                    used + limit + room
-                }
-            };
-            cg.retune(&crate::cgroup::CgroupLimits {
-                memory_bytes: above(
-                    baseline.memory_bytes,
-                    order.limits.memory_bytes,
-                    self.prepared_bytes,
-                ),
-                pids: above(baseline.tasks.saturating_sub(zombies), order.limits.pids, 0),
-                cpu_percent: order.limits.cpu_percent,
-            })
+            let run = crate::cgroup::CgroupLimits::of(&order.limits);
+            cg.retune(&crate::cgroup::zygote_headroom(
+                baseline,
+                zombies,
+                &run,
+                self.prepared_bytes,
+            ))
             .map_err(HelperError::from)?;
         }
         let before = self

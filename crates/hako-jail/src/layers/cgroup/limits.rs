@@ -1,0 +1,73 @@
+//! The numbers: limits as control file values, and the zygote's group limits around a run.
+
+use super::{CgroupLimits, CgroupUsage};
+
+/// The CFS period the CPU quota is expressed in (the kernel's default, 100 ms).
+pub(super) const CPU_PERIOD_US: u64 = 100_000;
+
+/// The quota for `percent` of one CPU per [`CPU_PERIOD_US`].
+fn cpu_quota_us(percent: u64) -> u64 {
+    (percent * CPU_PERIOD_US / 100).max(1000)
+}
+
+/// v1 `cpu.cfs_quota_us`: the run's CPU time per [`CPU_PERIOD_US`] (`-1` without a limit).
+pub(super) fn cfs_quota(percent: u64) -> String {
+    if percent == 0 {
+        "-1".to_string()
+    } else {
+        cpu_quota_us(percent).to_string()
+    }
+}
+
+/// v2 `cpu.max`: "quota period", or "max period" without a limit.
+pub(super) fn cpu_max(percent: u64) -> String {
+    if percent == 0 {
+        format!("max {CPU_PERIOD_US}")
+    } else {
+        format!("{} {CPU_PERIOD_US}", cpu_quota_us(percent))
+    }
+}
+
+/// v1 `memory.limit_in_bytes` (`-1` without a limit).
+pub(super) fn v1_memory(bytes: u64) -> String {
+    if bytes == 0 {
+        "-1".to_string()
+    } else {
+        bytes.to_string()
+    }
+}
+
+/// `pids.max`, v2 `memory.max` (`max` without a limit).
+pub(super) fn max_or(value: u64) -> String {
+    if value == 0 {
+        "max".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// The limits of a zygote's group for its next run. The run child lives in the zygote's own
+/// group (no migration), so the group may hold what is in use now (`in_use`, without the
+/// `zombies` the zygote has yet to reap), plus the run's limits, plus room for the next
+/// prepared child (`prepared_bytes`), which is forked while this one runs. The run's own
+/// task is already in use; the next child takes its place in the count. A run limit of 0
+/// stays 0 (no limit).
+pub fn zygote_headroom(
+    in_use: CgroupUsage,
+    zombies: u64,
+    run: &CgroupLimits,
+    prepared_bytes: u64,
+) -> CgroupLimits {
+    let above = |used: u64, limit: u64, room: u64| {
+        if limit == 0 {
+            0
+        } else {
+            used + limit + room
+        }
+    };
+    CgroupLimits {
+        memory_bytes: above(in_use.memory_bytes, run.memory_bytes, prepared_bytes),
+        pids: above(in_use.tasks.saturating_sub(zombies), run.pids, 0),
+        cpu_percent: run.cpu_percent,
+    }
+}

@@ -1,0 +1,108 @@
+//! cgroup v1: one group per run in each hierarchy (memory, pids, and cpu for a CPU quota).
+
+use std::path::{Path, PathBuf};
+
+use super::limits::{cfs_quota, max_or, v1_memory, CPU_PERIOD_US};
+use super::{
+    create_dir_idempotent, create_run_dir, set, CgroupError, CgroupLimits, Controller, RunCgroup,
+    PARENT,
+};
+use crate::sys::Kernel;
+
+/// Creates `<hierarchy>/hako/<name>` in each of the `[memory, pids, cpu]` hierarchies the
+/// host has, with `limits`; on a failure the groups made so far are removed again.
+pub(super) fn create(
+    kernel: &'static dyn Kernel,
+    root: &Path,
+    [memory, pids, cpu]: [Option<&Path>; 3],
+    name: &str,
+    limits: &CgroupLimits,
+) -> Result<RunCgroup, CgroupError> {
+    if memory.is_none() && pids.is_none() {
+        return Err(CgroupError::Unavailable {
+            root: root.to_path_buf(),
+        });
+    }
+    let mut run = RunCgroup::new(Vec::new(), kernel);
+    let result = (|| {
+        if let Some(hierarchy) = memory {
+            let dir = make_run_dir(kernel, hierarchy, name)?;
+            run.push(Controller::Memory, dir.clone());
+            let value = v1_memory(limits.memory_bytes);
+            set(kernel, &dir, "memory.limit_in_bytes", &value)?;
+            // Same value for memory+swap, so the run cannot swap. Must come after
+            // limit_in_bytes: the kernel rejects memsw below the memory limit.
+            if dir.join("memory.memsw.limit_in_bytes").exists() {
+                set(kernel, &dir, "memory.memsw.limit_in_bytes", &value)?;
+            }
+            limit_tcp_memory(kernel, &dir, &value)?;
+        }
+        if let Some(hierarchy) = pids {
+            let dir = make_run_dir(kernel, hierarchy, name)?;
+            run.push(Controller::Pids, dir.clone());
+            set(kernel, &dir, "pids.max", &max_or(limits.pids))?;
+        }
+        if let Some(hierarchy) = cpu.filter(|_| limits.cpu_percent > 0) {
+            let dir = make_run_dir(kernel, hierarchy, name)?;
+            run.push(Controller::Cpu, dir.clone());
+            set_cfs_quota(kernel, &dir, limits.cpu_percent)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(run),
+        Err(err) => {
+            run.cleanup();
+            Err(err)
+        }
+    }
+}
+
+/// Sets a new memory limit on an existing v1 group and restarts its peak-memory count.
+pub(super) fn retune_memory(
+    kernel: &dyn Kernel,
+    dir: &Path,
+    memory_bytes: u64,
+) -> Result<(), CgroupError> {
+    let value = v1_memory(memory_bytes);
+    let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+    // memsw may never be below limit_in_bytes: raise it first, lower it last.
+    if set(kernel, dir, "memory.limit_in_bytes", &value).is_err() && memsw {
+        set(kernel, dir, "memory.memsw.limit_in_bytes", &value)?;
+        set(kernel, dir, "memory.limit_in_bytes", &value)?;
+    } else if memsw {
+        set(kernel, dir, "memory.memsw.limit_in_bytes", &value)?;
+    }
+    limit_tcp_memory(kernel, dir, &value)?;
+    let _ = kernel.write_file(&dir.join("memory.max_usage_in_bytes"), "0");
+    Ok(())
+}
+
+/// Counts the group's TCP socket buffers against `value` (cgroup v1 only: v2 charges socket
+/// memory to `memory.current` by itself). Without it a run could queue hundreds of MiB in
+/// socket buffers outside its memory limit.
+fn limit_tcp_memory(kernel: &dyn Kernel, dir: &Path, value: &str) -> Result<(), CgroupError> {
+    if dir.join("memory.kmem.tcp.limit_in_bytes").exists() {
+        set(kernel, dir, "memory.kmem.tcp.limit_in_bytes", value)?;
+    }
+    Ok(())
+}
+
+/// The run's CPU time per [`CPU_PERIOD_US`] (`-1` without a limit).
+pub(super) fn set_cfs_quota(
+    kernel: &dyn Kernel,
+    dir: &Path,
+    percent: u64,
+) -> Result<(), CgroupError> {
+    set(kernel, dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+    set(kernel, dir, "cpu.cfs_quota_us", &cfs_quota(percent))
+}
+
+/// Creates `<hierarchy>/hako` (idempotent) and `<hierarchy>/hako/<name>` (must be new).
+fn make_run_dir(kernel: &dyn Kernel, hierarchy: &Path, name: &str) -> Result<PathBuf, CgroupError> {
+    let parent = hierarchy.join(PARENT);
+    create_dir_idempotent(kernel, &parent)?;
+    let dir = parent.join(name);
+    create_run_dir(kernel, &dir)?;
+    Ok(dir)
+}
