@@ -22,6 +22,8 @@ pub mod probe;
 pub mod protocol;
 pub mod seccomp;
 pub mod sys;
+#[cfg(test)]
+mod testing;
 pub mod zygote;
 
 pub use hako_wire::spec;

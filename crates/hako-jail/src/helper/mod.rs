@@ -19,8 +19,10 @@ use crate::spec::{
     JailOutcome, JailSpec, Limits, NetworkMode, JAIL_GID, JAIL_UID, RUN_GID, RUN_UID,
     ZYGOTE_RUN_IDS,
 };
+use crate::sys::{Kernel, Prctl};
 use hako_wire::control::{self, Message, Receiver};
 use nix::errno::Errno;
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::waitpid;
@@ -399,89 +401,117 @@ pub(crate) fn start_jail(
     inherit: Option<OwnedFd>,
     control: (OwnedFd, OwnedFd),
 ) -> Result<(Pid, OwnedFd), HelperError> {
-    let spec = plan.spec;
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
-    if spec.network == NetworkMode::None {
-        flags |= libc::CLONE_NEWNET;
-    }
-    // The user namespace is owned by the run's own host uid, not by root: what the kernel
-    // counts per user (inotify instances and watches, namespaces, ...) is charged to that uid
-    // at the host level, so no run can exhaust root's counters.
-    let owner = nix::unistd::geteuid()
-        .is_root()
+    let kernel = &crate::sys::REAL;
+    let Some(init) = clone_init(kernel, plan.spec)? else {
+        drop(control.0);
+        let child_control = control.1;
+        let code = crate::inside::jail::jail_init(
+            kernel,
+            plan,
+            code,
+            &child_control,
+            stdio.0,
+            stdio.1,
+            inherit,
+        );
+        // SAFETY: _exit is async-signal-safe and ends the child without running the parent's
+        // atexit handlers or destructors of copied state.
+        unsafe { libc::_exit(code) }
+    };
+    drop((stdio, inherit, control.1));
+    release_init(kernel, init, plan.spec, cgroup, control.0)
+}
+
+/// The user namespace's owner: the run's own host uid, not root. What the kernel counts per
+/// user (inotify instances and watches, namespaces, ...) is charged to that uid at the host
+/// level, so no run can exhaust root's counters. None when the helper is not root.
+fn namespace_owner(kernel: &dyn Kernel, spec: &JailSpec) -> Option<u32> {
+    (kernel.effective_ids().0 == 0)
         .then_some(spec.ids.host_uid)
-        .filter(|&uid| uid != 0);
+        .filter(|&uid| uid != 0)
+}
+
+/// Clones init into the run's new namespaces: `Some(init)` in the helper, `None` in init.
+fn clone_init(kernel: &dyn Kernel, spec: &JailSpec) -> Result<Option<Pid>, HelperError> {
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    if spec.network == NetworkMode::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let owner = namespace_owner(kernel, spec);
     if let Some(uid) = owner {
-        set_effective_uid(uid)?;
+        set_effective_uid(kernel, uid)?;
         // The child stays dumpable until its id maps are written, so its /proc files belong
         // to the owner uid that writes them (a container's root may lack CAP_DAC_OVERRIDE).
         // No process runs as that uid yet (it is leased to this run), and going back to root
         // makes this process non-dumpable again.
-        // SAFETY: PR_SET_DUMPABLE only changes this process's dumpable flag.
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        let _ = kernel.prctl(Prctl::SetDumpable(true));
     }
-    // SAFETY: this process is single-threaded (the helper never starts threads), so a
-    // fork-like clone with no new stack is sound: the child continues on a copy of our stack
-    // and only this thread existed. The child never returns from `jail_init`.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    let clone_errno = Errno::last();
-    if pid != 0 && owner.is_some() {
+    // SAFETY: this process is single-threaded (the helper never starts threads). The child
+    // never returns from `jail_init`.
+    let cloned = unsafe { kernel.clone_process(flags) };
+    if !matches!(cloned, Ok(None)) && owner.is_some() {
         // Back to root: the effective capabilities return from the permitted set.
-        let restored = set_effective_uid(0);
-        if restored.is_err() && pid > 0 {
-            drop(KillOnDrop(Some(Pid::from_raw(pid as i32))));
+        let restored = set_effective_uid(kernel, 0);
+        if let (Err(_), Ok(Some(pid))) = (&restored, &cloned) {
+            drop(Unreleased::new(kernel, *pid));
         }
         restored?;
     }
-    if pid < 0 {
-        return Err(HelperError::Clone(clone_errno));
-    }
-    if pid == 0 {
-        drop(control.0);
-        let child_control = control.1;
-        let code =
-            crate::inside::jail::jail_init(plan, code, &child_control, stdio.0, stdio.1, inherit);
-        // SAFETY: _exit is async-signal-safe and ends the child without running the parent's
-        // atexit handlers or destructors of copied state.
-        unsafe { libc::_exit(code) }
-    }
-    let init = Pid::from_raw(pid as i32);
-    drop((stdio, inherit, control.1));
-    let mut guard = KillOnDrop(Some(init));
-    map_ids(init, spec, owner)?;
+    cloned.map_err(HelperError::Clone)
+}
+
+/// In the helper, once init exists: maps its ids, puts it in the run's cgroup and tells it
+/// to go on. Init is killed if any step fails.
+fn release_init(
+    kernel: &dyn Kernel,
+    init: Pid,
+    spec: &JailSpec,
+    cgroup: Option<&RunCgroup>,
+    control: OwnedFd,
+) -> Result<(Pid, OwnedFd), HelperError> {
+    let mut guard = Unreleased::new(kernel, init);
+    map_ids(kernel, init, spec, namespace_owner(kernel, spec))?;
     if let Some(cg) = cgroup {
         cg.add_pid(init.as_raw())?;
     }
-    control::send(control.0.as_fd(), &Message::Go, &[])?;
-    guard.0 = None;
-    Ok((init, control.0))
+    control::send(control.as_fd(), &Message::Go, &[])?;
+    guard.pid = None;
+    Ok((init, control))
+}
+
+/// Kills (through the seam) and reaps an init whose start failed.
+struct Unreleased<'k> {
+    kernel: &'k dyn Kernel,
+    pid: Option<Pid>,
+}
+
+impl<'k> Unreleased<'k> {
+    fn new(kernel: &'k dyn Kernel, pid: Pid) -> Self {
+        Unreleased {
+            kernel,
+            pid: Some(pid),
+        }
+    }
+}
+
+impl Drop for Unreleased<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = self.kernel.kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
 }
 
 /// Sets only the effective uid (the real and saved uid stay root, so root can come back).
-fn set_effective_uid(uid: u32) -> Result<(), HelperError> {
-    // SAFETY: setresuid changes only this (single-threaded) process's credentials; -1 leaves
-    // the real and saved uid unchanged.
-    let r = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, uid as i32, -1i32) };
-    if r != 0 {
-        return Err(HelperError::Owner {
-            uid,
-            source: Errno::last(),
-        });
-    }
-    Ok(())
+fn set_effective_uid(kernel: &dyn Kernel, uid: u32) -> Result<(), HelperError> {
+    kernel
+        .setresuid([None, Some(uid), None])
+        .map_err(|source| HelperError::Owner { uid, source })
 }
 
 /// Kills the run's init (and so its whole pid namespace) if supervision bails out early.
@@ -496,21 +526,26 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn map_ids(init: Pid, spec: &JailSpec, owner: Option<u32>) -> Result<(), HelperError> {
+fn map_ids(
+    kernel: &dyn Kernel,
+    init: Pid,
+    spec: &JailSpec,
+    owner: Option<u32>,
+) -> Result<(), HelperError> {
     let proc_dir = PathBuf::from(format!("/proc/{init}"));
     let write_file = |name: &str, text: String| {
         let path = proc_dir.join(name);
-        std::fs::write(&path, text).map_err(|source| HelperError::IdMap { path, source })
+        kernel
+            .write_file(&path, &text)
+            .map_err(|source| HelperError::IdMap { path, source })
     };
-    let (uid, gid) = if nix::unistd::geteuid().is_root() {
-        (spec.ids.host_uid, spec.ids.host_gid)
-    } else {
-        // Unprivileged: only our own ids can be mapped, and setgroups must be denied first.
-        write_file("setgroups", "deny".into())?;
-        (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        )
+    let (uid, gid) = match kernel.effective_ids() {
+        (0, _) => (spec.ids.host_uid, spec.ids.host_gid),
+        ours => {
+            // Unprivileged: only our own ids can be mapped, and setgroups must be denied first.
+            write_file("setgroups", "deny".into())?;
+            ours
+        }
     };
     let (uid_map, gid_map) = if spec.zygote {
         // The zygote and each of its live run children get distinct host ids.
@@ -525,7 +560,7 @@ fn map_ids(init: Pid, spec: &JailSpec, owner: Option<u32>) -> Result<(), HelperE
             format!("{JAIL_GID} {gid} 1\n"),
         )
     };
-    as_owner(owner, || {
+    as_owner(kernel, owner, || {
         write_file("uid_map", uid_map)?;
         write_file("gid_map", gid_map)
     })
@@ -536,19 +571,24 @@ fn map_ids(init: Pid, spec: &JailSpec, owner: Option<u32>) -> Result<(), HelperE
 /// CAP_SYS_ADMIN of its own) otherwise lacks; CAP_SETUID and CAP_SETGID come back into the
 /// effective set from the permitted one for the writes themselves.
 fn as_owner(
+    kernel: &dyn Kernel,
     owner: Option<u32>,
     write: impl FnOnce() -> Result<(), HelperError>,
 ) -> Result<(), HelperError> {
     let Some(uid) = owner else {
         return write();
     };
-    set_effective_uid(uid)?;
+    set_effective_uid(kernel, uid)?;
     for cap in [caps::Capability::CAP_SETUID, caps::Capability::CAP_SETGID] {
         // Absent from the permitted set (a restricted container): the write says so.
         let _ = caps::raise(None, caps::CapSet::Effective, cap);
     }
     let written = write();
     // Back to root: the effective capabilities return from the permitted set.
-    set_effective_uid(0)?;
+    set_effective_uid(kernel, 0)?;
     written
 }
+
+#[cfg(test)]
+#[path = "start_tests.rs"]
+mod start_tests;

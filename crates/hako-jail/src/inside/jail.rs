@@ -7,15 +7,17 @@ use crate::lockdown::{self, LockDown, LockDownError};
 use crate::mounts::{self, RootPlan};
 use crate::seccomp::{self};
 use crate::spec::{JailSpec, NetworkMode, CODE_FD, JAIL_GID, JAIL_UID, ZYGOTE_FD};
+use crate::sys::{Kernel, Prctl};
 use hako_wire::control::{self, ExitStatus, Message, Received};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::helper::Plan;
 
@@ -58,6 +60,7 @@ enum JailError {
 }
 
 pub(crate) fn jail_init(
+    kernel: &dyn Kernel,
     plan: Plan<'_>,
     code: &[u8],
     control: &OwnedFd,
@@ -67,14 +70,13 @@ pub(crate) fn jail_init(
 ) -> i32 {
     // The helper blocks SIGTERM for its own use; nothing in the jail inherits that.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let _ = kernel.prctl(Prctl::SetParentDeathSignal(Signal::SIGKILL));
     // Out of the caller's process group: nothing the run signals to its group reaches it.
     let _ = nix::unistd::setsid();
     hide_command_line();
-    let program_pid = match prepare_jail(plan.spec, code, control) {
-        Ok(()) => match forbid_dumping()
-            .and_then(|()| fork_program(plan, control, stdout, stderr, inherit))
+    let program_pid = match prepare_jail(kernel, plan.spec, code, control) {
+        Ok(()) => match forbid_dumping(kernel)
+            .and_then(|()| fork_program(kernel, plan, control, stdout, stderr, inherit))
         {
             Ok(pid) => pid,
             Err(err) => return report_error(control, &err),
@@ -135,18 +137,24 @@ fn report_error(control: &OwnedFd, err: &JailError) -> i32 {
     126
 }
 
-fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), JailError> {
+/// Init's set-up, one step per line: wait for GO (the id maps are written), take the jail's
+/// identity, then its cgroup namespace, hostname, loopback, root and per-namespace limits.
+fn prepare_jail(
+    kernel: &dyn Kernel,
+    spec: &JailSpec,
+    code: &[u8],
+    control: &OwnedFd,
+) -> Result<(), JailError> {
     match control::receive(control) {
         Ok(Received::Message(Message::Go, _)) => {}
         _ => return Err(JailError::Sync(Errno::EPIPE)),
     }
     // Without root the namespace denies setgroups: clearing groups is best effort here.
-    crate::lockdown::switch_identity(JAIL_UID, JAIL_GID, false)
+    crate::lockdown::switch_identity(kernel, JAIL_UID, JAIL_GID, false)
         .map_err(|e| JailError::Identity(e.to_string()))?;
     // Again: changing the uid cleared the parent-death signal set at clone time. If the
     // helper dies, init (and with it the whole pid namespace) must die too.
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let _ = kernel.prctl(Prctl::SetParentDeathSignal(Signal::SIGKILL));
     // The helper may have died before that: then the control socket is closed.
     let mut probe = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
     if poll(&mut probe, PollTimeout::ZERO).is_ok()
@@ -156,22 +164,27 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
     {
         return Err(JailError::Sync(Errno::EPIPE));
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(JailError::CgroupNs)?;
-    nix::unistd::sethostname("hako").map_err(JailError::Hostname)?;
+    kernel
+        .unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(JailError::CgroupNs)?;
+    kernel.sethostname("hako").map_err(JailError::Hostname)?;
     if spec.network == NetworkMode::None {
-        crate::netns::loopback_up().map_err(JailError::Loopback)?;
+        kernel.loopback_up().map_err(JailError::Loopback)?;
     }
-    mounts::build_root(&RootPlan {
-        mountpoint: &spec.root_mountpoint,
-        ro_binds: &spec.ro_binds,
-        mapped_binds: &spec.mapped_binds,
-        code_path: &spec.code_path,
-        code,
-        tmp_bytes: spec.limits.tmp_bytes,
-        uid: JAIL_UID,
-        gid: JAIL_GID,
-    })?;
-    limit_namespace_counters()
+    mounts::build_root(
+        kernel,
+        &RootPlan {
+            mountpoint: &spec.root_mountpoint,
+            ro_binds: &spec.ro_binds,
+            mapped_binds: &spec.mapped_binds,
+            code_path: &spec.code_path,
+            code,
+            tmp_bytes: spec.limits.tmp_bytes,
+            uid: JAIL_UID,
+            gid: JAIL_GID,
+        },
+    )?;
+    limit_namespace_counters(kernel)
 }
 
 /// Per-user kernel counters, limited in the run's user namespace (a zygote's run children
@@ -187,9 +200,9 @@ const NAMESPACE_LIMITS: [(&str, &str); 5] = [
     ("/proc/sys/user/max_user_namespaces", "0"),
 ];
 
-fn limit_namespace_counters() -> Result<(), JailError> {
+fn limit_namespace_counters(kernel: &dyn Kernel) -> Result<(), JailError> {
     for (path, value) in NAMESPACE_LIMITS {
-        match std::fs::write(path, value) {
+        match kernel.write_file(Path::new(path), value) {
             Ok(()) => {}
             // An older kernel without this counter.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -202,6 +215,7 @@ fn limit_namespace_counters() -> Result<(), JailError> {
 /// Switches to the run's in-jail uid/gid while keeping the namespace capabilities needed
 /// to build the root (they are dropped before the program starts).
 fn fork_program(
+    kernel: &dyn Kernel,
     plan: Plan<'_>,
     control: &OwnedFd,
     stdout: OwnedFd,
@@ -222,7 +236,9 @@ fn fork_program(
             Ok(child)
         }
         nix::unistd::ForkResult::Child => {
-            let err = match confine_and_exec(plan, control, stdout, stderr, inherit, &argv, &envp) {
+            let err = match confine_and_exec(
+                kernel, plan, control, stdout, stderr, inherit, &argv, &envp,
+            ) {
                 Ok(never) => match never {},
                 Err(err) => err,
             };
@@ -241,7 +257,9 @@ fn cstrings(items: impl Iterator<Item = String>) -> Result<Vec<CString>, JailErr
 
 enum Never {}
 
+#[allow(clippy::too_many_arguments)]
 fn confine_and_exec(
+    kernel: &dyn Kernel,
     plan: Plan<'_>,
     control: &OwnedFd,
     stdout: OwnedFd,
@@ -256,8 +274,7 @@ fn confine_and_exec(
         use_listener,
         coverage,
     } = plan;
-    // SAFETY: PR_SET_PDEATHSIG only changes this process's death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let _ = kernel.prctl(Prctl::SetParentDeathSignal(Signal::SIGKILL));
     // Move the descriptors we keep above the fixed numbers (3, 4) they could collide with.
     let control = &raise_fd(control)?;
     let inherit = inherit.map(|fd| raise_fd(&fd)).transpose()?;
@@ -275,13 +292,12 @@ fn confine_and_exec(
         (stdout.as_raw_fd(), 1),
         (stderr.as_raw_fd(), 2),
     ] {
-        // SAFETY: dup2 onto the standard descriptors; both are valid open descriptors.
-        if unsafe { libc::dup2(fd, target) } < 0 {
-            return Err(JailError::Interpreter {
+        kernel
+            .dup2(fd, target)
+            .map_err(|source| JailError::Interpreter {
                 path: "/dev/stdio".into(),
-                source: Errno::last(),
-            });
-        }
+                source,
+            })?;
     }
     drop((stdout, stderr));
     if devnull > 2 {
@@ -309,16 +325,16 @@ fn confine_and_exec(
         });
     }
     if spec.zygote {
-        keep_zygote_powers(control, inherit)?;
+        keep_zygote_powers(kernel, control, inherit)?;
     } else {
         if let Some(code) = &inherit {
-            // SAFETY: dup2 onto the fixed descriptor a deferred bootstrap reads its program from.
-            if unsafe { libc::dup2(code.as_raw_fd(), CODE_FD) } < 0 {
-                return Err(JailError::Interpreter {
+            // The fixed descriptor a deferred bootstrap reads its program from.
+            kernel
+                .dup2(code.as_raw_fd(), CODE_FD)
+                .map_err(|source| JailError::Interpreter {
                     path: "code pipe".into(),
-                    source: Errno::last(),
-                });
-            }
+                    source,
+                })?;
         }
         let keep: &[RawFd] = if inherit.is_some() {
             &[seccomp::policy::EXEC_FD, CODE_FD]
@@ -365,21 +381,21 @@ fn confine_and_exec(
 /// (raised as ambient capabilities, so they survive the exec of a non-root uid), its control
 /// socket as [`ZYGOTE_FD`], and no seccomp of its own: it runs only trusted start-up code,
 /// and each run child locks itself down before it reads a request.
-fn keep_zygote_powers(control: &OwnedFd, socket: Option<OwnedFd>) -> Result<(), JailError> {
+fn keep_zygote_powers(
+    kernel: &dyn Kernel,
+    control: &OwnedFd,
+    socket: Option<OwnedFd>,
+) -> Result<(), JailError> {
     let socket = socket.ok_or_else(|| JailError::Zygote("no control socket".into()))?;
-    // SAFETY: dup2 onto the fixed descriptor; dup2 clears close-on-exec so it survives exec.
-    if unsafe { libc::dup2(socket.as_raw_fd(), ZYGOTE_FD) } < 0 {
-        return Err(JailError::Zygote(format!("dup2: {}", Errno::last())));
-    }
+    // The fixed descriptor; dup2 clears close-on-exec so it survives exec.
+    kernel
+        .dup2(socket.as_raw_fd(), ZYGOTE_FD)
+        .map_err(|e| JailError::Zygote(format!("dup2: {e}")))?;
     drop(socket);
     lockdown::close_other_fds(&[seccomp::policy::EXEC_FD, ZYGOTE_FD, control.as_raw_fd()]);
-    // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(JailError::Zygote(format!(
-            "no_new_privs: {}",
-            Errno::last()
-        )));
-    }
+    kernel
+        .prctl(Prctl::SetNoNewPrivs)
+        .map_err(|e| JailError::Zygote(format!("no_new_privs: {e}")))?;
     let kept: caps::CapsHashSet = ZYGOTE_CAPS.iter().copied().collect();
     let err = |e: caps::errors::CapsError| JailError::Zygote(e.to_string());
     caps::set(None, caps::CapSet::Inheritable, &kept).map_err(err)?;
@@ -418,10 +434,12 @@ fn raise_fd(fd: &OwnedFd) -> Result<OwnedFd, JailError> {
 
 /// Makes init non-dumpable before the program exists, so the program can never read or write
 /// init's memory through /proc (it was dumpable while the helper wrote its id maps).
-fn forbid_dumping() -> Result<(), JailError> {
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes this process's dumpable flag.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err(JailError::Dumpable(Errno::last()));
-    }
-    Ok(())
+fn forbid_dumping(kernel: &dyn Kernel) -> Result<(), JailError> {
+    kernel
+        .prctl(Prctl::SetDumpable(false))
+        .map_err(JailError::Dumpable)
 }
+
+#[cfg(test)]
+#[path = "jail_tests.rs"]
+mod tests;

@@ -5,6 +5,7 @@
 
 use crate::seccomp::notify;
 use crate::spec::Limits;
+use crate::sys::{Kernel, Prctl};
 use hako_wire::control::{self, Message};
 use hako_wire::Language;
 use nix::errno::Errno;
@@ -77,18 +78,21 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
 /// capabilities effective until [`lock_down`] drops them. Supplementary groups are cleared;
 /// with `groups_required` a failure to clear them is an error, otherwise it is ignored (an
 /// unprivileged user namespace denies setgroups, and there are no groups to clear then).
-pub fn switch_identity(uid: u32, gid: u32, groups_required: bool) -> Result<(), LockDownError> {
+pub fn switch_identity(
+    kernel: &dyn Kernel,
+    uid: u32,
+    gid: u32,
+    groups_required: bool,
+) -> Result<(), LockDownError> {
     let id = |e: Errno| LockDownError::Identity(e.to_string());
-    match nix::unistd::setgroups(&[]) {
+    match kernel.setgroups(&[]) {
         Err(e) if groups_required => return Err(id(e)),
         _ => {}
     }
-    let gid = nix::unistd::Gid::from_raw(gid);
-    let uid = nix::unistd::Uid::from_raw(uid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(id)?;
-    // SAFETY: PR_SET_KEEPCAPS only changes this process's securebits for the next setuid.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    nix::unistd::setresuid(uid, uid, uid).map_err(id)?;
+    kernel.setresgid([Some(gid); 3]).map_err(id)?;
+    // Keep the permitted capabilities across the setuid below.
+    let _ = kernel.prctl(Prctl::SetKeepCaps);
+    kernel.setresuid([Some(uid); 3]).map_err(id)?;
     let permitted = caps::read(None, caps::CapSet::Permitted)
         .map_err(|e| LockDownError::Identity(e.to_string()))?;
     caps::set(None, caps::CapSet::Effective, &permitted)

@@ -4,9 +4,8 @@
 //! Everything here runs inside the run's new user + mount namespaces, in the single-threaded
 //! jail init process, before any program code exists in the jail.
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::statvfs::{statvfs, FsFlags};
-use nix::unistd::{chdir, pivot_root};
+use crate::sys::Kernel;
+use nix::mount::{MntFlags, MsFlags};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -69,45 +68,48 @@ const MAX_SYMLINKS: usize = 40;
 
 /// Builds the root and pivots into it. On return the process sees only the jail root, with
 /// cwd `/tmp`.
-pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(MountError::MakePrivate)?;
+pub fn build_root(kernel: &dyn Kernel, plan: &RootPlan<'_>) -> Result<(), MountError> {
+    kernel
+        .mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        )
+        .map_err(MountError::MakePrivate)?;
     let root = plan.mountpoint;
     // The root holds directories, symlinks, /etc files and the program text.
     let root_size = plan.code.len() as u64 + (4 << 20);
     mount_tmpfs(
+        kernel,
         root,
         root_size,
         "0755",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
 
-    bind_closure(root, plan.ro_binds)?;
+    bind_closure(kernel, root, plan.ro_binds)?;
     for (src, target) in plan.mapped_binds {
-        bind_mapped(root, src, target)?;
+        bind_mapped(kernel, root, src, target)?;
     }
     write_etc(root)?;
-    build_dev(root)?;
+    build_dev(kernel, root)?;
 
     let proc_dir = mkdirs(root, Path::new("/proc"))?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(MountError::Proc)?;
-    crate::procmask::mask(&proc_dir, &inside(root, Path::new("/dev/null")))?;
+    kernel
+        .mount(
+            Some(Path::new("proc")),
+            &proc_dir,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        )
+        .map_err(MountError::Proc)?;
+    crate::procmask::mask(kernel, &proc_dir, &inside(root, Path::new("/dev/null")))?;
 
-    mount_scratch(root, plan.tmp_bytes, plan.uid, plan.gid)?;
-    fill_scratch(root, Some((plan.uid, plan.gid)))?;
+    mount_scratch(kernel, root, plan.tmp_bytes, plan.uid, plan.gid)?;
+    fill_scratch(kernel, root, Some((plan.uid, plan.gid)))?;
 
     let code_file = inside(root, plan.code_path);
     if let Some(parent) = plan.code_path.parent() {
@@ -115,15 +117,24 @@ pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
     }
     write_file(&code_file, plan.code, 0o444)?;
 
-    chdir(root).map_err(MountError::PivotRoot)?;
-    pivot_root(".", ".").map_err(MountError::PivotRoot)?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(MountError::PivotRoot)?;
-    chdir("/").map_err(MountError::PivotRoot)?;
+    let here = Path::new(".");
+    kernel.chdir(root).map_err(MountError::PivotRoot)?;
+    kernel
+        .pivot_root(here, here)
+        .map_err(MountError::PivotRoot)?;
+    kernel
+        .umount(here, MntFlags::MNT_DETACH)
+        .map_err(MountError::PivotRoot)?;
+    kernel
+        .chdir(Path::new("/"))
+        .map_err(MountError::PivotRoot)?;
 
     for path in ["/dev", "/"] {
-        remount_read_only(Path::new(path))?;
+        remount_read_only(kernel, Path::new(path))?;
     }
-    chdir("/tmp").map_err(MountError::PivotRoot)?;
+    kernel
+        .chdir(Path::new("/tmp"))
+        .map_err(MountError::PivotRoot)?;
     Ok(())
 }
 
@@ -140,18 +151,25 @@ pub const SEED_IN_JAIL: &str = "/opt/hako/seed";
 /// options, so no CAP_CHOWN is needed): a size-capped /tmp, and /dev/shm (POSIX semaphores
 /// and shared memory) with the same cap. Both are fresh tmpfs mounts, so nothing in them
 /// outlives the run. [`fill_scratch`] then creates what every run finds in /tmp.
-pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<(), MountError> {
+pub fn mount_scratch(
+    kernel: &dyn Kernel,
+    root: &Path,
+    tmp_bytes: u64,
+    uid: u32,
+    gid: u32,
+) -> Result<(), MountError> {
     for dir in ["/tmp", "/dev/shm"] {
         let path = mkdirs(root, Path::new(dir))?;
         let data = format!("size={tmp_bytes},mode=1777,uid={uid},gid={gid}");
-        mount(
-            Some("tmpfs"),
-            &path,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some(data.as_str()),
-        )
-        .map_err(|source| MountError::Tmpfs { path, source })?;
+        kernel
+            .mount(
+                Some(Path::new("tmpfs")),
+                &path,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(data.as_str()),
+            )
+            .map_err(|source| MountError::Tmpfs { path, source })?;
     }
     Ok(())
 }
@@ -159,7 +177,11 @@ pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<
 /// Creates [`RUN_HOME`] (mode 0700) and the links to prepared caches in the run's fresh
 /// /tmp. `owner`: give them to this uid/gid (a caller with CAP_CHOWN); `None`: the caller
 /// already is the run's user.
-pub fn fill_scratch(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
+pub fn fill_scratch(
+    kernel: &dyn Kernel,
+    root: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<(), MountError> {
     let home = mkdirs(root, Path::new(RUN_HOME))?;
     fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).map_err(|source| {
         MountError::Create {
@@ -168,13 +190,13 @@ pub fn fill_scratch(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountE
         }
     })?;
     if let Some((uid, gid)) = owner {
-        chown(&home, uid, gid)?;
+        chown(kernel, &home, uid, gid)?;
     }
-    seed_tmp(root, owner)
+    seed_tmp(kernel, root, owner)
 }
 
 /// Links the entries of [`SEED_IN_JAIL`] (if bound) into the run's /tmp.
-fn seed_tmp(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
+fn seed_tmp(kernel: &dyn Kernel, root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
     let seed = Path::new(SEED_IN_JAIL);
     let Ok(entries) = fs::read_dir(inside(root, seed)) else {
         return Ok(());
@@ -191,7 +213,7 @@ fn seed_tmp(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
         }
         let dir = mkdirs(root, &tmp_entry)?;
         if let Some((uid, gid)) = owner {
-            chown(&dir, uid, gid)?;
+            chown(kernel, &dir, uid, gid)?;
         }
         for file in fs::read_dir(entry.path()).into_iter().flatten().flatten() {
             let file_name = file.file_name();
@@ -201,59 +223,45 @@ fn seed_tmp(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
     Ok(())
 }
 
-fn mount_tmpfs(path: &Path, size: u64, mode: &str, flags: MsFlags) -> Result<(), MountError> {
+fn mount_tmpfs(
+    kernel: &dyn Kernel,
+    path: &Path,
+    size: u64,
+    mode: &str,
+    flags: MsFlags,
+) -> Result<(), MountError> {
     let data = format!("size={size},mode={mode}");
-    mount(
-        Some("tmpfs"),
-        path,
-        Some("tmpfs"),
-        flags,
-        Some(data.as_str()),
-    )
-    .map_err(|source| MountError::Tmpfs {
-        path: path.to_path_buf(),
-        source,
-    })
+    kernel
+        .mount(
+            Some(Path::new("tmpfs")),
+            path,
+            Some("tmpfs"),
+            flags,
+            Some(data.as_str()),
+        )
+        .map_err(|source| MountError::Tmpfs {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
-fn remount_read_only(path: &Path) -> Result<(), MountError> {
+fn remount_read_only(kernel: &dyn Kernel, path: &Path) -> Result<(), MountError> {
     let flags = MsFlags::MS_REMOUNT
         | MsFlags::MS_BIND
         | MsFlags::MS_RDONLY
         | MsFlags::MS_NOSUID
-        | locked_flags(path);
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(|source| {
-        MountError::Remount {
+        | kernel.locked_mount_flags(path);
+    kernel
+        .mount(None, path, None, flags, None)
+        .map_err(|source| MountError::Remount {
             path: path.to_path_buf(),
             source,
-        }
-    })
-}
-
-/// Mount flags of `path`'s mount that a user namespace may not clear on remount.
-fn locked_flags(path: &Path) -> MsFlags {
-    let Ok(stat) = statvfs(path) else {
-        return MsFlags::MS_NODEV;
-    };
-    let have = stat.flags();
-    let mut flags = MsFlags::empty();
-    for (fs_flag, ms_flag) in [
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if have.contains(fs_flag) {
-            flags |= ms_flag;
-        }
-    }
-    flags
+        })
 }
 
 /// Binds every path read-only, recreating the symlinks on the way so that e.g.
 /// `/lib64/ld-linux-x86-64.so.2` resolves inside the jail as on the host.
-fn bind_closure(root: &Path, binds: &[PathBuf]) -> Result<(), MountError> {
+fn bind_closure(kernel: &dyn Kernel, root: &Path, binds: &[PathBuf]) -> Result<(), MountError> {
     // Ancestors sort before descendants, so a bound directory covers what lies below it.
     let mut resolved: Vec<(PathBuf, &PathBuf)> = Vec::with_capacity(binds.len());
     for path in binds {
@@ -270,7 +278,7 @@ fn bind_closure(root: &Path, binds: &[PathBuf]) -> Result<(), MountError> {
         if real.ancestors().any(|a| bound.contains(a)) {
             continue;
         }
-        bind_read_only(root, &real)?;
+        bind_read_only_at(kernel, root, &real, &real)?;
         bound.insert(real);
     }
     Ok(())
@@ -328,13 +336,14 @@ fn recreate_symlinks(root: &Path, path: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
-fn bind_read_only(root: &Path, real: &Path) -> Result<(), MountError> {
-    bind_read_only_at(root, real, real)
-}
-
 /// Binds host `src` read-only at `target` inside the jail. The target must be absolute and
 /// without `..`; a target under a (read-only) host bind fails to be created.
-fn bind_mapped(root: &Path, src: &Path, target: &Path) -> Result<(), MountError> {
+fn bind_mapped(
+    kernel: &dyn Kernel,
+    root: &Path,
+    src: &Path,
+    target: &Path,
+) -> Result<(), MountError> {
     let clean = target.is_absolute()
         && target
             .components()
@@ -348,10 +357,15 @@ fn bind_mapped(root: &Path, src: &Path, target: &Path) -> Result<(), MountError>
         path: src.to_path_buf(),
         source,
     })?;
-    bind_read_only_at(root, &real, target)
+    bind_read_only_at(kernel, root, &real, target)
 }
 
-fn bind_read_only_at(root: &Path, real: &Path, at: &Path) -> Result<(), MountError> {
+fn bind_read_only_at(
+    kernel: &dyn Kernel,
+    root: &Path,
+    real: &Path,
+    at: &Path,
+) -> Result<(), MountError> {
     let meta = fs::metadata(real).map_err(|source| MountError::Source {
         path: real.into(),
         source,
@@ -371,6 +385,7 @@ fn bind_read_only_at(root: &Path, real: &Path, at: &Path) -> Result<(), MountErr
         }
     }
     bind(
+        kernel,
         real,
         &target,
         MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -379,21 +394,18 @@ fn bind_read_only_at(root: &Path, real: &Path, at: &Path) -> Result<(), MountErr
 
 /// Binds `src` at `target` and remounts it with `flags` (plus the flags the source's mount
 /// has locked, which a user namespace may not clear).
-fn bind(src: &Path, target: &Path, flags: MsFlags) -> Result<(), MountError> {
+fn bind(kernel: &dyn Kernel, src: &Path, target: &Path, flags: MsFlags) -> Result<(), MountError> {
     let bind_err = |source| MountError::Bind {
         src: src.to_path_buf(),
         source,
     };
-    mount(
-        Some(src),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(bind_err)?;
-    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags | locked_flags(src);
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(bind_err)
+    kernel
+        .mount(Some(src), target, None, MsFlags::MS_BIND, None)
+        .map_err(bind_err)?;
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags | kernel.locked_mount_flags(src);
+    kernel
+        .mount(None, target, None, flags, None)
+        .map_err(bind_err)
 }
 
 /// Synthetic identity and name-service files: the run is `sandbox` (1000), nothing of the
@@ -414,9 +426,10 @@ fn write_etc(root: &Path) -> Result<(), MountError> {
 }
 
 /// /dev with the five harmless character devices bound from the host, plus the usual links.
-fn build_dev(root: &Path) -> Result<(), MountError> {
+fn build_dev(kernel: &dyn Kernel, root: &Path) -> Result<(), MountError> {
     let dev = mkdirs(root, Path::new("/dev"))?;
     mount_tmpfs(
+        kernel,
         &dev,
         64 << 10,
         "0755",
@@ -430,7 +443,12 @@ fn build_dev(root: &Path) -> Result<(), MountError> {
             source,
         })?;
         // Device nodes need a mount without nodev; they are not executable.
-        bind(&host, &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+        bind(
+            kernel,
+            &host,
+            &target,
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        )?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -469,11 +487,13 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), MountError> {
         .map_err(create)
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), MountError> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| MountError::Create {
-        path: path.to_path_buf(),
-        source,
-    })
+fn chown(kernel: &dyn Kernel, path: &Path, uid: u32, gid: u32) -> Result<(), MountError> {
+    kernel
+        .chown(path, uid, gid)
+        .map_err(|source| MountError::Create {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! `/dev/null` bound over them, directories an empty read-only tmpfs. Paths the kernel does
 //! not have are skipped.
 
-use nix::mount::{mount, MsFlags};
+use crate::sys::Kernel;
+use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,26 +40,22 @@ const MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi", "bus", "driver", "irq",
 
 /// Masks the host details of the proc file system mounted at `proc`; `dev_null` is a
 /// `/dev/null` device node the process can bind from.
-pub fn mask(proc: &Path, dev_null: &Path) -> Result<(), MaskError> {
+pub fn mask(kernel: &dyn Kernel, proc: &Path, dev_null: &Path) -> Result<(), MaskError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     for file in MASKED_FILES {
         let path = proc.join(file);
         if !path.exists() {
             continue;
         }
-        mount(
-            Some(dev_null),
-            &path,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| MaskError {
-            path: path.clone(),
-            source,
-        })?;
+        kernel
+            .mount(Some(dev_null), &path, None, MsFlags::MS_BIND, None)
+            .map_err(|source| MaskError {
+                path: path.clone(),
+                source,
+            })?;
         let read_only = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags;
-        mount(None::<&str>, &path, None::<&str>, read_only, None::<&str>)
+        kernel
+            .mount(None, &path, None, read_only, None)
             .map_err(|source| MaskError { path, source })?;
     }
     for dir in MASKED_DIRS {
@@ -66,14 +63,15 @@ pub fn mask(proc: &Path, dev_null: &Path) -> Result<(), MaskError> {
         if !path.is_dir() {
             continue;
         }
-        mount(
-            Some("tmpfs"),
-            &path,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY | flags,
-            Some("size=4k,mode=0555"),
-        )
-        .map_err(|source| MaskError { path, source })?;
+        kernel
+            .mount(
+                Some(Path::new("tmpfs")),
+                &path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | flags,
+                Some("size=4k,mode=0555"),
+            )
+            .map_err(|source| MaskError { path, source })?;
     }
     Ok(())
 }

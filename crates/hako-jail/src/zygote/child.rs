@@ -121,7 +121,13 @@ fn confine_child_inner(
         what: "net (loopback)",
         source,
     })?;
-    crate::mounts::mount_scratch(std::path::Path::new("/"), params.limits.tmp_bytes, uid, gid)?;
+    crate::mounts::mount_scratch(
+        &crate::sys::REAL,
+        std::path::Path::new("/"),
+        params.limits.tmp_bytes,
+        uid,
+        gid,
+    )?;
     mount(
         Some("proc"),
         "/proc",
@@ -134,15 +140,17 @@ fn confine_child_inner(
         source,
     })?;
     crate::procmask::mask(
+        &crate::sys::REAL,
         std::path::Path::new("/proc"),
         std::path::Path::new("/dev/null"),
     )?;
     let _ = nix::unistd::sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
-    lockdown::switch_identity(uid, gid, true).map_err(|e| ChildError::Identity(e.to_string()))?;
+    lockdown::switch_identity(&crate::sys::REAL, uid, gid, true)
+        .map_err(|e| ChildError::Identity(e.to_string()))?;
     // As the run's user: its home and cache links are its own without CAP_CHOWN.
-    crate::mounts::fill_scratch(std::path::Path::new("/"), None)?;
+    crate::mounts::fill_scratch(&crate::sys::REAL, std::path::Path::new("/"), None)?;
     nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
         what: "cwd /tmp",
         source,
