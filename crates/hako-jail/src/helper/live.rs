@@ -15,11 +15,11 @@
 //! output cap counts what was relayed.
 
 use crate::helper::{
-    self, cgroup_accounting, channels, create_cgroup, handle_notification, reap, start_jail,
-    take_control, HelperError, KillOnDrop, Plan, CANCEL_FD, TAMPERED,
+    self, channels, handle_notification, reap, start_jail, take_control, HelperError, KillOnDrop,
+    CANCEL_FD, TAMPERED,
 };
 use crate::protocol;
-use crate::seccomp::{self, notify};
+use crate::seccomp;
 use crate::spec::{BlockedSyscall, JailOutcome, JailSpec};
 use hako_wire::control::{ExitStatus, Message, Receiver};
 use nix::errno::Errno;
@@ -93,22 +93,7 @@ fn run(
     Result<JailOutcome, HelperError>,
     Option<crate::cgroup::RunCgroup>,
 ) {
-    let prepared = (|| {
-        let use_listener = notify::user_notif_supported();
-        let filter = seccomp::build_program(
-            spec.language.as_str(),
-            &spec.seccomp.extra_allowed,
-            spec.seccomp.mode,
-            use_listener,
-        )?;
-        let egress = crate::netns::prepare(spec)?;
-        // `run-<pid>-…`: start-up clean-up removes it if this helper dies without cleaning up.
-        let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
-        let (cgroup, coverage) =
-            create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
-        Ok::<_, HelperError>((use_listener, filter, egress, cgroup, coverage))
-    })();
-    let (use_listener, filter, egress, cgroup, coverage) = match prepared {
+    let prepared = match helper::prepare_run(spec) {
         Ok(p) => p,
         Err(err) => return (Err(err), None),
     };
@@ -121,14 +106,9 @@ fn run(
             })?;
         let started = Instant::now();
         let (init, control) = start_jail(
-            Plan {
-                spec,
-                filter: &filter,
-                use_listener,
-                coverage,
-            },
+            prepared.plan(spec),
             bootstrap,
-            cgroup.as_ref(),
+            prepared.cgroup.as_ref(),
             (pipes.stdout.1, pipes.stderr.1),
             Some(code_read),
             pipes.control,
@@ -143,8 +123,7 @@ fn run(
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
     })();
-    let result = cgroup_accounting(cgroup.as_ref(), result);
-    (crate::netns::finish(egress, result), cgroup)
+    prepared.finish(result)
 }
 
 #[derive(Clone, Copy)]

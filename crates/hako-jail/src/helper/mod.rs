@@ -253,15 +253,20 @@ fn run(
     }
 }
 
-#[allow(clippy::type_complexity)]
-fn prepare_and_run(
-    spec: &JailSpec,
-    code: &[u8],
-    later: Option<&mut dyn Read>,
-) -> Result<(Result<JailOutcome, HelperError>, Option<RunCgroup>), HelperError> {
-    let mut started = Instant::now();
+/// What a spawn-style run (`__jail`, `__live`) prepares before its jail: its seccomp filter,
+/// its egress link (proxy mode) and its `run-<pid>-<uid>` cgroup, which start-up clean-up
+/// removes if this helper dies without cleaning up.
+pub(crate) struct PreparedRun {
+    use_listener: bool,
+    filter: Vec<libc::sock_filter>,
+    egress: Option<crate::netns::EgressLink>,
+    pub cgroup: Option<RunCgroup>,
+    coverage: CgroupCoverage,
+}
+
+pub(crate) fn prepare_run(spec: &JailSpec) -> Result<PreparedRun, HelperError> {
     let use_listener = notify::user_notif_supported();
-    let program = seccomp::build_program(
+    let filter = seccomp::build_program(
         spec.language.as_str(),
         &spec.seccomp.extra_allowed,
         spec.seccomp.mode,
@@ -269,8 +274,46 @@ fn prepare_and_run(
     )?;
     let egress = crate::netns::prepare(spec)?;
     let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
-    let (run_cgroup, coverage) =
-        create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+    let (cgroup, coverage) = create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+    Ok(PreparedRun {
+        use_listener,
+        filter,
+        egress,
+        cgroup,
+        coverage,
+    })
+}
+
+impl PreparedRun {
+    /// What the jail's processes are built from.
+    pub(crate) fn plan<'a>(&'a self, spec: &'a JailSpec) -> Plan<'a> {
+        Plan {
+            spec,
+            filter: &self.filter,
+            use_listener: self.use_listener,
+            coverage: self.coverage,
+        }
+    }
+
+    /// Folds the cgroup's accounting and the egress report into the outcome; hands back the
+    /// cgroup, for the caller to remove after answering.
+    pub(crate) fn finish(
+        self,
+        result: Result<JailOutcome, HelperError>,
+    ) -> (Result<JailOutcome, HelperError>, Option<RunCgroup>) {
+        let result = cgroup_accounting(self.cgroup.as_ref(), result);
+        (crate::netns::finish(self.egress, result), self.cgroup)
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn prepare_and_run(
+    spec: &JailSpec,
+    code: &[u8],
+    later: Option<&mut dyn Read>,
+) -> Result<(Result<JailOutcome, HelperError>, Option<RunCgroup>), HelperError> {
+    let mut started = Instant::now();
+    let prepared = prepare_run(spec)?;
     let result = (|| {
         let pipes = channels()?;
         let stdio = (pipes.stdout.1, pipes.stderr.1);
@@ -288,14 +331,9 @@ fn prepare_and_run(
             None => (None, None),
         };
         let (init, control) = start_jail(
-            Plan {
-                spec,
-                filter: &program,
-                use_listener,
-                coverage,
-            },
+            prepared.plan(spec),
             code,
-            run_cgroup.as_ref(),
+            prepared.cgroup.as_ref(),
             stdio,
             code_read,
             pipes.control,
@@ -330,8 +368,7 @@ fn prepare_and_run(
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
     })();
-    let result = cgroup_accounting(run_cgroup.as_ref(), result);
-    Ok((crate::netns::finish(egress, result), run_cgroup))
+    Ok(prepared.finish(result))
 }
 
 /// Creates the run's cgroup where the host allows it; says which limits it covers.
