@@ -11,9 +11,8 @@ use crate::result::{RunRequest, RunResult};
 use crate::stop::Cancel;
 use crate::summary::summarize;
 use hako_jail::protocol;
-use hako_jail::spec::{
-    JailOutcome, JailSpec, Limits, NetworkMode, RunIds, SeccompMode, SeccompSpec,
-};
+use hako_jail::spec::{JailOutcome, JailSpec, Limits, NetworkMode, RunIds};
+pub use plan::JailRequest;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +38,9 @@ pub enum ExecError {
     #[error("the run was cancelled: its caller went away")]
     Cancelled,
 }
+
+#[path = "plan.rs"]
+mod plan;
 
 /// How many distinct host identities runs rotate through.
 const ID_SLOTS: u32 = 65536;
@@ -207,7 +209,6 @@ impl Executor {
         if request.enable_network && !config.enable_network {
             return Err(ExecError::NetworkDisabled);
         }
-        let adapter = self.adapter(request.language)?;
         // Right after a fresh start the first environment may still be installing: runs
         // wait for it rather than fail on a missing module.
         let wait = config.hako.packages_wait_seconds;
@@ -219,13 +220,9 @@ impl Executor {
                 language: request.language,
                 waited_s: wait,
             })?;
-        let mut spec = self.spec(adapter, &request, options);
-        // Held until the run ends, so the environment is not garbage-collected under it.
-        let _packages = self.inner.packages.attach(adapter.language, &mut spec);
-        self.inner
-            .egress
-            .attach(&mut spec, adapter.language, &request.request_id)
-            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        // The environment is held until the run ends, so it is not garbage-collected under it.
+        let (spec, _packages) =
+            self.plan(&JailRequest::of(&request, options), &request.request_id)?;
         let mut code = Vec::new();
         if config.enable_preload {
             if let Some(preload) = request.preload.as_deref().filter(|p| !p.trim().is_empty()) {
@@ -251,61 +248,6 @@ impl Executor {
         }
         let result = summarize(&outcome, request.language, &spec.limits);
         Ok((result, outcome))
-    }
-
-    fn spec(&self, adapter: &Adapter, request: &RunRequest, options: ExecOptions) -> JailSpec {
-        let config = &self.inner.config;
-        let configured = &config.hako.limits;
-        let timeout_ms = config.worker_timeout.saturating_mul(1000);
-        let memory_mb = request
-            .limits
-            .memory_mb
-            .map_or(configured.memory_mb, |m| m.min(configured.memory_mb));
-        let limits = Limits {
-            memory_bytes: memory_mb << 20,
-            pids: configured.pids,
-            tmp_bytes: configured.tmp_mb << 20,
-            output_bytes: configured.output_bytes,
-            timeout_ms: request
-                .limits
-                .timeout_ms
-                .map_or(timeout_ms, |t| t.min(timeout_ms))
-                .max(1),
-            nofile: configured.nofile,
-            cpu_percent: configured.cpu_percent,
-        };
-        let slot = self.inner.next_id.fetch_add(1, Ordering::Relaxed) % ID_SLOTS;
-        let base = config.hako.uid_base;
-        JailSpec {
-            language: adapter.language,
-            interpreter: adapter.interpreter.clone(),
-            args: adapter.args(limits.memory_bytes),
-            env: adapter.env(),
-            code_path: adapter.code_path(),
-            ro_binds: adapter.ro_binds.clone(),
-            mapped_binds: Vec::new(),
-            limits,
-            network: crate::egress::network_mode(config, request.enable_network),
-            seccomp: SeccompSpec {
-                mode: if options.learn_syscalls {
-                    SeccompMode::Learn
-                } else {
-                    SeccompMode::Enforce
-                },
-                extra_allowed: self.inner.extra_syscalls.clone(),
-            },
-            ids: RunIds {
-                host_uid: base + slot,
-                host_gid: base + slot,
-            },
-            id_pool: Some(id_pool(config, 0, ID_SLOTS)),
-            root_mountpoint: root_mountpoint(config),
-            insecure: config.hako.insecure,
-            zygote: false,
-            cgroup_root: config.hako.cgroup_root.clone(),
-            deferred: false,
-            egress: None,
-        }
     }
 
     async fn spawn_helper(
@@ -472,15 +414,11 @@ impl Executor {
     /// A pooled Node worker's spec: default limits, the current packages, and network as a
     /// Dify request asks for it (`enable_network: true`) when the configuration allows it.
     fn node_template(&self, adapter: &Adapter) -> JailSpec {
-        let request = RunRequest {
-            language: Language::Nodejs,
-            code: String::new(),
-            preload: None,
+        let request = JailRequest {
             enable_network: self.inner.config.enable_network,
-            limits: Default::default(),
-            request_id: "pool".into(),
+            ..JailRequest::new(adapter.language)
         };
-        let mut spec = self.spec(adapter, &request, ExecOptions::default());
+        let mut spec = self.spec(adapter, &request);
         let _env = self.inner.packages.attach(Language::Nodejs, &mut spec);
         if let Err(err) = self
             .inner
@@ -521,15 +459,7 @@ impl Executor {
         library: &std::path::Path,
     ) -> Result<(JailSpec, Vec<(PathBuf, PathBuf)>), ExecError> {
         let config = &self.inner.config;
-        let request = RunRequest {
-            language: Language::Python3,
-            code: String::new(),
-            preload: None,
-            enable_network: false,
-            limits: Default::default(),
-            request_id: "zygote".into(),
-        };
-        let mut spec = self.spec(adapter, &request, ExecOptions::default());
+        let mut spec = self.spec(adapter, &JailRequest::new(adapter.language));
         let env = self.inner.packages.attach(Language::Python3, &mut spec);
         self.inner.egress.bind_files(&mut spec, Language::Python3);
         let key = spec.mapped_binds.clone();
@@ -673,26 +603,7 @@ impl Executor {
 
     /// The limits of a run that asks for nothing special.
     fn default_limits(&self) -> Limits {
-        let adapter = self.adapter(Language::Nodejs).ok();
-        let request = RunRequest {
-            language: Language::Nodejs,
-            code: String::new(),
-            preload: None,
-            enable_network: false,
-            limits: Default::default(),
-            request_id: String::new(),
-        };
-        adapter
-            .map(|a| self.spec(a, &request, ExecOptions::default()).limits)
-            .unwrap_or(Limits {
-                memory_bytes: 0,
-                pids: 0,
-                tmp_bytes: 0,
-                output_bytes: 0,
-                timeout_ms: 0,
-                nofile: 0,
-                cpu_percent: 0,
-            })
+        self.limits(Default::default())
     }
 }
 
@@ -778,25 +689,6 @@ impl Drop for CancelOnDrop {
 }
 
 impl Executor {
-    /// A fresh spawn-mode spec for a run of the agent API, with its package environment and
-    /// egress attached (the environment is held as long as the returned guard lives).
-    pub fn agent_spec(
-        &self,
-        request: &RunRequest,
-    ) -> Result<(JailSpec, Option<Arc<crate::packages::Env>>), ExecError> {
-        if request.enable_network && !self.inner.config.enable_network {
-            return Err(ExecError::NetworkDisabled);
-        }
-        let adapter = self.adapter(request.language)?;
-        let mut spec = self.spec(adapter, request, ExecOptions::default());
-        let env = self.inner.packages.attach(adapter.language, &mut spec);
-        self.inner
-            .egress
-            .attach(&mut spec, adapter.language, &request.request_id)
-            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
-        Ok((spec, env))
-    }
-
     /// The binary that implements the jail helpers.
     pub fn helper_path(&self) -> &std::path::Path {
         &self.inner.helper

@@ -15,6 +15,6 @@ pub mod summary;
 pub mod warm;
 
 pub use config::Config;
-pub use executor::{ExecError, ExecOptions, Executor};
+pub use executor::{ExecError, ExecOptions, Executor, JailRequest};
 pub use language::Language;
 pub use result::{RunRequest, RunResult, RunStatus, Usage};

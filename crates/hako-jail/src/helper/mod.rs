@@ -10,7 +10,7 @@
 //! ```
 //! When init exits, the kernel kills everything else in the run's pid namespace.
 
-use crate::cgroup::{CgroupLimits, Cgroups, RunCgroup};
+use crate::cgroup::{CgroupLimits, CgroupStats, Cgroups, RunCgroup};
 use crate::ids::IdLease;
 use crate::lockdown::CgroupCoverage;
 use crate::protocol;
@@ -408,14 +408,24 @@ pub(crate) fn cgroup_accounting(
     let Some(cg) = cgroup else { return result };
     let stats = cg.stats();
     let mut outcome = result?;
-    let killed = outcome.signal == Some(libc::SIGKILL);
-    outcome.oom_killed |= stats.oom_kills > 0
-        || (killed && stats.memory_limit_hits > 0 && !outcome.timed_out && !outcome.output_limited);
-    outcome.pids_limited |= stats.pids_limit_hits > 0;
+    account_limits(&mut outcome, &stats);
     if let Some(peak) = stats.peak_memory_bytes {
         outcome.peak_memory_bytes = peak;
     }
     Ok(outcome)
+}
+
+/// Marks the limits the run hit, from the events its cgroup counted during the run
+/// (`during`): an OOM kill, or a SIGKILL while the memory limit was hit (v1 before 4.13 counts
+/// no OOM kills) that was neither the timeout nor the output cap; a refused fork.
+pub(crate) fn account_limits(outcome: &mut JailOutcome, during: &CgroupStats) {
+    let killed = outcome.signal == Some(libc::SIGKILL);
+    outcome.oom_killed |= during.oom_kills > 0
+        || (killed
+            && during.memory_limit_hits > 0
+            && !outcome.timed_out
+            && !outcome.output_limited);
+    outcome.pids_limited |= during.pids_limit_hits > 0;
 }
 
 /// What the jail's processes are built from: the run, its seccomp filter (empty for a
@@ -627,5 +637,4 @@ fn as_owner(
 }
 
 #[cfg(test)]
-#[path = "start_tests.rs"]
-mod start_tests;
+mod tests;

@@ -465,14 +465,7 @@ impl Zygote {
         let outcome = self.hand_over_and_supervise(child, handover, output);
         let mut outcome = crate::netns::finish(link, outcome)?;
         if let Some(cg) = &self.cgroup {
-            let after = cg.stats();
-            let killed = outcome.signal == Some(libc::SIGKILL);
-            outcome.oom_killed |= after.oom_kills > before.oom_kills
-                || (killed
-                    && after.memory_limit_hits > before.memory_limit_hits
-                    && !outcome.timed_out
-                    && !outcome.output_limited);
-            outcome.pids_limited |= after.pids_limit_hits > before.pids_limit_hits;
+            helper::account_limits(&mut outcome, &cg.stats().since(&before));
             // The run's own peak: the larger of what its group grew by since the count
             // restarted and the zygote's report of the run process's maximum resident size
             // (all there is without a restarted count, v2 before 6.12). Never the group's

@@ -4,8 +4,9 @@
 use super::live::{Frame, LiveRun};
 use super::paths::{check_env, check_glob, check_path};
 use super::{decode_base64, random_hex, Agent, AgentError};
+use crate::executor::JailRequest;
 use crate::language::Language;
-use crate::result::{LimitOverrides, RunRequest, RunResult};
+use crate::result::{LimitOverrides, RunResult};
 use crate::summary::summarize;
 use hako_jail::spec::JailSpec;
 use serde::{Deserialize, Serialize};
@@ -83,15 +84,12 @@ impl Agent {
         }
         let files_max = self.config().files_max_bytes;
         let input_bytes = check_inputs(&spec, files_max)?;
-        let request = RunRequest {
-            language,
-            code: String::new(),
-            preload: None,
+        let request = JailRequest {
             enable_network: spec.network,
             limits: overrides(spec.timeout_s, spec.memory_mb)?,
-            request_id: request_id.to_string(),
+            ..JailRequest::new(language)
         };
-        let (mut jail, _packages) = self.executor.agent_spec(&request)?;
+        let (mut jail, _packages) = self.executor.plan(&request, request_id)?;
         if input_bytes > jail.limits.tmp_bytes {
             return Err(AgentError::Invalid(format!(
                 "input files hold {input_bytes} bytes; the run's /tmp holds {} (hako.limits.tmp_mb)",

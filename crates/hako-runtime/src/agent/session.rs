@@ -10,10 +10,10 @@ use super::live::{Frame, LiveRun};
 use super::paths::{check_env, check_path};
 use super::run::{overrides, set_env};
 use super::{decode_base64, encode_base64, random_hex, AgentError};
-use crate::executor::Executor;
+use crate::executor::{Executor, JailRequest};
 use crate::language::Language;
 use crate::packages::Env;
-use crate::result::{RunRequest, RunResult, RunStatus, Usage};
+use crate::result::{RunResult, RunStatus, Usage};
 use crate::summary::summarize;
 use hako_jail::spec::{JailOutcome, Limits};
 use serde::{Deserialize, Serialize};
@@ -213,15 +213,12 @@ impl Sessions {
         let executor = &self.state.executor;
         let config = executor.config();
         let agent = &config.hako.agent;
-        let request = RunRequest {
-            language,
-            code: String::new(),
-            preload: None,
+        let request = JailRequest {
             enable_network: spec.network,
             limits: overrides(spec.timeout_s, spec.memory_mb)?,
-            request_id: request_id.to_string(),
+            ..JailRequest::new(language)
         };
-        let (mut jail, packages) = executor.agent_spec(&request)?;
+        let (mut jail, packages) = executor.plan(&request, request_id)?;
         let memory_mb = jail.limits.memory_bytes >> 20;
         let slot = self.reserve(memory_mb)?;
         let reserved = Reservation(self, memory_mb, slot);

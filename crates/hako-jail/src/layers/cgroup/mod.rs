@@ -93,6 +93,21 @@ pub struct CgroupStats {
     pub pids_limit_hits: u64,
 }
 
+impl CgroupStats {
+    /// The events counted since `before` (a group that outlives its runs); the peak is this
+    /// one's.
+    pub fn since(&self, before: &CgroupStats) -> CgroupStats {
+        CgroupStats {
+            peak_memory_bytes: self.peak_memory_bytes,
+            oom_kills: self.oom_kills.saturating_sub(before.oom_kills),
+            memory_limit_hits: self
+                .memory_limit_hits
+                .saturating_sub(before.memory_limit_hits),
+            pids_limit_hits: self.pids_limit_hits.saturating_sub(before.pids_limit_hits),
+        }
+    }
+}
+
 /// Errors of cgroup setup and teardown.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {

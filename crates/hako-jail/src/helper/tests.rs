@@ -1,5 +1,6 @@
 //! The helper's side of a jail's start, call by call, on the recording kernel: the user
-//! namespace's owner around clone, the id maps, and GO only once they are written.
+//! namespace's owner around clone, the id maps, and GO only once they are written. And the
+//! run's accounting from its cgroup's counters.
 
 use super::*;
 use crate::sys::record::Recorder;
@@ -128,4 +129,61 @@ fn a_failed_clone_returns_to_root_and_says_so() {
             "setresuid - 0 -",
         ]
     );
+}
+
+#[test]
+fn a_sigkill_at_the_memory_limit_is_an_oom_kill_unless_the_run_timed_out() {
+    let during = CgroupStats {
+        memory_limit_hits: 2,
+        ..CgroupStats::default()
+    };
+    let killed = JailOutcome {
+        signal: Some(libc::SIGKILL),
+        ..JailOutcome::default()
+    };
+    let mut outcome = killed.clone();
+    account_limits(&mut outcome, &during);
+    assert!(outcome.oom_killed && !outcome.pids_limited);
+
+    let mut timed_out = JailOutcome {
+        timed_out: true,
+        ..killed.clone()
+    };
+    account_limits(&mut timed_out, &during);
+    assert!(!timed_out.oom_killed);
+
+    let mut exited = JailOutcome::default();
+    account_limits(
+        &mut exited,
+        &CgroupStats {
+            oom_kills: 1,
+            pids_limit_hits: 3,
+            ..CgroupStats::default()
+        },
+    );
+    assert!(exited.oom_killed && exited.pids_limited);
+}
+
+#[test]
+fn a_zygote_run_counts_only_the_events_since_it_started() {
+    let before = CgroupStats {
+        peak_memory_bytes: Some(10),
+        oom_kills: 1,
+        memory_limit_hits: 4,
+        pids_limit_hits: 2,
+    };
+    let after = CgroupStats {
+        peak_memory_bytes: Some(20),
+        oom_kills: 1,
+        memory_limit_hits: 4,
+        pids_limit_hits: 3,
+    };
+    let mut outcome = JailOutcome {
+        signal: Some(libc::SIGKILL),
+        ..JailOutcome::default()
+    };
+    account_limits(&mut outcome, &after.since(&before));
+    // An earlier run's OOM kill is not this run's.
+    assert!(!outcome.oom_killed);
+    assert!(outcome.pids_limited);
 }
