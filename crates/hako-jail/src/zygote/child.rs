@@ -5,11 +5,13 @@
 use crate::lockdown::{self, LockDown, LockDownError};
 use crate::seccomp;
 use crate::spec::{RUN_GID, RUN_UID, ZYGOTE_RUN_IDS};
+use crate::sys::Kernel;
 use hako_wire::control::{self, Message, Received};
 use hako_wire::zygote::ChildParams;
 use nix::errno::Errno;
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
@@ -102,71 +104,7 @@ fn confine_child_inner(
     // Its own session and process group (the zygote's group holds the next tenant), and its
     // own uid: `kill(0, ...)` and `kill(-1, ...)` reach no other run.
     nix::unistd::setsid().map_err(ChildError::Session)?;
-    let slot = params.uid_slot % ZYGOTE_RUN_IDS;
-    let (uid, gid) = (RUN_UID + slot, RUN_GID + slot);
-    use nix::sched::CloneFlags;
-    // Its own network namespace too: no socket (not even TIME_WAIT) of an earlier run of
-    // this zygote is visible.
-    nix::sched::unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .map_err(|source| ChildError::Namespace {
-        what: "mount/ipc/uts/net",
-        source,
-    })?;
-    crate::netns::loopback_up().map_err(|source| ChildError::Namespace {
-        what: "net (loopback)",
-        source,
-    })?;
-    crate::mounts::mount_scratch(
-        &crate::sys::REAL,
-        std::path::Path::new("/"),
-        params.limits.tmp_bytes,
-        uid,
-        gid,
-    )?;
-    mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|source| ChildError::Mount {
-        what: "/proc",
-        source,
-    })?;
-    crate::procmask::mask(
-        &crate::sys::REAL,
-        std::path::Path::new("/proc"),
-        std::path::Path::new("/dev/null"),
-    )?;
-    let _ = nix::unistd::sethostname("hako");
-    // The zygote is exempt from the OOM killer; a run child must not be.
-    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
-    lockdown::switch_identity(&crate::sys::REAL, uid, gid, true)
-        .map_err(|e| ChildError::Identity(e.to_string()))?;
-    // As the run's user: its home and cache links are its own without CAP_CHOWN.
-    crate::mounts::fill_scratch(&crate::sys::REAL, std::path::Path::new("/"), None)?;
-    nix::unistd::chdir("/tmp").map_err(|source| ChildError::Mount {
-        what: "cwd /tmp",
-        source,
-    })?;
-    let devnull = nix::fcntl::open(
-        "/dev/null",
-        nix::fcntl::OFlag::O_RDONLY,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(ChildError::Stdio)?;
-    for (fd, target) in [(devnull, 0), (stdout, 1), (stderr, 2)] {
-        // SAFETY: dup2 onto the standard descriptors; both are valid open descriptors.
-        if unsafe { libc::dup2(fd, target) } < 0 {
-            return Err(ChildError::Stdio(Errno::last()));
-        }
-    }
+    enter_run_namespaces(&crate::sys::REAL, &params, Path::new("/"), stdout, stderr)?;
     let program = seccomp::build_program(
         params.language.as_str(),
         &params.seccomp.extra_allowed,
@@ -197,6 +135,77 @@ fn confine_child_inner(
     }
 }
 
+/// The run child's own namespaces, scratch mounts, /proc, identity and standard streams, in
+/// this order; `root` is `/` (a test's temp dir stands in for it).
+fn enter_run_namespaces(
+    kernel: &dyn Kernel,
+    params: &ChildParams,
+    root: &Path,
+    stdout: RawFd,
+    stderr: RawFd,
+) -> Result<(), ChildError> {
+    let slot = params.uid_slot % ZYGOTE_RUN_IDS;
+    let (uid, gid) = (RUN_UID + slot, RUN_GID + slot);
+    use nix::sched::CloneFlags;
+    // Its own network namespace too: no socket (not even TIME_WAIT) of an earlier run of
+    // this zygote is visible.
+    kernel
+        .unshare(
+            CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWUTS
+                | CloneFlags::CLONE_NEWNET,
+        )
+        .map_err(|source| ChildError::Namespace {
+            what: "mount/ipc/uts/net",
+            source,
+        })?;
+    kernel
+        .loopback_up()
+        .map_err(|source| ChildError::Namespace {
+            what: "net (loopback)",
+            source,
+        })?;
+    crate::mounts::mount_scratch(kernel, root, params.limits.tmp_bytes, uid, gid)?;
+    let proc = root.join("proc");
+    kernel
+        .mount(
+            Some(Path::new("proc")),
+            &proc,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        )
+        .map_err(|source| ChildError::Mount {
+            what: "/proc",
+            source,
+        })?;
+    crate::procmask::mask(kernel, &proc, Path::new("/dev/null"))?;
+    let _ = kernel.sethostname("hako");
+    // The zygote is exempt from the OOM killer; a run child must not be.
+    let _ = kernel.write_file(Path::new("/proc/self/oom_score_adj"), "0");
+    lockdown::switch_identity(kernel, uid, gid, true)
+        .map_err(|e| ChildError::Identity(e.to_string()))?;
+    // As the run's user: its home and cache links are its own without CAP_CHOWN.
+    crate::mounts::fill_scratch(kernel, root, None)?;
+    kernel
+        .chdir(&root.join("tmp"))
+        .map_err(|source| ChildError::Mount {
+            what: "cwd /tmp",
+            source,
+        })?;
+    let devnull = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(ChildError::Stdio)?;
+    for (fd, target) in [(devnull, 0), (stdout, 1), (stderr, 2)] {
+        kernel.dup2(fd, target).map_err(ChildError::Stdio)?;
+    }
+    Ok(())
+}
+
 /// Copies (breaks copy-on-write sharing of) the pages most runs write, so the run does not
 /// take those faults on the clock. Ranges that are gone or not writable are skipped.
 fn copy_hot_pages(ranges: &[(u64, u64)]) {
@@ -214,3 +223,7 @@ fn copy_hot_pages(ranges: &[(u64, u64)]) {
         };
     }
 }
+
+#[cfg(test)]
+#[path = "child_tests.rs"]
+mod tests;
