@@ -92,56 +92,27 @@ pub(crate) fn supervise(
             let _ = kill(init, Signal::SIGKILL);
             killed = true;
         }
-        let wait = if killed {
-            PollTimeout::from(200u16)
-        } else {
-            let left = deadline
-                .saturating_duration_since(now)
-                .as_millis()
-                .min(60_000) as u16;
-            PollTimeout::from(left.max(1))
+        let open = Open {
+            control: control_open.then_some(control),
+            streams: [
+                streams[0].open.then_some(&stdout),
+                streams[1].open.then_some(&stderr),
+            ],
+            listener: listener.as_ref(),
+            cancel: !killed,
         };
-        let mut fds = Vec::with_capacity(4);
-        let mut roles = Vec::with_capacity(4);
-        if control_open {
-            fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
-            roles.push(Role::Control);
-        }
-        for (i, fd) in [&stdout, &stderr].into_iter().enumerate() {
-            if streams[i].open {
-                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                roles.push(Role::Stream(i));
-            }
-        }
-        if let Some(l) = &listener {
-            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-            roles.push(Role::Listener);
-        }
-        let cancel = CANCEL_FD.load(std::sync::atomic::Ordering::Relaxed);
-        if cancel >= 0 && !killed {
-            // SAFETY: CANCEL_FD is a signalfd that stays open for the helper's lifetime.
-            let fd = unsafe { BorrowedFd::borrow_raw(cancel) };
-            fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            roles.push(Role::Cancel);
-        }
-        let ready = match poll(&mut fds, wait) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(err) => return Err(HelperError::Supervise(err)),
+        let events = match wait_for_events(open, poll_timeout(deadline, now, killed)) {
+            Ok(Some(events)) => events,
+            Ok(None) => continue,
+            Err(err) => return Err(err),
         };
-        if ready == 0 {
+        if events.is_empty() {
             if killed {
                 // Killed and nothing more arrives: everything in the namespace is gone.
                 break;
             }
             continue;
         }
-        let events: Vec<(Role, PollFlags)> = fds
-            .iter()
-            .zip(roles.iter())
-            .filter_map(|(fd, role)| fd.revents().filter(|r| !r.is_empty()).map(|r| (*role, r)))
-            .collect();
-        drop(fds);
         for (role, revents) in events {
             match role {
                 Role::Stream(i) => {
@@ -151,20 +122,8 @@ pub(crate) fn supervise(
                         let _ = kill(init, Signal::SIGKILL);
                         killed = true;
                     }
-                    let _ = revents;
                 }
-                Role::Listener => {
-                    if revents
-                        .intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
-                        && !revents.contains(PollFlags::POLLIN)
-                    {
-                        listener = None;
-                        continue;
-                    }
-                    if let Some(l) = &listener {
-                        handle_notification(l.as_fd(), watch.mode, &mut blocked);
-                    }
-                }
+                Role::Listener => listener_event(&mut listener, revents, watch.mode, &mut blocked),
                 Role::Control => match take_control(control, &mut receiver) {
                     Ok(Some((Message::Error(text), _))) => {
                         let _ = kill(init, Signal::SIGKILL);
@@ -183,9 +142,7 @@ pub(crate) fn supervise(
                         killed = true;
                         control_open = false;
                         listener = None;
-                        outcome.tampered = true;
-                        outcome.failure = Some(format!("{TAMPERED} ({why})"));
-                        eprintln!("hako jail: {TAMPERED}: {why}; the run was killed");
+                        mark_tampered(&mut outcome, &why);
                     }
                 },
                 Role::Cancel => {
@@ -199,6 +156,106 @@ pub(crate) fn supervise(
     if outcome.tampered {
         status = None;
     }
+    Ok(finish(outcome, status, blocked, streams))
+}
+
+/// A seccomp notification to answer, or the listener gone (hung up without data).
+fn listener_event(
+    listener: &mut Option<OwnedFd>,
+    revents: PollFlags,
+    mode: SeccompMode,
+    blocked: &mut BTreeMap<u32, u64>,
+) {
+    if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+        && !revents.contains(PollFlags::POLLIN)
+    {
+        *listener = None;
+    } else if let Some(l) = listener {
+        handle_notification(l.as_fd(), mode, blocked);
+    }
+}
+
+/// Nothing the run sends may steer its supervisor: the run (already killed) is answered as
+/// tampering, and the helper's log says so.
+fn mark_tampered(outcome: &mut JailOutcome, why: &str) {
+    outcome.tampered = true;
+    outcome.failure = Some(format!("{TAMPERED} ({why})"));
+    eprintln!("hako jail: {TAMPERED}: {why}; the run was killed");
+}
+
+/// How long to wait for the next event: until the deadline (at most a minute), or a short
+/// while for what a killed run still sends.
+fn poll_timeout(deadline: Instant, now: Instant, killed: bool) -> PollTimeout {
+    if killed {
+        PollTimeout::from(200u16)
+    } else {
+        let left = deadline
+            .saturating_duration_since(now)
+            .as_millis()
+            .min(60_000) as u16;
+        PollTimeout::from(left.max(1))
+    }
+}
+
+/// The channels the supervisor still listens on.
+struct Open<'a> {
+    control: Option<&'a OwnedFd>,
+    streams: [Option<&'a OwnedFd>; 2],
+    listener: Option<&'a OwnedFd>,
+    /// The caller's cancellation (SIGTERM), until the run is killed.
+    cancel: bool,
+}
+
+/// Polls every open channel; returns the ready ones (none on timeout), or `None` when a
+/// signal interrupted the wait.
+fn wait_for_events(
+    open: Open<'_>,
+    wait: PollTimeout,
+) -> Result<Option<Vec<(Role, PollFlags)>>, HelperError> {
+    let mut fds = Vec::with_capacity(4);
+    let mut roles = Vec::with_capacity(4);
+    if let Some(control) = open.control {
+        fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
+        roles.push(Role::Control);
+    }
+    for (i, fd) in open.streams.into_iter().enumerate() {
+        if let Some(fd) = fd {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            roles.push(Role::Stream(i));
+        }
+    }
+    if let Some(l) = open.listener {
+        fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        roles.push(Role::Listener);
+    }
+    let cancel = CANCEL_FD.load(std::sync::atomic::Ordering::Relaxed);
+    if cancel >= 0 && open.cancel {
+        // SAFETY: CANCEL_FD is a signalfd that stays open for the helper's lifetime.
+        let fd = unsafe { BorrowedFd::borrow_raw(cancel) };
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        roles.push(Role::Cancel);
+    }
+    match poll(&mut fds, wait) {
+        Ok(_) => {}
+        Err(Errno::EINTR) => return Ok(None),
+        Err(err) => return Err(HelperError::Supervise(err)),
+    }
+    Ok(Some(
+        fds.iter()
+            .zip(roles)
+            .filter_map(|(fd, role)| fd.revents().filter(|r| !r.is_empty()).map(|r| (role, r)))
+            .collect(),
+    ))
+}
+
+/// The outcome once the run has ended: its exit status (a SIGKILL when none came), the
+/// calls the policy denied, and the output collected.
+fn finish(
+    mut outcome: JailOutcome,
+    status: Option<ExitStatus>,
+    blocked: BTreeMap<u32, u64>,
+    streams: [Collected; 2],
+) -> JailOutcome {
     if let Some(exit) = status {
         if exit.signal != 0 {
             outcome.signal = Some(exit.signal);
@@ -221,7 +278,7 @@ pub(crate) fn supervise(
     let [out, err] = streams;
     outcome.stdout = out.data;
     outcome.stderr = err.data;
-    Ok(outcome)
+    outcome
 }
 
 /// Reads what is already buffered in the output pipes, up to the cap.
