@@ -131,11 +131,12 @@ fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
         // Queued signals count per user up the user namespaces: keep a run's share small.
         ("SIGPENDING", Resource::RLIMIT_SIGPENDING, 1024),
     ];
-    if !plan.coverage.pids {
-        limits.push(("NPROC", Resource::RLIMIT_NPROC, l.pids));
+    let fallback = crate::cgroup::rlimit_fallback(l, plan.coverage, plan.language);
+    if let Some(pids) = fallback.processes {
+        limits.push(("NPROC", Resource::RLIMIT_NPROC, pids));
     }
-    if !plan.coverage.memory && plan.language == Language::Python3 {
-        limits.push(("AS", Resource::RLIMIT_AS, l.memory_bytes.max(256 << 20)));
+    if let Some(bytes) = fallback.address_space {
+        limits.push(("AS", Resource::RLIMIT_AS, bytes));
     }
     for (name, resource, value) in limits {
         setrlimit(resource, value, value)

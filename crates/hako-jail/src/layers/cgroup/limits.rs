@@ -1,6 +1,8 @@
 //! The numbers: limits as control file values, and the zygote's group limits around a run.
 
 use super::{CgroupLimits, CgroupUsage};
+use hako_wire::spec::{CgroupCoverage, Limits};
+use hako_wire::Language;
 
 /// The CFS period the CPU quota is expressed in (the kernel's default, 100 ms).
 pub(super) const CPU_PERIOD_US: u64 = 100_000;
@@ -43,6 +45,29 @@ pub(super) fn max_or(value: u64) -> String {
         "max".to_string()
     } else {
         value.to_string()
+    }
+}
+
+/// What rlimits stand in for a limit no cgroup covers on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RlimitFallback {
+    /// `RLIMIT_NPROC` (counted per uid: each run has its own).
+    pub processes: Option<u64>,
+    /// `RLIMIT_AS`: for Python only (Node reserves far more address space than it uses), and
+    /// never below 256 MiB, which the interpreter needs to start.
+    pub address_space: Option<u64>,
+}
+
+/// The rlimits a run gets for the limits its cgroup does not cover.
+pub fn rlimit_fallback(
+    limits: &Limits,
+    coverage: CgroupCoverage,
+    language: Language,
+) -> RlimitFallback {
+    RlimitFallback {
+        processes: (!coverage.pids).then_some(limits.pids),
+        address_space: (!coverage.memory && language == Language::Python3)
+            .then(|| limits.memory_bytes.max(256 << 20)),
     }
 }
 

@@ -26,7 +26,7 @@ mod tests;
 mod v1;
 mod v2;
 
-pub use limits::zygote_headroom;
+pub use limits::{rlimit_fallback, zygote_headroom, RlimitFallback};
 pub use run::RunCgroup;
 
 /// Parent group of all runs.

@@ -644,3 +644,31 @@ fn real_host_run_cgroup() {
         assert!(!dir.exists(), "{} still exists", dir.display());
     }
 }
+
+#[test]
+fn rlimits_stand_in_only_for_what_no_cgroup_covers() {
+    let limits = crate::testing::spec(Path::new("/")).limits;
+    let none = hako_wire::spec::CgroupCoverage::default();
+    let python = hako_wire::Language::Python3;
+    assert_eq!(
+        rlimit_fallback(&limits, none, python),
+        RlimitFallback {
+            processes: Some(16),
+            // 64 MiB asked; the interpreter needs 256 MiB of address space to start.
+            address_space: Some(256 << 20),
+        }
+    );
+    let node = rlimit_fallback(&limits, none, hako_wire::Language::Nodejs);
+    assert_eq!(node.address_space, None);
+    let covered = hako_wire::spec::CgroupCoverage {
+        memory: true,
+        pids: true,
+    };
+    assert_eq!(
+        rlimit_fallback(&limits, covered, python),
+        RlimitFallback {
+            processes: None,
+            address_space: None,
+        }
+    );
+}
