@@ -97,15 +97,7 @@ pub fn build_root(kernel: &dyn Kernel, plan: &RootPlan<'_>) -> Result<(), MountE
     build_dev(kernel, root)?;
 
     let proc_dir = mkdirs(root, Path::new("/proc"))?;
-    kernel
-        .mount(
-            Some(Path::new("proc")),
-            &proc_dir,
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None,
-        )
-        .map_err(MountError::Proc)?;
+    mount_proc(kernel, &proc_dir).map_err(MountError::Proc)?;
     crate::procmask::mask(kernel, &proc_dir, &inside(root, Path::new("/dev/null")))?;
 
     mount_scratch(kernel, root, plan.tmp_bytes, plan.uid, plan.gid)?;
@@ -136,6 +128,18 @@ pub fn build_root(kernel: &dyn Kernel, plan: &RootPlan<'_>) -> Result<(), MountE
         .chdir(Path::new("/tmp"))
         .map_err(MountError::PivotRoot)?;
     Ok(())
+}
+
+/// A fresh proc file system of the current pid namespace at `path` (host details still to
+/// mask, see [`crate::procmask`]).
+pub fn mount_proc(kernel: &dyn Kernel, path: &Path) -> nix::Result<()> {
+    kernel.mount(
+        Some(Path::new("proc")),
+        path,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
 }
 
 /// The run's home: inside its /tmp, private to the run's user (nltk refuses a world-writable

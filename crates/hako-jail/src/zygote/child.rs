@@ -9,7 +9,6 @@ use crate::sys::Kernel;
 use hako_wire::control::{self, Message, Received};
 use hako_wire::zygote::ChildParams;
 use nix::errno::Errno;
-use nix::mount::MsFlags;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::Path;
 
@@ -168,18 +167,10 @@ fn enter_run_namespaces(
         })?;
     crate::mounts::mount_scratch(kernel, root, params.limits.tmp_bytes, uid, gid)?;
     let proc = root.join("proc");
-    kernel
-        .mount(
-            Some(Path::new("proc")),
-            &proc,
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None,
-        )
-        .map_err(|source| ChildError::Mount {
-            what: "/proc",
-            source,
-        })?;
+    crate::mounts::mount_proc(kernel, &proc).map_err(|source| ChildError::Mount {
+        what: "/proc",
+        source,
+    })?;
     crate::procmask::mask(kernel, &proc, Path::new("/dev/null"))?;
     let _ = kernel.sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.

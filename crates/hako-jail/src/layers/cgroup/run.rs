@@ -201,10 +201,17 @@ impl RunCgroup {
         self.dirs.iter().map(|(_, d)| d.clone()).collect()
     }
 
-    /// Best-effort removal of a half-built run (no process was ever added).
-    pub(super) fn cleanup(&self) {
-        for (_, dir) in &self.dirs {
-            let _ = self.kernel.rmdir(dir);
+    /// The run once its limits are set; after a failed step its groups (which never held a
+    /// process) are removed, best effort, and the failure is returned.
+    pub(super) fn unless(self, failed: Result<(), CgroupError>) -> Result<RunCgroup, CgroupError> {
+        match failed {
+            Ok(()) => Ok(self),
+            Err(err) => {
+                for (_, dir) in &self.dirs {
+                    let _ = self.kernel.rmdir(dir);
+                }
+                Err(err)
+            }
         }
     }
 }

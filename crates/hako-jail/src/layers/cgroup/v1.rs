@@ -49,13 +49,7 @@ pub(super) fn create(
         }
         Ok(())
     })();
-    match result {
-        Ok(()) => Ok(run),
-        Err(err) => {
-            run.cleanup();
-            Err(err)
-        }
-    }
+    run.unless(result)
 }
 
 /// Sets a new memory limit on an existing v1 group and restarts its peak-memory count.

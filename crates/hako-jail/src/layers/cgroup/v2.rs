@@ -62,13 +62,7 @@ pub(super) fn create(
         }
         Ok(())
     })();
-    match result {
-        Ok(()) => Ok(run),
-        Err(err) => {
-            run.cleanup();
-            Err(err)
-        }
-    }
+    run.unless(result)
 }
 
 /// Sets `limits` on an existing v2 group.
