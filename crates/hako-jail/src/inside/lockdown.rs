@@ -49,10 +49,9 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
     keep.push(control);
     close_other_fds(&keep);
     set_rlimits(plan)?;
-    // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(LockDownError::NoNewPrivs(Errno::last()));
-    }
+    crate::sys::REAL
+        .prctl(Prctl::SetNoNewPrivs)
+        .map_err(LockDownError::NoNewPrivs)?;
     let read_only = [PathBuf::from("/")];
     let writable = [PathBuf::from("/tmp"), PathBuf::from("/dev")];
     if let Err(err) = crate::landlock::restrict(&read_only, &writable) {

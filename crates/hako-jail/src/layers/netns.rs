@@ -15,8 +15,9 @@
 //! helper's half-close, guard → helper the JSON [`NetworkReport`] until EOF.
 
 use crate::spec::{EgressSpec, JailOutcome, JailSpec, NetworkMode, NetworkReport};
+use crate::sys::{Kernel, REAL};
 use nix::errno::Errno;
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::CloneFlags;
 use nix::sys::socket::{
     recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
@@ -78,7 +79,8 @@ pub fn prepare(spec: &JailSpec) -> Result<Option<EgressLink>, NetnsError> {
         return Ok(None);
     }
     let egress = spec.egress.as_ref().ok_or(NetnsError::NoGuard)?;
-    unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+    REAL.unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(NetnsError::Unshare)?;
     loopback_up().map_err(NetnsError::Loopback)?;
     let listener = tcp_listen().map_err(NetnsError::Listen)?;
     register(listener, egress).map(Some)

@@ -49,18 +49,18 @@ pub fn prepare_fork() -> Result<(), ChildError> {
         source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
     })?;
     // Reset "pid namespace for children" to our own, then ask for a new one.
-    nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID).map_err(|source| {
-        ChildError::Namespace {
+    crate::sys::REAL
+        .setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|source| ChildError::Namespace {
             what: "pid",
             source,
-        }
-    })?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(|source| {
-        ChildError::Namespace {
+        })?;
+    crate::sys::REAL
+        .unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|source| ChildError::Namespace {
             what: "pid",
             source,
-        }
-    })
+        })
 }
 
 /// Confines a freshly forked run child, says READY and waits for RUN. Descriptors other

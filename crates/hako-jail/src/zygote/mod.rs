@@ -23,6 +23,7 @@ use crate::lockdown::CgroupCoverage;
 use crate::protocol::{self, ProtocolError};
 use crate::seccomp::notify;
 use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec, ZYGOTE_RUN_IDS};
+use crate::sys::{Kernel, REAL};
 use hako_wire::control::{self, Message, Received, Receiver};
 pub use hako_wire::zygote::{ChildParams, RunOrder, Stage, ZygoteReport, ZygoteSettings};
 use hako_wire::Language;
@@ -340,7 +341,7 @@ impl Zygote {
         let guard = KillOnDrop(Some(init));
         // Neither init nor the zygote is ever the OOM killer's choice; run children reset
         // their own score (see `confine_child`).
-        let _ = std::fs::write(format!("/proc/{init}/oom_score_adj"), "-1000");
+        let _ = REAL.write_file(format!("/proc/{init}/oom_score_adj").as_ref(), "-1000");
         match helper::take_control(&control, &mut Receiver::jail()) {
             Ok(Some((Message::Ready, _))) => {}
             Ok(Some((Message::Error(text), _))) => return Err(ZygoteError::Start(text)),
@@ -368,7 +369,7 @@ impl Zygote {
         // Each run child has its own network namespace; a proxy-mode run's egress listener is
         // made there (see `egress_listener`), and the helper comes back here.
         let home_netns = std::fs::File::open("/proc/self/ns/net").ok();
-        let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
+        let _ = REAL.write_file(format!("/proc/{pid}/oom_score_adj").as_ref(), "-1000");
         let mut zygote = Zygote {
             init,
             home_netns,
@@ -511,16 +512,16 @@ impl Zygote {
         child: &RunChild,
         egress: &crate::spec::EgressSpec,
     ) -> Result<crate::netns::EgressLink, ZygoteError> {
-        use nix::sched::{setns, CloneFlags};
+        use nix::sched::CloneFlags;
         let home = self.home_netns.as_ref().ok_or_else(|| {
             ZygoteError::Netns(io::Error::other("this helper's own namespace is unknown"))
         })?;
         let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.host_pid))
             .map_err(ZygoteError::Netns)?;
-        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+        REAL.setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|e| ZygoteError::Netns(io::Error::from(e)))?;
         let link = crate::netns::listen_for_run(egress);
-        setns(home.as_fd(), CloneFlags::CLONE_NEWNET)
+        REAL.setns(home.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|e| ZygoteError::Netns(io::Error::from(e)))?;
         Ok(link.map_err(HelperError::from)?)
     }
