@@ -286,7 +286,7 @@ impl PackageManager {
         python: Result<(PathBuf, String), String>,
         node: Result<(PathBuf, String), String>,
     ) -> Self {
-        let interval = config.deps_update_interval().ok().flatten();
+        let interval = config.deps_update_interval();
         let manager = PackageManager {
             inner: Arc::new(Inner {
                 state_dir: config.hako.state_dir.clone(),
