@@ -248,3 +248,131 @@ pub(super) fn split_list(s: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const DOC: &str = include_str!("../../../../docs/configuration.md");
+
+    /// The (key, variable) pairs and the keys of the key tables in docs/configuration.md:
+    /// rows "| `key` | default | `VARIABLE`, ... | meaning |" before "## Validation".
+    fn documented() -> (BTreeSet<(String, String)>, BTreeSet<String>) {
+        let tables = DOC.split("## Validation").next().unwrap_or_default();
+        let (mut pairs, mut keys) = (BTreeSet::new(), BTreeSet::new());
+        for line in tables.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let key = cells[1].trim_matches('`').to_string();
+            for var in cells[3].split('`').skip(1).step_by(2) {
+                if var
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
+                    pairs.insert((key.clone(), var.to_string()));
+                }
+            }
+            keys.insert(key);
+        }
+        (pairs, keys)
+    }
+
+    /// The leaf keys of the configuration (`hako.limits.pids`, `allowed_syscalls`, ...).
+    fn config_keys() -> BTreeSet<String> {
+        fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeSet<String>) {
+            match value.as_object() {
+                Some(map) => map.iter().for_each(|(name, value)| {
+                    let path = if prefix.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{prefix}.{name}")
+                    };
+                    walk(&path, value, out);
+                }),
+                None => {
+                    out.insert(prefix.to_string());
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        walk(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn the_table_and_the_documentation_list_the_same_variables() {
+        let (documented, _) = documented();
+        let table: BTreeSet<(String, String)> = VARIABLES
+            .iter()
+            .map(|row| (row.key.to_string(), row.var.to_string()))
+            .collect();
+        let undocumented: Vec<_> = table.difference(&documented).collect();
+        let unread: Vec<_> = documented.difference(&table).collect();
+        assert!(
+            undocumented.is_empty() && unread.is_empty(),
+            "in the table but not in docs/configuration.md: {undocumented:?}; \
+             documented but not in the table: {unread:?}"
+        );
+    }
+
+    /// The prose list "The complete list of Dify Sandbox environment variables hako reads".
+    #[test]
+    fn the_documented_dify_list_is_the_tables_dify_rows() {
+        let list = DOC
+            .split("environment variables hako reads:")
+            .nth(1)
+            .and_then(|rest| rest.split(".\n").next())
+            .unwrap_or_default();
+        let documented: BTreeSet<&str> = list.split('`').skip(1).step_by(2).collect();
+        let table: BTreeSet<&str> = VARIABLES
+            .iter()
+            .map(|row| row.var)
+            .filter(|var| !var.starts_with("HAKO_"))
+            .collect();
+        assert_eq!(documented, table);
+    }
+
+    #[test]
+    fn the_documentation_lists_every_config_key() {
+        let (_, documented) = documented();
+        let keys = config_keys();
+        let undocumented: Vec<_> = keys.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&keys).collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "keys not in docs/configuration.md: {undocumented:?}; \
+             documented keys the configuration does not have: {unknown:?}"
+        );
+    }
+
+    /// Each row sets exactly the key it names (and no other).
+    #[test]
+    fn every_row_sets_the_key_it_names() {
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let samples = [
+            "7", "true", "false", "spawn", "host", "json", "debug", "/x", "a,b",
+        ];
+        for row in VARIABLES {
+            let mut changed = BTreeSet::new();
+            for sample in samples {
+                let mut config = Config::default();
+                if (row.apply)(&mut config, sample).is_err() {
+                    continue;
+                }
+                let after = serde_json::to_value(&config).unwrap();
+                for key in config_keys() {
+                    let pointer = format!("/{}", key.replace('.', "/"));
+                    if defaults.pointer(&pointer) != after.pointer(&pointer) {
+                        changed.insert(key);
+                    }
+                }
+            }
+            let want = BTreeSet::from([row.key.to_string()]);
+            assert_eq!(changed, want, "{} should set {}", row.var, row.key);
+        }
+    }
+}
