@@ -5,6 +5,7 @@
 //! An empty value (or only spaces) counts as unset, as in Dify Sandbox. A value that does not
 //! parse stops loading with an error that names the variable.
 
+use super::types::split_list;
 use super::{Config, ConfigError, ExecMode, LogFormat, NetworkPolicy};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -239,14 +240,6 @@ pub(super) fn parse_bool(s: &str) -> Option<bool> {
         "0" | "f" | "false" | "no" | "n" | "off" => Some(false),
         _ => None,
     }
-}
-
-pub(super) fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 #[cfg(test)]

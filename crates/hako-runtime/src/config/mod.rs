@@ -17,14 +17,11 @@ mod validate;
 
 pub use types::{
     AgentConfig, AppConfig, Config, ExecMode, HakoConfig, HttpConfig, LimitsConfig, LogFormat,
-    NetworkConfig, NetworkPolicy, ProxyConfig,
+    NetworkConfig, NetworkPolicy, ProxyConfig, DEFAULT_API_KEY,
 };
 
 use hako_jail::seccomp::SeccompError;
 use std::path::{Path, PathBuf};
-
-/// The Dify Sandbox default API key; serving with it logs a loud warning.
-pub const DEFAULT_API_KEY: &str = "dify-sandbox";
 
 /// Where the config file is looked for when no path is given (relative to the working directory).
 pub const DEFAULT_CONFIG_PATH: &str = "conf/config.yaml";
@@ -76,7 +73,7 @@ impl Config {
     }
 
     /// Like [`Config::load`] with an explicit environment lookup.
-    pub fn load_with_env(
+    pub(crate) fn load_with_env(
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Loaded, ConfigError> {

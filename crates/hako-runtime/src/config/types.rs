@@ -1,11 +1,11 @@
 //! The configuration's types and built-in defaults: the keys of `conf/config.yaml`, Dify
 //! Sandbox's and hako's `hako:` section. Field names are the file's keys.
 //!
-//! To add a key: a field (and its default) here, a row in [`super::env::VARIABLES`] when it
-//! has an environment variable, a rule in [`super::validate`] when not every value is valid,
+//! To add a key: a field (and its default) here, a row in `env.rs` (`VARIABLES`) when it
+//! has an environment variable, a rule in `validate.rs` when not every value is valid,
 //! and a line in docs/configuration.md.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ pub const DEFAULT_API_KEY: &str = "dify-sandbox";
 #[serde(default)]
 pub struct AppConfig {
     pub port: u16,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub key: String,
     /// Verbose logs: hako's own crates log at `debug` unless `HAKO_LOG` says otherwise.
     pub debug: bool,
@@ -35,11 +35,11 @@ impl Default for AppConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ProxyConfig {
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub socks5: String,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub http: String,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub https: String,
 }
 
@@ -97,12 +97,12 @@ impl Default for LimitsConfig {
 #[serde(default)]
 pub struct NetworkConfig {
     pub mode: NetworkPolicy,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub allow: Vec<String>,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub deny: Vec<String>,
     /// Extra CA certificates (PEM) runs trust, e.g. an internal CA.
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub ca_file: PathBuf,
     /// Per run: connections in total, connections at once, bytes relayed both ways.
     pub max_connections: u64,
@@ -157,7 +157,7 @@ pub struct HakoConfig {
     /// Empty directories used as mount points of run roots, and other runtime files.
     pub runtime_dir: PathBuf,
     pub mode: ExecMode,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub python_preload: Vec<String>,
     /// Python code each zygote runs once after the preload, and each zygote's calibration run
     /// repeats: what it touches is warm for every run (e.g. a small pandas DataFrame).
@@ -180,7 +180,7 @@ pub struct HakoConfig {
     /// How long a run waits for its language's first package environment (fresh start).
     pub packages_wait_seconds: u64,
     /// Files and directories copied into Python environments at install time.
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub python_data: Vec<crate::provision::DataItem>,
     /// The agent API: files, sessions, replicas.
     pub agent: AgentConfig,
@@ -233,22 +233,22 @@ pub struct Config {
     pub max_requests: usize,
     /// Seconds.
     pub worker_timeout: u64,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub python_path: PathBuf,
     /// Accepted for compatibility; hako computes the library closure itself.
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub python_lib_path: Vec<String>,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub python_pip_mirror_url: String,
     /// Go-style duration (`30m`, `1h`); empty disables periodic re-checks.
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub python_deps_update_interval: String,
-    #[serde(deserialize_with = "super::file::nullable")]
+    #[serde(deserialize_with = "nullable")]
     pub nodejs_path: PathBuf,
     pub enable_network: bool,
     pub enable_preload: bool,
     /// Names or numbers; resolved by the runtime and *added* to the default policy.
-    #[serde(deserialize_with = "super::file::syscall_list")]
+    #[serde(deserialize_with = "syscall_list")]
     pub allowed_syscalls: Vec<String>,
     pub proxy: ProxyConfig,
     pub hako: HakoConfig,
@@ -268,12 +268,12 @@ pub(super) struct Resolved {
 
 impl Config {
     /// The numbers of `allowed_syscalls` on this machine's arch.
-    pub fn allowed_syscall_numbers(&self) -> &[u32] {
+    pub(crate) fn allowed_syscall_numbers(&self) -> &[u32] {
         &self.resolved.syscalls
     }
 
     /// `python_deps_update_interval` as a duration; `None` when empty.
-    pub fn deps_update_interval(&self) -> Option<Duration> {
+    pub(crate) fn deps_update_interval(&self) -> Option<Duration> {
         self.resolved.deps_update_interval
     }
 }
@@ -353,7 +353,7 @@ impl Default for AgentConfig {
 
 impl AgentConfig {
     /// This replica's name: the configured one, else the host name, made safe for an id.
-    pub fn replica_name(&self) -> String {
+    pub(crate) fn replica_name(&self) -> String {
         let name = if self.replica.is_empty() {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
@@ -372,4 +372,82 @@ impl AgentConfig {
             safe
         }
     }
+}
+
+// Dify's files are written for Go's YAML: an empty value is the type's empty value, and
+// `allowed_syscalls` may be a list of names and numbers or one comma-separated string.
+
+/// `null` (an empty YAML value) becomes the type's empty value, as in Go.
+fn nullable<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(de).map(Option::unwrap_or_default)
+}
+
+/// `allowed_syscalls`: null, a list of names and/or numbers, or one comma-separated string.
+fn syscall_list<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct Item(String);
+    impl<'de> Deserialize<'de> for Item {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Item;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a syscall name or number")
+                }
+                fn visit_str<E: Error>(self, v: &str) -> Result<Item, E> {
+                    Ok(Item(v.trim().to_string()))
+                }
+                fn visit_u64<E: Error>(self, v: u64) -> Result<Item, E> {
+                    Ok(Item(v.to_string()))
+                }
+                fn visit_i64<E: Error>(self, v: i64) -> Result<Item, E> {
+                    Ok(Item(v.to_string()))
+                }
+            }
+            de.deserialize_any(V)
+        }
+    }
+
+    struct List;
+    impl<'de> Visitor<'de> for List {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of syscall names or numbers")
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(split_list(v))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Item(item)) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    de.deserialize_any(List)
+}
+
+/// A comma-separated list; spaces around items and empty items are dropped.
+pub(super) fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
