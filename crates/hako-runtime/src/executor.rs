@@ -774,7 +774,7 @@ impl Drop for CancelOnDrop {
 impl Executor {
     /// A fresh spawn-mode spec for a run of the agent API, with its package environment and
     /// egress attached (the environment is held as long as the returned guard lives).
-    pub fn agent_spec(
+    pub(crate) fn agent_spec(
         &self,
         request: &RunRequest,
     ) -> Result<(JailSpec, Option<Arc<crate::packages::Env>>), ExecError> {
@@ -792,7 +792,7 @@ impl Executor {
     }
 
     /// The binary that implements the jail helpers.
-    pub fn helper_path(&self) -> &std::path::Path {
+    pub(crate) fn helper_path(&self) -> &std::path::Path {
         &self.inner.helper
     }
 }

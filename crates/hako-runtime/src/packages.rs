@@ -131,7 +131,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn jail_path(&self) -> &'static str {
+    pub(crate) fn jail_path(&self) -> &'static str {
         match self.language {
             Language::Python3 => PYTHON_SITE,
             Language::Nodejs => NODE_MODULES,
@@ -334,7 +334,11 @@ impl PackageManager {
     /// Waits until `language` has its first environment (or its build failed), at most
     /// `limit`. Runs never wait for a later rebuild: they keep the previous environment.
     /// `Err` when the limit passed with the build still going.
-    pub async fn wait_for_first(&self, language: Language, limit: Duration) -> Result<(), ()> {
+    pub(crate) async fn wait_for_first(
+        &self,
+        language: Language,
+        limit: Duration,
+    ) -> Result<(), ()> {
         let slot = self.slot(language);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -366,7 +370,7 @@ impl PackageManager {
 
     /// Adds the current environment to `spec`. Keep the returned lease until the run ends:
     /// garbage collection never deletes a leased environment.
-    pub fn attach(&self, language: Language, spec: &mut JailSpec) -> Option<Arc<Env>> {
+    pub(crate) fn attach(&self, language: Language, spec: &mut JailSpec) -> Option<Arc<Env>> {
         let env = self.current(language)?;
         env.apply(spec);
         Some(env)

@@ -43,7 +43,11 @@ pub struct LockDown<'a> {
 /// Applies the final layers to the calling (single-threaded) process. Descriptors other
 /// than 0-2, `keep` and `control` are closed. On success the process has no capabilities,
 /// no_new_privs, Landlock and seccomp, and the supervisor holds the seccomp listener.
-pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<(), LockDownError> {
+pub(crate) fn lock_down(
+    plan: &LockDown<'_>,
+    control: RawFd,
+    keep: &[RawFd],
+) -> Result<(), LockDownError> {
     let mut keep: Vec<RawFd> = keep.to_vec();
     keep.push(control);
     close_other_fds(&keep);
@@ -77,7 +81,11 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
 /// capabilities effective until [`lock_down`] drops them. Supplementary groups are cleared;
 /// with `groups_required` a failure to clear them is an error, otherwise it is ignored (an
 /// unprivileged user namespace denies setgroups, and there are no groups to clear then).
-pub fn switch_identity(uid: u32, gid: u32, groups_required: bool) -> Result<(), LockDownError> {
+pub(crate) fn switch_identity(
+    uid: u32,
+    gid: u32,
+    groups_required: bool,
+) -> Result<(), LockDownError> {
     let id = |e: Errno| LockDownError::Identity(e.to_string());
     match nix::unistd::setgroups(&[]) {
         Err(e) if groups_required => return Err(id(e)),

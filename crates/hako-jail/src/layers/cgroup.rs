@@ -404,7 +404,7 @@ pub struct RunCgroup {
 
 impl RunCgroup {
     /// Moves `pid` into the run (v1: into each controller's group).
-    pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
+    pub(crate) fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         for (_, dir) in &self.dirs {
             let path = dir.join("cgroup.procs");
             write_value(&path, &pid.to_string()).map_err(|source| CgroupError::AddPid {
@@ -417,7 +417,7 @@ impl RunCgroup {
     }
 
     /// Peak memory, OOM kills and pids-limit hits; missing files read as unknown or 0.
-    pub fn stats(&self) -> CgroupStats {
+    pub(crate) fn stats(&self) -> CgroupStats {
         let mut stats = CgroupStats::default();
         for (kind, dir) in &self.dirs {
             let read = |file: &str| fs::read_to_string(dir.join(file)).ok();
@@ -455,7 +455,7 @@ impl RunCgroup {
 
     /// Starts counting the peak memory of what runs in the group from now on. None where
     /// the kernel counts only the group's whole life (cgroup v2 before Linux 6.12).
-    pub fn peak_counter(&self) -> Option<crate::peak::PeakCounter> {
+    pub(crate) fn peak_counter(&self) -> Option<crate::peak::PeakCounter> {
         self.dirs.iter().find_map(|(kind, dir)| match kind {
             Controller::Memory => crate::peak::PeakCounter::v1(dir),
             Controller::Unified => crate::peak::PeakCounter::v2(dir),
@@ -490,7 +490,7 @@ impl RunCgroup {
     /// Sets new limits on the existing group and (v1) restarts its peak-memory count. A zygote
     /// keeps its run children in its own group and retunes it before each run, which avoids a
     /// task migration (milliseconds on v1) per run.
-    pub fn retune(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+    pub(crate) fn retune(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
         for (kind, dir) in &self.dirs {
             match kind {
                 Controller::Memory => {
@@ -543,7 +543,7 @@ impl RunCgroup {
 
     /// Kills every process of the run. v2 uses `cgroup.kill` when the kernel has it (5.14+);
     /// otherwise SIGKILL goes to every listed pid, round after round, until the groups are empty.
-    pub fn kill_all(&self) -> Result<(), CgroupError> {
+    pub(crate) fn kill_all(&self) -> Result<(), CgroupError> {
         for (kind, dir) in &self.dirs {
             let kill_file = dir.join("cgroup.kill");
             if *kind == Controller::Unified && kill_file.is_file() {
@@ -933,7 +933,7 @@ fn writable(hierarchy: &Path) -> bool {
 }
 
 /// The number after `key` on a `key N` line (memory.events, pids.events, memory.oom_control).
-pub fn keyed_value(text: &str, key: &str) -> Option<u64> {
+pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let mut parts = line.split_whitespace();
         (parts.next() == Some(key))

@@ -69,7 +69,7 @@ const MAX_SYMLINKS: usize = 40;
 
 /// Builds the root and pivots into it. On return the process sees only the jail root, with
 /// cwd `/tmp`.
-pub fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
+pub(crate) fn build_root(plan: &RootPlan<'_>) -> Result<(), MountError> {
     mount(
         None::<&str>,
         "/",
@@ -140,7 +140,12 @@ pub const SEED_IN_JAIL: &str = "/opt/hako/seed";
 /// options, so no CAP_CHOWN is needed): a size-capped /tmp, and /dev/shm (POSIX semaphores
 /// and shared memory) with the same cap. Both are fresh tmpfs mounts, so nothing in them
 /// outlives the run. [`fill_scratch`] then creates what every run finds in /tmp.
-pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<(), MountError> {
+pub(crate) fn mount_scratch(
+    root: &Path,
+    tmp_bytes: u64,
+    uid: u32,
+    gid: u32,
+) -> Result<(), MountError> {
     for dir in ["/tmp", "/dev/shm"] {
         let path = mkdirs(root, Path::new(dir))?;
         let data = format!("size={tmp_bytes},mode=1777,uid={uid},gid={gid}");
@@ -159,7 +164,7 @@ pub fn mount_scratch(root: &Path, tmp_bytes: u64, uid: u32, gid: u32) -> Result<
 /// Creates [`RUN_HOME`] (mode 0700) and the links to prepared caches in the run's fresh
 /// /tmp. `owner`: give them to this uid/gid (a caller with CAP_CHOWN); `None`: the caller
 /// already is the run's user.
-pub fn fill_scratch(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
+pub(crate) fn fill_scratch(root: &Path, owner: Option<(u32, u32)>) -> Result<(), MountError> {
     let home = mkdirs(root, Path::new(RUN_HOME))?;
     fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).map_err(|source| {
         MountError::Create {

@@ -39,7 +39,7 @@ const MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi", "bus", "driver", "irq",
 
 /// Masks the host details of the proc file system mounted at `proc`; `dev_null` is a
 /// `/dev/null` device node the process can bind from.
-pub fn mask(proc: &Path, dev_null: &Path) -> Result<(), MaskError> {
+pub(crate) fn mask(proc: &Path, dev_null: &Path) -> Result<(), MaskError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     for file in MASKED_FILES {
         let path = proc.join(file);

@@ -9,7 +9,7 @@ pub mod session;
 
 pub use crate::config::AgentConfig;
 pub use live::LiveError;
-pub use paths::{check_path, PathError};
+pub use paths::PathError;
 pub use run::{AgentResult, Event, RunSpec};
 pub use session::{SessionAnswer, SessionInfo, SessionSpec, Sessions};
 
