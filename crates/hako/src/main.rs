@@ -117,11 +117,26 @@ fn main() {
     let code = match dispatch(cli.command, loaded) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("hako: {err:#}");
+            eprintln!("hako: {}", error_text(&err));
             2
         }
     };
     std::process::exit(code);
+}
+
+/// The error and its causes, each cause once: most messages already quote their source.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 /// Logs go to stderr: JSON with `hako.log_format: json`, hako's own crates at `debug` with

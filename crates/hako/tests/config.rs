@@ -38,3 +38,23 @@ fn app_debug_turns_on_debug_logs() {
     let filtered = doctor_log(&[("DEBUG", "true"), ("HAKO_LOG", "info")]);
     assert!(!filtered.contains(DEBUG_LINE), "{filtered}");
 }
+
+/// A configuration error is one line of text that names the file and says each cause once.
+#[test]
+fn a_config_error_says_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent.yaml");
+    let out = Command::new(HAKO)
+        .args(["doctor", "--config"])
+        .arg(&absent)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cause = "No such file or directory";
+    assert!(
+        err.contains(&format!("cannot read config file {}", absent.display())),
+        "{err}"
+    );
+    assert_eq!(err.matches(cause).count(), 1, "{err}");
+}
