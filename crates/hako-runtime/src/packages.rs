@@ -120,7 +120,7 @@ pub struct Env {
     pub key: String,
     /// The environment's directory on the host.
     pub dir: PathBuf,
-    /// `site-packages` or `node_modules` on the host, bound at [`Env::jail_path`].
+    /// `site-packages` or `node_modules` on the host, bound at `Env::jail_path`.
     pub content: PathBuf,
     pub packages: Vec<Package>,
     /// Host libraries its ELF objects need (outside the environment).

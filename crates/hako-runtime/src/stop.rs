@@ -4,7 +4,7 @@
 //! A run's caller (an HTTP request) may go away mid-run. [`Cancel`] tells the executor so; the
 //! executor then stops the run's helper and waits until it is gone, so that the run keeps
 //! counting against admission until its processes have ended. A helper that is killed
-//! outright leaves its cgroups behind: [`remove_leftovers`] removes them once it is reaped.
+//! outright leaves its cgroups behind: `remove_leftovers` removes them once it is reaped.
 
 use hako_jail::cgroup::Cgroups;
 use hako_jail::spec::JailOutcome;

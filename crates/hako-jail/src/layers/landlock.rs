@@ -1,6 +1,6 @@
 //! Landlock: limit file access to the paths mounted into the jail (defence in depth).
 //!
-//! [`restrict`] runs inside the jail, in the single-threaded process that is about to install
+//! `restrict` runs inside the jail, in the single-threaded process that is about to install
 //! seccomp and exec the interpreter. Landlock applies to the calling thread and its future
 //! children, so calling it from one thread of a multi-threaded process would leave the others
 //! unrestricted.

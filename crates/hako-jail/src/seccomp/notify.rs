@@ -1,7 +1,7 @@
 //! Installing the filter, and the user-notification listener (raw `seccomp(2)` and ioctls).
 //!
-//! Supervisor loop: poll the listener for `POLLIN`, [`receive`], then [`respond_errno`]
-//! (enforce) or [`respond_continue`] (learn). `POLLHUP` means no task uses the filter any
+//! Supervisor loop: poll the listener for `POLLIN`, [`receive`], then `respond_errno`
+//! (enforce) or `respond_continue` (learn). `POLLHUP` means no task uses the filter any
 //! more. [`SeccompError::TargetGone`] from either call is not a failure: the caller died or
 //! was interrupted by a signal, and will retry the call if it restarts.
 

@@ -1,10 +1,10 @@
 //! Configuration: Dify Sandbox's `conf/config.yaml` keys and environment variables, plus
 //! hako's own `hako:` section (env `HAKO_<KEY>`).
 //!
-//! - [`types`]: the keys, their types and defaults (the contract);
-//! - [`file`]: reading the YAML file;
-//! - [`env`]: the environment overlay, a table of (variable, key, parser) rows;
-//! - [`validate`]: checks every value once and works out the typed values (syscall numbers,
+//! - `types.rs`: the keys, their types and defaults (the contract);
+//! - `file.rs`: reading the YAML file;
+//! - `env.rs`: the environment overlay, a table of (variable, key, parser) rows;
+//! - `validate.rs`: checks every value once and works out the typed values (syscall numbers,
 //!   durations) the runtime reads.
 //!
 //! A configuration is loaded once per process; the server and the executor share that copy.
