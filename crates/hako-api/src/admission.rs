@@ -40,7 +40,7 @@ impl Admission {
     }
 
     /// Admits a run unless `max_requests` runs are already admitted.
-    pub fn try_admit(self: &Arc<Self>) -> Option<Ticket> {
+    pub(crate) fn try_admit(self: &Arc<Self>) -> Option<Ticket> {
         self.admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_requests).then_some(n + 1)

@@ -68,7 +68,7 @@ pub struct RejectReason(pub &'static str);
 
 impl Rejection {
     /// HTTP status and envelope code.
-    pub fn status_and_code(&self) -> (StatusCode, i32) {
+    pub(crate) fn status_and_code(&self) -> (StatusCode, i32) {
         match self {
             Rejection::Unauthorized => (StatusCode::UNAUTHORIZED, -401),
             Rejection::BadRequest(_) | Rejection::UnsupportedLanguage => {

@@ -16,7 +16,11 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_BYTES: u64 = 64 << 20;
 
 /// Reads a body of at most `limit` bytes.
-pub async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, Rejection> {
+pub(crate) async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Bytes, Rejection> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -86,7 +90,7 @@ pub fn parse_run_body(bytes: &[u8]) -> Result<RunBody, Rejection> {
 }
 
 /// Parses a JSON object body with a message that names the problem.
-pub fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Rejection> {
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         Rejection::BadRequest(format!(
             "request body is not valid UTF-8 (at byte {})",

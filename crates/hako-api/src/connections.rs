@@ -34,7 +34,7 @@ pub struct ConnLimits {
 }
 
 impl ConnLimits {
-    pub fn from_config(http: &hako_runtime::config::HttpConfig) -> ConnLimits {
+    pub(crate) fn from_config(http: &hako_runtime::config::HttpConfig) -> ConnLimits {
         ConnLimits {
             header_timeout: Duration::from_secs(http.header_timeout_secs),
             idle_timeout: Duration::from_secs(http.idle_timeout_secs),

@@ -131,7 +131,7 @@ pub async fn refresh_dependencies<E>(
 }
 
 /// `language` comes from the query or from a JSON body.
-pub async fn update_dependencies<E>(
+pub(crate) async fn update_dependencies<E>(
     State(state): State<AppState<E>>,
     query: Result<Query<LanguageParam>, QueryRejection>,
     headers: HeaderMap,

@@ -117,7 +117,7 @@ impl<E: RunCode> AppState<E> {
 }
 
 /// The whole HTTP surface.
-pub fn router<E: RunCode>(state: AppState<E>) -> Router {
+pub(crate) fn router<E: RunCode>(state: AppState<E>) -> Router {
     let sandbox = Router::new()
         .route("/run", post(handlers::run::<E>))
         .route("/dependencies", get(handlers::dependencies::<E>))

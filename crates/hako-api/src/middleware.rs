@@ -90,7 +90,7 @@ pub async fn count_rejections(
 }
 
 /// `X-Api-Key` must equal `app.key`; compared in constant time (the length may leak).
-pub async fn require_api_key<E>(
+pub(crate) async fn require_api_key<E>(
     State(state): State<AppState<E>>,
     request: Request,
     next: Next,

@@ -52,7 +52,7 @@ pub struct ElfClassMachine {
 
 impl ElfClassMachine {
     /// The cache flags an entry must carry to suit this class and machine, if known.
-    pub fn cache_flags(&self) -> Option<i32> {
+    pub(crate) fn cache_flags(&self) -> Option<i32> {
         match (self.is_64, self.machine) {
             (true, EM_X86_64) => Some(FLAG_ELF_LIBC6 | FLAG_X8664_LIB64),
             (true, EM_AARCH64) => Some(FLAG_ELF_LIBC6 | FLAG_AARCH64_LIB64),
@@ -187,7 +187,7 @@ impl LdCache {
     }
 
     /// Every cache path for `soname` that suits `class`, best first.
-    pub fn candidates(&self, soname: &str, class: ElfClassMachine) -> Vec<PathBuf> {
+    pub(crate) fn candidates(&self, soname: &str, class: ElfClassMachine) -> Vec<PathBuf> {
         let Some(want) = class.cache_flags() else {
             return Vec::new();
         };

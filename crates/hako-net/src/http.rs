@@ -102,7 +102,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
 }
 
 /// `host:port`, `[v6]:port`, or `host` with a default port.
-pub fn authority(text: &str, default_port: Option<u16>) -> Result<Destination, HeadError> {
+pub(crate) fn authority(text: &str, default_port: Option<u16>) -> Result<Destination, HeadError> {
     let bad = || HeadError::Destination(text.to_string());
     if text.contains('@') {
         return Err(bad());
@@ -144,7 +144,7 @@ pub fn authority(text: &str, default_port: Option<u16>) -> Result<Destination, H
 
 /// The request head sent on: origin-form (direct) or absolute-form (to an upstream proxy),
 /// without hop-by-hop proxy headers, one request per connection.
-pub fn forward_head(
+pub(crate) fn forward_head(
     method: &str,
     target: &str,
     dest: &Destination,

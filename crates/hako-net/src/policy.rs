@@ -50,7 +50,7 @@ impl Policy {
     }
 
     /// Decides on a host name before it is resolved, when a name rule matches it.
-    pub fn check_name(&self, host: &str) -> Option<Verdict> {
+    pub(crate) fn check_name(&self, host: &str) -> Option<Verdict> {
         let host = normalize_name(host);
         if self.deny.iter().any(|r| name_matches(r, &host)) {
             return Some(Verdict::Deny(format!("{host} is on hako.network.deny")));
@@ -68,7 +68,7 @@ impl Policy {
     /// allowed name; built-in internal ranges; this host's own addresses. An address that
     /// embeds an IPv4 address (mapped, NAT64, 6to4, IPv4-compatible) is judged as itself
     /// and as that IPv4 address by every step.
-    pub fn check_ip(&self, ip: IpAddr, name_allowed: bool, local: &[IpAddr]) -> Verdict {
+    pub(crate) fn check_ip(&self, ip: IpAddr, name_allowed: bool, local: &[IpAddr]) -> Verdict {
         let ip = canonical(ip);
         let forms = judged_forms(ip);
         let any = |f: &dyn Fn(IpAddr) -> bool| forms.iter().flatten().any(|a| f(*a));
@@ -175,7 +175,7 @@ fn parse_rule(key: &'static str, value: &str) -> Result<Rule, PolicyError> {
 }
 
 /// IPv4-mapped IPv6 addresses are the IPv4 address they carry.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -187,7 +187,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The IPv4 address carried by a NAT64 (`64:ff9b::/96`), 6to4 (`2002::/16`) or
 /// IPv4-compatible (`::/96`) address. (IPv4-mapped ones are made IPv4 by [`canonical`].)
-pub fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
+pub(crate) fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
     let IpAddr::V6(v6) = ip else { return None };
     let o = v6.octets();
     let nat64 = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -251,7 +251,7 @@ pub fn metadata(ip: IpAddr) -> Option<&'static str> {
 }
 
 /// Why an address is never a public destination, or `None` when it is one.
-pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn forbidden(ip: IpAddr) -> Option<&'static str> {
     match canonical(ip) {
         IpAddr::V4(v4) => forbidden_v4(v4),
         IpAddr::V6(v6) => forbidden_v6(v6),

@@ -130,7 +130,7 @@ fn parse_url(
 }
 
 impl ProxyUrl {
-    pub fn basic_auth(&self) -> Option<String> {
+    pub(crate) fn basic_auth(&self) -> Option<String> {
         self.user.as_ref().map(|(u, p)| {
             format!(
                 "Basic {}",

@@ -58,7 +58,10 @@ fn shared_data_paths() -> Vec<PathBuf> {
 }
 
 impl Adapter {
-    pub fn discover(language: Language, interpreter: &Path) -> Result<Adapter, AdapterError> {
+    pub(crate) fn discover(
+        language: Language,
+        interpreter: &Path,
+    ) -> Result<Adapter, AdapterError> {
         match language {
             Language::Python3 => discover_python(interpreter),
             Language::Nodejs => discover_node(interpreter),

@@ -39,7 +39,7 @@ pub const NODE_BOOTSTRAP_IN_JAIL: &str = "/opt/hako/net/node-egress.js";
 pub const CA_BUNDLE_IN_JAIL: &str = "/opt/hako/net/ca.pem";
 
 /// The jail network mode of a run.
-pub fn network_mode(config: &Config, enable_network: bool) -> NetworkMode {
+pub(crate) fn network_mode(config: &Config, enable_network: bool) -> NetworkMode {
     match (enable_network, config.hako.network.mode) {
         (false, _) => NetworkMode::None,
         (true, NetworkPolicy::Proxy) => NetworkMode::Proxy,
@@ -108,7 +108,7 @@ impl Egress {
 
     /// Prepares a run's spec for its network mode. Starts the guard on first use, so it must
     /// be called inside the tokio runtime that will serve it.
-    pub fn attach(
+    pub(crate) fn attach(
         &self,
         spec: &mut JailSpec,
         language: Language,
@@ -160,7 +160,7 @@ impl Egress {
     /// Binds the files runs with network read at their fixed jail paths. Every run of the
     /// language gets them, with or without network, so that warm workers made for one fit
     /// the other (their binds are compared).
-    pub fn bind_files(&self, spec: &mut JailSpec, language: Language) {
+    pub(crate) fn bind_files(&self, spec: &mut JailSpec, language: Language) {
         let mut files = Vec::new();
         if language == Language::Nodejs {
             files.push((self.node_bootstrap.clone(), NODE_BOOTSTRAP_IN_JAIL));

@@ -56,10 +56,10 @@ fn id_pool(config: &Config, offset: u32, count: u32) -> hako_jail::ids::IdPool {
 }
 
 struct Inner {
-    config: Config,
+    /// The process's one configuration, shared with the HTTP layer.
+    config: Arc<Config>,
     helper: PathBuf,
     adapters: Vec<Result<Adapter, String>>,
-    extra_syscalls: Vec<u32>,
     next_id: AtomicU32,
     packages: PackageManager,
     egress: crate::egress::Egress,
@@ -96,14 +96,9 @@ pub struct ExecOptions {
 
 impl Executor {
     /// Discovers the interpreters and prepares the runtime directory. `helper` is the
-    /// binary that implements `__jail` (normally the current executable).
-    pub fn new(config: Config, helper: PathBuf) -> Result<Self, ExecError> {
-        let extra_syscalls = config
-            .allowed_syscalls
-            .iter()
-            .map(|s| hako_jail::seccomp::resolve_syscall(s))
-            .collect::<Result<Vec<u32>, _>>()
-            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+    /// binary that implements `__jail` (normally the current executable). `config` is the
+    /// loaded configuration; the caller may share it (the HTTP layer reads the same copy).
+    pub fn new(config: Arc<Config>, helper: PathBuf) -> Result<Self, ExecError> {
         std::fs::create_dir_all(root_mountpoint(&config)).map_err(|e| {
             ExecError::Sandbox(format!(
                 "create {}: {e}",
@@ -133,7 +128,6 @@ impl Executor {
                 config,
                 helper,
                 adapters,
-                extra_syscalls,
                 next_id: AtomicU32::new(0),
                 packages,
                 egress,
@@ -690,7 +684,7 @@ impl Drop for CancelOnDrop {
 
 impl Executor {
     /// The binary that implements the jail helpers.
-    pub fn helper_path(&self) -> &std::path::Path {
+    pub(crate) fn helper_path(&self) -> &std::path::Path {
         &self.inner.helper
     }
 }

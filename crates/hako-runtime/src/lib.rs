@@ -6,6 +6,7 @@ pub mod agent;
 pub mod config;
 pub mod egress;
 pub mod executor;
+pub mod host;
 pub use hako_wire::language;
 pub mod packages;
 pub mod provision;

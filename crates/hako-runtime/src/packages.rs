@@ -120,7 +120,7 @@ pub struct Env {
     pub key: String,
     /// The environment's directory on the host.
     pub dir: PathBuf,
-    /// `site-packages` or `node_modules` on the host, bound at [`Env::jail_path`].
+    /// `site-packages` or `node_modules` on the host, bound at `Env::jail_path`.
     pub content: PathBuf,
     pub packages: Vec<Package>,
     /// Host libraries its ELF objects need (outside the environment).
@@ -131,7 +131,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn jail_path(&self) -> &'static str {
+    pub(crate) fn jail_path(&self) -> &'static str {
         match self.language {
             Language::Python3 => PYTHON_SITE,
             Language::Nodejs => NODE_MODULES,
@@ -286,7 +286,7 @@ impl PackageManager {
         python: Result<(PathBuf, String), String>,
         node: Result<(PathBuf, String), String>,
     ) -> Self {
-        let interval = config.deps_update_interval().ok().flatten();
+        let interval = config.deps_update_interval();
         let manager = PackageManager {
             inner: Arc::new(Inner {
                 state_dir: config.hako.state_dir.clone(),
@@ -334,7 +334,11 @@ impl PackageManager {
     /// Waits until `language` has its first environment (or its build failed), at most
     /// `limit`. Runs never wait for a later rebuild: they keep the previous environment.
     /// `Err` when the limit passed with the build still going.
-    pub async fn wait_for_first(&self, language: Language, limit: Duration) -> Result<(), ()> {
+    pub(crate) async fn wait_for_first(
+        &self,
+        language: Language,
+        limit: Duration,
+    ) -> Result<(), ()> {
         let slot = self.slot(language);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -366,7 +370,7 @@ impl PackageManager {
 
     /// Adds the current environment to `spec`. Keep the returned lease until the run ends:
     /// garbage collection never deletes a leased environment.
-    pub fn attach(&self, language: Language, spec: &mut JailSpec) -> Option<Arc<Env>> {
+    pub(crate) fn attach(&self, language: Language, spec: &mut JailSpec) -> Option<Arc<Env>> {
         let env = self.current(language)?;
         env.apply(spec);
         Some(env)

@@ -90,7 +90,7 @@ impl Executor {
                 } else {
                     SeccompMode::Enforce
                 },
-                extra_allowed: self.inner.extra_syscalls.clone(),
+                extra_allowed: self.inner.config.allowed_syscall_numbers().to_vec(),
             },
             ids: RunIds {
                 host_uid: base + slot,

@@ -76,7 +76,7 @@ const CACHE_BUILDERS: [(&str, &str); 2] = [
 
 /// Builds the caches of the libraries installed in `site` into `<env>/seed`. Paths of the
 /// build directory in them are rewritten to the jail's (`site_in_jail`).
-pub fn build_caches(
+pub(crate) fn build_caches(
     interpreter: &Path,
     env: &Path,
     site: &Path,
@@ -139,7 +139,7 @@ fn rewrite_paths(dir: &Path, from: &str, to: &str) -> Result<(), ProvisionError>
 }
 
 /// Copies or downloads every item into `<env>/data`.
-pub fn provision_data(
+pub(crate) fn provision_data(
     interpreter: &Path,
     env: &Path,
     items: &[DataItem],
@@ -159,7 +159,7 @@ pub fn provision_data(
 }
 
 /// The variables runs get for the data in `<env>/data`.
-pub fn data_variables(env: &Path, items: &[DataItem]) -> Vec<(String, String)> {
+pub(crate) fn data_variables(env: &Path, items: &[DataItem]) -> Vec<(String, String)> {
     let data = env.join(DATA_DIR);
     let mut vars: Vec<(String, String)> = Vec::new();
     for (dir, var) in DATA_VARIABLES {

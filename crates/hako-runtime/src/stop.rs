@@ -4,7 +4,7 @@
 //! A run's caller (an HTTP request) may go away mid-run. [`Cancel`] tells the executor so; the
 //! executor then stops the run's helper and waits until it is gone, so that the run keeps
 //! counting against admission until its processes have ended. A helper that is killed
-//! outright leaves its cgroups behind: [`remove_leftovers`] removes them once it is reaped.
+//! outright leaves its cgroups behind: `remove_leftovers` removes them once it is reaped.
 
 use hako_jail::cgroup::Cgroups;
 use hako_jail::spec::JailOutcome;
@@ -84,7 +84,7 @@ pub enum Waited<T> {
 }
 
 /// Waits for `answer` at most `deadline`, and only while the caller still waits.
-pub async fn wait_bounded<F: std::future::Future>(
+pub(crate) async fn wait_bounded<F: std::future::Future>(
     answer: F,
     deadline: Duration,
     cancel: &mut Cancel,
@@ -100,7 +100,7 @@ pub async fn wait_bounded<F: std::future::Future>(
 
 /// The outcome of a run whose worker did not answer in time: a timeout (the program may have
 /// started, so it is never run again).
-pub fn stalled_outcome(waited: Duration) -> JailOutcome {
+pub(crate) fn stalled_outcome(waited: Duration) -> JailOutcome {
     JailOutcome {
         timed_out: true,
         wall_ms: waited.as_millis() as u64,
@@ -111,7 +111,7 @@ pub fn stalled_outcome(waited: Duration) -> JailOutcome {
 /// Stops a helper that is still supervising a run: SIGTERM (it kills the run, cleans up and
 /// exits), SIGKILL after [`STOP_GRACE`]. Returns once it is reaped and its leftovers are gone.
 /// The caller drops the helper's pipes first, so it never blocks writing an answer.
-pub async fn stop_helper(child: &mut Child, cgroup_root: &Path) {
+pub(crate) async fn stop_helper(child: &mut Child, cgroup_root: &Path) {
     let pid = child.id();
     if let Some(pid) = pid {
         // SAFETY: kill only sends a signal; `pid` is our child and not yet reaped (id() is
@@ -131,7 +131,7 @@ pub async fn stop_helper(child: &mut Child, cgroup_root: &Path) {
 }
 
 /// Kills a stalled helper outright and removes what it left (its run's processes included).
-pub async fn kill_helper(child: &mut Child, cgroup_root: &Path) {
+pub(crate) async fn kill_helper(child: &mut Child, cgroup_root: &Path) {
     let pid = child.id();
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -140,7 +140,7 @@ pub async fn kill_helper(child: &mut Child, cgroup_root: &Path) {
 
 /// Removes the cgroups of a reaped helper (`pid`) that ended without removing them (killed, or
 /// failed mid-way), killing anything still in them.
-pub async fn remove_leftovers(pid: Option<u32>, cgroup_root: &Path) {
+pub(crate) async fn remove_leftovers(pid: Option<u32>, cgroup_root: &Path) {
     let Some(pid) = pid else {
         return;
     };
@@ -165,7 +165,7 @@ pub async fn remove_leftovers(pid: Option<u32>, cgroup_root: &Path) {
 
 /// Exponential backoff for restarting warm workers that fail to start: 100 ms, doubling per
 /// failure in a row, at most 30 s.
-pub fn restart_delay(failures_in_a_row: u32) -> Duration {
+pub(crate) fn restart_delay(failures_in_a_row: u32) -> Duration {
     let shift = failures_in_a_row.saturating_sub(1).min(9);
     Duration::from_millis(100u64 << shift).min(Duration::from_secs(30))
 }

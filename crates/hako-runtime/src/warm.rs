@@ -29,7 +29,7 @@ pub enum WarmError {
 
 /// The outcome of a run whose helper was lost after the program was handed over: the program
 /// may have run (and had side effects), so it is reported as failed, never run again.
-pub fn lost_after_handover(what: &str, err: &dyn std::fmt::Display) -> JailOutcome {
+pub(crate) fn lost_after_handover(what: &str, err: &dyn std::fmt::Display) -> JailOutcome {
     JailOutcome {
         signal: Some(libc::SIGKILL),
         confined: true,
@@ -161,7 +161,12 @@ impl ZygotePool {
 
     /// Sets what new zygotes are made of; idle zygotes of an older template are retired.
     /// Must be called from within a tokio runtime (it starts zygotes in the background).
-    pub fn set_template(&self, spec: JailSpec, bootstrap: Vec<u8>, key: Vec<(PathBuf, PathBuf)>) {
+    pub(crate) fn set_template(
+        &self,
+        spec: JailSpec,
+        bootstrap: Vec<u8>,
+        key: Vec<(PathBuf, PathBuf)>,
+    ) {
         let retired = {
             let mut state = self.lock();
             state.template_key = key;
@@ -351,7 +356,7 @@ impl ZygotePool {
     }
 
     /// True when the zygotes were made from `key` (the package environment's binds).
-    pub fn made_from(&self, key: &[(PathBuf, PathBuf)]) -> bool {
+    pub(crate) fn made_from(&self, key: &[(PathBuf, PathBuf)]) -> bool {
         self.lock().template_key == key
     }
 
@@ -649,7 +654,7 @@ impl NodePool {
     }
 
     /// Sets what workers are made of (a deferred spec); idle workers of an older one retire.
-    pub fn set_template(&self, spec: JailSpec) {
+    pub(crate) fn set_template(&self, spec: JailSpec) {
         let retired = {
             let mut state = self.lock();
             state.template = Some((spec, NODE_BOOTSTRAP.as_bytes().to_vec()));
@@ -696,7 +701,7 @@ impl NodePool {
     }
 
     /// True when the workers were made with these package binds.
-    pub fn made_from(&self, binds: &[(PathBuf, PathBuf)]) -> bool {
+    pub(crate) fn made_from(&self, binds: &[(PathBuf, PathBuf)]) -> bool {
         self.lock()
             .template
             .as_ref()

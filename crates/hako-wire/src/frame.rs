@@ -28,14 +28,6 @@ pub fn encode_request(spec: &JailSpec, code: &[u8]) -> Result<Vec<u8>, FrameErro
     Ok(out)
 }
 
-pub fn decode_request(mut input: impl Read) -> Result<(JailSpec, Vec<u8>), FrameError> {
-    let header = read_frame(&mut input, 4)?;
-    let spec = serde_json::from_slice(&header)?;
-    let mut code = Vec::new();
-    input.read_to_end(&mut code)?;
-    Ok((spec, code))
-}
-
 pub fn encode_outcome(outcome: &JailOutcome, mut out: impl Write) -> Result<(), FrameError> {
     let header = serde_json::to_vec(outcome)?;
     out.write_all(&(header.len() as u32).to_le_bytes())?;

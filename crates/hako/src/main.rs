@@ -3,10 +3,12 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use hako_runtime::config::{Config, ExecMode, LogFormat};
+use hako_runtime::config::{Config, ConfigError, ExecMode, Loaded, LogFormat, NetworkPolicy};
+use hako_runtime::host;
 use hako_runtime::{ExecOptions, Executor, Language, RunRequest};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod bench;
 mod mcp;
@@ -103,29 +105,50 @@ fn main() {
     let cli = Cli::parse();
     // The helpers must stay single-threaded: no runtime, no logging threads.
     match cli.command {
-        Command::Jail => std::process::exit(hako_jail::helper::main()),
-        Command::Zygote => std::process::exit(hako_jail::zygote::main()),
-        Command::Live => std::process::exit(hako_jail::live::main()),
+        Command::Jail => std::process::exit(host::jail_helper_main()),
+        Command::Zygote => std::process::exit(host::zygote_helper_main()),
+        Command::Live => std::process::exit(host::live_helper_main()),
         _ => {}
     }
-    // The log format comes from the configuration (hako.log_format / HAKO_LOG_FORMAT);
-    // a configuration error is reported by the command itself.
-    let json_logs = Config::load(cli.config.as_deref())
-        .is_ok_and(|loaded| loaded.config.hako.log_format == LogFormat::Json);
-    init_logging(json_logs);
-    let code = match dispatch(cli) {
+    // The configuration is loaded once: the log settings and the command read the same copy.
+    // A configuration error is reported by the command that needs the configuration.
+    let loaded = Config::load(cli.config.as_deref());
+    init_logging(loaded.as_ref().ok().map(|loaded| &loaded.config));
+    let code = match dispatch(cli.command, loaded) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("hako: {err:#}");
+            eprintln!("hako: {}", error_text(&err));
             2
         }
     };
     std::process::exit(code);
 }
 
-fn init_logging(json: bool) {
+/// The error and its causes, each cause once: most messages already quote their source.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// Logs go to stderr: JSON with `hako.log_format: json`, hako's own crates at `debug` with
+/// `app.debug` (`DEBUG`, `GIN_MODE=debug`); `HAKO_LOG` overrides the level.
+fn init_logging(config: Option<&Config>) {
+    let json = config.is_some_and(|c| c.hako.log_format == LogFormat::Json);
+    let level = match config {
+        Some(c) if c.app.debug => "info,hako=debug",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAKO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -136,26 +159,29 @@ fn init_logging(json: bool) {
     }
 }
 
-fn dispatch(cli: Cli) -> Result<i32> {
-    match cli.command {
-        Command::Run(args) => run(cli.config.as_deref(), args),
-        Command::Doctor { policy } => doctor(cli.config.as_deref(), policy.as_deref()),
-        Command::Profile(args) => profile(cli.config.as_deref(), args),
-        Command::Serve => serve(cli.config.as_deref()),
+/// What the configuration loader gave: the configuration, or why there is none.
+type LoadResult = std::result::Result<Loaded, ConfigError>;
+
+fn dispatch(command: Command, loaded: LoadResult) -> Result<i32> {
+    match command {
+        Command::Run(args) => run(loaded, args),
+        Command::Doctor { policy } => doctor(loaded, policy.as_deref()),
+        Command::Profile(args) => profile(loaded, args),
+        Command::Serve => serve(loaded),
         Command::Bench(args) => bench::bench(args),
-        Command::Mcp => serve_mcp(cli.config.as_deref()),
+        Command::Mcp => serve_mcp(loaded),
         Command::Packages {
             action: PackagesAction::Install,
-        } => install_packages(cli.config.as_deref()),
+        } => install_packages(loaded),
         Command::Jail | Command::Zygote | Command::Live => {
             unreachable!("handled before logging starts")
         }
     }
 }
 
-/// Loads the configuration; its warnings matter only to a server.
-fn load_config(path: Option<&Path>, serving: bool) -> Result<Config> {
-    let loaded = Config::load(path)?;
+/// The loaded configuration, its warnings logged; they matter only to a server.
+fn load_config(loaded: LoadResult, serving: bool) -> Result<Config> {
+    let loaded = loaded?;
     for warning in &loaded.warnings {
         if serving {
             tracing::warn!("{warning}");
@@ -168,8 +194,8 @@ fn load_config(path: Option<&Path>, serving: bool) -> Result<Config> {
 
 /// Refuses to run code when a required layer is missing, unless told to run insecurely.
 fn check_layers(config: &Config) -> Result<()> {
-    let reports = hako_jail::probe::probe_all(&config.hako.cgroup_root);
-    let missing = hako_jail::probe::missing_required(&reports);
+    let reports = host::probe_layers(config);
+    let missing = host::missing_required(&reports);
     if missing.is_empty() {
         return Ok(());
     }
@@ -187,7 +213,7 @@ fn check_layers(config: &Config) -> Result<()> {
     )
 }
 
-fn executor(config: Config) -> Result<Executor> {
+fn executor(config: Arc<Config>) -> Result<Executor> {
     let helper = std::env::current_exe().context("locate the hako binary")?;
     Ok(Executor::new(config, helper)?)
 }
@@ -235,10 +261,10 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
     Ok(runtime.block_on(future))
 }
 
-fn serve_mcp(config_path: Option<&Path>) -> Result<i32> {
-    let config = load_config(config_path, true)?;
+fn serve_mcp(loaded: LoadResult) -> Result<i32> {
+    let config = load_config(loaded, true)?;
     check_layers(&config)?;
-    let executor = executor(config)?;
+    let executor = executor(Arc::new(config))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -246,8 +272,8 @@ fn serve_mcp(config_path: Option<&Path>) -> Result<i32> {
     Ok(0)
 }
 
-fn run(config_path: Option<&Path>, args: RunArgs) -> Result<i32> {
-    let mut config = load_config(config_path, false)?;
+fn run(loaded: LoadResult, args: RunArgs) -> Result<i32> {
+    let mut config = load_config(loaded, false)?;
     config.hako.insecure |= args.insecure;
     if let Some(timeout) = args.timeout {
         config.worker_timeout = timeout.max(1);
@@ -258,7 +284,7 @@ fn run(config_path: Option<&Path>, args: RunArgs) -> Result<i32> {
     config.enable_network = config.enable_network || args.network;
     check_layers(&config)?;
     let request = cli_request(args.language.as_deref(), &args.file, args.network, "cli")?;
-    let executor = executor(config)?;
+    let executor = executor(Arc::new(config))?;
     let result = block_on(async {
         let result = executor.run(request).await;
         executor.wait_for_helpers().await;
@@ -284,15 +310,15 @@ fn run(config_path: Option<&Path>, args: RunArgs) -> Result<i32> {
     })
 }
 
-fn profile(config_path: Option<&Path>, args: ProfileArgs) -> Result<i32> {
-    let mut config = load_config(config_path, false)?;
+fn profile(loaded: LoadResult, args: ProfileArgs) -> Result<i32> {
+    let mut config = load_config(loaded, false)?;
     if let Some(timeout) = args.timeout {
         config.worker_timeout = timeout.max(1);
     }
     check_layers(&config)?;
     let request = cli_request(args.language.as_deref(), &args.file, false, "profile")?;
     let language = request.language;
-    let executor = executor(config)?;
+    let executor = executor(Arc::new(config))?;
     let (result, outcome) = block_on(async {
         let ran = executor
             .run_with(
@@ -330,23 +356,13 @@ fn profile(config_path: Option<&Path>, args: ProfileArgs) -> Result<i32> {
     Ok(if result.exit_code == 0 { 0 } else { 1 })
 }
 
-fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
-    let config = load_config(config_path, false)?;
+fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
+    let config = Arc::new(load_config(loaded, false)?);
     if let Some(language) = policy {
-        let extra = config
-            .allowed_syscalls
-            .iter()
-            .map(|s| hako_jail::seccomp::resolve_syscall(s))
-            .collect::<Result<Vec<u32>, _>>()?;
-        let text = hako_jail::seccomp::policy::effective_policy(
-            language,
-            hako_jail::seccomp::NATIVE_ARCH,
-            &extra,
-        )?;
-        println!("{text}");
+        println!("{}", host::effective_policy(&config, language)?);
         return Ok(0);
     }
-    let reports = hako_jail::probe::probe_all(&config.hako.cgroup_root);
+    let reports = host::probe_layers(&config);
     for report in &reports {
         println!(
             "{:<28} {:<9} {}",
@@ -389,11 +405,11 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
     }
     match (config.enable_network, config.hako.network.mode) {
         (false, _) => println!("{:<28} {:<9} runs have loopback only", "network", "off"),
-        (true, hako_runtime::config::NetworkPolicy::Proxy) => println!(
+        (true, NetworkPolicy::Proxy) => println!(
             "{:<28} {:<9} runs with network get their own namespace; egress through the SSRF guard (docs/network.md)",
             "network", "proxy"
         ),
-        (true, hako_runtime::config::NetworkPolicy::Host) => println!(
+        (true, NetworkPolicy::Host) => println!(
             "{:<28} {:<9} UNSAFE for multi-tenant use: runs with network share the host's network namespace (internal services, cloud metadata); use hako.network.mode: proxy",
             "network", "host"
         ),
@@ -417,7 +433,7 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
     if config.hako.mode == ExecMode::Zygote && executor.zygote_library().is_ok() {
         print_warm_pool(&executor)?;
     }
-    let missing = hako_jail::probe::missing_required(&reports);
+    let missing = host::missing_required(&reports);
     if !missing.is_empty() {
         println!("\nhako refuses to run code on this host (missing required layers) unless hako.insecure is set");
         return Ok(1);
@@ -502,8 +518,8 @@ fn print_packages(executor: &Executor, language: Language) {
     }
 }
 
-fn serve(config_path: Option<&Path>) -> Result<i32> {
-    let config = load_config(config_path, true)?;
+fn serve(loaded: LoadResult) -> Result<i32> {
+    let config = Arc::new(load_config(loaded, true)?);
     check_layers(&config)?;
     print_cpu_limit(&config);
     let executor = executor(config.clone())?;
@@ -512,7 +528,7 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
             tracing::warn!("{err}");
         }
     }
-    let stale = hako_jail::cgroup::Cgroups::detect(&config.hako.cgroup_root).remove_stale();
+    let stale = host::remove_stale_cgroups(&config);
     if stale > 0 {
         tracing::info!("removed {stale} empty cgroups left by earlier runs");
     }
@@ -531,7 +547,8 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
             .await
             .map_err(|source| hako_api::ApiError::Bind { addr, source })?;
         let readiness = readiness(executor.clone(), config.hako.mode == ExecMode::Zygote);
-        let state = hako_api::AppState::new(std::sync::Arc::new(config), executor.clone())
+        // The server and the executor share the one loaded configuration.
+        let state = hako_api::AppState::new(config, executor.clone())
             .with_dependencies(std::sync::Arc::new(packages))
             .with_readiness(readiness);
         let served = hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await;
@@ -609,9 +626,9 @@ fn short_error(error: &str) -> String {
     text
 }
 
-fn install_packages(config_path: Option<&Path>) -> Result<i32> {
-    let config = load_config(config_path, false)?;
-    let executor = executor(config)?;
+fn install_packages(loaded: LoadResult) -> Result<i32> {
+    let config = load_config(loaded, false)?;
+    let executor = executor(Arc::new(config))?;
     let mut failed = false;
     for language in [Language::Python3, Language::Nodejs] {
         if executor.adapter(language).is_err() {
@@ -638,9 +655,7 @@ fn install_packages(config_path: Option<&Path>) -> Result<i32> {
 
 /// The `cpu limit` line of `hako doctor` and of the server's start-up.
 fn print_cpu_limit(config: &Config) {
-    let cpu = hako_jail::cgroup::Cgroups::detect(&config.hako.cgroup_root)
-        .support()
-        .cpu;
+    let cpu = host::cpu_limit_enforced(config);
     let detail = if cpu {
         format!(
             "{} % of one CPU per run (hako.limits.cpu_percent)",

@@ -28,7 +28,7 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 /// The `/v2` routes, behind the API key.
-pub fn routes<E: RunCode>(state: AppState<E>) -> Router<AppState<E>> {
+pub(crate) fn routes<E: RunCode>(state: AppState<E>) -> Router<AppState<E>> {
     Router::new()
         .route("/runs", post(runs::run::<E>))
         .route(
@@ -52,7 +52,7 @@ pub fn routes<E: RunCode>(state: AppState<E>) -> Router<AppState<E>> {
 }
 
 /// True when `X-Api-Key` or `Authorization: Bearer` carries `app.key` (constant time).
-pub fn key_matches(headers: &HeaderMap, expected: &str) -> bool {
+pub(crate) fn key_matches(headers: &HeaderMap, expected: &str) -> bool {
     let expected = expected.as_bytes();
     let api_key = headers.get("x-api-key").map(|v| v.as_bytes());
     let bearer = headers

@@ -1,6 +1,6 @@
 //! Landlock: limit file access to the paths mounted into the jail (defence in depth).
 //!
-//! [`restrict`] runs inside the jail, in the single-threaded process that is about to install
+//! `restrict` runs inside the jail, in the single-threaded process that is about to install
 //! seccomp and exec the interpreter. Landlock applies to the calling thread and its future
 //! children, so calling it from one thread of a multi-threaded process would leave the others
 //! unrestricted.
@@ -65,7 +65,7 @@ pub enum LandlockError {
 
 /// The kernel's Landlock ABI version, or the errno telling why there is none
 /// (`ENOSYS`: built without Landlock; `EOPNOTSUPP`: disabled at boot).
-pub fn probe_abi() -> Result<i32, Errno> {
+pub(crate) fn probe_abi() -> Result<i32, Errno> {
     // SAFETY: with a NULL attr and size 0 and only the VERSION flag, the kernel reads no memory
     // and creates nothing; it returns the ABI number or -1 with errno.
     let ret = unsafe {
@@ -84,7 +84,7 @@ pub fn probe_abi() -> Result<i32, Errno> {
 }
 
 /// The kernel's Landlock ABI version; None when unsupported or disabled.
-pub fn abi_version() -> Option<i32> {
+pub(crate) fn abi_version() -> Option<i32> {
     probe_abi().ok().filter(|&v| v > 0)
 }
 
@@ -92,7 +92,7 @@ pub fn abi_version() -> Option<i32> {
 /// `read_exec` and full file access under `read_write`. Everything else is denied.
 ///
 /// Call it from a single-threaded process, after no_new_privs and before seccomp.
-pub fn restrict(
+pub(crate) fn restrict(
     read_exec: &[PathBuf],
     read_write: &[PathBuf],
 ) -> Result<LandlockStatus, LandlockError> {

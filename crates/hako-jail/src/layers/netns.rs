@@ -89,7 +89,7 @@ pub fn prepare(spec: &JailSpec) -> Result<Option<EgressLink>, NetnsError> {
 /// Adds the guard's report to the outcome of a run `prepare` registered.
 /// Registers a listener on 127.0.0.1:[`EGRESS_PORT`] of the caller's current network
 /// namespace with the guard, for one run (a zygote helper lives in its zygote's namespace).
-pub fn listen_for_run(egress: &EgressSpec) -> Result<EgressLink, NetnsError> {
+pub(crate) fn listen_for_run(egress: &EgressSpec) -> Result<EgressLink, NetnsError> {
     let mut attempts = 0;
     let listener = loop {
         // The guard drops the previous run's listener asynchronously.
@@ -167,7 +167,7 @@ fn tcp_listen() -> Result<OwnedFd, io::Error> {
 }
 
 /// Sets `lo` up in the current network namespace.
-pub fn loopback_up() -> Result<(), Errno> {
+pub(crate) fn loopback_up() -> Result<(), Errno> {
     let sock = socket(
         AddressFamily::Inet,
         SockType::Datagram,
@@ -193,7 +193,11 @@ pub fn loopback_up() -> Result<(), Errno> {
 }
 
 /// Sends `data` with `fd` attached (SCM_RIGHTS).
-pub fn send_with_fd(sock: BorrowedFd<'_>, data: &[u8], fd: BorrowedFd<'_>) -> Result<(), Errno> {
+pub(crate) fn send_with_fd(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fd: BorrowedFd<'_>,
+) -> Result<(), Errno> {
     let raw = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&raw)];
     let sent = sendmsg::<()>(

@@ -74,7 +74,7 @@ pub struct ArgFilter {
 /// Compiles a policy. Precedence for a number: `allowed`, then `conditional`, then
 /// `enosys`; anything else gets `on_deny`. Several rules for one number are merged (any
 /// alternative allows).
-pub fn compile(
+pub(crate) fn compile(
     arch: &str,
     allowed: &BTreeSet<u32>,
     conditional: &[ArgFilter],

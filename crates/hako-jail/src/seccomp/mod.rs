@@ -20,7 +20,6 @@
 //! supervisor is gone, the kernel answers notified calls with `ENOSYS`: the run still fails
 //! closed.
 
-use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use crate::spec::SeccompMode;
@@ -85,7 +84,8 @@ pub enum SeccompError {
 
 impl SeccompError {
     /// True for [`SeccompError::TargetGone`], which a supervisor loop just skips.
-    pub fn is_target_gone(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_target_gone(&self) -> bool {
         matches!(self, SeccompError::TargetGone { .. })
     }
 }
@@ -160,7 +160,7 @@ impl Arch {
     }
 
     /// `seccomp_data.arch` for this arch (`AUDIT_ARCH_*` of linux/audit.h).
-    pub fn audit_arch(self) -> u32 {
+    pub(crate) fn audit_arch(self) -> u32 {
         match self {
             Arch::X86_64 => 0xC000_003E,
             Arch::Aarch64 => 0xC000_00B7,
@@ -177,7 +177,7 @@ impl Arch {
     }
 
     /// The name of syscall `nr` on this arch (`syscall_NNN` when unknown).
-    pub fn syscall_name(self, nr: u32) -> String {
+    pub(crate) fn syscall_name(self, nr: u32) -> String {
         let name = match self {
             Arch::X86_64 => syscalls::x86_64::Sysno::new(nr as usize).map(|s| s.name()),
             Arch::Aarch64 => syscalls::aarch64::Sysno::new(nr as usize).map(|s| s.name()),
@@ -187,7 +187,7 @@ impl Arch {
     }
 
     /// Whether `nr` is a syscall of this arch (and not an x32 number on x86_64).
-    pub fn is_valid_number(self, nr: u32) -> bool {
+    pub(crate) fn is_valid_number(self, nr: u32) -> bool {
         match self {
             Arch::X86_64 => syscalls::x86_64::Sysno::new(nr as usize).is_some(),
             Arch::Aarch64 => syscalls::aarch64::Sysno::new(nr as usize).is_some(),
@@ -205,7 +205,7 @@ impl Arch {
 /// `extra_allowed` (numbers on this machine) are allowed without argument checks, even for
 /// calls that the default policy checks or answers with `ENOSYS` (allowing `clone3` lets
 /// processes fork; that is the operator's choice).
-pub fn build_program(
+pub(crate) fn build_program(
     language: &str,
     extra_allowed: &[u32],
     mode: SeccompMode,
@@ -221,10 +221,11 @@ pub fn build_program(
 
 /// True for syscalls the filter answers with `ENOSYS` on this machine: expected failures
 /// that libc handles by falling back (see [`policy::ENOSYS`]), never reported as blocked.
-pub fn is_expected_enosys(nr: u32) -> bool {
+#[cfg(test)]
+pub(crate) fn is_expected_enosys(nr: u32) -> bool {
     Arch::native()
         .and_then(policy::enosys_numbers)
-        .map(|set: BTreeSet<u32>| set.contains(&nr))
+        .map(|set| set.contains(&nr))
         .unwrap_or(false)
 }
 

@@ -1,7 +1,7 @@
 //! Installing the filter, and the user-notification listener (raw `seccomp(2)` and ioctls).
 //!
-//! Supervisor loop: poll the listener for `POLLIN`, [`receive`], then [`respond_errno`]
-//! (enforce) or [`respond_continue`] (learn). `POLLHUP` means no task uses the filter any
+//! Supervisor loop: poll the listener for `POLLIN`, [`receive`], then `respond_errno`
+//! (enforce) or `respond_continue` (learn). `POLLHUP` means no task uses the filter any
 //! more. [`SeccompError::TargetGone`] from either call is not a failure: the caller died or
 //! was interrupted by a signal, and will retry the call if it restarts.
 
@@ -122,7 +122,7 @@ pub fn install(
 }
 
 /// The kernel's sizes of the notification structs (`SECCOMP_GET_NOTIF_SIZES`).
-pub fn notif_sizes() -> Result<libc::seccomp_notif_sizes, SeccompError> {
+pub(crate) fn notif_sizes() -> Result<libc::seccomp_notif_sizes, SeccompError> {
     let mut sizes = libc::seccomp_notif_sizes {
         seccomp_notif: 0,
         seccomp_notif_resp: 0,
@@ -137,7 +137,7 @@ pub fn notif_sizes() -> Result<libc::seccomp_notif_sizes, SeccompError> {
 
 /// Whether this kernel has user notification (Linux 5.0+): the sizes query works, the
 /// kernel's structs are the ones this code was built against, and the action is available.
-pub fn user_notif_supported() -> bool {
+pub(crate) fn user_notif_supported() -> bool {
     let Ok(sizes) = notif_sizes() else {
         return false;
     };
@@ -198,7 +198,11 @@ fn send(listener: BorrowedFd<'_>, mut resp: libc::seccomp_notif_resp) -> Result<
 }
 
 /// Fails the stopped call with `errno` (1..=4095).
-pub fn respond_errno(listener: BorrowedFd<'_>, id: u64, errno: i32) -> Result<(), SeccompError> {
+pub(crate) fn respond_errno(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    errno: i32,
+) -> Result<(), SeccompError> {
     if !(1..=4095).contains(&errno) {
         return Err(SeccompError::InvalidErrno {
             errno: errno.unsigned_abs(),
@@ -217,7 +221,7 @@ pub fn respond_errno(listener: BorrowedFd<'_>, id: u64, errno: i32) -> Result<()
 
 /// Lets the stopped call run as if allowed (learn mode). Not a security decision: the
 /// caller's memory may change between the check and the call.
-pub fn respond_continue(listener: BorrowedFd<'_>, id: u64) -> Result<(), SeccompError> {
+pub(crate) fn respond_continue(listener: BorrowedFd<'_>, id: u64) -> Result<(), SeccompError> {
     let flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
     send(
         listener,
@@ -231,7 +235,8 @@ pub fn respond_continue(listener: BorrowedFd<'_>, id: u64) -> Result<(), Seccomp
 }
 
 /// Whether notification `id` is still pending (its caller is still waiting).
-pub fn id_valid(listener: BorrowedFd<'_>, id: u64) -> Result<bool, SeccompError> {
+#[cfg(test)]
+pub(crate) fn id_valid(listener: BorrowedFd<'_>, id: u64) -> Result<bool, SeccompError> {
     let mut cookie = id;
     match notif_ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &mut cookie) {
         Ok(()) => Ok(true),

@@ -44,7 +44,7 @@ pub struct ArgCheck {
 
 impl ArgCheck {
     /// The whole 64-bit argument equals `value` (an `int` with stray high bits fails: closed).
-    pub const fn eq(arg: u8, value: u64) -> ArgCheck {
+    pub(crate) const fn eq(arg: u8, value: u64) -> ArgCheck {
         ArgCheck {
             arg,
             mask: u64::MAX,
@@ -64,7 +64,7 @@ impl ArgCheck {
 
     /// The low 32 bits differ from `value`; for `unsigned int` arguments the kernel
     /// truncates, so high bits must not let a caller dodge the check.
-    pub const fn low32_ne(arg: u8, value: u32) -> ArgCheck {
+    pub(crate) const fn low32_ne(arg: u8, value: u32) -> ArgCheck {
         ArgCheck {
             arg,
             mask: 0xffff_ffff,
@@ -706,7 +706,10 @@ fn arch_groups(arch: Arch) -> &'static [Group] {
 }
 
 /// The groups allowed for `language` on `arch`: common, then arch, then language.
-pub fn default_groups(language: &str, arch: &str) -> Result<Vec<&'static Group>, SeccompError> {
+pub(crate) fn default_groups(
+    language: &str,
+    arch: &str,
+) -> Result<Vec<&'static Group>, SeccompError> {
     let arch = Arch::parse(arch)?;
     let lang = language_groups(language)?;
     Ok(COMMON.iter().chain(arch_groups(arch)).chain(lang).collect())
@@ -721,7 +724,7 @@ fn number(arch: Arch, table: &'static str, name: &'static str) -> Result<u32, Se
 }
 
 /// The syscall numbers answered with `ENOSYS` on `arch`.
-pub fn enosys_numbers(arch: Arch) -> Result<BTreeSet<u32>, SeccompError> {
+pub(crate) fn enosys_numbers(arch: Arch) -> Result<BTreeSet<u32>, SeccompError> {
     ENOSYS
         .syscalls
         .iter()
@@ -800,17 +803,22 @@ pub fn effective_policy(
 
 impl EffectivePolicy {
     /// The argument rules, resolved to numbers on this policy's arch.
-    pub fn rules(&self) -> &[ArgFilter] {
+    #[cfg(test)]
+    pub(crate) fn rules(&self) -> &[ArgFilter] {
         &self.rules
     }
 
     /// The numbers answered with `ENOSYS`.
-    pub fn enosys_numbers(&self) -> &BTreeSet<u32> {
+    #[cfg(test)]
+    pub(crate) fn enosys_numbers(&self) -> &BTreeSet<u32> {
         &self.enosys_nrs
     }
 
     /// Compiles this policy to a filter program.
-    pub fn compile(&self, on_deny: DenyAction) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    pub(crate) fn compile(
+        &self,
+        on_deny: DenyAction,
+    ) -> Result<Vec<libc::sock_filter>, SeccompError> {
         bpf::compile(
             self.arch.name(),
             &self.allowed,

@@ -97,7 +97,7 @@ impl LiveRun {
     }
 
     /// The program sees EOF on its input once it has read everything sent.
-    pub fn close_input(&mut self) {
+    pub(crate) fn close_input(&mut self) {
         self.stdin = None;
     }
 

@@ -2,15 +2,14 @@
 //! keep an interpreter alive between calls. Both run in spawn mode through the live jail
 //! helper (`hako __live`), with every layer of a Dify run.
 
-mod config;
 mod live;
 mod paths;
 mod run;
 pub mod session;
 
-pub use config::AgentConfig;
+pub use crate::config::AgentConfig;
 pub use live::LiveError;
-pub use paths::{check_path, PathError};
+pub use paths::PathError;
 pub use run::{AgentResult, Event, RunSpec};
 pub use session::{SessionAnswer, SessionInfo, SessionSpec, Sessions};
 

@@ -38,7 +38,7 @@ fn parts_ok(path: &str, part_ok: impl Fn(&str) -> bool) -> bool {
 }
 
 /// A file path inside the run's working directory.
-pub fn check_path(path: &str) -> Result<(), PathError> {
+pub(crate) fn check_path(path: &str) -> Result<(), PathError> {
     if parts_ok(path, |_| true) {
         Ok(())
     } else {
@@ -47,7 +47,7 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
 }
 
 /// A `return_files` glob (`*`, `?` and `**` allowed).
-pub fn check_glob(pattern: &str) -> Result<(), PathError> {
+pub(crate) fn check_glob(pattern: &str) -> Result<(), PathError> {
     if parts_ok(pattern, |_| true) {
         Ok(())
     } else {
