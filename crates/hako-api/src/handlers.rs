@@ -4,6 +4,7 @@ use crate::answer::{Envelope, Rejection};
 use crate::body::{parse_json, parse_run_body, read_limited};
 use crate::deps::DependencyReport;
 use crate::middleware::RequestId;
+use crate::result::RunData;
 use crate::{AppState, RunCode};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -12,7 +13,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use hako_runtime::stop::Cancel;
-use hako_runtime::{Language, RunRequest, RunResult};
+use hako_runtime::{Language, RunRequest};
 use serde::Deserialize;
 use std::time::Instant;
 
@@ -47,7 +48,7 @@ pub async fn run<E: RunCode>(
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Envelope<RunResult>>, Rejection> {
+) -> Result<Json<Envelope<RunData>>, Rejection> {
     let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
     let body = parse_run_body(&bytes)?;
     let language: Language = body
@@ -90,7 +91,7 @@ pub async fn run<E: RunCode>(
     state
         .metrics
         .run_finished(language.as_str(), status, started.elapsed());
-    Ok(Json(Envelope::success(outcome?)))
+    Ok(Json(Envelope::success(RunData::from(outcome?))))
 }
 
 #[derive(Debug, Default, Deserialize)]

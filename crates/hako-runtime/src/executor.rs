@@ -1,4 +1,4 @@
-//! The executor: turns a [`RunRequest`] into a jailed run and a [`RunResult`].
+//! The executor: turns a [`RunRequest`] into a jailed run and a [`RunReport`].
 //!
 //! Every run starts the jail helper (`hako __jail`, this same binary) as a separate
 //! process; the caller, which may be the multi-threaded server, never forks itself.
@@ -7,7 +7,7 @@ use crate::adapter::{Adapter, AdapterError};
 use crate::config::Config;
 use crate::language::Language;
 use crate::packages::PackageManager;
-use crate::result::{RunRequest, RunResult};
+use crate::result::{RunReport, RunRequest};
 use crate::stop::Cancel;
 use crate::summary::summarize;
 use hako_jail::protocol;
@@ -171,7 +171,7 @@ impl Executor {
             })
     }
 
-    pub async fn run(&self, request: RunRequest) -> Result<RunResult, ExecError> {
+    pub async fn run(&self, request: RunRequest) -> Result<RunReport, ExecError> {
         self.run_until(request, Cancel::never()).await
     }
 
@@ -181,7 +181,7 @@ impl Executor {
         &self,
         request: RunRequest,
         mut cancel: Cancel,
-    ) -> Result<RunResult, ExecError> {
+    ) -> Result<RunReport, ExecError> {
         self.run_cancellable(request, ExecOptions::default(), &mut cancel)
             .await
             .map(|(result, _)| result)
@@ -192,7 +192,7 @@ impl Executor {
         &self,
         request: RunRequest,
         options: ExecOptions,
-    ) -> Result<(RunResult, JailOutcome), ExecError> {
+    ) -> Result<(RunReport, JailOutcome), ExecError> {
         self.run_cancellable(request, options, &mut Cancel::never())
             .await
     }
@@ -202,7 +202,7 @@ impl Executor {
         request: RunRequest,
         options: ExecOptions,
         cancel: &mut Cancel,
-    ) -> Result<(RunResult, JailOutcome), ExecError> {
+    ) -> Result<(RunReport, JailOutcome), ExecError> {
         let config = &self.inner.config;
         if request.enable_network && !config.enable_network {
             return Err(ExecError::NetworkDisabled);

@@ -3,6 +3,7 @@
 use super::V2Error;
 use crate::body::{parse_json, read_limited};
 use crate::middleware::RequestId;
+use crate::result::AgentRunData;
 use crate::{AppState, RunCode};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -52,7 +53,7 @@ pub async fn run<E: RunCode>(
         let outcome = agent.run(spec, &request_id, None).await;
         drop(running);
         finished(&outcome, started);
-        return Ok(Json(outcome?).into_response());
+        return Ok(Json(AgentRunData::from(outcome?)).into_response());
     }
     let (events_tx, events_rx) = mpsc::channel::<Event>(64);
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(64);
@@ -83,7 +84,7 @@ pub async fn run<E: RunCode>(
         finished(&outcome, started);
         let Some(body_tx) = body_tx else { return };
         let last = match outcome {
-            Ok(result) => sse("result", &result),
+            Ok(result) => sse("result", &AgentRunData::from(result)),
             Err(e) => {
                 let response = V2Error::from(e);
                 let message = response.to_string();

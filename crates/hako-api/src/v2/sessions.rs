@@ -5,6 +5,7 @@ use super::forward::{forward, Foreign};
 use super::V2Error;
 use crate::body::{parse_json, read_limited};
 use crate::middleware::RequestId;
+use crate::result::ExecData;
 use crate::{AppState, RunCode};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -112,7 +113,7 @@ pub async fn exec<E: RunCode>(
     state
         .metrics
         .run_finished("session", status, started.elapsed());
-    Ok(Json(answer?).into_response())
+    Ok(Json(ExecData::from(answer?)).into_response())
 }
 
 pub async fn list_files<E: RunCode>(

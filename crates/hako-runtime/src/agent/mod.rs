@@ -12,7 +12,7 @@ pub use config::AgentConfig;
 pub use live::LiveError;
 pub use paths::{check_path, PathError};
 pub use run::{AgentResult, Event, RunSpec};
-pub use session::{SessionAnswer, SessionInfo, SessionSpec, Sessions};
+pub use session::{Image, SessionAnswer, SessionInfo, SessionSpec, Sessions};
 
 use crate::executor::{ExecError, Executor};
 

@@ -5,10 +5,10 @@ use super::live::{Frame, LiveRun};
 use super::paths::{check_env, check_glob, check_path};
 use super::{decode_base64, random_hex, Agent, AgentError};
 use crate::language::Language;
-use crate::result::{LimitOverrides, RunRequest, RunResult};
+use crate::result::{LimitOverrides, RunReport, RunRequest};
 use crate::summary::summarize;
 use hako_jail::spec::JailSpec;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 
@@ -38,16 +38,13 @@ pub struct RunSpec {
     pub env: BTreeMap<String, String>,
 }
 
-/// The run's result object: Dify's `data` fields, hako's, and the returned files.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What became of an agent run, and the files it returned.
+#[derive(Debug, Clone)]
 pub struct AgentResult {
-    #[serde(flatten)]
-    pub run: RunResult,
+    pub run: RunReport,
     /// Relative path → base64 content.
-    #[serde(default)]
     pub files: BTreeMap<String, String>,
     /// Files that matched but did not fit in `hako.agent.files_max_bytes`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_skipped: Vec<String>,
 }
 

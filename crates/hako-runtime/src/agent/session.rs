@@ -13,8 +13,8 @@ use super::{decode_base64, encode_base64, random_hex, AgentError};
 use crate::executor::Executor;
 use crate::language::Language;
 use crate::packages::Env;
-use crate::result::{RunRequest, RunResult, RunStatus, Usage};
-use crate::summary::summarize;
+use crate::result::{Ending, Failure, RunReport, RunRequest, RunStatus, Usage};
+use crate::summary::{blocked_reasons, summarize};
 use hako_jail::spec::{JailOutcome, Limits};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -66,11 +66,10 @@ pub struct Image {
     pub base64: String,
 }
 
-/// The answer to an exec: the run's result object plus the notebook parts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The answer to an exec: what became of it, plus the notebook parts.
+#[derive(Debug, Clone)]
 pub struct SessionAnswer {
-    #[serde(flatten)]
-    pub run: RunResult,
+    pub run: RunReport,
     /// `repr` of the final expression (Python) or `util.inspect` of the completion value (Node).
     pub value: Option<String>,
     pub images: Vec<Image>,
@@ -706,15 +705,15 @@ fn answer_of(
     } else {
         RunStatus::Ok
     };
-    let mut error = reply.error.unwrap_or_default();
-    if failed {
+    let failure = (status != RunStatus::Ok).then(|| Failure {
         // As a run's error names them.
-        for name in blocked {
-            error.push_str(&format!(
-                "error: operation not permitted: syscall {name} blocked by the {language} policy; allow it with ALLOWED_SYSCALLS={name}\n"
-            ));
-        }
-    }
+        reasons: if failed {
+            blocked_reasons(blocked).collect()
+        } else {
+            Vec::new()
+        },
+        ending: Ending::Raised(reply.error.unwrap_or_default()),
+    });
     let images: Vec<Image> = reply
         .images
         .into_iter()
@@ -722,10 +721,10 @@ fn answer_of(
         .take(MAX_IMAGES)
         .collect();
     SessionAnswer {
-        run: RunResult {
+        run: RunReport {
+            language,
             stdout: reply.stdout,
             stderr: reply.stderr,
-            error,
             exit_code: i32::from(failed),
             status,
             blocked_syscalls: blocked.to_vec(),
@@ -734,8 +733,8 @@ fn answer_of(
                 cpu_ms: 0,
                 peak_memory_bytes: 0,
             },
-            refused_destinations: Vec::new(),
             network: None,
+            failure,
         },
         value: reply.value,
         images,
