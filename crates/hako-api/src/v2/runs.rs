@@ -1,7 +1,7 @@
 //! `POST /v2/runs`: JSON in, the result object out, or a stream of server-sent events.
 
-use super::V2Error;
-use crate::body::{parse_json, read_limited};
+use super::{admit, read_body, V2Error};
+use crate::body::parse_json;
 use crate::middleware::RequestId;
 use crate::result::AgentRunData;
 use crate::{AppState, RunCode};
@@ -21,21 +21,13 @@ pub async fn run<E: RunCode>(
     body: Body,
 ) -> Result<Response, V2Error> {
     let agent = state.agent.clone().ok_or(V2Error::Unavailable)?;
-    let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
-    let spec: RunSpec = parse_json(&bytes)?;
+    let spec: RunSpec = parse_json(&read_body(&state, &headers, body).await?)?;
     let language = spec.language.clone();
     let streamed = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let ticket = state
-        .admission
-        .try_admit()
-        .ok_or(crate::answer::Rejection::Overloaded)?;
-    let running = ticket
-        .start()
-        .await
-        .map_err(|_| crate::answer::Rejection::ShuttingDown)?;
+    let running = admit(&state).await?;
     let metrics = std::sync::Arc::clone(&state.metrics);
     let finished = move |outcome: &Result<AgentResult, AgentError>, started: Instant| {
         let status = match outcome {

@@ -59,8 +59,12 @@ pub enum ZygoteError {
 mod child;
 pub use child::{confine_child, prepare_fork, ChildError};
 
-/// The Python side of the zygote, run as the zygote's program.
-pub const BOOTSTRAP: &str = include_str!("zygote.py");
+/// The Python side of the zygote, run as the zygote's program (after the shared
+/// [`EXIT_STATUS_PY`]).
+pub const BOOTSTRAP: &str = concat!(include_str!("exit_status.py"), include_str!("zygote.py"));
+
+/// `_exit_status(e)`: how a Python run driver turns a `SystemExit` into an exit status.
+pub const EXIT_STATUS_PY: &str = include_str!("exit_status.py");
 
 /// Entry point of `hako __zygote`: starts one zygote, then serves runs one at a time.
 /// stdin: the zygote's [`JailSpec`] frame (code = [`BOOTSTRAP`]), then for each run a

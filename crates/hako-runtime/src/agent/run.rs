@@ -103,8 +103,8 @@ impl Agent {
         }
         set_env(&mut jail, language, &spec.env);
         let driver = match language {
-            Language::Python3 => RUN_DRIVER_PY,
-            Language::Nodejs => RUN_DRIVER_JS,
+            Language::Python3 => [hako_jail::zygote::EXIT_STATUS_PY, RUN_DRIVER_PY].concat(),
+            Language::Nodejs => RUN_DRIVER_JS.to_string(),
         };
         let payload = serde_json::json!({
             "code": spec.code,
