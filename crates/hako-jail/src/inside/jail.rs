@@ -24,7 +24,7 @@ enum JailError {
     #[error("wait for the helper: {0}")]
     Sync(Errno),
     #[error("set the run identity: {0}")]
-    Identity(String),
+    Identity(#[source] LockDownError),
     #[error("create the cgroup namespace: {0}")]
     CgroupNs(Errno),
     #[error("set the hostname: {0}")]
@@ -35,14 +35,44 @@ enum JailError {
     Mount(#[from] mounts::MountError),
     #[error("fork the program: {0}")]
     Fork(Errno),
+    #[error("open /dev/null: {0}")]
+    DevNull(#[source] Errno),
+    #[error("set up descriptor {target} of the program: {source}")]
+    Stdio {
+        target: i32,
+        #[source]
+        source: Errno,
+    },
     #[error("open the interpreter {path}: {source}")]
-    Interpreter { path: PathBuf, source: Errno },
+    Interpreter {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("move the interpreter {path} to its exec descriptor: {source}")]
+    ExecFd {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("hand the code pipe to the program: {0}")]
+    CodeFd(#[source] Errno),
+    #[error("move a descriptor out of the way: {0}")]
+    RaiseFd(#[source] Errno),
     #[error("{0}")]
     LockDown(#[from] LockDownError),
     #[error("exec {path}: {source}")]
     Exec { path: PathBuf, source: Errno },
+    #[error("start the zygote: no control socket")]
+    ZygoteSocket,
+    #[error("start the zygote: dup2: {0}")]
+    ZygoteFd(#[source] Errno),
+    #[error("start the zygote: no_new_privs: {0}")]
+    ZygoteNoNewPrivs(#[source] Errno),
     #[error("start the zygote: {0}")]
-    Zygote(String),
+    ZygoteCaps(#[source] caps::errors::CapsError),
+    #[error("start the zygote: {0}")]
+    ZygoteReady(#[source] control::ControlError),
     #[error("bad argument {0:?}: contains a NUL byte")]
     Nul(String),
     #[error("start a session of its own: {0}")]
@@ -142,7 +172,7 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
     }
     // Without root the namespace denies setgroups: clearing groups is best effort here.
     crate::lockdown::switch_identity(JAIL_UID, JAIL_GID, false)
-        .map_err(|e| JailError::Identity(e.to_string()))?;
+        .map_err(JailError::Identity)?;
     // Again: changing the uid cleared the parent-death signal set at clone time. If the
     // helper dies, init (and with it the whole pid namespace) must die too.
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.
@@ -266,10 +296,7 @@ fn confine_and_exec(
         nix::fcntl::OFlag::O_RDONLY,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| JailError::Interpreter {
-        path: "/dev/null".into(),
-        source: e,
-    })?;
+    .map_err(JailError::DevNull)?;
     for (fd, target) in [
         (devnull, 0),
         (stdout.as_raw_fd(), 1),
@@ -277,8 +304,8 @@ fn confine_and_exec(
     ] {
         // SAFETY: dup2 onto the standard descriptors; both are valid open descriptors.
         if unsafe { libc::dup2(fd, target) } < 0 {
-            return Err(JailError::Interpreter {
-                path: "/dev/stdio".into(),
+            return Err(JailError::Stdio {
+                target,
                 source: Errno::last(),
             });
         }
@@ -303,7 +330,7 @@ fn confine_and_exec(
     })?;
     // SAFETY: dup3 onto the fixed descriptor the seccomp policy allows execveat from.
     if unsafe { libc::dup3(interpreter, seccomp::policy::EXEC_FD, libc::O_CLOEXEC) } < 0 {
-        return Err(JailError::Interpreter {
+        return Err(JailError::ExecFd {
             path: spec.interpreter.clone(),
             source: Errno::last(),
         });
@@ -314,10 +341,7 @@ fn confine_and_exec(
         if let Some(code) = &inherit {
             // SAFETY: dup2 onto the fixed descriptor a deferred bootstrap reads its program from.
             if unsafe { libc::dup2(code.as_raw_fd(), CODE_FD) } < 0 {
-                return Err(JailError::Interpreter {
-                    path: "code pipe".into(),
-                    source: Errno::last(),
-                });
+                return Err(JailError::CodeFd(Errno::last()));
             }
         }
         let keep: &[RawFd] = if inherit.is_some() {
@@ -366,28 +390,24 @@ fn confine_and_exec(
 /// socket as [`ZYGOTE_FD`], and no seccomp of its own: it runs only trusted start-up code,
 /// and each run child locks itself down before it reads a request.
 fn keep_zygote_powers(control: &OwnedFd, socket: Option<OwnedFd>) -> Result<(), JailError> {
-    let socket = socket.ok_or_else(|| JailError::Zygote("no control socket".into()))?;
+    let socket = socket.ok_or(JailError::ZygoteSocket)?;
     // SAFETY: dup2 onto the fixed descriptor; dup2 clears close-on-exec so it survives exec.
     if unsafe { libc::dup2(socket.as_raw_fd(), ZYGOTE_FD) } < 0 {
-        return Err(JailError::Zygote(format!("dup2: {}", Errno::last())));
+        return Err(JailError::ZygoteFd(Errno::last()));
     }
     drop(socket);
     lockdown::close_other_fds(&[seccomp::policy::EXEC_FD, ZYGOTE_FD, control.as_raw_fd()]);
     // SAFETY: PR_SET_NO_NEW_PRIVS only restricts this process.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(JailError::Zygote(format!(
-            "no_new_privs: {}",
-            Errno::last()
-        )));
+        return Err(JailError::ZygoteNoNewPrivs(Errno::last()));
     }
     let kept: caps::CapsHashSet = ZYGOTE_CAPS.iter().copied().collect();
-    let err = |e: caps::errors::CapsError| JailError::Zygote(e.to_string());
+    let err = JailError::ZygoteCaps;
     caps::set(None, caps::CapSet::Inheritable, &kept).map_err(err)?;
     for cap in ZYGOTE_CAPS {
         caps::raise(None, caps::CapSet::Ambient, *cap).map_err(err)?;
     }
-    control::send(control.as_fd(), &Message::Ready, &[])
-        .map_err(|e| JailError::Zygote(e.to_string()))?;
+    control::send(control.as_fd(), &Message::Ready, &[]).map_err(JailError::ZygoteReady)?;
     Ok(())
 }
 
@@ -407,10 +427,7 @@ fn raise_fd(fd: &OwnedFd) -> Result<OwnedFd, JailError> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (or -1) that we then own.
     let raised = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 900) };
     if raised < 0 {
-        return Err(JailError::Interpreter {
-            path: "descriptor".into(),
-            source: Errno::last(),
-        });
+        return Err(JailError::RaiseFd(Errno::last()));
     }
     // SAFETY: `raised` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raised) })

@@ -48,6 +48,12 @@ pub enum ZygoteError {
     Control(#[from] control::ControlError),
     #[error("the zygote broke its protocol: {0}")]
     OutOfState(String),
+    #[error("the zygote broke its protocol: {0}")]
+    Receiver(#[source] control::OutOfState),
+    #[error("the zygote did not start: dup stderr: {0}")]
+    DupStderr(#[source] io::Error),
+    #[error("the zygote did not start: read the calibration run's pages: {0}")]
+    CalibrationPages(#[source] io::Error),
     #[error("enter the run child's network namespace: {0}")]
     Netns(io::Error),
     #[error("find the run child of zygote {zygote}: {detail}")]
@@ -285,7 +291,7 @@ impl RunChild {
     fn start(&mut self) -> Result<(), ZygoteError> {
         self.receiver
             .handed_over()
-            .map_err(|e| ZygoteError::OutOfState(e.to_string()))?;
+            .map_err(ZygoteError::Receiver)?;
         control::send(self.control.as_fd(), &Message::Run, &[])?;
         Ok(())
     }
@@ -316,7 +322,7 @@ impl Zygote {
             io::stderr()
                 .as_fd()
                 .try_clone_to_owned()
-                .map_err(|e| ZygoteError::Start(format!("dup stderr: {e}")))
+                .map_err(ZygoteError::DupStderr)
         };
         let stdio = (stderr()?, stderr()?);
         drop((pipes.stdout, pipes.stderr));
@@ -579,7 +585,7 @@ impl Zygote {
         ];
         self.receiver
             .fork_requested()
-            .map_err(|e| ZygoteError::OutOfState(e.to_string()))?;
+            .map_err(ZygoteError::Receiver)?;
         control::send(self.socket.as_fd(), &Message::Fork(body), &fds)?;
         Ok(PendingChild {
             control: pipes.control.0,
@@ -739,7 +745,7 @@ impl Zygote {
         }
         let pages = written_pages(child.host_pid);
         child.retire();
-        pages.map_err(|e| ZygoteError::Start(format!("read the calibration run's pages: {e}")))
+        pages.map_err(ZygoteError::CalibrationPages)
     }
 }
 
