@@ -53,6 +53,14 @@ pub enum GuardError {
     NotListening,
     #[error("use the run's listener: {0}")]
     Listener(#[source] std::io::Error),
+    #[error("no address")]
+    NoAddress,
+    #[error("{0}")]
+    Connect(#[source] std::io::Error),
+    #[error("{0}")]
+    Upstream(#[source] crate::upstream::UpstreamError),
+    #[error("timed out")]
+    ConnectTimeout,
 }
 
 /// Per-run limits of the guard.
@@ -606,7 +614,11 @@ async fn decide(
     Ok(allowed)
 }
 
-async fn open(dest: &Destination, addrs: &[IpAddr], route: Route<'_>) -> Result<TcpStream, String> {
+async fn open(
+    dest: &Destination,
+    addrs: &[IpAddr],
+    route: Route<'_>,
+) -> Result<TcpStream, GuardError> {
     let first = addrs.first().copied();
     // Upstreams get the address the guard judged, so they cannot resolve the name elsewhere.
     let judged = first.map_or_else(
@@ -616,21 +628,21 @@ async fn open(dest: &Destination, addrs: &[IpAddr], route: Route<'_>) -> Result<
     let attempt = async {
         match route {
             Route::Direct => {
-                let mut last = String::from("no address");
+                let mut last = GuardError::NoAddress;
                 for ip in addrs {
                     match TcpStream::connect(SocketAddr::new(*ip, dest.port)).await {
                         Ok(s) => return Ok(s),
-                        Err(e) => last = e.to_string(),
+                        Err(e) => last = GuardError::Connect(e),
                     }
                 }
                 Err(last)
             }
-            Route::HttpProxy(p) => p.connect().await.map_err(|e| e.to_string()),
-            Route::Tunnel(p) => p.tunnel(&judged).await.map_err(|e| e.to_string()),
-            Route::Socks5(p) => p.socks5(dest, first).await.map_err(|e| e.to_string()),
+            Route::HttpProxy(p) => p.connect().await.map_err(GuardError::Upstream),
+            Route::Tunnel(p) => p.tunnel(&judged).await.map_err(GuardError::Upstream),
+            Route::Socks5(p) => p.socks5(dest, first).await.map_err(GuardError::Upstream),
         }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
-        .unwrap_or_else(|_| Err("timed out".into()))
+        .unwrap_or(Err(GuardError::ConnectTimeout))
 }

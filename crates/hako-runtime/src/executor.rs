@@ -32,9 +32,43 @@ pub enum ExecError {
     /// wait (`hako.packages_wait_seconds`); try again later.
     #[error("the {language} package environment is still being installed (waited {waited_s} s, hako.packages_wait_seconds); retry shortly")]
     PackagesNotReady { language: Language, waited_s: u64 },
-    /// The jail could not be started or failed before the program ran.
+    /// The jail could not be started or failed before the program ran (the helper's
+    /// account of it).
     #[error("sandbox failure: {0}")]
     Sandbox(String),
+    #[error("sandbox failure: {0}")]
+    AllowedSyscalls(#[source] hako_jail::seccomp::SeccompError),
+    #[error("sandbox failure: create {path}: {source}")]
+    RootMountpoint {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox failure: {0}")]
+    Egress(#[source] crate::egress::EgressError),
+    #[error("sandbox failure: {0}")]
+    Frame(#[source] protocol::FrameError),
+    #[error("sandbox failure: start the jail helper {path}: {source}")]
+    StartHelper {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox failure: wait for the jail helper: {0}")]
+    WaitHelper(#[source] std::io::Error),
+    #[error("sandbox failure: talk to the jail helper: {0}")]
+    TalkHelper(#[source] std::io::Error),
+    #[error("sandbox failure: jail helper ended with {status} and no readable outcome ({source}): {stderr}")]
+    NoOutcome {
+        status: std::process::ExitStatus,
+        #[source]
+        source: protocol::FrameError,
+        stderr: String,
+    },
+    #[error("sandbox failure: zygote library closure: {0}")]
+    ZygoteClosure(#[source] hako_elf::closure::ElfError),
+    #[error("sandbox failure: {0}")]
+    Preload(#[source] serde_json::Error),
     /// The caller gave up; the run was stopped and everything it had is gone.
     #[error("the run was cancelled: its caller went away")]
     Cancelled,
@@ -101,12 +135,12 @@ impl Executor {
             .iter()
             .map(|s| hako_jail::seccomp::resolve_syscall(s))
             .collect::<Result<Vec<u32>, _>>()
-            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
-        std::fs::create_dir_all(root_mountpoint(&config)).map_err(|e| {
-            ExecError::Sandbox(format!(
-                "create {}: {e}",
-                root_mountpoint(&config).display()
-            ))
+            .map_err(ExecError::AllowedSyscalls)?;
+        std::fs::create_dir_all(root_mountpoint(&config)).map_err(|source| {
+            ExecError::RootMountpoint {
+                path: root_mountpoint(&config),
+                source,
+            }
         })?;
         let adapters = [
             (Language::Python3, &config.python_path),
@@ -123,8 +157,7 @@ impl Executor {
         };
         // Uses environments that are already built; `PackageManager::start` installs.
         let packages = PackageManager::new(&config, interpreter(0), interpreter(1));
-        let egress =
-            crate::egress::Egress::new(&config).map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        let egress = crate::egress::Egress::new(&config).map_err(ExecError::Egress)?;
         let finishing = crate::warm::Finishing::new(config.hako.cgroup_root.clone());
         Ok(Executor {
             inner: Arc::new(Inner {
@@ -225,7 +258,7 @@ impl Executor {
         self.inner
             .egress
             .attach(&mut spec, adapter.language, &request.request_id)
-            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+            .map_err(ExecError::Egress)?;
         let mut code = Vec::new();
         if config.enable_preload {
             if let Some(preload) = request.preload.as_deref().filter(|p| !p.trim().is_empty()) {
@@ -314,8 +347,7 @@ impl Executor {
         code: &[u8],
         cancel: &mut Cancel,
     ) -> Result<JailOutcome, ExecError> {
-        let request =
-            protocol::encode_request(spec, code).map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        let request = protocol::encode_request(spec, code).map_err(ExecError::Frame)?;
         let mut child = tokio::process::Command::new(&self.inner.helper)
             .arg("__jail")
             .env_clear()
@@ -323,11 +355,9 @@ impl Executor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                ExecError::Sandbox(format!(
-                    "start the jail helper {}: {e}",
-                    self.inner.helper.display()
-                ))
+            .map_err(|source| ExecError::StartHelper {
+                path: self.inner.helper.clone(),
+                source,
             })?;
         // A dropped request (client gone) asks the helper to stop; it kills the run and
         // cleans up after it (a SIGKILL would leave the run's cgroup behind).
@@ -367,7 +397,7 @@ impl Executor {
         if decoded.is_ok() {
             cancel_on_drop.0 = None;
             self.inner.finishing.reap(child, Some(stderr));
-            return decoded.map_err(|e| ExecError::Sandbox(e.to_string()));
+            return decoded.map_err(ExecError::Frame);
         }
         let mut err = Vec::new();
         let e = stderr.read_to_end(&mut err).await;
@@ -375,8 +405,7 @@ impl Executor {
         let status = child.wait().await;
         // Reaped (or failed to be): either way the pid is no longer ours to signal.
         cancel_on_drop.0 = None;
-        let status =
-            status.map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
+        let status = status.map_err(ExecError::WaitHelper)?;
         if !status.success() {
             // Killed or failed before it could clean up: remove what it left.
             crate::stop::remove_leftovers(pid, &spec.cgroup_root).await;
@@ -390,14 +419,11 @@ impl Executor {
             tracing::error!(%status, "jail helper lost during a run");
             return Ok(crate::warm::lost_after_handover("jail helper", &status));
         }
-        w.and(o)
-            .and(e)
-            .map_err(|e| ExecError::Sandbox(format!("talk to the jail helper: {e}")))?;
-        decoded.map_err(|e| {
-            ExecError::Sandbox(format!(
-                "jail helper ended with {status} and no readable outcome ({e}): {}",
-                String::from_utf8_lossy(&err).trim()
-            ))
+        w.and(o).and(e).map_err(ExecError::TalkHelper)?;
+        decoded.map_err(|source| ExecError::NoOutcome {
+            status,
+            source,
+            stderr: String::from_utf8_lossy(&err).trim().to_string(),
         })
     }
 }
@@ -566,7 +592,7 @@ impl Executor {
         let cache = hako_elf::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))
             .unwrap_or_else(|_| hako_elf::ldcache::LdCache::empty());
         let closure = hako_elf::closure::library_closure(&[library.to_path_buf()], &cache)
-            .map_err(|e| ExecError::Sandbox(format!("zygote library closure: {e}")))?;
+            .map_err(ExecError::ZygoteClosure)?;
         spec.ro_binds.extend(closure.files);
         spec.ro_binds.sort();
         spec.ro_binds.dedup();
@@ -587,7 +613,7 @@ impl Executor {
         ));
         spec.env.push((
             "HAKO_PRELOAD".into(),
-            serde_json::to_string(&preload).map_err(|e| ExecError::Sandbox(e.to_string()))?,
+            serde_json::to_string(&preload).map_err(ExecError::Preload)?,
         ));
         Ok((spec, key))
     }
@@ -793,7 +819,7 @@ impl Executor {
         self.inner
             .egress
             .attach(&mut spec, adapter.language, &request.request_id)
-            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+            .map_err(ExecError::Egress)?;
         Ok((spec, env))
     }
 

@@ -33,9 +33,13 @@ pub async fn run<E: RunCode>(
         let status = match outcome {
             Ok(result) => result.run.status.as_str(),
             Err(AgentError::Exec(hako_runtime::ExecError::NetworkDisabled)) => "network_disabled",
-            Err(AgentError::Invalid(_) | AgentError::Path(_) | AgentError::UnsupportedLanguage) => {
-                "invalid"
-            }
+            Err(
+                AgentError::Invalid(_)
+                | AgentError::Base64 { .. }
+                | AgentError::Encode(_)
+                | AgentError::Path(_)
+                | AgentError::UnsupportedLanguage,
+            ) => "invalid",
             Err(_) => "sandbox_error",
         };
         metrics.run_finished(&language, status, started.elapsed());

@@ -171,8 +171,7 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
         _ => return Err(JailError::Sync(Errno::EPIPE)),
     }
     // Without root the namespace denies setgroups: clearing groups is best effort here.
-    crate::lockdown::switch_identity(JAIL_UID, JAIL_GID, false)
-        .map_err(JailError::Identity)?;
+    crate::lockdown::switch_identity(JAIL_UID, JAIL_GID, false).map_err(JailError::Identity)?;
     // Again: changing the uid cleared the parent-death signal set at clone time. If the
     // helper dies, init (and with it the whole pid namespace) must die too.
     // SAFETY: prctl(PR_SET_PDEATHSIG) only changes this process's death signal.

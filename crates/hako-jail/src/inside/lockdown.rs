@@ -68,8 +68,8 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
         }
     }
     drop_all_caps()?;
-    let listener = notify::install(plan.seccomp, plan.use_listener)
-        .map_err(LockDownError::Seccomp)?;
+    let listener =
+        notify::install(plan.seccomp, plan.use_listener).map_err(LockDownError::Seccomp)?;
     // From here on only calls the policy allows. READY tells the supervisor the process is
     // confined; the seccomp listener (if any) rides along.
     // SAFETY: `control` is open for the duration of this call (the caller owns it).
@@ -94,8 +94,7 @@ pub fn switch_identity(uid: u32, gid: u32, groups_required: bool) -> Result<(), 
     // SAFETY: PR_SET_KEEPCAPS only changes this process's securebits for the next setuid.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
     nix::unistd::setresuid(uid, uid, uid).map_err(LockDownError::Uid)?;
-    let permitted =
-        caps::read(None, caps::CapSet::Permitted).map_err(LockDownError::KeepCaps)?;
+    let permitted = caps::read(None, caps::CapSet::Permitted).map_err(LockDownError::KeepCaps)?;
     caps::set(None, caps::CapSet::Effective, &permitted).map_err(LockDownError::KeepCaps)
 }
 

@@ -96,8 +96,7 @@ fn confine_child_inner(
     // helper hands this child its run (and restores the priority).
     // SAFETY: setpriority only changes this process's nice value.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, PREPARING_NICE) };
-    let params: ChildParams =
-        serde_json::from_slice(params).map_err(ChildError::Params)?;
+    let params: ChildParams = serde_json::from_slice(params).map_err(ChildError::Params)?;
     copy_hot_pages(&params.hot_pages);
     // Its own session and process group (the zygote's group holds the next tenant), and its
     // own uid: `kill(0, ...)` and `kill(-1, ...)` reach no other run.

@@ -289,9 +289,7 @@ impl RunChild {
 
     /// Tells the confined child to run its program.
     fn start(&mut self) -> Result<(), ZygoteError> {
-        self.receiver
-            .handed_over()
-            .map_err(ZygoteError::Receiver)?;
+        self.receiver.handed_over().map_err(ZygoteError::Receiver)?;
         control::send(self.control.as_fd(), &Message::Run, &[])?;
         Ok(())
     }

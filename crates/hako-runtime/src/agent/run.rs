@@ -114,8 +114,7 @@ impl Agent {
             "marker": marker,
             "limit": files_max,
         });
-        let payload = serde_json::to_vec(&payload)
-            .map_err(|e| AgentError::Invalid(format!("encode the request: {e}")))?;
+        let payload = serde_json::to_vec(&payload).map_err(AgentError::Encode)?;
         let mut live =
             LiveRun::start(self.executor.helper_path(), &jail, driver.as_bytes()).await?;
         live.send(&payload).await?;

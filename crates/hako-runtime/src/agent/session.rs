@@ -481,8 +481,12 @@ impl Sessions {
             .ok_or_else(|| AgentError::NoSession(id.to_string()))?;
         let timeout = session.exec_timeout.max(Duration::from_secs(10));
         let parsed = match conn.call(request, timeout).await {
-            Ok(Call::Reply(value)) => serde_json::from_value::<FileReply>(value)
-                .map_err(|e| AgentError::Protocol(format!("file reply: {e}"))),
+            Ok(Call::Reply(value)) => {
+                serde_json::from_value::<FileReply>(value).map_err(|source| AgentError::Reply {
+                    what: "file reply",
+                    source,
+                })
+            }
             Ok(Call::Ended(_)) => {
                 *guard = None;
                 self.remove(id, "crashed");
@@ -612,8 +616,7 @@ impl Conn {
         request: &serde_json::Value,
         timeout: Duration,
     ) -> Result<Call, AgentError> {
-        let body = serde_json::to_vec(request)
-            .map_err(|e| AgentError::Invalid(format!("encode the request: {e}")))?;
+        let body = serde_json::to_vec(request).map_err(AgentError::Encode)?;
         self.blocked.clear();
         let mut frame = (body.len() as u32).to_le_bytes().to_vec();
         frame.extend_from_slice(&body);
@@ -658,8 +661,13 @@ impl Conn {
                     )));
                 }
                 if self.pending.len() >= 4 + len {
-                    let value = serde_json::from_slice(&self.pending[4..4 + len])
-                        .map_err(|e| AgentError::Protocol(format!("unreadable reply: {e}")));
+                    let value =
+                        serde_json::from_slice(&self.pending[4..4 + len]).map_err(|source| {
+                            AgentError::Reply {
+                                what: "unreadable reply",
+                                source,
+                            }
+                        });
                     self.pending.drain(..4 + len);
                     return value.map(Call::Reply);
                 }
