@@ -109,7 +109,7 @@ fn language_of(param: Option<String>) -> Result<Language, Rejection> {
 fn query_language(
     query: Result<Query<LanguageParam>, QueryRejection>,
 ) -> Result<Language, Rejection> {
-    let Query(param) = query.map_err(|e| Rejection::BadRequest(format!("invalid query: {e}")))?;
+    let Query(param) = query.map_err(Rejection::Query)?;
     language_of(param.language)
 }
 
@@ -138,8 +138,7 @@ pub async fn update_dependencies<E>(
     headers: HeaderMap,
     body: Body,
 ) -> ReportAnswer {
-    let Query(mut param) =
-        query.map_err(|e| Rejection::BadRequest(format!("invalid query: {e}")))?;
+    let Query(mut param) = query.map_err(Rejection::Query)?;
     if param.language.is_none() {
         let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {

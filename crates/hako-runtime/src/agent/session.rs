@@ -385,7 +385,10 @@ impl Sessions {
         let answer = match call {
             Ok(Call::Reply(value)) => match serde_json::from_value::<ExecReply>(value) {
                 Ok(reply) => Ok(answer_of(reply, started, &conn.blocked, session.language)),
-                Err(e) => Err(AgentError::Protocol(format!("exec reply: {e}"))),
+                Err(source) => Err(AgentError::Reply {
+                    what: "exec reply",
+                    source,
+                }),
             },
             Ok(Call::Ended(outcome)) => {
                 let mut outcome = *outcome;
