@@ -47,7 +47,7 @@ pub enum ZygoteError {
     #[error("talk to the zygote: {0}")]
     Control(#[from] control::ControlError),
     #[error("the zygote broke its protocol: {0}")]
-    OutOfState(String),
+    OutOfState(#[source] helper::ControlFault),
     #[error("the zygote broke its protocol: {0}")]
     Receiver(#[source] control::OutOfState),
     #[error("the zygote did not start: dup stderr: {0}")]
