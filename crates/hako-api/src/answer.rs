@@ -31,6 +31,16 @@ pub enum Rejection {
     Unauthorized,
     #[error("{0}")]
     BadRequest(String),
+    #[error("cannot read the request body: {0}")]
+    ReadBody(#[source] axum::Error),
+    #[error("invalid query: {0}")]
+    Query(#[source] axum::extract::rejection::QueryRejection),
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("unsupported language")]
     UnsupportedLanguage,
     /// Dify answers this with HTTP 200 and code -400.
@@ -49,14 +59,14 @@ pub enum Rejection {
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
-    Sandbox(String),
+    Sandbox(#[source] ExecError),
     #[error("internal error while handling the request")]
     Panic,
     #[error("the server is shutting down")]
     ShuttingDown,
     /// The first package environment is still being installed: 503 with `Retry-After`.
     #[error("{0}")]
-    PackagesNotReady(String),
+    PackagesNotReady(#[source] ExecError),
 }
 
 /// `Retry-After` (seconds) of an answer to a run that waited for packages in vain.
@@ -71,9 +81,11 @@ impl Rejection {
     pub(crate) fn status_and_code(&self) -> (StatusCode, i32) {
         match self {
             Rejection::Unauthorized => (StatusCode::UNAUTHORIZED, -401),
-            Rejection::BadRequest(_) | Rejection::UnsupportedLanguage => {
-                (StatusCode::BAD_REQUEST, -400)
-            }
+            Rejection::BadRequest(_)
+            | Rejection::ReadBody(_)
+            | Rejection::Query(_)
+            | Rejection::Json { .. }
+            | Rejection::UnsupportedLanguage => (StatusCode::BAD_REQUEST, -400),
             Rejection::NetworkDisabled => (StatusCode::OK, -400),
             Rejection::Overloaded | Rejection::ShuttingDown | Rejection::PackagesNotReady(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, -503)
@@ -94,6 +106,9 @@ impl Rejection {
             Rejection::Unauthorized => Some("auth"),
             Rejection::Overloaded => Some("overload"),
             Rejection::BadRequest(_)
+            | Rejection::ReadBody(_)
+            | Rejection::Query(_)
+            | Rejection::Json { .. }
             | Rejection::UnsupportedLanguage
             | Rejection::BodyTooLarge { .. }
             | Rejection::HeadersTooLarge { .. }
@@ -107,8 +122,8 @@ impl From<ExecError> for Rejection {
     fn from(e: ExecError) -> Self {
         match e {
             ExecError::NetworkDisabled => Rejection::NetworkDisabled,
-            e @ ExecError::PackagesNotReady { .. } => Rejection::PackagesNotReady(e.to_string()),
-            other => Rejection::Sandbox(other.to_string()),
+            e @ ExecError::PackagesNotReady { .. } => Rejection::PackagesNotReady(e),
+            other => Rejection::Sandbox(other),
         }
     }
 }
@@ -117,7 +132,7 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         match &self {
-            Rejection::Sandbox(message) => tracing::error!(%message, "run failed in the sandbox"),
+            Rejection::Sandbox(error) => tracing::error!(%error, "run failed in the sandbox"),
             Rejection::Panic => {}
             other => tracing::debug!(status = status.as_u16(), reason = %other, "rejected"),
         }
@@ -202,6 +217,6 @@ mod tests {
             reason(Rejection::BodyTooLarge { limit: 1 }),
             Some(RejectReason("bad_request"))
         );
-        assert_eq!(reason(Rejection::Sandbox(String::new())), None);
+        assert_eq!(reason(Rejection::Sandbox(ExecError::Cancelled)), None);
     }
 }

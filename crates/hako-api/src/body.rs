@@ -34,8 +34,7 @@ pub(crate) async fn read_limited(
         let mut buf = Vec::with_capacity(capacity);
         let mut seen: u64 = 0;
         while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| Rejection::BadRequest(format!("cannot read the request body: {e}")))?;
+            let frame = frame.map_err(Rejection::ReadBody)?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -102,13 +101,13 @@ pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T
             "request body is empty; expected a JSON object".into(),
         ));
     }
-    serde_json::from_str(text).map_err(|e| {
-        let what = if e.is_eof() {
+    serde_json::from_str(text).map_err(|source| Rejection::Json {
+        what: if source.is_eof() {
             "request body is truncated JSON"
         } else {
             "invalid request body"
-        };
-        Rejection::BadRequest(format!("{what}: {e}"))
+        },
+        source,
     })
 }
 

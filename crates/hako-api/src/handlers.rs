@@ -4,6 +4,7 @@ use crate::answer::{Envelope, Rejection};
 use crate::body::{parse_json, parse_run_body, read_limited};
 use crate::deps::DependencyReport;
 use crate::middleware::RequestId;
+use crate::result::RunData;
 use crate::{AppState, RunCode};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -12,7 +13,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use hako_runtime::stop::Cancel;
-use hako_runtime::{Language, RunRequest, RunResult};
+use hako_runtime::{Language, RunRequest};
 use serde::Deserialize;
 use std::time::Instant;
 
@@ -47,7 +48,7 @@ pub async fn run<E: RunCode>(
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Envelope<RunResult>>, Rejection> {
+) -> Result<Json<Envelope<RunData>>, Rejection> {
     let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
     let body = parse_run_body(&bytes)?;
     let language: Language = body
@@ -90,7 +91,7 @@ pub async fn run<E: RunCode>(
     state
         .metrics
         .run_finished(language.as_str(), status, started.elapsed());
-    Ok(Json(Envelope::success(outcome?)))
+    Ok(Json(Envelope::success(RunData::from(outcome?))))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +109,7 @@ fn language_of(param: Option<String>) -> Result<Language, Rejection> {
 fn query_language(
     query: Result<Query<LanguageParam>, QueryRejection>,
 ) -> Result<Language, Rejection> {
-    let Query(param) = query.map_err(|e| Rejection::BadRequest(format!("invalid query: {e}")))?;
+    let Query(param) = query.map_err(Rejection::Query)?;
     language_of(param.language)
 }
 
@@ -137,8 +138,7 @@ pub(crate) async fn update_dependencies<E>(
     headers: HeaderMap,
     body: Body,
 ) -> ReportAnswer {
-    let Query(mut param) =
-        query.map_err(|e| Rejection::BadRequest(format!("invalid query: {e}")))?;
+    let Query(mut param) = query.map_err(Rejection::Query)?;
     if param.language.is_none() {
         let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
         if !bytes.iter().all(u8::is_ascii_whitespace) {

@@ -20,6 +20,7 @@ mod mcp_http;
 mod metrics;
 mod middleware;
 pub mod ready;
+pub mod result;
 mod run_code;
 mod server;
 pub mod v2;
@@ -31,6 +32,7 @@ pub use deps::{Dependencies, DependencyReport, DependencyState, NoDependencies};
 pub use metrics::Metrics;
 pub use middleware::{RequestId, MAX_HEADER_BYTES};
 pub use ready::{AlwaysReady, NotReady, Readiness};
+pub use result::{error_text, RunData};
 pub use run_code::RunCode;
 pub use server::{serve, serve_on, shutdown_signal, ApiError};
 

@@ -7,8 +7,9 @@
 //! (the model reads them); protocol failures are JSON-RPC errors.
 
 use crate::admission::Admission;
+use crate::result::error_text;
 use hako_runtime::agent::{Agent, AgentError, RunSpec, SessionAnswer, SessionSpec};
-use hako_runtime::result::RunResult;
+use hako_runtime::result::RunReport;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -246,19 +247,20 @@ fn blob(path: &str, data: &[u8]) -> Value {
 }
 
 /// stdout, stderr and the error of a run, each as a text block when not empty.
-fn run_texts(run: &RunResult) -> Vec<Value> {
+fn run_texts(run: &RunReport) -> Vec<Value> {
     let mut content = Vec::new();
     if !run.stdout.is_empty() {
         content.push(text(&run.stdout));
     }
-    if !run.stderr.is_empty() && run.error.is_empty() {
+    let error = error_text(run);
+    if !run.stderr.is_empty() && error.is_empty() {
         content.push(text(&format!("stderr:\n{}", run.stderr)));
     }
-    if !run.error.is_empty() {
+    if !error.is_empty() {
         content.push(text(&format!(
             "error ({}):\n{}",
             run.status.as_str(),
-            run.error
+            error
         )));
     }
     content

@@ -1,13 +1,13 @@
 //! The seam between the HTTP layer and the executor, so handlers can be tested with a fake.
 
 use hako_runtime::stop::Cancel;
-use hako_runtime::{ExecError, Executor, RunRequest, RunResult};
+use hako_runtime::{ExecError, Executor, RunReport, RunRequest};
 use std::future::Future;
 
 /// Something that runs code: the real [`Executor`], or a fake in tests.
 pub trait RunCode: Send + Sync + 'static {
     fn run(&self, request: RunRequest)
-        -> impl Future<Output = Result<RunResult, ExecError>> + Send;
+        -> impl Future<Output = Result<RunReport, ExecError>> + Send;
 
     /// Runs until done or until `cancel` fires (the client went away); a cancelled run
     /// completes once its processes are gone. By default the run is dropped on cancel.
@@ -15,7 +15,7 @@ pub trait RunCode: Send + Sync + 'static {
         &self,
         request: RunRequest,
         mut cancel: Cancel,
-    ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
+    ) -> impl Future<Output = Result<RunReport, ExecError>> + Send {
         async move {
             tokio::select! {
                 outcome = self.run(request) => outcome,
@@ -39,7 +39,7 @@ impl RunCode for Executor {
     fn run(
         &self,
         request: RunRequest,
-    ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
+    ) -> impl Future<Output = Result<RunReport, ExecError>> + Send {
         Executor::run(self, request)
     }
 
@@ -51,7 +51,7 @@ impl RunCode for Executor {
         &self,
         request: RunRequest,
         cancel: Cancel,
-    ) -> impl Future<Output = Result<RunResult, ExecError>> + Send {
+    ) -> impl Future<Output = Result<RunReport, ExecError>> + Send {
         Executor::run_until(self, request, cancel)
     }
 

@@ -3,7 +3,7 @@
 //! are closed at once, and each of those is counted in /metrics.
 
 use hako_api::{serve_on, AppState, RunCode};
-use hako_runtime::{Config, ExecError, RunRequest, RunResult, RunStatus, Usage};
+use hako_runtime::{Config, ExecError, RunReport, RunRequest, Usage};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,24 +17,17 @@ const GUARD: Duration = Duration::from_secs(60);
 struct Fake;
 
 impl RunCode for Fake {
-    async fn run(&self, req: RunRequest) -> Result<RunResult, ExecError> {
+    async fn run(&self, req: RunRequest) -> Result<RunReport, ExecError> {
         if let Some(ms) = req.code.strip_prefix("sleep:").and_then(|s| s.parse().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        Ok(RunResult {
-            stdout: req.code,
-            stderr: String::new(),
-            error: String::new(),
-            exit_code: 0,
-            status: RunStatus::Ok,
-            blocked_syscalls: Vec::new(),
+        Ok(RunReport {
             usage: Usage {
                 wall_ms: 1,
                 cpu_ms: 1,
                 peak_memory_bytes: 1,
             },
-            refused_destinations: Vec::new(),
-            network: None,
+            ..RunReport::ok(req.language, req.code)
         })
     }
 }

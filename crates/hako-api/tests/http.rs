@@ -1,7 +1,7 @@
 //! The HTTP contract over real connections on 127.0.0.1, with a fake executor.
 
 use hako_api::{serve_on, AppState, RunCode};
-use hako_runtime::{Config, ExecError, RunRequest, RunResult, RunStatus, Usage};
+use hako_runtime::{Config, ExecError, RunReport, RunRequest, Usage};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +21,7 @@ struct Fake {
 }
 
 impl RunCode for Fake {
-    async fn run(&self, req: RunRequest) -> Result<RunResult, ExecError> {
+    async fn run(&self, req: RunRequest) -> Result<RunReport, ExecError> {
         let stdout = match req.code.as_str() {
             "panic" => panic!("fake executor panics on purpose"),
             "sandbox-error" => return Err(ExecError::Sandbox("cannot create cgroup".into())),
@@ -44,20 +44,13 @@ impl RunCode for Fake {
             },
         };
         self.finished.fetch_add(1, Ordering::SeqCst);
-        Ok(RunResult {
-            stdout,
-            stderr: String::new(),
-            error: String::new(),
-            exit_code: 0,
-            status: RunStatus::Ok,
-            blocked_syscalls: Vec::new(),
+        Ok(RunReport {
             usage: Usage {
                 wall_ms: 1,
                 cpu_ms: 1,
                 peak_memory_bytes: 1024,
             },
-            refused_destinations: Vec::new(),
-            network: None,
+            ..RunReport::ok(req.language, stdout)
         })
     }
 }

@@ -2,7 +2,7 @@
 //! while a readiness source says so, and distinct from `/health` throughout.
 
 use hako_api::{serve_on, AppState, NotReady, Readiness, RunCode};
-use hako_runtime::{Config, ExecError, RunRequest, RunResult};
+use hako_runtime::{Config, ExecError, RunReport, RunRequest};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 struct NeverRuns;
 
 impl RunCode for NeverRuns {
-    async fn run(&self, _: RunRequest) -> Result<RunResult, ExecError> {
+    async fn run(&self, _: RunRequest) -> Result<RunReport, ExecError> {
         Err(ExecError::Sandbox("not used by these tests".into()))
     }
 }

@@ -9,8 +9,9 @@ use crate::http::{self, Destination, Request};
 use crate::local::LocalAddrs;
 use crate::policy::{Policy, Verdict};
 use crate::upstream::{Route, Upstreams};
-use hako_jail::netns::{self, Registration};
-use hako_jail::spec::NetworkReport;
+use hako_jail::netns;
+use hako_wire::egress::{Answer, EgressError, Registration};
+use hako_wire::spec::NetworkReport;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,28 @@ pub enum GuardError {
     },
     #[error("egress guard socket path {0} is too long for a unix socket (max 107 bytes); shorten hako.runtime_dir")]
     PathTooLong(PathBuf),
+    #[error("registration timed out")]
+    RegisterTimeout,
+    #[error("receive the registration: {0}")]
+    Receive(#[source] std::io::Error),
+    #[error("closed before registering")]
+    ClosedBeforeRegistering,
+    #[error(transparent)]
+    Link(#[from] EgressError),
+    #[error("no listener attached")]
+    NoListener,
+    #[error("the descriptor is not a listening socket")]
+    NotListening,
+    #[error("use the run's listener: {0}")]
+    Listener(#[source] std::io::Error),
+    #[error("no address")]
+    NoAddress,
+    #[error("{0}")]
+    Connect(#[source] std::io::Error),
+    #[error("{0}")]
+    Upstream(#[source] crate::upstream::UpstreamError),
+    #[error("timed out")]
+    ConnectTimeout,
 }
 
 /// Per-run limits of the guard.
@@ -208,52 +231,44 @@ impl RunState {
     }
 }
 
-async fn receive_registration(stream: &UnixStream) -> Result<(Registration, OwnedFd), String> {
+async fn receive_registration(stream: &UnixStream) -> Result<(Registration, OwnedFd), GuardError> {
     let mut buf = vec![0u8; 4096];
     let mut got = 0usize;
     let mut fd = None;
     loop {
-        stream.readable().await.map_err(|e| e.to_string())?;
+        stream.readable().await.map_err(GuardError::Receive)?;
         let received = stream.try_io(Interest::READABLE, || {
             netns::recv_with_fd(stream.as_fd(), &mut buf[got..]).map_err(std::io::Error::from)
         });
         let (n, new_fd) = match received {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(GuardError::Receive(e)),
         };
         if n == 0 {
-            return Err("closed before registering".into());
+            return Err(GuardError::ClosedBeforeRegistering);
         }
         fd = fd.or(new_fd);
         got += n;
-        if got >= 4 {
-            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len > netns::MAX_MESSAGE {
-                return Err("registration too large".into());
+        if let Some(total) = Registration::frame_len(&buf[..got])? {
+            if buf.len() < total {
+                buf.resize(total, 0);
             }
-            if buf.len() < 4 + len {
-                buf.resize(4 + len, 0);
-            }
-            if got >= 4 + len {
-                let reg: Registration =
-                    serde_json::from_slice(&buf[4..4 + len]).map_err(|e| e.to_string())?;
-                return fd
-                    .map(|fd| (reg, fd))
-                    .ok_or_else(|| "no listener attached".into());
-            }
+        }
+        if let Some(reg) = Registration::decode(&buf[..got])? {
+            return fd.map(|fd| (reg, fd)).ok_or(GuardError::NoListener);
         }
     }
 }
 
-fn into_listener(fd: OwnedFd) -> Result<TcpListener, String> {
+fn into_listener(fd: OwnedFd) -> Result<TcpListener, GuardError> {
     use nix::sys::socket::{getsockopt, sockopt};
     if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
-        return Err("the descriptor is not a listening socket".into());
+        return Err(GuardError::NotListening);
     }
     let std = std::net::TcpListener::from(fd);
-    std.set_nonblocking(true).map_err(|e| e.to_string())?;
-    TcpListener::from_std(std).map_err(|e| e.to_string())
+    std.set_nonblocking(true).map_err(GuardError::Listener)?;
+    TcpListener::from_std(std).map_err(GuardError::Listener)
 }
 
 async fn accept_on(listener: &Option<TcpListener>) -> std::io::Result<TcpStream> {
@@ -268,17 +283,18 @@ async fn serve_run(mut stream: UnixStream, shared: Arc<Shared>) {
     let config = &shared.config;
     let registered = tokio::time::timeout(REGISTER_TIMEOUT, receive_registration(&stream))
         .await
-        .unwrap_or_else(|_| Err("registration timed out".into()))
+        .unwrap_or(Err(GuardError::RegisterTimeout))
         .and_then(|(reg, fd)| into_listener(fd).map(|l| (reg, l)));
     let (reg, listener) = match registered {
         Ok(r) => r,
         Err(err) => {
             tracing::warn!(error = %err, "egress guard: bad registration");
-            let _ = stream.write_all(format!("E{err}").as_bytes()).await;
+            let refused = Answer::Refused(err.to_string()).encode();
+            let _ = stream.write_all(&refused).await;
             return;
         }
     };
-    if stream.write_all(b"K").await.is_err() {
+    if stream.write_all(&Answer::Accepted.encode()).await.is_err() {
         return;
     }
     let run = Arc::new(RunState {
@@ -339,7 +355,7 @@ async fn serve_run(mut stream: UnixStream, shared: Arc<Shared>) {
         limit = report.limit.as_deref().unwrap_or("-"),
         "egress: run finished"
     );
-    if let Ok(text) = serde_json::to_vec(&report) {
+    if let Ok(text) = hako_wire::egress::encode_report(&report) {
         let _ = stream.write_all(&text).await;
     }
     let _ = stream.shutdown().await;
@@ -598,7 +614,11 @@ async fn decide(
     Ok(allowed)
 }
 
-async fn open(dest: &Destination, addrs: &[IpAddr], route: Route<'_>) -> Result<TcpStream, String> {
+async fn open(
+    dest: &Destination,
+    addrs: &[IpAddr],
+    route: Route<'_>,
+) -> Result<TcpStream, GuardError> {
     let first = addrs.first().copied();
     // Upstreams get the address the guard judged, so they cannot resolve the name elsewhere.
     let judged = first.map_or_else(
@@ -608,21 +628,21 @@ async fn open(dest: &Destination, addrs: &[IpAddr], route: Route<'_>) -> Result<
     let attempt = async {
         match route {
             Route::Direct => {
-                let mut last = String::from("no address");
+                let mut last = GuardError::NoAddress;
                 for ip in addrs {
                     match TcpStream::connect(SocketAddr::new(*ip, dest.port)).await {
                         Ok(s) => return Ok(s),
-                        Err(e) => last = e.to_string(),
+                        Err(e) => last = GuardError::Connect(e),
                     }
                 }
                 Err(last)
             }
-            Route::HttpProxy(p) => p.connect().await.map_err(|e| e.to_string()),
-            Route::Tunnel(p) => p.tunnel(&judged).await.map_err(|e| e.to_string()),
-            Route::Socks5(p) => p.socks5(dest, first).await.map_err(|e| e.to_string()),
+            Route::HttpProxy(p) => p.connect().await.map_err(GuardError::Upstream),
+            Route::Tunnel(p) => p.tunnel(&judged).await.map_err(GuardError::Upstream),
+            Route::Socks5(p) => p.socks5(dest, first).await.map_err(GuardError::Upstream),
         }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
-        .unwrap_or_else(|_| Err("timed out".into()))
+        .unwrap_or(Err(GuardError::ConnectTimeout))
 }

@@ -9,7 +9,7 @@ const MAX_HEADERS: usize = 100;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HeadError {
     #[error("malformed request: {0}")]
-    Malformed(String),
+    Malformed(#[source] httparse::Error),
     #[error("request head larger than {MAX_HEAD} bytes")]
     TooLarge,
     #[error("https:// URLs go through CONNECT (the guard does not terminate TLS)")]
@@ -59,7 +59,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+        Err(e) => return Err(HeadError::Malformed(e)),
     };
     let method = req.method.unwrap_or_default().to_string();
     let target = req.path.unwrap_or_default();

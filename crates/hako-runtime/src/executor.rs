@@ -1,4 +1,4 @@
-//! The executor: turns a [`RunRequest`] into a jailed run and a [`RunResult`].
+//! The executor: turns a [`RunRequest`] into a jailed run and a [`RunReport`].
 //!
 //! Every run starts the jail helper (`hako __jail`, this same binary) as a separate
 //! process; the caller, which may be the multi-threaded server, never forks itself.
@@ -7,7 +7,7 @@ use crate::adapter::{Adapter, AdapterError};
 use crate::config::Config;
 use crate::language::Language;
 use crate::packages::PackageManager;
-use crate::result::{RunRequest, RunResult};
+use crate::result::{RunReport, RunRequest};
 use crate::stop::Cancel;
 use crate::summary::summarize;
 use hako_jail::protocol;
@@ -31,9 +31,43 @@ pub enum ExecError {
     /// wait (`hako.packages_wait_seconds`); try again later.
     #[error("the {language} package environment is still being installed (waited {waited_s} s, hako.packages_wait_seconds); retry shortly")]
     PackagesNotReady { language: Language, waited_s: u64 },
-    /// The jail could not be started or failed before the program ran.
+    /// The jail could not be started or failed before the program ran (the helper's
+    /// account of it).
     #[error("sandbox failure: {0}")]
     Sandbox(String),
+    #[error("sandbox failure: {0}")]
+    AllowedSyscalls(#[source] hako_jail::seccomp::SeccompError),
+    #[error("sandbox failure: create {path}: {source}")]
+    RootMountpoint {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox failure: {0}")]
+    Egress(#[source] crate::egress::EgressError),
+    #[error("sandbox failure: {0}")]
+    Frame(#[source] protocol::FrameError),
+    #[error("sandbox failure: start the jail helper {path}: {source}")]
+    StartHelper {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox failure: wait for the jail helper: {0}")]
+    WaitHelper(#[source] std::io::Error),
+    #[error("sandbox failure: talk to the jail helper: {0}")]
+    TalkHelper(#[source] std::io::Error),
+    #[error("sandbox failure: jail helper ended with {status} and no readable outcome ({source}): {stderr}")]
+    NoOutcome {
+        status: std::process::ExitStatus,
+        #[source]
+        source: protocol::FrameError,
+        stderr: String,
+    },
+    #[error("sandbox failure: zygote library closure: {0}")]
+    ZygoteClosure(#[source] hako_elf::closure::ElfError),
+    #[error("sandbox failure: {0}")]
+    Preload(#[source] serde_json::Error),
     /// The caller gave up; the run was stopped and everything it had is gone.
     #[error("the run was cancelled: its caller went away")]
     Cancelled,
@@ -99,11 +133,11 @@ impl Executor {
     /// binary that implements `__jail` (normally the current executable). `config` is the
     /// loaded configuration; the caller may share it (the HTTP layer reads the same copy).
     pub fn new(config: Arc<Config>, helper: PathBuf) -> Result<Self, ExecError> {
-        std::fs::create_dir_all(root_mountpoint(&config)).map_err(|e| {
-            ExecError::Sandbox(format!(
-                "create {}: {e}",
-                root_mountpoint(&config).display()
-            ))
+        std::fs::create_dir_all(root_mountpoint(&config)).map_err(|source| {
+            ExecError::RootMountpoint {
+                path: root_mountpoint(&config),
+                source,
+            }
         })?;
         let adapters = [
             (Language::Python3, &config.python_path),
@@ -120,8 +154,7 @@ impl Executor {
         };
         // Uses environments that are already built; `PackageManager::start` installs.
         let packages = PackageManager::new(&config, interpreter(0), interpreter(1));
-        let egress =
-            crate::egress::Egress::new(&config).map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        let egress = crate::egress::Egress::new(&config).map_err(ExecError::Egress)?;
         let finishing = crate::warm::Finishing::new(config.hako.cgroup_root.clone());
         Ok(Executor {
             inner: Arc::new(Inner {
@@ -167,7 +200,7 @@ impl Executor {
             })
     }
 
-    pub async fn run(&self, request: RunRequest) -> Result<RunResult, ExecError> {
+    pub async fn run(&self, request: RunRequest) -> Result<RunReport, ExecError> {
         self.run_until(request, Cancel::never()).await
     }
 
@@ -177,7 +210,7 @@ impl Executor {
         &self,
         request: RunRequest,
         mut cancel: Cancel,
-    ) -> Result<RunResult, ExecError> {
+    ) -> Result<RunReport, ExecError> {
         self.run_cancellable(request, ExecOptions::default(), &mut cancel)
             .await
             .map(|(result, _)| result)
@@ -188,7 +221,7 @@ impl Executor {
         &self,
         request: RunRequest,
         options: ExecOptions,
-    ) -> Result<(RunResult, JailOutcome), ExecError> {
+    ) -> Result<(RunReport, JailOutcome), ExecError> {
         self.run_cancellable(request, options, &mut Cancel::never())
             .await
     }
@@ -198,7 +231,7 @@ impl Executor {
         request: RunRequest,
         options: ExecOptions,
         cancel: &mut Cancel,
-    ) -> Result<(RunResult, JailOutcome), ExecError> {
+    ) -> Result<(RunReport, JailOutcome), ExecError> {
         let config = &self.inner.config;
         if request.enable_network && !config.enable_network {
             return Err(ExecError::NetworkDisabled);
@@ -250,8 +283,7 @@ impl Executor {
         code: &[u8],
         cancel: &mut Cancel,
     ) -> Result<JailOutcome, ExecError> {
-        let request =
-            protocol::encode_request(spec, code).map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        let request = protocol::encode_request(spec, code).map_err(ExecError::Frame)?;
         let mut child = tokio::process::Command::new(&self.inner.helper)
             .arg("__jail")
             .env_clear()
@@ -259,11 +291,9 @@ impl Executor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| {
-                ExecError::Sandbox(format!(
-                    "start the jail helper {}: {e}",
-                    self.inner.helper.display()
-                ))
+            .map_err(|source| ExecError::StartHelper {
+                path: self.inner.helper.clone(),
+                source,
             })?;
         // A dropped request (client gone) asks the helper to stop; it kills the run and
         // cleans up after it (a SIGKILL would leave the run's cgroup behind).
@@ -303,7 +333,7 @@ impl Executor {
         if decoded.is_ok() {
             cancel_on_drop.0 = None;
             self.inner.finishing.reap(child, Some(stderr));
-            return decoded.map_err(|e| ExecError::Sandbox(e.to_string()));
+            return decoded.map_err(ExecError::Frame);
         }
         let mut err = Vec::new();
         let e = stderr.read_to_end(&mut err).await;
@@ -311,8 +341,7 @@ impl Executor {
         let status = child.wait().await;
         // Reaped (or failed to be): either way the pid is no longer ours to signal.
         cancel_on_drop.0 = None;
-        let status =
-            status.map_err(|e| ExecError::Sandbox(format!("wait for the jail helper: {e}")))?;
+        let status = status.map_err(ExecError::WaitHelper)?;
         if !status.success() {
             // Killed or failed before it could clean up: remove what it left.
             crate::stop::remove_leftovers(pid, &spec.cgroup_root).await;
@@ -326,14 +355,11 @@ impl Executor {
             tracing::error!(%status, "jail helper lost during a run");
             return Ok(crate::warm::lost_after_handover("jail helper", &status));
         }
-        w.and(o)
-            .and(e)
-            .map_err(|e| ExecError::Sandbox(format!("talk to the jail helper: {e}")))?;
-        decoded.map_err(|e| {
-            ExecError::Sandbox(format!(
-                "jail helper ended with {status} and no readable outcome ({e}): {}",
-                String::from_utf8_lossy(&err).trim()
-            ))
+        w.and(o).and(e).map_err(ExecError::TalkHelper)?;
+        decoded.map_err(|source| ExecError::NoOutcome {
+            status,
+            source,
+            stderr: String::from_utf8_lossy(&err).trim().to_string(),
         })
     }
 }
@@ -490,7 +516,7 @@ impl Executor {
         let cache = hako_elf::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))
             .unwrap_or_else(|_| hako_elf::ldcache::LdCache::empty());
         let closure = hako_elf::closure::library_closure(&[library.to_path_buf()], &cache)
-            .map_err(|e| ExecError::Sandbox(format!("zygote library closure: {e}")))?;
+            .map_err(ExecError::ZygoteClosure)?;
         spec.ro_binds.extend(closure.files);
         spec.ro_binds.sort();
         spec.ro_binds.dedup();
@@ -511,7 +537,7 @@ impl Executor {
         ));
         spec.env.push((
             "HAKO_PRELOAD".into(),
-            serde_json::to_string(&preload).map_err(|e| ExecError::Sandbox(e.to_string()))?,
+            serde_json::to_string(&preload).map_err(ExecError::Preload)?,
         ));
         Ok((spec, key))
     }

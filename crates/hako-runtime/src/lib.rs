@@ -18,4 +18,4 @@ pub mod warm;
 pub use config::Config;
 pub use executor::{ExecError, ExecOptions, Executor, JailRequest};
 pub use language::Language;
-pub use result::{RunRequest, RunResult, RunStatus, Usage};
+pub use result::{Ending, Failure, Reason, RunReport, RunRequest, RunStatus, Usage};

@@ -123,7 +123,7 @@ impl Executor {
         self.inner
             .egress
             .attach(&mut spec, request.language, request_id)
-            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+            .map_err(ExecError::Egress)?;
         Ok((spec, env))
     }
 }

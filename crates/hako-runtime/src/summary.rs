@@ -1,16 +1,36 @@
-//! From a jail outcome to the Dify-shaped result: status, exit code and the `error` text.
+//! From a jail outcome to the run's domain report: its status and the reasons it failed.
 
 use crate::language::Language;
-use crate::result::{RunResult, RunStatus, Usage};
+use crate::result::{Ending, Failure, Reason, RunReport, RunStatus, Usage, KILLED_EXIT_CODE};
 use hako_jail::spec::{JailOutcome, Limits};
 
-/// Exit code reported when the program was killed by a signal (as Dify Sandbox reports it).
-pub const KILLED_EXIT_CODE: i32 = -1;
-
-pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> RunResult {
+pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> RunReport {
     let exit_code = outcome.exit_code.unwrap_or(KILLED_EXIT_CODE);
     let blocked: Vec<String> = outcome.blocked.iter().map(|b| b.name.clone()).collect();
-    let status = if outcome.failure.is_some() {
+    let status = status_of(outcome, exit_code, !blocked.is_empty());
+    let failure = (status != RunStatus::Ok).then(|| Failure {
+        ending: Ending::Exited(exit_code),
+        reasons: reasons(outcome, status, &blocked, limits),
+    });
+    RunReport {
+        language,
+        status,
+        stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
+        exit_code,
+        blocked_syscalls: blocked,
+        usage: Usage {
+            wall_ms: outcome.wall_ms,
+            cpu_ms: outcome.cpu_ms,
+            peak_memory_bytes: outcome.peak_memory_bytes,
+        },
+        network: outcome.network.clone(),
+        failure,
+    }
+}
+
+fn status_of(outcome: &JailOutcome, exit_code: i32, blocked: bool) -> RunStatus {
+    if outcome.failure.is_some() {
         // Lost or killed supervision (or tampering) outranks what the program looked like.
         RunStatus::Error
     } else if outcome.timed_out {
@@ -23,109 +43,75 @@ pub fn summarize(outcome: &JailOutcome, language: Language, limits: &Limits) -> 
         RunStatus::PidsLimit
     } else if exit_code == 0 {
         RunStatus::Ok
-    } else if !blocked.is_empty() {
+    } else if blocked {
         RunStatus::Blocked
     } else {
         RunStatus::Error
-    };
-    let stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
-    let error = if status == RunStatus::Ok {
-        String::new()
-    } else {
-        let mut text = format!("process exited with code {exit_code}\n");
-        if let Some(failure) = &outcome.failure {
-            text.push_str(&format!("error: {failure}\n"));
-        }
-        match status {
-            RunStatus::Timeout => text.push_str("error: timeout\n"),
-            RunStatus::MemoryLimit => {
-                text.push_str("error: signal: killed\n");
-                text.push_str(&format!(
-                    "error: memory limit of {} MiB exceeded\n",
-                    limits.memory_bytes >> 20
-                ));
-            }
-            RunStatus::OutputLimit => text.push_str(&format!(
-                "error: output limit of {} bytes exceeded\n",
-                limits.output_bytes
-            )),
-            _ => {}
-        }
-        if let Some(signal) = outcome
-            .signal
-            .filter(|_| status == RunStatus::Error || status == RunStatus::Blocked)
-        {
-            text.push_str(&format!("error: signal: {}\n", signal_name(signal)));
-        }
-        for name in &blocked {
-            if name == "other_syscalls" {
-                text.push_str("error: operation not permitted: more syscalls were blocked than one report names\n");
-                continue;
-            }
-            text.push_str(&format!(
-                "error: operation not permitted: syscall {name} blocked by the {language} policy; allow it with ALLOWED_SYSCALLS={name}\n"
-            ));
-        }
-        if outcome.pids_limited {
-            text.push_str(&format!(
-                "error: process limit of {} reached\n",
-                limits.pids
-            ));
-        }
-        if let Some(net) = &outcome.network {
-            for dest in &net.refused {
-                text.push_str(&format!(
-                    "error: network: connection to {dest} refused by the egress guard\n"
-                ));
-            }
-            if let Some(limit) = &net.limit {
-                text.push_str(&format!("error: network: per-run {limit} limit reached\n"));
-            }
-        }
-        text.push_str(&stderr);
-        text
-    };
-    RunResult {
-        stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
-        stderr,
-        error,
-        exit_code,
-        status,
-        blocked_syscalls: blocked,
-        usage: Usage {
-            wall_ms: outcome.wall_ms,
-            cpu_ms: outcome.cpu_ms,
-            peak_memory_bytes: outcome.peak_memory_bytes,
-        },
-        refused_destinations: outcome
-            .network
-            .as_ref()
-            .map(|n| n.refused.clone())
-            .unwrap_or_default(),
-        network: outcome.network.clone(),
     }
 }
 
-/// Go's wording for the usual signals (Dify Sandbox prints `signal: killed`).
-fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGKILL => "killed".into(),
-        libc::SIGSEGV => "segmentation fault".into(),
-        libc::SIGABRT => "aborted".into(),
-        libc::SIGBUS => "bus error".into(),
-        libc::SIGFPE => "floating point exception".into(),
-        libc::SIGSYS => "bad system call".into(),
-        libc::SIGTERM => "terminated".into(),
-        libc::SIGXFSZ => "file size limit exceeded".into(),
-        libc::SIGXCPU => "CPU time limit exceeded".into(),
-        other => format!("signal {other}"),
+/// The reasons of a failed run, in the order its error text lists them.
+fn reasons(
+    outcome: &JailOutcome,
+    status: RunStatus,
+    blocked: &[String],
+    limits: &Limits,
+) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    if let Some(failure) = &outcome.failure {
+        reasons.push(if outcome.tampered {
+            Reason::Tampered(failure.clone())
+        } else {
+            Reason::SupervisionLost(failure.clone())
+        });
     }
+    match status {
+        RunStatus::Timeout => reasons.push(Reason::Timeout),
+        RunStatus::MemoryLimit => reasons.push(Reason::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        }),
+        RunStatus::OutputLimit => reasons.push(Reason::OutputLimit {
+            limit_bytes: limits.output_bytes,
+        }),
+        _ => {}
+    }
+    if let Some(signal) = outcome
+        .signal
+        .filter(|_| status == RunStatus::Error || status == RunStatus::Blocked)
+    {
+        reasons.push(Reason::Signal(signal));
+    }
+    reasons.extend(blocked_reasons(blocked));
+    if outcome.pids_limited {
+        reasons.push(Reason::PidsLimit { limit: limits.pids });
+    }
+    if let Some(net) = &outcome.network {
+        reasons.extend(net.refused.iter().map(|dest| Reason::Refused {
+            destination: dest.clone(),
+        }));
+        if let Some(limit) = &net.limit {
+            reasons.push(Reason::NetworkLimit {
+                limit: limit.clone(),
+            });
+        }
+    }
+    reasons
+}
+
+/// One reason per denied syscall (`other_syscalls` stands for the ones a report leaves out).
+pub fn blocked_reasons(blocked: &[String]) -> impl Iterator<Item = Reason> + '_ {
+    blocked.iter().map(|name| match name.as_str() {
+        "other_syscalls" => Reason::BlockedUnnamed,
+        _ => Reason::Blocked {
+            syscall: name.clone(),
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hako_jail::spec::BlockedSyscall;
+    use hako_jail::spec::{BlockedSyscall, NetworkReport};
 
     fn limits() -> Limits {
         Limits {
@@ -139,8 +125,16 @@ mod tests {
         }
     }
 
+    fn reasons_of(report: &RunReport) -> Vec<Reason> {
+        report
+            .failure
+            .as_ref()
+            .map(|f| f.reasons.clone())
+            .unwrap_or_default()
+    }
+
     #[test]
-    fn success_has_empty_error_even_with_stderr() {
+    fn success_has_no_failure_even_with_stderr() {
         let outcome = JailOutcome {
             exit_code: Some(0),
             stderr: b"warning\n".to_vec(),
@@ -148,53 +142,71 @@ mod tests {
         };
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(
-            (r.status, r.error.as_str(), r.stderr.as_str()),
-            (RunStatus::Ok, "", "warning\n")
+            (r.status, r.failure, r.stderr.as_str()),
+            (RunStatus::Ok, None, "warning\n")
         );
     }
 
     #[test]
-    fn failure_error_is_exit_line_then_stderr() {
+    fn a_failed_exit_is_an_error_with_its_code() {
         let outcome = JailOutcome {
             exit_code: Some(1),
             stderr: b"Traceback\n".to_vec(),
             ..Default::default()
         };
         let r = summarize(&outcome, Language::Python3, &limits());
-        assert_eq!(r.error, "process exited with code 1\nTraceback\n");
         assert_eq!(r.status, RunStatus::Error);
+        assert_eq!(
+            r.failure,
+            Some(Failure {
+                ending: Ending::Exited(1),
+                reasons: Vec::new()
+            })
+        );
     }
 
     #[test]
-    fn timeout_uses_difys_words() {
+    fn a_timeout_is_killed_with_exit_code_minus_one() {
         let outcome = JailOutcome {
             timed_out: true,
             signal: Some(9),
             ..Default::default()
         };
         let r = summarize(&outcome, Language::Nodejs, &limits());
-        assert_eq!(r.status, RunStatus::Timeout);
-        assert_eq!(r.exit_code, -1);
-        assert_eq!(r.error, "process exited with code -1\nerror: timeout\n");
+        assert_eq!((r.status, r.exit_code), (RunStatus::Timeout, -1));
+        assert_eq!(reasons_of(&r), vec![Reason::Timeout]);
     }
 
     #[test]
-    fn blocked_syscall_is_named_with_the_fix() {
+    fn a_blocked_syscall_is_named() {
         let outcome = JailOutcome {
             exit_code: Some(1),
-            blocked: vec![BlockedSyscall {
-                nr: 103,
-                name: "syslog".into(),
-                count: 1,
-            }],
+            blocked: vec![
+                BlockedSyscall {
+                    nr: 103,
+                    name: "syslog".into(),
+                    count: 1,
+                },
+                BlockedSyscall {
+                    nr: 0,
+                    name: "other_syscalls".into(),
+                    count: 3,
+                },
+            ],
             ..Default::default()
         };
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(r.status, RunStatus::Blocked);
-        assert_eq!(r.blocked_syscalls, vec!["syslog".to_string()]);
-        assert!(r.error.contains(
-            "error: operation not permitted: syscall syslog blocked by the python3 policy; allow it with ALLOWED_SYSCALLS=syslog"
-        ), "{}", r.error);
+        assert_eq!(r.blocked_syscalls, vec!["syslog", "other_syscalls"]);
+        assert_eq!(
+            reasons_of(&r),
+            vec![
+                Reason::Blocked {
+                    syscall: "syslog".into()
+                },
+                Reason::BlockedUnnamed
+            ]
+        );
     }
 
     #[test]
@@ -206,10 +218,11 @@ mod tests {
         };
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(r.status, RunStatus::MemoryLimit);
-        assert!(
-            r.error.contains("memory limit of 512 MiB exceeded"),
-            "{}",
-            r.error
+        assert_eq!(
+            reasons_of(&r),
+            vec![Reason::MemoryLimit {
+                limit_bytes: 512 << 20
+            }]
         );
     }
 
@@ -223,7 +236,10 @@ mod tests {
         };
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(r.status, RunStatus::OutputLimit);
-        assert!(r.error.contains("output limit of 100 bytes exceeded"));
+        assert_eq!(
+            reasons_of(&r),
+            vec![Reason::OutputLimit { limit_bytes: 100 }]
+        );
     }
 
     #[test]
@@ -235,11 +251,7 @@ mod tests {
         };
         let r = summarize(&outcome, Language::Python3, &limits());
         assert_eq!(r.status, RunStatus::PidsLimit);
-        assert!(
-            r.error.contains("process limit of 128 reached"),
-            "{}",
-            r.error
-        );
+        assert_eq!(reasons_of(&r), vec![Reason::PidsLimit { limit: 128 }]);
         let survived = JailOutcome {
             exit_code: Some(0),
             pids_limited: true,
@@ -247,5 +259,37 @@ mod tests {
         };
         let r = summarize(&survived, Language::Python3, &limits());
         assert_eq!(r.status, RunStatus::Ok);
+    }
+
+    #[test]
+    fn tampering_and_network_reasons_keep_their_kind() {
+        let outcome = JailOutcome {
+            exit_code: Some(0),
+            signal: Some(9),
+            failure: Some("the run tampered (READY)".into()),
+            tampered: true,
+            network: Some(NetworkReport {
+                refused: vec!["10.0.0.1:80".into()],
+                limit: Some("bytes".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = summarize(&outcome, Language::Python3, &limits());
+        assert_eq!(r.status, RunStatus::Error);
+        assert_eq!(r.refused_destinations(), ["10.0.0.1:80".to_string()]);
+        assert_eq!(
+            reasons_of(&r),
+            vec![
+                Reason::Tampered("the run tampered (READY)".into()),
+                Reason::Signal(9),
+                Reason::Refused {
+                    destination: "10.0.0.1:80".into()
+                },
+                Reason::NetworkLimit {
+                    limit: "bytes".into()
+                },
+            ]
+        );
     }
 }

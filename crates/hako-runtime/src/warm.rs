@@ -18,10 +18,17 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarmError {
+    /// The zygote's own account of why it did not start, or a missing pipe.
     #[error("start a zygote: {0}")]
     Start(String),
+    #[error("start a zygote: {0}")]
+    StartIo(#[source] std::io::Error),
+    #[error("start a zygote: {0}")]
+    Report(#[source] serde_json::Error),
+    #[error("start a zygote: {0}")]
+    Frame(#[source] protocol::FrameError),
     #[error("the zygote failed: {0}")]
-    Broken(String),
+    Broken(#[source] std::io::Error),
     /// The caller gave up; the worker was stopped and is gone.
     #[error("the run was cancelled")]
     Cancelled,
@@ -313,9 +320,10 @@ impl ZygotePool {
         .await?;
         let mut stdout = BufReader::new(stdout);
         let report = match read_frame(&mut stdout, 4).await {
-            Ok(header) => serde_json::from_slice::<ZygoteReport>(&header)
-                .map_err(|e| WarmError::Start(e.to_string())),
-            Err(e) => Err(WarmError::Start(e.to_string())),
+            Ok(header) => {
+                serde_json::from_slice::<ZygoteReport>(&header).map_err(WarmError::Report)
+            }
+            Err(e) => Err(WarmError::StartIo(e)),
         };
         let report = match report {
             Ok(report) if report.ready => report,
@@ -392,7 +400,7 @@ impl ZygotePool {
                 Ok(Some(lost_after_handover("zygote", &lost.error)))
             }
             // Lost before the hand-over: the program never started; it may run elsewhere.
-            Waited::Answer(Err(lost)) => Err(WarmError::Broken(lost.error.to_string())),
+            Waited::Answer(Err(lost)) => Err(WarmError::Broken(lost.error)),
             Waited::Cancelled => {
                 if let Some(zygote) = lease.zygote.take() {
                     zygote.stop().await;
@@ -514,7 +522,7 @@ async fn start_helper(
     spec: &JailSpec,
     bootstrap: &[u8],
 ) -> Result<(Child, ChildStdin, ChildStdout), WarmError> {
-    let start_err = |e: std::io::Error| WarmError::Start(e.to_string());
+    let start_err = WarmError::StartIo;
     let mut child = tokio::process::Command::new(helper)
         .arg(subcommand)
         .env_clear()
@@ -535,8 +543,8 @@ async fn start_helper(
         tokio::spawn(forward_log(stderr));
     }
     let mut frame = Vec::new();
-    protocol::write_json(&mut frame, spec).map_err(|e| WarmError::Start(e.to_string()))?;
-    protocol::write_bytes(&mut frame, bootstrap).map_err(|e| WarmError::Start(e.to_string()))?;
+    protocol::write_json(&mut frame, spec).map_err(WarmError::Frame)?;
+    protocol::write_bytes(&mut frame, bootstrap).map_err(WarmError::Frame)?;
     stdin.write_all(&frame).await.map_err(start_err)?;
     stdin.flush().await.map_err(start_err)?;
     Ok((child, stdin, stdout))
@@ -822,7 +830,7 @@ impl NodePool {
                 self.finishing.reap(child, None);
                 if !handed_over {
                     // A worker that cannot take the program never started it.
-                    return Err(WarmError::Broken(e.to_string()));
+                    return Err(WarmError::Broken(e));
                 }
                 tracing::error!(error = %e, "node pool helper lost during a run");
                 return Ok(Some(lost_after_handover("node worker", &e)));

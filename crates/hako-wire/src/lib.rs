@@ -3,6 +3,7 @@
 //! - [`spec`]: the run spec the caller sends a jail helper and the outcome it reports.
 //! - [`frame`]: the byte framing of those pipes (length-prefixed JSON and byte strings).
 //! - [`zygote`]: the orders a zygote helper takes and the reports it gives.
+//! - [`egress`]: how a jail helper registers a proxy-mode run with the egress guard.
 //! - [`control`]: the ONE control-message enum spoken on the control sockets between a
 //!   helper, the jail's init, a zygote and its run children, with one send and one receive
 //!   function, and the receivers' state machines: a message is accepted only in the state
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod egress;
 pub mod frame;
 pub mod language;
 pub mod spec;

@@ -290,21 +290,25 @@ fn run(loaded: LoadResult, args: RunArgs) -> Result<i32> {
         executor.wait_for_helpers().await;
         result
     })??;
+    let exit_code = result.exit_code;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        let data = hako_api::RunData::from(result);
+        println!("{}", serde_json::to_string_pretty(&data)?);
     } else {
         std::io::stdout().write_all(result.stdout.as_bytes())?;
         std::io::stderr().write_all(result.stderr.as_bytes())?;
-        let messages: String = result
-            .error
-            .lines()
-            .skip(1)
-            .filter(|l| l.starts_with("error: "))
-            .map(|l| format!("hako: {l}\n"))
+        let reasons = result.failure.iter().flat_map(|f| &f.reasons);
+        let messages: String = reasons
+            .flat_map(|r| {
+                hako_api::result::reason_lines(r, result.language)
+                    .lines()
+                    .map(|l| format!("hako: {l}\n"))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         std::io::stderr().write_all(messages.as_bytes())?;
     }
-    Ok(match result.exit_code {
+    Ok(match exit_code {
         code if code >= 0 => code,
         _ => 137,
     })

@@ -18,11 +18,12 @@ pub enum V2Error {
     Request(#[from] Rejection),
     #[error("the agent API is not available in this server")]
     Unavailable,
-    #[error("session {id} is on replica {owner}, which does not answer: {reason}")]
+    #[error("session {id} is on replica {owner}, which does not answer: {source}")]
     PeerGone {
         id: String,
         owner: String,
-        reason: String,
+        #[source]
+        source: reqwest::Error,
     },
 }
 
@@ -31,9 +32,10 @@ impl V2Error {
         match self {
             V2Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             V2Error::Agent(e) => match e {
-                AgentError::Invalid(_) | AgentError::Path(_) => {
-                    (StatusCode::BAD_REQUEST, "invalid_request")
-                }
+                AgentError::Invalid(_)
+                | AgentError::Base64 { .. }
+                | AgentError::Encode(_)
+                | AgentError::Path(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
                 AgentError::UnsupportedLanguage => {
                     (StatusCode::BAD_REQUEST, "unsupported_language")
                 }
@@ -46,9 +48,10 @@ impl V2Error {
                 AgentError::NoSession(_) => (StatusCode::NOT_FOUND, "session_not_found"),
                 AgentError::NoFile(_) => (StatusCode::NOT_FOUND, "file_not_found"),
                 AgentError::Capacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "capacity"),
-                AgentError::Exec(_) | AgentError::Live(_) | AgentError::Protocol(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_error")
-                }
+                AgentError::Exec(_)
+                | AgentError::Live(_)
+                | AgentError::Protocol(_)
+                | AgentError::Reply { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "sandbox_error"),
             },
             V2Error::Request(r) => {
                 let (status, _) = r.status_and_code();

@@ -55,10 +55,10 @@ pub(super) async fn forward(
     headers: &HeaderMap,
     body: Option<Bytes>,
 ) -> Result<Response, V2Error> {
-    let gone = |reason: String| V2Error::PeerGone {
+    let gone = |source: reqwest::Error| V2Error::PeerGone {
         id: foreign.id.clone(),
         owner: foreign.owner.clone(),
-        reason,
+        source,
     };
     // Handlers see the path inside `/v2`.
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
@@ -67,9 +67,7 @@ pub(super) async fn forward(
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
         .build()
-        .map_err(|e| gone(e.to_string()))?;
-    let method =
-        reqwest::Method::from_bytes(method.as_str().as_bytes()).map_err(|e| gone(e.to_string()))?;
+        .map_err(gone)?;
     let mut request = client.request(method, &url).header(FORWARDED, "1");
     for name in ["x-api-key", "authorization", "content-type", "x-request-id"] {
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
@@ -79,14 +77,14 @@ pub(super) async fn forward(
     if let Some(body) = body {
         request = request.body(body.to_vec());
     }
-    let answer = request.send().await.map_err(|e| gone(e.to_string()))?;
+    let answer = request.send().await.map_err(gone)?;
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = answer
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| HeaderValue::from_str(v).ok());
-    let bytes = answer.bytes().await.map_err(|e| gone(e.to_string()))?;
+    let bytes = answer.bytes().await.map_err(gone)?;
     let mut response = (status, bytes.to_vec()).into_response();
     if let Some(ct) = content_type {
         response.headers_mut().insert("content-type", ct);

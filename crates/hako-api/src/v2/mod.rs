@@ -18,6 +18,9 @@ mod sessions;
 
 pub use error::V2Error;
 
+use crate::admission::Running;
+use crate::answer::Rejection;
+use crate::body::read_limited;
 use crate::{AppState, RunCode};
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -49,6 +52,21 @@ pub(crate) fn routes<E: RunCode>(state: AppState<E>) -> Router<AppState<E>> {
             state,
             require_key::<E>,
         ))
+}
+
+/// The request's body, within `hako.max_body_bytes`.
+async fn read_body<E>(
+    state: &AppState<E>,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, V2Error> {
+    Ok(read_limited(headers, body, state.config.hako.max_body_bytes).await?)
+}
+
+/// A worker slot for one run or exec: refused at once when the queue is full.
+async fn admit<E>(state: &AppState<E>) -> Result<Running, V2Error> {
+    let ticket = state.admission.try_admit().ok_or(Rejection::Overloaded)?;
+    Ok(ticket.start().await.map_err(|_| Rejection::ShuttingDown)?)
 }
 
 /// True when `X-Api-Key` or `Authorization: Bearer` carries `app.key` (constant time).

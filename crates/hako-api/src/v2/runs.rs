@@ -1,8 +1,9 @@
 //! `POST /v2/runs`: JSON in, the result object out, or a stream of server-sent events.
 
-use super::V2Error;
-use crate::body::{parse_json, read_limited};
+use super::{admit, read_body, V2Error};
+use crate::body::parse_json;
 use crate::middleware::RequestId;
+use crate::result::AgentRunData;
 use crate::{AppState, RunCode};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -20,29 +21,25 @@ pub async fn run<E: RunCode>(
     body: Body,
 ) -> Result<Response, V2Error> {
     let agent = state.agent.clone().ok_or(V2Error::Unavailable)?;
-    let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
-    let spec: RunSpec = parse_json(&bytes)?;
+    let spec: RunSpec = parse_json(&read_body(&state, &headers, body).await?)?;
     let language = spec.language.clone();
     let streamed = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let ticket = state
-        .admission
-        .try_admit()
-        .ok_or(crate::answer::Rejection::Overloaded)?;
-    let running = ticket
-        .start()
-        .await
-        .map_err(|_| crate::answer::Rejection::ShuttingDown)?;
+    let running = admit(&state).await?;
     let metrics = std::sync::Arc::clone(&state.metrics);
     let finished = move |outcome: &Result<AgentResult, AgentError>, started: Instant| {
         let status = match outcome {
             Ok(result) => result.run.status.as_str(),
             Err(AgentError::Exec(hako_runtime::ExecError::NetworkDisabled)) => "network_disabled",
-            Err(AgentError::Invalid(_) | AgentError::Path(_) | AgentError::UnsupportedLanguage) => {
-                "invalid"
-            }
+            Err(
+                AgentError::Invalid(_)
+                | AgentError::Base64 { .. }
+                | AgentError::Encode(_)
+                | AgentError::Path(_)
+                | AgentError::UnsupportedLanguage,
+            ) => "invalid",
             Err(_) => "sandbox_error",
         };
         metrics.run_finished(&language, status, started.elapsed());
@@ -52,7 +49,7 @@ pub async fn run<E: RunCode>(
         let outcome = agent.run(spec, &request_id, None).await;
         drop(running);
         finished(&outcome, started);
-        return Ok(Json(outcome?).into_response());
+        return Ok(Json(AgentRunData::from(outcome?)).into_response());
     }
     let (events_tx, events_rx) = mpsc::channel::<Event>(64);
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(64);
@@ -83,7 +80,7 @@ pub async fn run<E: RunCode>(
         finished(&outcome, started);
         let Some(body_tx) = body_tx else { return };
         let last = match outcome {
-            Ok(result) => sse("result", &result),
+            Ok(result) => sse("result", &AgentRunData::from(result)),
             Err(e) => {
                 let response = V2Error::from(e);
                 let message = response.to_string();

@@ -2,11 +2,12 @@
 //! replica's session is forwarded there (see [`super::forward`]).
 
 use super::forward::{forward, Foreign};
-use super::V2Error;
-use crate::body::{parse_json, read_limited};
+use super::{admit, read_body, V2Error};
+use crate::body::parse_json;
 use crate::middleware::RequestId;
+use crate::result::ExecData;
 use crate::{AppState, RunCode};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,8 +27,7 @@ pub async fn create<E: RunCode>(
     body: Body,
 ) -> Result<Response, V2Error> {
     let agent = agent(&state)?;
-    let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
-    let spec: SessionSpec = parse_json(&bytes)?;
+    let spec: SessionSpec = parse_json(&read_body(&state, &headers, body).await?)?;
     let id = agent.sessions().create(spec, &request_id).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
 }
@@ -41,38 +41,62 @@ pub async fn list<E: RunCode>(State(state): State<AppState<E>>) -> Result<Respon
     )
 }
 
-/// Where a session lives: here, or on a peer (then the request is forwarded).
-async fn locate<E>(
+/// The request as it came, for forwarding it to the replica that owns a session.
+pub struct Hop {
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Hop {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Hop {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// Serves a request for session `id` with `serve` when this replica owns it; forwards it to
+/// its owner otherwise.
+async fn on_owner<E, F, Fut>(
     state: &AppState<E>,
     id: &str,
-    method: Method,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
-    body: Option<axum::body::Bytes>,
-) -> Result<Result<Agent, Response>, V2Error> {
+    hop: Hop,
+    body: Option<Bytes>,
+    serve: F,
+) -> Result<Response, V2Error>
+where
+    F: FnOnce(Agent) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, V2Error>>,
+{
     let agent = agent(state)?;
-    match Foreign::of(agent.sessions(), id, headers, &agent.config().peer_url) {
-        None => Ok(Ok(agent)),
-        Some(foreign) => Ok(Err(forward(foreign, method, uri, headers, body).await?)),
+    match Foreign::of(agent.sessions(), id, &hop.headers, &agent.config().peer_url) {
+        None => serve(agent).await,
+        Some(foreign) => Ok(forward(foreign, hop.method, &hop.uri, &hop.headers, body).await?),
     }
 }
 
 pub async fn close<E: RunCode>(
     State(state): State<AppState<E>>,
     Path(id): Path<String>,
-    method: Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
+    hop: Hop,
 ) -> Result<Response, V2Error> {
-    let agent = match locate(&state, &id, method, &uri, &headers, None).await? {
-        Ok(agent) => agent,
-        Err(forwarded) => return Ok(forwarded),
-    };
-    if agent.sessions().close(&id) {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(hako_runtime::agent::AgentError::NoSession(id).into())
-    }
+    let (state, id) = (&state, id.as_str());
+    on_owner(state, id, hop, None, |agent| async move {
+        if agent.sessions().close(id) {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Err(hako_runtime::agent::AgentError::NoSession(id.to_string()).into())
+        }
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -83,83 +107,70 @@ struct ExecBody {
 pub async fn exec<E: RunCode>(
     State(state): State<AppState<E>>,
     Path(id): Path<String>,
-    method: Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
+    hop: Hop,
     body: Body,
 ) -> Result<Response, V2Error> {
-    let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
-    let agent = match locate(&state, &id, method, &uri, &headers, Some(bytes.clone())).await? {
-        Ok(agent) => agent,
-        Err(forwarded) => return Ok(forwarded),
-    };
-    let body: ExecBody = parse_json(&bytes)?;
-    let ticket = state
-        .admission
-        .try_admit()
-        .ok_or(crate::answer::Rejection::Overloaded)?;
-    let running = ticket
-        .start()
-        .await
-        .map_err(|_| crate::answer::Rejection::ShuttingDown)?;
-    let started = Instant::now();
-    let answer = agent.sessions().exec(&id, &body.code).await;
-    drop(running);
-    let status = match &answer {
-        Ok(a) => a.run.status.as_str(),
-        Err(_) => "sandbox_error",
-    };
-    state
-        .metrics
-        .run_finished("session", status, started.elapsed());
-    Ok(Json(answer?).into_response())
+    let bytes = read_body(&state, &hop.headers, body).await?;
+    let forwarded = Some(bytes.clone());
+    let (state, id) = (&state, id.as_str());
+    on_owner(state, id, hop, forwarded, |agent| async move {
+        let body: ExecBody = parse_json(&bytes)?;
+        let running = admit(state).await?;
+        let started = Instant::now();
+        let answer = agent.sessions().exec(id, &body.code).await;
+        drop(running);
+        let status = match &answer {
+            Ok(a) => a.run.status.as_str(),
+            Err(_) => "sandbox_error",
+        };
+        state
+            .metrics
+            .run_finished("session", status, started.elapsed());
+        Ok(Json(ExecData::from(answer?)).into_response())
+    })
+    .await
 }
 
 pub async fn list_files<E: RunCode>(
     State(state): State<AppState<E>>,
     Path(id): Path<String>,
-    method: Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
+    hop: Hop,
 ) -> Result<Response, V2Error> {
-    let agent = match locate(&state, &id, method, &uri, &headers, None).await? {
-        Ok(agent) => agent,
-        Err(forwarded) => return Ok(forwarded),
-    };
-    let files = agent.sessions().list_files(&id).await?;
-    Ok(Json(serde_json::json!({ "files": files })).into_response())
+    let (state, id) = (&state, id.as_str());
+    on_owner(state, id, hop, None, |agent| async move {
+        let files = agent.sessions().list_files(id).await?;
+        Ok(Json(serde_json::json!({ "files": files })).into_response())
+    })
+    .await
 }
 
 pub async fn get_file<E: RunCode>(
     State(state): State<AppState<E>>,
     Path((id, path)): Path<(String, String)>,
-    method: Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
+    hop: Hop,
 ) -> Result<Response, V2Error> {
-    let agent = match locate(&state, &id, method, &uri, &headers, None).await? {
-        Ok(agent) => agent,
-        Err(forwarded) => return Ok(forwarded),
-    };
-    let data = agent.sessions().get_file(&id, &path).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+    let (state, id) = (&state, id.as_str());
+    on_owner(state, id, hop, None, |agent| async move {
+        let data = agent.sessions().get_file(id, &path).await?;
+        Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+    })
+    .await
 }
 
 pub async fn put_file<E: RunCode>(
     State(state): State<AppState<E>>,
     Path((id, path)): Path<(String, String)>,
-    method: Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
+    hop: Hop,
     body: Body,
 ) -> Result<Response, V2Error> {
-    let bytes = read_limited(&headers, body, state.config.hako.max_body_bytes).await?;
-    let agent = match locate(&state, &id, method, &uri, &headers, Some(bytes.clone())).await? {
-        Ok(agent) => agent,
-        Err(forwarded) => return Ok(forwarded),
-    };
-    agent.sessions().put_file(&id, &path, &bytes).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let bytes = read_body(&state, &hop.headers, body).await?;
+    let forwarded = Some(bytes.clone());
+    let (state, id) = (&state, id.as_str());
+    on_owner(state, id, hop, forwarded, |agent| async move {
+        agent.sessions().put_file(id, &path, &bytes).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
 }
 
 /// Used by [`Foreign::of`]: whether the id belongs to this replica.

@@ -52,8 +52,11 @@ pub enum HelperError {
     Cgroup(#[from] crate::cgroup::CgroupError),
     #[error("build the seccomp policy: {0}")]
     Seccomp(#[from] seccomp::SeccompError),
+    /// The jail's own account (an ERROR message) of why it could not start.
     #[error("jail setup failed: {0}")]
     Setup(String),
+    #[error("jail setup failed: read the program: {0}")]
+    ReadProgram(#[source] io::Error),
     #[error("supervise the run: {0}")]
     Supervise(Errno),
     #[error("control channel: {0}")]
@@ -343,7 +346,7 @@ fn prepare_and_run(
             let mut program_text = Vec::new();
             source
                 .read_to_end(&mut program_text)
-                .map_err(|e| HelperError::Setup(format!("read the program: {e}")))?;
+                .map_err(HelperError::ReadProgram)?;
             started = Instant::now();
             let mut sink = std::fs::File::from(sink);
             // A program the bootstrap never reads (it died) is reported by the supervisor.

@@ -177,7 +177,7 @@ fn listener_event(
 
 /// Nothing the run sends may steer its supervisor: the run (already killed) is answered as
 /// tampering, and the helper's log says so.
-fn mark_tampered(outcome: &mut JailOutcome, why: &str) {
+fn mark_tampered(outcome: &mut JailOutcome, why: &ControlFault) {
     outcome.tampered = true;
     outcome.failure = Some(format!("{TAMPERED} ({why})"));
     eprintln!("hako jail: {TAMPERED}: {why}; the run was killed");
@@ -389,12 +389,21 @@ fn is_resolver_probe(note: &notify::Notification) -> bool {
         && note.args[2] == libc::NETLINK_ROUTE as u64
 }
 
+/// Why a control channel is no longer trusted (the run tampered with it).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlFault {
+    #[error(transparent)]
+    OutOfState(#[from] control::OutOfState),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+}
+
 /// Receives one control message and checks it against the channel's state. `Ok(None)`: the
 /// channel closed. `Err`: a message out of state or malformed (tampering).
 pub(crate) fn take_control(
     control: &OwnedFd,
     receiver: &mut Receiver,
-) -> Result<Option<(Message, Vec<OwnedFd>)>, String> {
+) -> Result<Option<(Message, Vec<OwnedFd>)>, ControlFault> {
     loop {
         match control::receive(control) {
             Ok(Received::Closed) => return Ok(None),
@@ -402,11 +411,10 @@ pub(crate) fn take_control(
             Ok(Received::Message(message, fds)) => {
                 return match receiver.accept(message.kind()) {
                     Ok(_) => Ok(Some((message, fds))),
-                    Err(out) => Err(out.to_string()),
+                    Err(out) => Err(out.into()),
                 }
             }
-            Err(control::ControlError::Io(err)) => return Err(format!("control socket: {err}")),
-            Err(err) => return Err(err.to_string()),
+            Err(err) => return Err(err.into()),
         }
     }
 }

@@ -26,7 +26,7 @@ enum JailError {
     #[error("wait for the helper: {0}")]
     Sync(Errno),
     #[error("set the run identity: {0}")]
-    Identity(String),
+    Identity(#[source] LockDownError),
     #[error("create the cgroup namespace: {0}")]
     CgroupNs(Errno),
     #[error("set the hostname: {0}")]
@@ -37,14 +37,44 @@ enum JailError {
     Mount(#[from] mounts::MountError),
     #[error("fork the program: {0}")]
     Fork(Errno),
+    #[error("open /dev/null: {0}")]
+    DevNull(#[source] Errno),
+    #[error("set up descriptor {target} of the program: {source}")]
+    Stdio {
+        target: i32,
+        #[source]
+        source: Errno,
+    },
     #[error("open the interpreter {path}: {source}")]
-    Interpreter { path: PathBuf, source: Errno },
+    Interpreter {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("move the interpreter {path} to its exec descriptor: {source}")]
+    ExecFd {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("hand the code pipe to the program: {0}")]
+    CodeFd(#[source] Errno),
+    #[error("move a descriptor out of the way: {0}")]
+    RaiseFd(#[source] Errno),
     #[error("{0}")]
     LockDown(#[from] LockDownError),
     #[error("exec {path}: {source}")]
     Exec { path: PathBuf, source: Errno },
+    #[error("start the zygote: no control socket")]
+    ZygoteSocket,
+    #[error("start the zygote: dup2: {0}")]
+    ZygoteFd(#[source] Errno),
+    #[error("start the zygote: no_new_privs: {0}")]
+    ZygoteNoNewPrivs(#[source] Errno),
     #[error("start the zygote: {0}")]
-    Zygote(String),
+    ZygoteCaps(#[source] caps::errors::CapsError),
+    #[error("start the zygote: {0}")]
+    ZygoteReady(#[source] control::ControlError),
     #[error("bad argument {0:?}: contains a NUL byte")]
     Nul(String),
     #[error("start a session of its own: {0}")]
@@ -151,7 +181,7 @@ fn prepare_jail(
     }
     // Without root the namespace denies setgroups: clearing groups is best effort here.
     crate::lockdown::switch_identity(kernel, JAIL_UID, JAIL_GID, false)
-        .map_err(|e| JailError::Identity(e.to_string()))?;
+        .map_err(JailError::Identity)?;
     // Again: changing the uid cleared the parent-death signal set at clone time. If the
     // helper dies, init (and with it the whole pid namespace) must die too.
     let _ = kernel.prctl(Prctl::SetParentDeathSignal(Signal::SIGKILL));
@@ -283,10 +313,7 @@ fn confine_and_exec(
         nix::fcntl::OFlag::O_RDONLY,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| JailError::Interpreter {
-        path: "/dev/null".into(),
-        source: e,
-    })?;
+    .map_err(JailError::DevNull)?;
     for (fd, target) in [
         (devnull, 0),
         (stdout.as_raw_fd(), 1),
@@ -294,10 +321,7 @@ fn confine_and_exec(
     ] {
         kernel
             .dup2(fd, target)
-            .map_err(|source| JailError::Interpreter {
-                path: "/dev/stdio".into(),
-                source,
-            })?;
+            .map_err(|source| JailError::Stdio { target, source })?;
     }
     drop((stdout, stderr));
     if devnull > 2 {
@@ -319,7 +343,7 @@ fn confine_and_exec(
     })?;
     // SAFETY: dup3 onto the fixed descriptor the seccomp policy allows execveat from.
     if unsafe { libc::dup3(interpreter, seccomp::policy::EXEC_FD, libc::O_CLOEXEC) } < 0 {
-        return Err(JailError::Interpreter {
+        return Err(JailError::ExecFd {
             path: spec.interpreter.clone(),
             source: Errno::last(),
         });
@@ -331,10 +355,7 @@ fn confine_and_exec(
             // The fixed descriptor a deferred bootstrap reads its program from.
             kernel
                 .dup2(code.as_raw_fd(), CODE_FD)
-                .map_err(|source| JailError::Interpreter {
-                    path: "code pipe".into(),
-                    source,
-                })?;
+                .map_err(JailError::CodeFd)?;
         }
         let keep: &[RawFd] = if inherit.is_some() {
             &[seccomp::policy::EXEC_FD, CODE_FD]
@@ -386,24 +407,23 @@ fn keep_zygote_powers(
     control: &OwnedFd,
     socket: Option<OwnedFd>,
 ) -> Result<(), JailError> {
-    let socket = socket.ok_or_else(|| JailError::Zygote("no control socket".into()))?;
+    let socket = socket.ok_or(JailError::ZygoteSocket)?;
     // The fixed descriptor; dup2 clears close-on-exec so it survives exec.
     kernel
         .dup2(socket.as_raw_fd(), ZYGOTE_FD)
-        .map_err(|e| JailError::Zygote(format!("dup2: {e}")))?;
+        .map_err(JailError::ZygoteFd)?;
     drop(socket);
     lockdown::close_other_fds(&[seccomp::policy::EXEC_FD, ZYGOTE_FD, control.as_raw_fd()]);
     kernel
         .prctl(Prctl::SetNoNewPrivs)
-        .map_err(|e| JailError::Zygote(format!("no_new_privs: {e}")))?;
+        .map_err(JailError::ZygoteNoNewPrivs)?;
     let kept: caps::CapsHashSet = ZYGOTE_CAPS.iter().copied().collect();
-    let err = |e: caps::errors::CapsError| JailError::Zygote(e.to_string());
+    let err = JailError::ZygoteCaps;
     caps::set(None, caps::CapSet::Inheritable, &kept).map_err(err)?;
     for cap in ZYGOTE_CAPS {
         caps::raise(None, caps::CapSet::Ambient, *cap).map_err(err)?;
     }
-    control::send(control.as_fd(), &Message::Ready, &[])
-        .map_err(|e| JailError::Zygote(e.to_string()))?;
+    control::send(control.as_fd(), &Message::Ready, &[]).map_err(JailError::ZygoteReady)?;
     Ok(())
 }
 
@@ -423,10 +443,7 @@ fn raise_fd(fd: &OwnedFd) -> Result<OwnedFd, JailError> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor (or -1) that we then own.
     let raised = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 900) };
     if raised < 0 {
-        return Err(JailError::Interpreter {
-            path: "descriptor".into(),
-            source: Errno::last(),
-        });
+        return Err(JailError::RaiseFd(Errno::last()));
     }
     // SAFETY: `raised` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raised) })

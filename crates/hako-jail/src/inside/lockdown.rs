@@ -19,15 +19,21 @@ pub enum LockDownError {
     #[error("set no_new_privs: {0}")]
     NoNewPrivs(Errno),
     #[error("landlock: {0}")]
-    Landlock(String),
+    Landlock(#[source] crate::landlock::LandlockError),
     #[error("drop capabilities: {0}")]
-    Caps(String),
+    Caps(#[source] caps::errors::CapsError),
     #[error("install seccomp: {0}")]
-    Seccomp(String),
+    Seccomp(#[source] crate::seccomp::SeccompError),
     #[error("hand the seccomp listener to the supervisor: {0}")]
     Listener(#[source] hako_wire::control::ControlError),
-    #[error("{0}")]
-    Identity(String),
+    #[error("clear the supplementary groups: {0}")]
+    Groups(#[source] Errno),
+    #[error("set the gid: {0}")]
+    Gid(#[source] Errno),
+    #[error("set the uid: {0}")]
+    Uid(#[source] Errno),
+    #[error("keep the capabilities across the uid change: {0}")]
+    KeepCaps(#[source] caps::errors::CapsError),
 }
 
 pub use hako_wire::spec::CgroupCoverage;
@@ -58,12 +64,12 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
         if plan.insecure {
             eprintln!("hako: landlock not applied: {err}");
         } else if crate::landlock::abi_version().is_some() {
-            return Err(LockDownError::Landlock(err.to_string()));
+            return Err(LockDownError::Landlock(err));
         }
     }
     drop_all_caps()?;
-    let listener = notify::install(plan.seccomp, plan.use_listener)
-        .map_err(|e| LockDownError::Seccomp(e.to_string()))?;
+    let listener =
+        notify::install(plan.seccomp, plan.use_listener).map_err(LockDownError::Seccomp)?;
     // From here on only calls the policy allows. READY tells the supervisor the process is
     // confined; the seccomp listener (if any) rides along.
     // SAFETY: `control` is open for the duration of this call (the caller owns it).
@@ -83,19 +89,20 @@ pub fn switch_identity(
     gid: u32,
     groups_required: bool,
 ) -> Result<(), LockDownError> {
-    let id = |e: Errno| LockDownError::Identity(e.to_string());
     match kernel.setgroups(&[]) {
-        Err(e) if groups_required => return Err(id(e)),
+        Err(e) if groups_required => return Err(LockDownError::Groups(e)),
         _ => {}
     }
-    kernel.setresgid([Some(gid); 3]).map_err(id)?;
+    kernel
+        .setresgid([Some(gid); 3])
+        .map_err(LockDownError::Gid)?;
     // Keep the permitted capabilities across the setuid below.
     let _ = kernel.prctl(Prctl::SetKeepCaps);
-    kernel.setresuid([Some(uid); 3]).map_err(id)?;
-    let permitted = caps::read(None, caps::CapSet::Permitted)
-        .map_err(|e| LockDownError::Identity(e.to_string()))?;
-    caps::set(None, caps::CapSet::Effective, &permitted)
-        .map_err(|e| LockDownError::Identity(e.to_string()))
+    kernel
+        .setresuid([Some(uid); 3])
+        .map_err(LockDownError::Uid)?;
+    let permitted = caps::read(None, caps::CapSet::Permitted).map_err(LockDownError::KeepCaps)?;
+    caps::set(None, caps::CapSet::Effective, &permitted).map_err(LockDownError::KeepCaps)
 }
 
 pub fn close_other_fds(keep: &[RawFd]) {
@@ -145,7 +152,7 @@ fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
 }
 
 pub fn drop_all_caps() -> Result<(), LockDownError> {
-    let err = |e: caps::errors::CapsError| LockDownError::Caps(e.to_string());
+    let err = LockDownError::Caps;
     for cap in caps::all() {
         caps::drop(None, caps::CapSet::Bounding, cap).map_err(err)?;
     }

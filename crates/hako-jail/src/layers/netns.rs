@@ -10,33 +10,29 @@
 //! run ends the helper half-closes the link; the guard stops serving the run and answers with
 //! a [`NetworkReport`].
 //!
-//! Link protocol (unix stream): helper → guard `u32 LE length` + JSON [`Registration`]
-//! with the listener attached; guard → helper `K` (accepted) or `E` + text; later, after the
-//! helper's half-close, guard → helper the JSON [`NetworkReport`] until EOF.
+//! The link's messages and framing are [`hako_wire::egress`]'s; this file attaches the
+//! listener to the registration.
 
 use crate::spec::{EgressSpec, JailOutcome, JailSpec, NetworkMode, NetworkReport};
 use crate::sys::{Kernel, REAL};
+use hako_wire::egress::{Answer, EgressError};
+pub use hako_wire::egress::{Registration, EGRESS_PORT, MAX_MESSAGE};
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::socket::{
     recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
-use serde::{Deserialize, Serialize};
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-/// The port the guard's listener has inside every proxy-mode run (Squid's, as Dify uses).
-pub const EGRESS_PORT: u16 = 3128;
 /// How long the helper waits for the guard to accept a run.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the helper waits for the report at the end of a run.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Largest registration or report accepted.
-pub const MAX_MESSAGE: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -57,12 +53,8 @@ pub enum NetnsError {
     Send(Errno),
     #[error("the egress guard did not accept the run: {0}")]
     Refused(String),
-}
-
-/// What the helper tells the guard about a run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Registration {
-    pub run_id: String,
+    #[error("the egress guard did not accept the run: {0}")]
+    Link(#[source] EgressError),
 }
 
 /// The helper's end of a registered run; keep it open while the run lives.
@@ -125,24 +117,18 @@ fn register(listener: OwnedFd, egress: &EgressSpec) -> Result<EgressLink, NetnsE
     stream
         .set_read_timeout(Some(REGISTER_TIMEOUT))
         .map_err(connect)?;
-    let body = serde_json::to_vec(&Registration {
+    let frame = Registration {
         run_id: egress.run_id.clone(),
-    })
-    .map_err(|e| NetnsError::Refused(e.to_string()))?;
-    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&body);
+    }
+    .encode()
+    .map_err(NetnsError::Link)?;
     send_with_fd(stream.as_fd(), &frame, listener.as_fd()).map_err(NetnsError::Send)?;
     drop(listener);
     let mut answer = [0u8; 4096];
     let n = stream.read(&mut answer).map_err(connect)?;
-    match answer[..n].split_first() {
-        Some((b'K', _)) => Ok(EgressLink { stream }),
-        Some((_, text)) => Err(NetnsError::Refused(
-            String::from_utf8_lossy(text).into_owned(),
-        )),
-        None => Err(NetnsError::Refused(
-            "the guard closed the connection".into(),
-        )),
+    match Answer::decode(&answer[..n]).map_err(NetnsError::Link)? {
+        Answer::Accepted => Ok(EgressLink { stream }),
+        Answer::Refused(why) => Err(NetnsError::Refused(why)),
     }
 }
 
@@ -156,7 +142,7 @@ impl EgressLink {
             .take(MAX_MESSAGE as u64)
             .read_to_end(&mut text)
             .ok()?;
-        serde_json::from_slice(&text).ok()
+        hako_wire::egress::decode_report(&text).ok()
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
     #[error("bad run parameters: {0}")]
-    Params(String),
+    Params(#[source] serde_json::Error),
     #[error("wait for the supervisor: {0}")]
     Sync(Errno),
     #[error("new {what} namespace: {source}")]
@@ -23,7 +23,7 @@ pub enum ChildError {
     #[error("mount {what}: {source}")]
     Mount { what: &'static str, source: Errno },
     #[error("switch to the run uid: {0}")]
-    Identity(String),
+    Identity(#[source] LockDownError),
     #[error("redirect standard streams: {0}")]
     Stdio(Errno),
     #[error("start a session of its own: {0}")]
@@ -97,8 +97,7 @@ fn confine_child_inner(
     // helper hands this child its run (and restores the priority).
     // SAFETY: setpriority only changes this process's nice value.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, PREPARING_NICE) };
-    let params: ChildParams =
-        serde_json::from_slice(params).map_err(|e| ChildError::Params(e.to_string()))?;
+    let params: ChildParams = serde_json::from_slice(params).map_err(ChildError::Params)?;
     copy_hot_pages(&params.hot_pages);
     // Its own session and process group (the zygote's group holds the next tenant), and its
     // own uid: `kill(0, ...)` and `kill(-1, ...)` reach no other run.
@@ -176,7 +175,7 @@ fn enter_run_namespaces(
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = kernel.write_file(Path::new("/proc/self/oom_score_adj"), "0");
     lockdown::switch_identity(kernel, uid, gid, true)
-        .map_err(|e| ChildError::Identity(e.to_string()))?;
+        .map_err(ChildError::Identity)?;
     // As the run's user: its home and cache links are its own without CAP_CHOWN.
     crate::mounts::fill_scratch(kernel, root, None)?;
     kernel

@@ -48,7 +48,13 @@ pub enum ZygoteError {
     #[error("talk to the zygote: {0}")]
     Control(#[from] control::ControlError),
     #[error("the zygote broke its protocol: {0}")]
-    OutOfState(String),
+    OutOfState(#[source] helper::ControlFault),
+    #[error("the zygote broke its protocol: {0}")]
+    Receiver(#[source] control::OutOfState),
+    #[error("the zygote did not start: dup stderr: {0}")]
+    DupStderr(#[source] io::Error),
+    #[error("the zygote did not start: read the calibration run's pages: {0}")]
+    CalibrationPages(#[source] io::Error),
     #[error("enter the run child's network namespace: {0}")]
     Netns(io::Error),
     #[error("find the run child of zygote {zygote}: {detail}")]
@@ -60,8 +66,12 @@ pub enum ZygoteError {
 mod child;
 pub use child::{confine_child, prepare_fork, ChildError};
 
-/// The Python side of the zygote, run as the zygote's program.
-pub const BOOTSTRAP: &str = include_str!("zygote.py");
+/// The Python side of the zygote, run as the zygote's program (after the shared
+/// [`EXIT_STATUS_PY`]).
+pub const BOOTSTRAP: &str = concat!(include_str!("exit_status.py"), include_str!("zygote.py"));
+
+/// `_exit_status(e)`: how a Python run driver turns a `SystemExit` into an exit status.
+pub const EXIT_STATUS_PY: &str = include_str!("exit_status.py");
 
 /// Entry point of `hako __zygote`: starts one zygote, then serves runs one at a time.
 /// stdin: the zygote's [`JailSpec`] frame (code = [`BOOTSTRAP`]), then for each run a
@@ -280,9 +290,7 @@ impl RunChild {
 
     /// Tells the confined child to run its program.
     fn start(&mut self) -> Result<(), ZygoteError> {
-        self.receiver
-            .handed_over()
-            .map_err(|e| ZygoteError::OutOfState(e.to_string()))?;
+        self.receiver.handed_over().map_err(ZygoteError::Receiver)?;
         control::send(self.control.as_fd(), &Message::Run, &[])?;
         Ok(())
     }
@@ -313,7 +321,7 @@ impl Zygote {
             io::stderr()
                 .as_fd()
                 .try_clone_to_owned()
-                .map_err(|e| ZygoteError::Start(format!("dup stderr: {e}")))
+                .map_err(ZygoteError::DupStderr)
         };
         let stdio = (stderr()?, stderr()?);
         drop((pipes.stdout, pipes.stderr));
@@ -558,7 +566,7 @@ impl Zygote {
         ];
         self.receiver
             .fork_requested()
-            .map_err(|e| ZygoteError::OutOfState(e.to_string()))?;
+            .map_err(ZygoteError::Receiver)?;
         control::send(self.socket.as_fd(), &Message::Fork(body), &fds)?;
         Ok(PendingChild {
             control: pipes.control.0,
@@ -718,7 +726,7 @@ impl Zygote {
         }
         let pages = written_pages(child.host_pid);
         child.retire();
-        pages.map_err(|e| ZygoteError::Start(format!("read the calibration run's pages: {e}")))
+        pages.map_err(ZygoteError::CalibrationPages)
     }
 }
 

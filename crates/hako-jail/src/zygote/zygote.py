@@ -106,13 +106,7 @@ def _run_program(source):
     try:
         exec(compile(source, PROGRAM_PATH, "exec"), main.__dict__)
     except SystemExit as e:
-        if e.code is None:
-            status = 0
-        elif isinstance(e.code, int):
-            status = e.code
-        else:
-            print(e.code, file=sys.stderr)
-            status = 1
+        status = _exit_status(e)  # exit_status.py, sent in front of this file
     except BaseException as e:
         # Like the interpreter: the traceback starts at the program, not at this loader.
         tb = e.__traceback__.tb_next if e.__traceback__ is not None else None

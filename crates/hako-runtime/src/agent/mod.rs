@@ -11,7 +11,7 @@ pub use crate::config::AgentConfig;
 pub use live::LiveError;
 pub use paths::PathError;
 pub use run::{AgentResult, Event, RunSpec};
-pub use session::{SessionAnswer, SessionInfo, SessionSpec, Sessions};
+pub use session::{Image, SessionAnswer, SessionInfo, SessionSpec, Sessions};
 
 use crate::executor::{ExecError, Executor};
 
@@ -20,6 +20,15 @@ pub enum AgentError {
     /// The request is malformed; the text says what to fix.
     #[error("{0}")]
     Invalid(String),
+    #[error("{field} is not valid base64: {source}")]
+    Base64 {
+        field: String,
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// The request could not be encoded for the driver.
+    #[error("encode the request: {0}")]
+    Encode(#[source] serde_json::Error),
     #[error("unsupported language")]
     UnsupportedLanguage,
     #[error("{0}")]
@@ -37,6 +46,12 @@ pub enum AgentError {
     Capacity(String),
     #[error("the session's interpreter did not answer as expected: {0}")]
     Protocol(String),
+    #[error("the session's interpreter did not answer as expected: {what}: {source}")]
+    Reply {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// The agent API's runtime: the executor plus this replica's sessions.
@@ -85,7 +100,10 @@ pub(crate) fn decode_base64(field: &str, text: &str) -> Result<Vec<u8>, AgentErr
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(text)
-        .map_err(|e| AgentError::Invalid(format!("{field} is not valid base64: {e}")))
+        .map_err(|source| AgentError::Base64 {
+            field: field.to_string(),
+            source,
+        })
 }
 
 pub(crate) fn encode_base64(bytes: &[u8]) -> String {

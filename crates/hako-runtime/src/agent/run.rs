@@ -6,10 +6,10 @@ use super::paths::{check_env, check_glob, check_path};
 use super::{decode_base64, random_hex, Agent, AgentError};
 use crate::executor::JailRequest;
 use crate::language::Language;
-use crate::result::{LimitOverrides, RunResult};
+use crate::result::{LimitOverrides, RunReport};
 use crate::summary::summarize;
 use hako_jail::spec::JailSpec;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 
@@ -39,16 +39,13 @@ pub struct RunSpec {
     pub env: BTreeMap<String, String>,
 }
 
-/// The run's result object: Dify's `data` fields, hako's, and the returned files.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What became of an agent run, and the files it returned.
+#[derive(Debug, Clone)]
 pub struct AgentResult {
-    #[serde(flatten)]
-    pub run: RunResult,
+    pub run: RunReport,
     /// Relative path → base64 content.
-    #[serde(default)]
     pub files: BTreeMap<String, String>,
     /// Files that matched but did not fit in `hako.agent.files_max_bytes`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files_skipped: Vec<String>,
 }
 
@@ -104,8 +101,8 @@ impl Agent {
         }
         set_env(&mut jail, language, &spec.env);
         let driver = match language {
-            Language::Python3 => RUN_DRIVER_PY,
-            Language::Nodejs => RUN_DRIVER_JS,
+            Language::Python3 => [hako_jail::zygote::EXIT_STATUS_PY, RUN_DRIVER_PY].concat(),
+            Language::Nodejs => RUN_DRIVER_JS.to_string(),
         };
         let payload = serde_json::json!({
             "code": spec.code,
@@ -115,8 +112,7 @@ impl Agent {
             "marker": marker,
             "limit": files_max,
         });
-        let payload = serde_json::to_vec(&payload)
-            .map_err(|e| AgentError::Invalid(format!("encode the request: {e}")))?;
+        let payload = serde_json::to_vec(&payload).map_err(AgentError::Encode)?;
         let mut live =
             LiveRun::start(self.executor.helper_path(), &jail, driver.as_bytes()).await?;
         live.send(&payload).await?;

@@ -95,13 +95,7 @@ def _main():
     try:
         exec(compile(code, name, "exec"), scope)
     except SystemExit as e:
-        if e.code is None:
-            status = 0
-        elif isinstance(e.code, int):
-            status = e.code
-        else:
-            print(e.code, file=_sys.stderr)
-            status = 1
+        status = _exit_status(e)  # exit_status.py, sent in front of this file
     except BaseException as e:
         import traceback
         tb = e.__traceback__

@@ -13,8 +13,8 @@ use super::{decode_base64, encode_base64, random_hex, AgentError};
 use crate::executor::{Executor, JailRequest};
 use crate::language::Language;
 use crate::packages::Env;
-use crate::result::{RunResult, RunStatus, Usage};
-use crate::summary::summarize;
+use crate::result::{Ending, Failure, RunReport, RunStatus, Usage};
+use crate::summary::{blocked_reasons, summarize};
 use hako_jail::spec::{JailOutcome, Limits};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -66,11 +66,10 @@ pub struct Image {
     pub base64: String,
 }
 
-/// The answer to an exec: the run's result object plus the notebook parts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The answer to an exec: what became of it, plus the notebook parts.
+#[derive(Debug, Clone)]
 pub struct SessionAnswer {
-    #[serde(flatten)]
-    pub run: RunResult,
+    pub run: RunReport,
     /// `repr` of the final expression (Python) or `util.inspect` of the completion value (Node).
     pub value: Option<String>,
     pub images: Vec<Image>,
@@ -383,7 +382,10 @@ impl Sessions {
         let answer = match call {
             Ok(Call::Reply(value)) => match serde_json::from_value::<ExecReply>(value) {
                 Ok(reply) => Ok(answer_of(reply, started, &conn.blocked, session.language)),
-                Err(e) => Err(AgentError::Protocol(format!("exec reply: {e}"))),
+                Err(source) => Err(AgentError::Reply {
+                    what: "exec reply",
+                    source,
+                }),
             },
             Ok(Call::Ended(outcome)) => {
                 let mut outcome = *outcome;
@@ -479,8 +481,12 @@ impl Sessions {
             .ok_or_else(|| AgentError::NoSession(id.to_string()))?;
         let timeout = session.exec_timeout.max(Duration::from_secs(10));
         let parsed = match conn.call(request, timeout).await {
-            Ok(Call::Reply(value)) => serde_json::from_value::<FileReply>(value)
-                .map_err(|e| AgentError::Protocol(format!("file reply: {e}"))),
+            Ok(Call::Reply(value)) => {
+                serde_json::from_value::<FileReply>(value).map_err(|source| AgentError::Reply {
+                    what: "file reply",
+                    source,
+                })
+            }
             Ok(Call::Ended(_)) => {
                 *guard = None;
                 self.remove(id, "crashed");
@@ -610,8 +616,7 @@ impl Conn {
         request: &serde_json::Value,
         timeout: Duration,
     ) -> Result<Call, AgentError> {
-        let body = serde_json::to_vec(request)
-            .map_err(|e| AgentError::Invalid(format!("encode the request: {e}")))?;
+        let body = serde_json::to_vec(request).map_err(AgentError::Encode)?;
         self.blocked.clear();
         let mut frame = (body.len() as u32).to_le_bytes().to_vec();
         frame.extend_from_slice(&body);
@@ -656,8 +661,13 @@ impl Conn {
                     )));
                 }
                 if self.pending.len() >= 4 + len {
-                    let value = serde_json::from_slice(&self.pending[4..4 + len])
-                        .map_err(|e| AgentError::Protocol(format!("unreadable reply: {e}")));
+                    let value =
+                        serde_json::from_slice(&self.pending[4..4 + len]).map_err(|source| {
+                            AgentError::Reply {
+                                what: "unreadable reply",
+                                source,
+                            }
+                        });
                     self.pending.drain(..4 + len);
                     return value.map(Call::Reply);
                 }
@@ -703,15 +713,15 @@ fn answer_of(
     } else {
         RunStatus::Ok
     };
-    let mut error = reply.error.unwrap_or_default();
-    if failed {
+    let failure = (status != RunStatus::Ok).then(|| Failure {
         // As a run's error names them.
-        for name in blocked {
-            error.push_str(&format!(
-                "error: operation not permitted: syscall {name} blocked by the {language} policy; allow it with ALLOWED_SYSCALLS={name}\n"
-            ));
-        }
-    }
+        reasons: if failed {
+            blocked_reasons(blocked).collect()
+        } else {
+            Vec::new()
+        },
+        ending: Ending::Raised(reply.error.unwrap_or_default()),
+    });
     let images: Vec<Image> = reply
         .images
         .into_iter()
@@ -719,10 +729,10 @@ fn answer_of(
         .take(MAX_IMAGES)
         .collect();
     SessionAnswer {
-        run: RunResult {
+        run: RunReport {
+            language,
             stdout: reply.stdout,
             stderr: reply.stderr,
-            error,
             exit_code: i32::from(failed),
             status,
             blocked_syscalls: blocked.to_vec(),
@@ -731,8 +741,8 @@ fn answer_of(
                 cpu_ms: 0,
                 peak_memory_bytes: 0,
             },
-            refused_destinations: Vec::new(),
             network: None,
+            failure,
         },
         value: reply.value,
         images,
