@@ -22,6 +22,7 @@ in_modes!(
         python_programs_hold_only_stdio,
         socket_buffers_count_against_the_memory_limit,
         proc_shows_no_host_details,
+        proc_masks_are_read_only,
     ],
     server_spawn => super::Runner::server("spawn") => [
         inotify_exhaustion_stays_inside_the_run,
@@ -29,12 +30,14 @@ in_modes!(
         python_programs_hold_only_stdio,
         socket_buffers_count_against_the_memory_limit,
         proc_shows_no_host_details,
+        proc_masks_are_read_only,
     ],
     server_zygote => super::Runner::server("zygote") => [
         inotify_exhaustion_stays_inside_the_run,
         a_run_cannot_signal_a_concurrent_or_the_next_run,
         socket_buffers_count_against_the_memory_limit,
         proc_shows_no_host_details,
+        proc_masks_are_read_only,
     ],
     node_pool => super::Runner::server("zygote") => [node_proc_shows_no_host_details],
 );
@@ -338,6 +341,28 @@ print('cmdline', open('/proc/1/cmdline', 'rb').read().replace(b'\\0', b' ').deco
     );
     let r = jail.run("python3", &code, &[]);
     check_proc_report(&r);
+}
+
+/// Finding 9: every mask over /proc is read-only, nosuid, nodev and noexec (most are binds
+/// of the first mask and keep its flags), and nothing can be written through one.
+fn proc_masks_are_read_only(jail: &Runner) {
+    let code = "masks = 0\n\
+for line in open('/proc/self/mountinfo'):\n    point, options = line.split()[4:6]\n    if point.startswith('/proc/'):\n        masks += 1\n        if not {'ro', 'nosuid', 'nodev', 'noexec'} <= set(options.split(',')):\n            print('writable', point, options)\n\
+for path in ['/proc/cmdline', '/proc/irq/x', '/proc/fs/x', '/proc/bus/x']:\n    try:\n        open(path, 'w').write('x')\n        print('wrote', path)\n    except OSError:\n        pass\n\
+print('masks', masks)\n";
+    let r = jail.run("python3", code, &[]);
+    let out = r.stdout();
+    let masks: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("masks "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{:?}", r.json));
+    assert!(masks >= 8, "only {masks} masks over /proc: {out}");
+    assert!(
+        !out.contains("writable") && !out.contains("wrote"),
+        "{out}\n{:?}",
+        r.json
+    );
 }
 
 fn node_proc_shows_no_host_details(jail: &Runner) {

@@ -38,9 +38,6 @@ pub enum ChildError {
     Scratch(#[from] crate::mounts::MountError),
 }
 
-/// Nice value of a child while it is prepared ahead of its run.
-const PREPARING_NICE: libc::c_int = 19;
-
 /// Called in the zygote right before it forks: the next child becomes pid 1 of a fresh pid
 /// namespace.
 pub fn prepare_fork() -> Result<(), ChildError> {
@@ -93,10 +90,8 @@ fn confine_child_inner(
     stderr: RawFd,
     keep: RawFd,
 ) -> Result<(), ChildError> {
-    // Preparing ahead of time must not slow the run in progress: lowest priority until the
-    // helper hands this child its run (and restores the priority).
-    // SAFETY: setpriority only changes this process's nice value.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, PREPARING_NICE) };
+    // Preparing ahead of time must not slow the run in progress: the zygote forked this
+    // child at the lowest priority, which the helper restores when a run waits for it.
     let params: ChildParams = serde_json::from_slice(params).map_err(ChildError::Params)?;
     copy_hot_pages(&params.hot_pages);
     // Its own session and process group (the zygote's group holds the next tenant), and its

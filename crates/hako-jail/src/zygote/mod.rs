@@ -191,6 +191,11 @@ struct Zygote {
     requested: Option<PendingChild>,
     /// The last run's child, killed; the next run waits until it is gone.
     last: Option<RunChild>,
+    /// The current run's mount namespace, held from its hand-over until its answer is out:
+    /// the program's exit then does not unmount its /proc, masks and scratch file systems
+    /// (which waits on the kernel) before the zygote can report that exit. Released in
+    /// [`Zygote::settle`], before the next run measures the group.
+    held_mounts: Option<std::fs::File>,
     /// Memory a prepared child holds (it shares the cgroup with the run before it).
     prepared_bytes: u64,
     /// Pages every run writes (learnt from hako's own calibration run); prepared children
@@ -270,6 +275,10 @@ impl RunChild {
     /// Waits (until `deadline`) for the child's READY: it is confined. Returns its seccomp
     /// listener, if any. Anything else means the child cannot take a run.
     fn await_ready(&mut self, deadline: Instant) -> Result<Option<OwnedFd>, ZygoteError> {
+        // The zygote prepares children at the lowest priority; one that something waits for
+        // gets the normal priority, or a loaded host starves it.
+        // SAFETY: setpriority only changes the nice value of the child our pidfd names.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, self.host_pid.as_raw() as u32, 0) };
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = left.as_millis().min(u16::MAX as u128) as u16;
         if !wait_readable(self.control.as_fd(), ms) {
@@ -394,6 +403,7 @@ impl Zygote {
             prepared: None,
             requested: None,
             last: None,
+            held_mounts: None,
             prepared_bytes: 0,
             hot_pages: Vec::new(),
             guard,
@@ -409,6 +419,9 @@ impl Zygote {
     /// Takes the zygote's answer to the fork request made during the last run: the next
     /// child. Called once the last run's answer is out, so that answer never waits for a fork.
     fn settle(&mut self) {
+        // The last run's mounts go now (this thread unmounts them), so their memory is
+        // uncharged before the next run measures the group.
+        self.held_mounts = None;
         if let Some(pending) = self.requested.take() {
             match self.receive_child(pending) {
                 Ok(next) => self.prepared = Some(next),
@@ -616,8 +629,8 @@ impl Zygote {
             listener,
         } = handover;
         write_program(&child.program, &order.env, code)?;
-        // SAFETY: setpriority only changes the nice value of the child our pidfd names.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, child.host_pid.as_raw() as u32, 0) };
+        // Best effort: without it the answer only waits for the unmounting.
+        self.held_mounts = std::fs::File::open(format!("/proc/{}/ns/mnt", child.host_pid)).ok();
         // From here on the program may run: the caller must never run it elsewhere.
         output
             .write_all(&[Stage::HandedOver.byte()])

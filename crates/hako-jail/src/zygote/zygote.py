@@ -185,6 +185,12 @@ def _fork(poller, children):
             os._exit(126)
     for fd in fds[1:]:
         os.close(fd)
+    # Prepared at the lowest priority (before the helper can restore it when a run waits for
+    # this child), so preparing never slows the run in progress.
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, 19)
+    except OSError:
+        pass
     # Keep the child's control socket: its end is reported there after reaping.
     pidfd = os.pidfd_open(pid)
     children[pidfd] = (pid, fds[0])
