@@ -389,14 +389,24 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
     }
     match (config.enable_network, config.hako.network.mode) {
         (false, _) => println!("{:<28} {:<9} runs have loopback only", "network", "off"),
-        (true, hako_runtime::config::NetworkPolicy::Proxy) => println!(
-            "{:<28} {:<9} runs with network get their own namespace; egress through the SSRF guard (docs/network.md)",
-            "network", "proxy"
-        ),
-        (true, hako_runtime::config::NetworkPolicy::Host) => println!(
-            "{:<28} {:<9} UNSAFE for multi-tenant use: runs with network share the host's network namespace (internal services, cloud metadata); use hako.network.mode: proxy",
-            "network", "host"
-        ),
+        (true, hako_runtime::config::NetworkPolicy::Proxy) => {
+            println!(
+                "{:<28} {:<9} runs with network get their own namespace; egress through the SSRF guard (docs/network.md)",
+                "network", "proxy"
+            );
+            let egress = hako_jail::probe::probe_egress();
+            println!("{:<28} {:<9} {}", egress.layer, egress.state, egress.detail);
+        }
+        (true, hako_runtime::config::NetworkPolicy::Host) => {
+            println!(
+                "{:<28} {:<9} UNSAFE for multi-tenant use: runs with network share the host's network namespace (internal services, cloud metadata); use hako.network.mode: proxy",
+                "network", "host"
+            );
+            println!(
+                "{:<28} {:<9} not enforced: hako.network.mode is host (the operator's choice)",
+                "egress guard", "off"
+            );
+        }
     }
     match config.hako.mode {
         ExecMode::Spawn => println!(

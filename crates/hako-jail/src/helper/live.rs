@@ -101,17 +101,18 @@ fn run(
             spec.seccomp.mode,
             use_listener,
         )?;
-        let egress = crate::netns::prepare(spec)?;
         // `run-<pid>-…`: start-up clean-up removes it if this helper dies without cleaning up.
         let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
         let (cgroup, coverage) =
             create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
-        Ok::<_, HelperError>((use_listener, filter, egress, cgroup, coverage))
+        Ok::<_, HelperError>((use_listener, filter, cgroup, coverage))
     })();
-    let (use_listener, filter, egress, cgroup, coverage) = match prepared {
+    let (use_listener, filter, cgroup, coverage) = match prepared {
         Ok(p) => p,
         Err(err) => return (Err(err), None),
     };
+    // A proxy-mode run's registration with the guard; kept open while the run lives.
+    let mut egress = None;
     let result = (|| {
         let pipes = channels()?;
         let (code_read, code_write) =
@@ -120,7 +121,7 @@ fn run(
                 source,
             })?;
         let started = Instant::now();
-        let (init, control) = start_jail(
+        let (init, control, link) = start_jail(
             Plan {
                 spec,
                 filter: &filter,
@@ -133,6 +134,7 @@ fn run(
             Some(code_read),
             pipes.control,
         )?;
+        egress = link;
         let mut guard = KillOnDrop(Some(init));
         let mut relay = Relay::new(spec, init, started, code_write);
         let mut outcome = relay.supervise(&control, pipes.stdout.0, pipes.stderr.0)?;

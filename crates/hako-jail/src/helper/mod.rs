@@ -13,10 +13,11 @@
 use crate::cgroup::{CgroupLimits, Cgroups, RunCgroup};
 use crate::ids::IdLease;
 use crate::lockdown::CgroupCoverage;
+use crate::netns::{EgressLink, NetnsError};
 use crate::protocol;
 use crate::seccomp::{self, notify};
 use crate::spec::{
-    JailOutcome, JailSpec, Limits, NetworkMode, JAIL_GID, JAIL_UID, RUN_GID, RUN_UID,
+    EgressSpec, JailOutcome, JailSpec, Limits, NetworkMode, JAIL_GID, JAIL_UID, RUN_GID, RUN_UID,
     ZYGOTE_RUN_IDS,
 };
 use hako_wire::control::{self, Message, Receiver};
@@ -265,10 +266,11 @@ fn prepare_and_run(
         spec.seccomp.mode,
         use_listener,
     )?;
-    let egress = crate::netns::prepare(spec)?;
     let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
     let (run_cgroup, coverage) =
         create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+    // A proxy-mode run's registration with the guard; kept open while the run lives.
+    let mut egress = None;
     let result = (|| {
         let pipes = channels()?;
         let stdio = (pipes.stdout.1, pipes.stderr.1);
@@ -285,7 +287,7 @@ fn prepare_and_run(
             Some((r, w)) => (Some(r), Some(w)),
             None => (None, None),
         };
-        let (init, control) = start_jail(
+        let (init, control, link) = start_jail(
             Plan {
                 spec,
                 filter: &program,
@@ -298,6 +300,7 @@ fn prepare_and_run(
             code_read,
             pipes.control,
         )?;
+        egress = link;
         let mut guard = KillOnDrop(Some(init));
         if let (Some(source), Some(sink)) = (later, code_write) {
             let mut program_text = Vec::new();
@@ -394,7 +397,8 @@ pub(crate) struct Plan<'a> {
 }
 
 /// Clones the jail's init into new namespaces, maps its ids, puts it in the cgroup and lets
-/// it build the root. Returns init's pid and the helper's end of the control socket.
+/// it build the root. Returns init's pid, the helper's end of the control socket and, for a
+/// proxy-mode run, its registration with the egress guard (keep it while the run lives).
 pub(crate) fn start_jail(
     plan: Plan<'_>,
     code: &[u8],
@@ -402,14 +406,20 @@ pub(crate) fn start_jail(
     stdio: (OwnedFd, OwnedFd),
     inherit: Option<OwnedFd>,
     control: (OwnedFd, OwnedFd),
-) -> Result<(Pid, OwnedFd), HelperError> {
+) -> Result<(Pid, OwnedFd, Option<EgressLink>), HelperError> {
     let spec = plan.spec;
+    let guard_spec = match spec.network {
+        NetworkMode::Proxy => Some(spec.egress.as_ref().ok_or(NetnsError::NoGuard)?),
+        NetworkMode::None | NetworkMode::Host => None,
+    };
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    if spec.network == NetworkMode::None {
+    // The run's network namespace belongs to its own user namespace: creating it needs no
+    // capability in ours (see `crate::netns`). Only host mode shares the helper's.
+    if spec.network != NetworkMode::Host {
         flags |= libc::CLONE_NEWNET;
     }
     // The user namespace is owned by the run's own host uid, not by root: what the kernel
@@ -470,8 +480,29 @@ pub(crate) fn start_jail(
         cg.add_pid(init.as_raw())?;
     }
     control::send(control.0.as_fd(), &Message::Go, &[])?;
+    let link = match guard_spec {
+        Some(egress) => Some(register_egress(&control.0, egress)?),
+        None => None,
+    };
     guard.0 = None;
-    Ok((init, control.0))
+    Ok((init, control.0, link))
+}
+
+/// Takes a proxy-mode jail's egress listener (init made it in the run's network namespace,
+/// before the program), hands it to the guard, and lets init go on to start the program.
+fn register_egress(control: &OwnedFd, egress: &EgressSpec) -> Result<EgressLink, HelperError> {
+    let listener = match take_control(control, &mut Receiver::jail_egress()) {
+        Ok(Some((Message::Egress, fds))) => fds.into_iter().next(),
+        Ok(Some((Message::Error(text), _))) => return Err(HelperError::Setup(text)),
+        Ok(_) => None,
+        Err(why) => return Err(HelperError::Setup(why)),
+    };
+    let listener = listener.ok_or_else(|| {
+        HelperError::Setup("the jail ended before it made its egress listener".into())
+    })?;
+    let link = crate::netns::register(listener, egress)?;
+    control::send(control.as_fd(), &Message::Go, &[])?;
+    Ok(link)
 }
 
 /// Sets only the effective uid (the real and saved uid stay root, so root can come back).

@@ -32,6 +32,8 @@ enum JailError {
     #[error("bring up loopback: {0}")]
     Loopback(Errno),
     #[error("{0}")]
+    Egress(#[from] crate::netns::NetnsError),
+    #[error("{0}")]
     Mount(#[from] mounts::MountError),
     #[error("fork the program: {0}")]
     Fork(Errno),
@@ -158,8 +160,18 @@ fn prepare_jail(spec: &JailSpec, code: &[u8], control: &OwnedFd) -> Result<(), J
     }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(JailError::CgroupNs)?;
     nix::unistd::sethostname("hako").map_err(JailError::Hostname)?;
-    if spec.network == NetworkMode::None {
-        crate::netns::loopback_up().map_err(JailError::Loopback)?;
+    match spec.network {
+        NetworkMode::None => crate::netns::loopback_up().map_err(JailError::Loopback)?,
+        // The run's only way out, made before its program exists; the program starts once
+        // the guard has it (the helper's second GO).
+        NetworkMode::Proxy => {
+            crate::netns::hand_over_listener(control.as_fd())?;
+            match control::receive(control) {
+                Ok(Received::Message(Message::Go, _)) => {}
+                _ => return Err(JailError::Sync(Errno::EPIPE)),
+            }
+        }
+        NetworkMode::Host => {}
     }
     mounts::build_root(&RootPlan {
         mountpoint: &spec.root_mountpoint,

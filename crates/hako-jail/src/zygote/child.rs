@@ -35,6 +35,8 @@ pub enum ChildError {
     LockDown(#[from] LockDownError),
     #[error("{0}")]
     Scratch(#[from] crate::mounts::MountError),
+    #[error("{0}")]
+    Egress(#[from] crate::netns::NetnsError),
 }
 
 /// Nice value of a child while it is prepared ahead of its run.
@@ -117,10 +119,9 @@ fn confine_child_inner(
         what: "mount/ipc/uts/net",
         source,
     })?;
-    crate::netns::loopback_up().map_err(|source| ChildError::Namespace {
-        what: "net (loopback)",
-        source,
-    })?;
+    // Loopback, and the egress listener a proxy-mode run gets (see `crate::netns`).
+    // SAFETY: run_ctl is open for the duration of this call.
+    crate::netns::hand_over_listener(unsafe { BorrowedFd::borrow_raw(run_ctl) })?;
     crate::mounts::mount_scratch(std::path::Path::new("/"), params.limits.tmp_bytes, uid, gid)?;
     mount(
         Some("proc"),
