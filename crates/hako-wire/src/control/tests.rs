@@ -29,6 +29,13 @@ fn states(channel: Channel) -> Vec<(State, Receiver)> {
         Channel::Zygote => Receiver::zygote(),
     };
     let mut out = vec![(fresh.state(), fresh)];
+    if channel == Channel::Jail {
+        // A proxy-mode jail's helper starts at NETWORKING.
+        let mut networking = Receiver::jail_egress();
+        out.push((networking.state(), networking));
+        networking.accept(Kind::Error).unwrap();
+        out.push((networking.state(), networking));
+    }
     let mut walk = |steps: &[&dyn Fn(&mut Receiver)]| {
         let mut r = fresh;
         for step in steps {
@@ -55,11 +62,6 @@ fn states(channel: Channel) -> Vec<(State, Receiver)> {
     let fork = |r: &mut Receiver| r.fork_requested().unwrap();
     match channel {
         Channel::Jail => {
-            // A proxy-mode jail's helper starts at NETWORKING.
-            let mut networking = Receiver::jail_egress();
-            out.push((networking.state(), networking));
-            networking.accept(Kind::Error).unwrap();
-            out.push((networking.state(), networking));
             walk(&[&ready]);
             walk(&[&ready, &exited]);
         }
