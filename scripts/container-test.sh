@@ -473,7 +473,7 @@ print("survived", len(b) >> 20)')")
 # address and an allow-listed service the test starts in the container. The three must be
 # refused by the guard (403) and listed in refused_destinations; the service must answer.
 ssrf_urls() {
-  printf '["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8194/health", "http://10.0.0.1/", "http://%s:%s/allowed"]' \
+  printf '["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8194/health", "http://10.0.0.1/", "http://%s:%s/"]' \
     "$ALLOWED_ADDR" "$ALLOWED_PORT"
 }
 
@@ -502,9 +502,9 @@ const urls = %s;
 }
 
 # What every SSRF run must show, as a Python expression on `answer`.
-SSRF_EXPECTED='answer["code"] == 0
+SSRF_EXPECTED='(answer["code"] == 0
   and [l.split()[0] for l in answer["data"]["stdout"].splitlines() if not l.startswith("pid")] == ["refused", "refused", "refused", "reached"]
-  and {"169.254.169.254:80", "127.0.0.1:8194", "10.0.0.1:80"} <= set(answer["data"].get("refused_destinations") or [])'
+  and {"169.254.169.254:80", "127.0.0.1:8194", "10.0.0.1:80"} <= set(answer["data"].get("refused_destinations") or []))'
 
 ssrf_checks() {
   # The allow-listed local service, inside the container's own network namespace.
@@ -517,7 +517,7 @@ ssrf_checks() {
   [ -n "$up" ] || log "note   the allow-listed service did not come up"
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(ssrf_python)")")
   check "ssrf: warm Python (zygote): metadata, own port, private refused and listed; allowed service reached" \
-    "$SSRF_EXPECTED"' and "pid 1" in answer["data"]["stdout"]'
+    "$SSRF_EXPECTED"' and "pid 1\n" in answer["data"]["stdout"]'
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body nodejs "$(ssrf_node)")")
   check "ssrf: Node (pool): metadata, own port, private refused and listed; allowed service reached" "$SSRF_EXPECTED"
   # Spawn: `hako run` in the container (same capabilities and seccomp profile as the server).
