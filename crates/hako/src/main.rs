@@ -168,6 +168,19 @@ fn load_config(path: Option<&Path>, serving: bool) -> Result<Config> {
 
 /// Refuses to run code when a required layer is missing, unless told to run insecurely.
 fn check_layers(config: &Config) -> Result<()> {
+    if config.enable_network
+        && config.hako.network.mode == hako_runtime::config::NetworkPolicy::Proxy
+    {
+        let egress = hako_jail::probe::probe_egress();
+        if egress.state != hako_jail::probe::LayerState::Enforced {
+            // Fails closed: such runs get a setup error, runs without network still work.
+            tracing::warn!(
+                "runs with network cannot start here: egress guard {}: {}; see `hako doctor`",
+                egress.state,
+                egress.detail
+            );
+        }
+    }
     let reports = hako_jail::probe::probe_all(&config.hako.cgroup_root);
     let missing = hako_jail::probe::missing_required(&reports);
     if missing.is_empty() {
