@@ -14,7 +14,7 @@
 #
 #   HAKO_VM_KERNEL_SUITE   Debian suite of the kernel (default bookworm-backports: 6.12,
 #                          which resets memory.peak per open file; bookworm gives 6.1)
-#   HAKO_VM_TIMEOUT        seconds the guest may run (default 1500)
+#   HAKO_VM_TIMEOUT        seconds the guest may run (default 1800)
 #   HAKO_VM_TESTS          tests to run instead of the suite, "binary:exact-name" words
 #
 #   scripts/vm-cgroup2-test.sh --prepare   only fetches and builds the cached guest
@@ -24,7 +24,7 @@ REPO=$PWD
 
 CACHE=${HAKO_CI_CACHE:-/var/cache/hako-ci}/vm
 KERNEL_SUITE=${HAKO_VM_KERNEL_SUITE:-bookworm-backports}
-VM_TIMEOUT=${HAKO_VM_TIMEOUT:-1500}
+VM_TIMEOUT=${HAKO_VM_TIMEOUT:-1800}
 # Bump when the root filesystem (ROOTFS_REV) or initramfs (INITRD_REV) recipe changes.
 ROOTFS_REV=3
 INITRD_REV=4
