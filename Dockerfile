@@ -56,11 +56,10 @@ RUN mkdir -p /conf /dependencies /var/lib/hako
 # so that a fresh container serves Dify's templates without reaching PyPI.
 WORKDIR /
 RUN hako packages install
-# Runs with network share the container's network namespace, which the container runtime
-# already isolates (Dify puts the sandbox on its ssrf_proxy network only). hako's `proxy`
-# mode needs a network namespace created by the helper itself, which takes CAP_SYS_ADMIN in
-# a container (docs/deploy.md, "Known gaps").
-ENV HAKO_NETWORK_MODE=host
+# Runs with network reach out only through hako's egress guard (hako.network.mode: proxy,
+# the default): each run's network namespace is made under its own user namespace, which
+# needs no CAP_SYS_ADMIN. Host mode (HAKO_NETWORK_MODE=host, Dify Sandbox's behaviour) is an
+# explicit operator choice; see docs/network.md.
 WORKDIR /
 EXPOSE 8194
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

@@ -8,6 +8,14 @@
 # docker.io; this script starts its own dockerd (own socket, data and exec roots) and stops
 # it at the end; the image built with podman is loaded into it.
 #
+# The egress guard is on (the image's default, proxy mode): runs fetching the metadata address,
+# the container's own 127.0.0.1:8194 and a private address are refused and listed, and a
+# local service the container allows (HAKO_NETWORK_ALLOW) is reached, warm and spawned.
+#
+# HAKO_TEST_IMAGE, HAKO_CI_DOCKER_ROOT, HAKO_CI_DOCKER_DATA and HAKO_CI_DOCKER_BRIDGE
+# (a bridge of its own, made and removed here, instead of docker0) keep two concurrent runs
+# of this script apart.
+#
 # Runs as root. Without a container registry it builds the runtime stage from a
 # hako binary built here (HAKO_BINARY=prebuilt) on a Debian base image made with debootstrap
 # and cached in /var/cache/hako-ci, so it is made once per machine.
@@ -26,6 +34,12 @@ ENGINES=${HAKO_CONTAINER_ENGINES:-podman docker}
 PODMAN=(podman --runtime runc)
 DOCKER_ROOT=${HAKO_CI_DOCKER_ROOT:-/run/hako-ci-docker}
 DOCKER=(docker -H "unix://$DOCKER_ROOT/docker.sock")
+DOCKER_DATA=${HAKO_CI_DOCKER_DATA:-$CACHE/docker}
+DOCKER_BRIDGE=${HAKO_CI_DOCKER_BRIDGE:-}
+# The local service runs may reach: an address of the container's loopback the container
+# allows (127.0.0.1, hako's own port, stays refused).
+ALLOWED_ADDR=127.0.0.2
+ALLOWED_PORT=8080
 # The engine under test (set per engine by main).
 ENGINE=("${PODMAN[@]}")
 ENGINE_NAME=podman
@@ -106,13 +120,21 @@ make_base() {
 start_dockerd() {
   command -v dockerd >/dev/null || die "dockerd not found (Debian's docker.io)"
   command -v docker >/dev/null || die "no docker client"
-  mkdir -p "$DOCKER_ROOT" "$CACHE/docker"
+  mkdir -p "$DOCKER_ROOT" "$DOCKER_DATA"
   # Published ports go through docker-proxy to the bridge; no iptables rules are added.
-  ip link show docker0 >/dev/null 2>&1 || DOCKER_BRIDGE_OURS=1
+  local bridge=(--bip 172.30.99.1/24)
+  if [ -n "$DOCKER_BRIDGE" ]; then
+    ip link add name "$DOCKER_BRIDGE" type bridge
+    ip addr add 172.30.98.1/24 dev "$DOCKER_BRIDGE"
+    ip link set "$DOCKER_BRIDGE" up
+    bridge=(--bridge "$DOCKER_BRIDGE")
+  else
+    ip link show docker0 >/dev/null 2>&1 || DOCKER_BRIDGE_OURS=1
+  fi
   log "starting dockerd ($(dockerd --version))"
   dockerd -H "unix://$DOCKER_ROOT/docker.sock" --pidfile "$DOCKER_ROOT/dockerd.pid" \
-    --exec-root "$DOCKER_ROOT/exec" --data-root "$CACHE/docker" \
-    --exec-opt native.cgroupdriver=cgroupfs --bip 172.30.99.1/24 --iptables=false --ip-forward=false \
+    --exec-root "$DOCKER_ROOT/exec" --data-root "$DOCKER_DATA" \
+    --exec-opt native.cgroupdriver=cgroupfs "${bridge[@]}" --iptables=false --ip-forward=false \
     >"$LOGDIR/dockerd.log" 2>&1 &
   DOCKERD_PID=$!
   for _ in $(seq 1 300); do
@@ -132,6 +154,7 @@ stop_dockerd() {
   wait "$DOCKERD_PID" 2>/dev/null || true
   DOCKERD_PID=""
   [ -n "${DOCKER_BRIDGE_OURS:-}" ] && ip link delete docker0 2>/dev/null || true
+  [ -n "$DOCKER_BRIDGE" ] && ip link delete "$DOCKER_BRIDGE" 2>/dev/null || true
 }
 
 # The image podman built, loaded into dockerd (one build for both engines).
@@ -321,7 +344,8 @@ test_engine() {
   local health=()
   [ "$ENGINE_NAME" = podman ] && [ ! -d /run/systemd/system ] && health=(--no-healthcheck)
   "${ENGINE[@]}" run -d --name "$NAME" "${ULIMITS[@]}" "${RUN_OPTS[@]}" "${health[@]}" \
-    -p "127.0.0.1:$PORT:8194" -e API_KEY="$KEY" -e WORKER_TIMEOUT=10 "$IMAGE" >/dev/null
+    -p "127.0.0.1:$PORT:8194" -e API_KEY="$KEY" -e WORKER_TIMEOUT=10 \
+    -e HAKO_NETWORK_ALLOW="$ALLOWED_ADDR" "$IMAGE" >/dev/null
   local ready=""
   for _ in $(seq 1 600); do
     if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$PORT/ready" 2>/dev/null; then ready=1; break; fi
@@ -409,6 +433,7 @@ print("survived", len(b) >> 20)')")
   check "a run beside a memory bomb survives" 'answer["code"] == 0 and answer["data"]["stdout"] == "survived 64\n"'
   RESPONSE=$(cat "$LOGDIR/bomb.status")
   check "the concurrent memory bomb is stopped by its own limit" 'answer["code"] == 0 and answer["data"]["status"] in ("memory_limit", "error") and answer["data"]["exit_code"] != 0'
+  ssrf_checks
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(dify_python 'def main(arg1: str, arg2: str):
     return {"result": arg1 + arg2}' '{"arg1":"still","arg2":"serving"}')")")
   check "the server still serves after the attacks" 'answer["code"] == 0 and json.loads('"$(result_of)"') == {"result": "stillserving"}'
@@ -441,6 +466,69 @@ print("survived", len(b) >> 20)')")
     log "[$ENGINE_NAME] server log (last 40 lines):"; tail -40 "$server_log"
   fi
   echo "container-test: [$ENGINE_NAME] $PASSED passed, $FAILED failed"
+}
+
+# The egress guard in the image's default configuration (proxy mode), warm and spawned:
+# each run fetches the cloud metadata address, the container's own hako port, a private
+# address and an allow-listed service the test starts in the container. The three must be
+# refused by the guard (403) and listed in refused_destinations; the service must answer.
+ssrf_urls() {
+  printf '["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8194/health", "http://10.0.0.1/", "http://%s:%s/"]' \
+    "$ALLOWED_ADDR" "$ALLOWED_PORT"
+}
+
+ssrf_python() {
+  printf 'import os, urllib.request
+for u in %s:
+    try:
+        urllib.request.urlopen(u, timeout=10).read()
+        print("reached", u)
+    except Exception as e:
+        print("refused" if "403" in str(e) else "failed", u, str(e)[:160])
+print("pid", os.getpid())
+' "$(ssrf_urls)"
+}
+
+ssrf_node() {
+  printf 'const http = require("http");
+const urls = %s;
+(async () => {
+  for (const u of urls) {
+    const r = await new Promise((ok) => http.get(u, (res) => { res.resume(); ok(res.statusCode === 200 ? "reached" : "status " + res.statusCode); }).on("error", (e) => ok(/hako egress: connection to .* refused/.test(e.message) ? "refused" : "failed " + e.message)));
+    console.log(r, u);
+  }
+})();
+' "$(ssrf_urls)"
+}
+
+# What every SSRF run must show, as a Python expression on `answer`.
+SSRF_EXPECTED='(answer["code"] == 0
+  and [l.split()[0] for l in answer["data"]["stdout"].splitlines() if not l.startswith("pid")] == ["refused", "refused", "refused", "reached"]
+  and {"169.254.169.254:80", "127.0.0.1:8194", "10.0.0.1:80"} <= set(answer["data"].get("refused_destinations") or []))'
+
+ssrf_checks() {
+  # The allow-listed local service, inside the container's own network namespace.
+  "${ENGINE[@]}" exec -d "$NAME" python3 -m http.server "$ALLOWED_PORT" --bind "$ALLOWED_ADDR" --directory /tmp >/dev/null
+  local up=""
+  for _ in $(seq 1 100); do
+    "${ENGINE[@]}" exec "$NAME" python3 -c "import socket; socket.create_connection(('$ALLOWED_ADDR', $ALLOWED_PORT), 1)" 2>/dev/null && { up=1; break; }
+    sleep 0.1
+  done
+  [ -n "$up" ] || log "note   the allow-listed service did not come up"
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(ssrf_python)")")
+  check "ssrf: warm Python (zygote): metadata, own port, private refused and listed; allowed service reached" \
+    "$SSRF_EXPECTED"' and "pid 1\n" in answer["data"]["stdout"]'
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body nodejs "$(ssrf_node)")")
+  check "ssrf: Node (pool): metadata, own port, private refused and listed; allowed service reached" "$SSRF_EXPECTED"
+  # Spawn: `hako run` in the container (same capabilities and seccomp profile as the server).
+  local out
+  out=$(ssrf_python | "${ENGINE[@]}" exec -i "$NAME" hako run --json --network --timeout 30 --language python3 - 2>/dev/null) || true
+  RESPONSE="200 $(printf '%s' "$out" | python3 -c 'import json, sys
+try:
+    print(json.dumps({"code": 0, "data": json.loads(sys.stdin.read())}))
+except ValueError as e:
+    print(json.dumps({"code": -1, "error": str(e)}))')"
+  check "ssrf: spawned Python (hako run): metadata, own port, private refused and listed; allowed service reached" "$SSRF_EXPECTED"
 }
 
 # Numbers for docs/deploy.md: image size, idle memory, sequential runs per second.

@@ -128,7 +128,16 @@ enum ChildAction<'a> {
     },
     /// Set no_new_privs, then install `prog` in filter mode.
     SeccompFilter(&'a libc::sock_fprog),
+    /// The first `steps` of what a proxy-mode run's network needs (see [`EGRESS_STEPS`]).
+    EgressListener { steps: usize },
 }
+
+/// What a proxy-mode run's network takes, in order, as the probe tries it.
+const EGRESS_STEPS: [&str; 3] = [
+    "unshare(CLONE_NEWUSER|CLONE_NEWNET)",
+    "bring loopback up in it",
+    "listen on 127.0.0.1:3128 in it",
+];
 
 /// Runs `action` in a forked child; Ok when it succeeded, else the errno it failed with.
 fn in_child(action: ChildAction<'_>) -> Result<(), Errno> {
@@ -177,6 +186,7 @@ fn child_main(action: ChildAction<'_>) -> libc::c_int {
             }
             0
         }
+        ChildAction::EgressListener { steps } => egress_steps(steps).err().unwrap_or(0),
         ChildAction::SeccompFilter(prog) => {
             // SAFETY: prctl with integer arguments only.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -192,6 +202,94 @@ fn child_main(action: ChildAction<'_>) -> libc::c_int {
             }
             0
         }
+    }
+}
+
+/// The first `steps` of [`EGRESS_STEPS`], in a probe child (raw system calls only).
+fn egress_steps(steps: usize) -> Result<(), libc::c_int> {
+    // SAFETY: errno is thread-local; reading it right after a failed call is the contract.
+    let errno = || unsafe { *libc::__errno_location() };
+    // SAFETY: unshare only changes this child's namespaces.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) } != 0 {
+        return Err(errno());
+    }
+    if steps < 2 {
+        return Ok(());
+    }
+    // SAFETY: a plain socket call; the descriptor dies with the child.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: the ioctls read and write only the ifreq we pass, which outlives them; the
+    // flags union member is the active one after SIOCGIFFLAGS.
+    let up = unsafe {
+        sock >= 0 && libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0
+        }
+    };
+    if !up {
+        return Err(errno());
+    }
+    if steps < 3 {
+        return Ok(());
+    }
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: crate::netns::EGRESS_PORT.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: socket, bind and listen on a descriptor of this child; `addr` outlives bind and
+    // its size is passed with it.
+    let listening = unsafe {
+        let tcp = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        tcp >= 0
+            && libc::bind(
+                tcp,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) == 0
+            && libc::listen(tcp, 1) == 0
+    };
+    if !listening {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// Whether a proxy-mode run's network can be built here without privileges beyond the
+/// jail's: a network namespace under a new user namespace, loopback, the guard's listener.
+/// Tries the steps one by one, so a failure names its step.
+pub fn probe_egress() -> LayerReport {
+    let layer = "egress guard";
+    for steps in 1..=EGRESS_STEPS.len() {
+        if let Err(errno) = in_child(ChildAction::EgressListener { steps }) {
+            let hint = if steps == 1 {
+                userns_hint()
+            } else {
+                "the run's own network namespace refuses what the jail does in it".to_string()
+            };
+            return LayerReport {
+                layer,
+                state: LayerState::Missing,
+                detail: format!(
+                    "{} failed: {errno} ({}); {hint}",
+                    EGRESS_STEPS[steps - 1],
+                    errno.desc()
+                ),
+            };
+        }
+    }
+    LayerReport {
+        layer,
+        state: LayerState::Enforced,
+        detail: "a run's own network namespace with the guard's listener works here: runs with network reach only the SSRF guard".to_string(),
     }
 }
 
@@ -515,6 +613,20 @@ mod tests {
         if crate::landlock::abi_version().is_some() {
             assert_eq!(by("landlock").state, LayerState::Enforced);
         }
+    }
+
+    /// The egress probe really builds a run's network (as root or not: it needs no privilege
+    /// where user namespaces are allowed), and a refused step is named.
+    #[test]
+    fn egress_probe_builds_a_runs_network() {
+        let r = probe_egress();
+        if probe_namespace("net", libc::CLONE_NEWNET, "net", None).state != LayerState::Enforced {
+            assert_eq!(r.state, LayerState::Missing, "{}", r.detail);
+            assert!(r.detail.starts_with("unshare("), "{}", r.detail);
+            return;
+        }
+        assert_eq!(r.state, LayerState::Enforced, "{}", r.detail);
+        assert!(r.detail.contains("SSRF guard"), "{}", r.detail);
     }
 
     /// The user namespace probe also works for an unprivileged user.

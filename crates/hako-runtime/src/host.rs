@@ -29,6 +29,11 @@ pub fn probe_layers(config: &Config) -> Vec<LayerReport> {
 }
 
 /// The layers hako refuses to run without (unless `hako.insecure` is set).
+/// Whether proxy-mode runs can make their own network namespace and guard listener here.
+pub fn probe_egress() -> LayerReport {
+    hako_jail::probe::probe_egress()
+}
+
 pub fn missing_required(reports: &[LayerReport]) -> Vec<&LayerReport> {
     hako_jail::probe::missing_required(reports)
 }

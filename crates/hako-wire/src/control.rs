@@ -6,7 +6,8 @@
 //!
 //! | message | byte | body | descriptors | sender → receiver |
 //! |---|---|---|---|---|
-//! | [`Message::Go`] | `G` | – | – | helper → jail init: id maps and cgroup are in place |
+//! | [`Message::Go`] | `G` | – | – | helper → jail init: id maps and cgroup are in place (and again, for a proxy-mode run, once the guard took its egress listener) |
+//! | [`Message::Egress`] | `N` | – | 1: a listening TCP socket on `127.0.0.1:3128` of the run's network namespace | jail init of a proxy-mode run, or every zygote run child (hako's Rust code, before any program) → supervisor |
 //! | [`Message::Ready`] | `R` | – | 0 or 1 (seccomp listener) | confined process (hako's Rust code, before any program) → supervisor |
 //! | [`Message::Run`] | `S` | – | – | zygote helper → prepared run child: the program is in place |
 //! | [`Message::Error`] | `E` | UTF-8 text | – | jail init, a process being confined, or the zygote → supervisor: setup failed |
@@ -64,6 +65,7 @@ pub struct ExitStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Go,
+    Egress,
     Ready,
     Run,
     Error(String),
@@ -78,6 +80,7 @@ pub enum Message {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Go,
+    Egress,
     Ready,
     Run,
     Error,
@@ -89,8 +92,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Go,
+        Kind::Egress,
         Kind::Ready,
         Kind::Run,
         Kind::Error,
@@ -104,6 +108,7 @@ impl Kind {
     pub fn byte(self) -> u8 {
         match self {
             Kind::Go => b'G',
+            Kind::Egress => b'N',
             Kind::Ready => b'R',
             Kind::Run => b'S',
             Kind::Error => b'E',
@@ -123,6 +128,7 @@ impl Kind {
     fn fds(self) -> (usize, usize) {
         match self {
             Kind::Ready => (0, 1),
+            Kind::Egress => (1, 1),
             Kind::Fork => (MAX_FDS, MAX_FDS),
             Kind::Forked => (1, 1),
             _ => (0, 0),
@@ -134,6 +140,7 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
             Kind::Go => "GO",
+            Kind::Egress => "EGRESS",
             Kind::Ready => "READY",
             Kind::Run => "RUN",
             Kind::Error => "ERROR",
@@ -151,6 +158,7 @@ impl Message {
     pub fn kind(&self) -> Kind {
         match self {
             Message::Go => Kind::Go,
+            Message::Egress => Kind::Egress,
             Message::Ready => Kind::Ready,
             Message::Run => Kind::Run,
             Message::Error(_) => Kind::Error,
@@ -177,7 +185,7 @@ impl Message {
                 // A list of strings always serializes.
                 out.extend_from_slice(&serde_json::to_vec(skipped).unwrap_or_default())
             }
-            Message::Go | Message::Ready | Message::Run | Message::Forked => {}
+            Message::Go | Message::Egress | Message::Ready | Message::Run | Message::Forked => {}
         }
         out
     }
@@ -203,6 +211,7 @@ impl Message {
         };
         match kind {
             Kind::Go => empty(Message::Go),
+            Kind::Egress => empty(Message::Egress),
             Kind::Ready => empty(Message::Ready),
             Kind::Run => empty(Message::Run),
             Kind::Forked => empty(Message::Forked),
@@ -327,6 +336,9 @@ pub enum Channel {
 /// Where a receiver is in its channel's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// The run's network namespace is being set up: its egress listener (EGRESS) is due
+    /// (or a setup ERROR, or EXITED of a child that died).
+    Networking,
     /// The process is being confined: READY (or a setup ERROR) is due.
     Confining,
     /// Confined; in spawn mode the interpreter is being exec'd, in zygote mode the child
@@ -369,12 +381,21 @@ impl Receiver {
         }
     }
 
-    /// A zygote run child's supervisor: READY once, then (after [`Receiver::handed_over`])
-    /// EXITED from the zygote.
+    /// The helper of a proxy-mode jail before its GO: init's EGRESS listener once, then
+    /// (continued by [`Receiver::jail`]) READY and EXITED.
+    pub fn jail_egress() -> Receiver {
+        Receiver {
+            channel: Channel::Jail,
+            state: State::Networking,
+        }
+    }
+
+    /// A zygote run child's supervisor: EGRESS once, READY once, then (after
+    /// [`Receiver::handed_over`]) EXITED from the zygote.
     pub fn zygote_child() -> Receiver {
         Receiver {
             channel: Channel::ZygoteChild,
-            state: State::Confining,
+            state: State::Networking,
         }
     }
 
@@ -397,6 +418,8 @@ impl Receiver {
         use Kind as K;
         use State as S;
         let next = match (self.channel, self.state, kind) {
+            (C::Jail | C::ZygoteChild, S::Networking, K::Egress) => Some(S::Confining),
+            (C::Jail | C::ZygoteChild, S::Networking, K::Error | K::Exited) => Some(S::Ended),
             (C::Jail | C::ZygoteChild, S::Confining, K::Ready) => Some(S::Confined),
             (C::Jail | C::ZygoteChild, S::Confining, K::Error | K::Exited) => Some(S::Ended),
             // Spawn: exec of the interpreter failed (hako's code; the channel is

@@ -194,6 +194,17 @@ fn load_config(loaded: LoadResult, serving: bool) -> Result<Config> {
 
 /// Refuses to run code when a required layer is missing, unless told to run insecurely.
 fn check_layers(config: &Config) -> Result<()> {
+    if config.enable_network && config.hako.network.mode == NetworkPolicy::Proxy {
+        let egress = host::probe_egress();
+        if egress.state != host::LayerState::Enforced {
+            // Fails closed: such runs get a setup error, runs without network still work.
+            tracing::warn!(
+                "runs with network cannot start here: egress guard {}: {}; see `hako doctor`",
+                egress.state,
+                egress.detail
+            );
+        }
+    }
     let reports = host::probe_layers(config);
     let missing = host::missing_required(&reports);
     if missing.is_empty() {
@@ -409,14 +420,24 @@ fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
     }
     match (config.enable_network, config.hako.network.mode) {
         (false, _) => println!("{:<28} {:<9} runs have loopback only", "network", "off"),
-        (true, NetworkPolicy::Proxy) => println!(
-            "{:<28} {:<9} runs with network get their own namespace; egress through the SSRF guard (docs/network.md)",
-            "network", "proxy"
-        ),
-        (true, NetworkPolicy::Host) => println!(
-            "{:<28} {:<9} UNSAFE for multi-tenant use: runs with network share the host's network namespace (internal services, cloud metadata); use hako.network.mode: proxy",
-            "network", "host"
-        ),
+        (true, NetworkPolicy::Proxy) => {
+            println!(
+                "{:<28} {:<9} runs with network get their own namespace; egress through the SSRF guard (docs/network.md)",
+                "network", "proxy"
+            );
+            let egress = host::probe_egress();
+            println!("{:<28} {:<9} {}", egress.layer, egress.state, egress.detail);
+        }
+        (true, NetworkPolicy::Host) => {
+            println!(
+                "{:<28} {:<9} UNSAFE for multi-tenant use: runs with network share the host's network namespace (internal services, cloud metadata); use hako.network.mode: proxy",
+                "network", "host"
+            );
+            println!(
+                "{:<28} {:<9} not enforced: hako.network.mode is host (the operator's choice)",
+                "egress guard", "off"
+            );
+        }
     }
     match config.hako.mode {
         ExecMode::Spawn => println!(

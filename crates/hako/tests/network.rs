@@ -662,3 +662,117 @@ fn a_runtime_directory_under_tmp_does_not_hide_what_network_runs_need() {
         );
     }
 }
+
+/// What a container grants hako (docs/deploy.md): root with only SETUID, SETGID and KILL, no
+/// CAP_SYS_ADMIN. `setpriv` drops the rest from the bounding set before hako starts.
+const CONTAINER_CAPS: [&str; 6] = [
+    "setpriv",
+    "--bounding-set",
+    "-all,+setuid,+setgid,+kill",
+    "--inh-caps",
+    "-all",
+    "--",
+];
+
+/// Python: fetches each URL through the guard, prints `ok <url>` or `refused <url>`.
+fn fetch_each(urls: &[String]) -> String {
+    format!(
+        "import urllib.request\nfor u in {}:\n    try:\n        urllib.request.urlopen(u, timeout=10).read()\n        print('ok', u)\n    except Exception as e:\n        print('refused' if '403' in str(e) else 'failed ' + str(e)[:200], u)\n",
+        serde_json::to_string(urls).unwrap()
+    )
+}
+
+#[test]
+fn proxy_runs_need_no_cap_sys_admin_in_any_mode() {
+    if !can_run_jail() || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let s = Servers::start();
+    let allowed = format!("http://127.0.0.1:{}/no-sys-admin", s.http);
+    let urls = vec![
+        allowed.clone(),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.1/".to_string(),
+    ];
+    let expected = format!(
+        "ok {allowed}\nrefused http://169.254.169.254/latest/meta-data/\nrefused http://10.0.0.1/\n"
+    );
+    let check = |what: &str, stdout: &str, refused: &Value| {
+        assert_eq!(stdout, expected, "{what}: {refused}");
+        let refused = refused.to_string();
+        for dest in ["169.254.169.254:80", "10.0.0.1:80"] {
+            assert!(
+                refused.contains(dest),
+                "{what}: {dest} not listed: {refused}"
+            );
+        }
+    };
+    // Spawn, from the CLI.
+    let config = s.config("    allow: [\"127.0.0.1\"]\n");
+    let mut cli = Command::new(CONTAINER_CAPS[0])
+        .args(&CONTAINER_CAPS[1..])
+        .arg(HAKO)
+        .args(["run", "--json", "--network", "--timeout", "30", "--config"])
+        .arg(&config)
+        .args(["--language", "python3", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut cli.stdin.take().unwrap(), fetch_each(&urls).as_bytes())
+        .unwrap();
+    let out = cli.wait_with_output().unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    check(
+        "cli spawn",
+        json["stdout"].as_str().unwrap_or_default(),
+        &json["refused_destinations"],
+    );
+    // The server: a Python zygote child, the Node pool, and spawn.
+    for mode in ["zygote", "spawn"] {
+        let yaml = format!(
+            "worker_timeout: 30\nhako:\n  mode: {mode}\n  network:\n    allow: [\"127.0.0.1\"]\n"
+        );
+        let port = free_port();
+        let key = format!("test-key-{port}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+        std::fs::write(
+            dir.path().join("conf/config.yaml"),
+            format!("app:\n  port: {port}\n  key: {key}\n{yaml}"),
+        )
+        .unwrap();
+        let server = Server::start_wrapped(dir, port, key, &[], &CONTAINER_CAPS);
+        if mode == "zygote" {
+            server.wait_warm();
+            let whoami = post_with_network(&server, "python3", "import os\nprint(os.getpid())");
+            assert_eq!(
+                whoami["stdout"], "1\n",
+                "not forked from a zygote: {whoami}"
+            );
+        }
+        let py = post_with_network(&server, "python3", &fetch_each(&urls));
+        check(
+            &format!("{mode} python3"),
+            py["stdout"].as_str().unwrap_or_default(),
+            &py["refused_destinations"],
+        );
+        let js = post_with_network(
+            &server,
+            "nodejs",
+            &format!(
+                "const http = require('http');\nconst urls = {};\n(async () => {{\n  for (const u of urls) {{\n    const code = await new Promise((ok) => http.get(u, (r) => {{ r.resume(); ok(r.statusCode); }}).on('error', (e) => ok(/403|hako egress: connection to .* refused/.test(String(e.message)) ? 403 : e.message)));\n    console.log(code === 200 ? 'ok' : code === 403 ? 'refused' : 'failed ' + code, u);\n  }}\n}})();\n",
+                serde_json::to_string(&urls).unwrap()
+            ),
+        );
+        check(
+            &format!("{mode} nodejs"),
+            js["stdout"].as_str().unwrap_or_default(),
+            &js["refused_destinations"],
+        );
+    }
+}

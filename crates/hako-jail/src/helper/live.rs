@@ -93,10 +93,12 @@ fn run(
     Result<JailOutcome, HelperError>,
     Option<crate::cgroup::RunCgroup>,
 ) {
-    let prepared = match helper::prepare_run(spec) {
+    let mut prepared = match helper::prepare_run(spec) {
         Ok(p) => p,
         Err(err) => return (Err(err), None),
     };
+    // A proxy-mode run's registration with the guard; kept open while the run lives.
+    let mut egress = None;
     let result = (|| {
         let pipes = channels()?;
         let (code_read, code_write) =
@@ -105,7 +107,7 @@ fn run(
                 source,
             })?;
         let started = Instant::now();
-        let (init, control) = start_jail(
+        let (init, control, link) = start_jail(
             prepared.plan(spec),
             bootstrap,
             prepared.cgroup.as_ref(),
@@ -113,6 +115,7 @@ fn run(
             Some(code_read),
             pipes.control,
         )?;
+        egress = link;
         let mut guard = KillOnDrop(Some(init));
         let mut relay = Relay::new(spec, init, started, code_write);
         let mut outcome = relay.supervise(&control, pipes.stdout.0, pipes.stderr.0)?;
@@ -123,6 +126,7 @@ fn run(
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
     })();
+    prepared.egress = egress;
     prepared.finish(result)
 }
 

@@ -13,10 +13,11 @@
 use crate::cgroup::{CgroupLimits, CgroupStats, Cgroups, RunCgroup};
 use crate::ids::IdLease;
 use crate::lockdown::CgroupCoverage;
+use crate::netns::{EgressLink, NetnsError};
 use crate::protocol;
 use crate::seccomp::{self, notify};
 use crate::spec::{
-    JailOutcome, JailSpec, Limits, NetworkMode, JAIL_GID, JAIL_UID, RUN_GID, RUN_UID,
+    EgressSpec, JailOutcome, JailSpec, Limits, NetworkMode, JAIL_GID, JAIL_UID, RUN_GID, RUN_UID,
     ZYGOTE_RUN_IDS,
 };
 use crate::sys::{Kernel, Prctl};
@@ -275,13 +276,12 @@ pub(crate) fn prepare_run(spec: &JailSpec) -> Result<PreparedRun, HelperError> {
         spec.seccomp.mode,
         use_listener,
     )?;
-    let egress = crate::netns::prepare(spec)?;
     let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
     let (cgroup, coverage) = create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
     Ok(PreparedRun {
         use_listener,
         filter,
-        egress,
+        egress: None,
         cgroup,
         coverage,
     })
@@ -316,7 +316,9 @@ fn prepare_and_run(
     later: Option<&mut dyn Read>,
 ) -> Result<(Result<JailOutcome, HelperError>, Option<RunCgroup>), HelperError> {
     let mut started = Instant::now();
-    let prepared = prepare_run(spec)?;
+    let mut prepared = prepare_run(spec)?;
+    // A proxy-mode run's registration with the guard; kept open while the run lives.
+    let mut egress = None;
     let result = (|| {
         let pipes = channels()?;
         let stdio = (pipes.stdout.1, pipes.stderr.1);
@@ -333,7 +335,7 @@ fn prepare_and_run(
             Some((r, w)) => (Some(r), Some(w)),
             None => (None, None),
         };
-        let (init, control) = start_jail(
+        let (init, control, link) = start_jail(
             prepared.plan(spec),
             code,
             prepared.cgroup.as_ref(),
@@ -341,6 +343,7 @@ fn prepare_and_run(
             code_read,
             pipes.control,
         )?;
+        egress = link;
         let mut guard = KillOnDrop(Some(init));
         if let (Some(source), Some(sink)) = (later, code_write) {
             let mut program_text = Vec::new();
@@ -371,6 +374,7 @@ fn prepare_and_run(
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
     })();
+    prepared.egress = egress;
     Ok(prepared.finish(result))
 }
 
@@ -442,7 +446,8 @@ pub(crate) struct Plan<'a> {
 }
 
 /// Clones the jail's init into new namespaces, maps its ids, puts it in the cgroup and lets
-/// it build the root. Returns init's pid and the helper's end of the control socket.
+/// it build the root. Returns init's pid, the helper's end of the control socket and, for a
+/// proxy-mode run, its registration with the egress guard (keep it while the run lives).
 pub(crate) fn start_jail(
     plan: Plan<'_>,
     code: &[u8],
@@ -450,8 +455,12 @@ pub(crate) fn start_jail(
     stdio: (OwnedFd, OwnedFd),
     inherit: Option<OwnedFd>,
     control: (OwnedFd, OwnedFd),
-) -> Result<(Pid, OwnedFd), HelperError> {
+) -> Result<(Pid, OwnedFd, Option<EgressLink>), HelperError> {
     let kernel = &crate::sys::REAL;
+    let guard_spec = match plan.spec.network {
+        NetworkMode::Proxy => Some(plan.spec.egress.as_ref().ok_or(NetnsError::NoGuard)?),
+        NetworkMode::None | NetworkMode::Host => None,
+    };
     let Some(init) = clone_init(kernel, plan.spec)? else {
         drop(control.0);
         let child_control = control.1;
@@ -469,7 +478,14 @@ pub(crate) fn start_jail(
         unsafe { libc::_exit(code) }
     };
     drop((stdio, inherit, control.1));
-    release_init(kernel, init, plan.spec, cgroup, control.0)
+    let (init, control) = release_init(kernel, init, plan.spec, cgroup, control.0)?;
+    let mut guard = KillOnDrop(Some(init));
+    let link = match guard_spec {
+        Some(egress) => Some(register_egress(&control, egress)?),
+        None => None,
+    };
+    guard.0 = None;
+    Ok((init, control, link))
 }
 
 /// The user namespace's owner: the run's own host uid, not root. What the kernel counts per
@@ -488,7 +504,9 @@ fn clone_init(kernel: &dyn Kernel, spec: &JailSpec) -> Result<Option<Pid>, Helpe
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    if spec.network == NetworkMode::None {
+    // The run's network namespace belongs to its own user namespace: creating it needs no
+    // capability in ours (see `crate::netns`). Only host mode shares the helper's.
+    if spec.network != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     let owner = namespace_owner(kernel, spec);
@@ -555,6 +573,23 @@ impl Drop for Unreleased<'_> {
             let _ = waitpid(pid, None);
         }
     }
+}
+
+/// Takes a proxy-mode jail's egress listener (init made it in the run's network namespace,
+/// before the program), hands it to the guard, and lets init go on to start the program.
+fn register_egress(control: &OwnedFd, egress: &EgressSpec) -> Result<EgressLink, HelperError> {
+    let listener = match take_control(control, &mut Receiver::jail_egress()) {
+        Ok(Some((Message::Egress, fds))) => fds.into_iter().next(),
+        Ok(Some((Message::Error(text), _))) => return Err(HelperError::Setup(text)),
+        Ok(_) => None,
+        Err(why) => return Err(HelperError::Setup(why.to_string())),
+    };
+    let listener = listener.ok_or_else(|| {
+        HelperError::Setup("the jail ended before it made its egress listener".into())
+    })?;
+    let link = crate::netns::register(listener, egress)?;
+    control::send(control.as_fd(), &Message::Go, &[])?;
+    Ok(link)
 }
 
 /// Sets only the effective uid (the real and saved uid stay root, so root can come back).

@@ -60,6 +60,7 @@ fn supervise_after(
 
 fn running() -> Receiver {
     let mut r = Receiver::zygote_child();
+    r.accept(control::Kind::Egress).unwrap();
     r.accept(control::Kind::Ready).unwrap();
     r.handed_over().unwrap();
     r
@@ -69,6 +70,7 @@ fn running() -> Receiver {
 fn any_message_but_exited_after_run_kills_the_run_as_tampering() {
     let forged = [
         Message::Ready,
+        Message::Egress,
         Message::Go,
         Message::Run,
         Message::Error("forged".into()),

@@ -34,6 +34,8 @@ enum JailError {
     #[error("bring up loopback: {0}")]
     Loopback(Errno),
     #[error("{0}")]
+    Egress(#[from] crate::netns::NetnsError),
+    #[error("{0}")]
     Mount(#[from] mounts::MountError),
     #[error("fork the program: {0}")]
     Fork(Errno),
@@ -198,8 +200,19 @@ fn prepare_jail(
         .unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(JailError::CgroupNs)?;
     kernel.sethostname("hako").map_err(JailError::Hostname)?;
-    if spec.network == NetworkMode::None {
-        kernel.loopback_up().map_err(JailError::Loopback)?;
+    match spec.network {
+        NetworkMode::None => kernel.loopback_up().map_err(JailError::Loopback)?,
+        // The run's only way out, made before its program exists; the program starts once
+        // the guard has it (the helper's second GO).
+        NetworkMode::Proxy => {
+            kernel.loopback_up().map_err(JailError::Loopback)?;
+            crate::netns::hand_over_listener(control.as_fd())?;
+            match control::receive(control) {
+                Ok(Received::Message(Message::Go, _)) => {}
+                _ => return Err(JailError::Sync(Errno::EPIPE)),
+            }
+        }
+        NetworkMode::Host => {}
     }
     mounts::build_root(
         kernel,

@@ -1,11 +1,16 @@
 //! The egress listener of a proxy-mode run.
 //!
-//! Before it clones the jail, the helper moves itself into a new network namespace, brings
-//! loopback up, listens on `127.0.0.1:EGRESS_PORT` there and hands the listening socket to
-//! the egress guard over the guard's unix socket (SCM_RIGHTS; a path socket works across
-//! network namespaces). The jail's init is then cloned without `CLONE_NEWNET` and inherits
-//! that namespace, so the listener exists before any code of the run does, and the run's user
-//! namespace holds no capability over its network namespace (its owner is the host's).
+//! Every run's network namespace is created together with the run's own user namespace
+//! (`CLONE_NEWUSER | CLONE_NEWNET`: a spawn-mode jail when it is cloned, a zygote run child
+//! when it unshares), so no step needs `CAP_SYS_ADMIN` in the namespaces hako itself runs in
+//! (a container's). Before any code of the run exists, hako's own code inside it brings
+//! loopback up, listens on `127.0.0.1:EGRESS_PORT` ([`hand_over_listener`]) and passes that
+//! socket to the helper on its control channel ([`hako_wire::control::Message::Egress`]).
+//! The helper hands it to the egress guard over the guard's unix socket (SCM_RIGHTS; a path
+//! socket works across network namespaces) with [`register`]. The namespace has no other
+//! interface and no route, so the listener is the run's only way out; the program holds no
+//! capability in its user namespace and seccomp refuses it new namespaces, so it can neither
+//! add a way out nor reach the helper's namespace.
 //! The guard accepts the run's connections on the listener for the run's lifetime. When the
 //! run ends the helper half-closes the link; the guard stops serving the run and answers with
 //! a [`NetworkReport`].
@@ -13,12 +18,11 @@
 //! The link's messages and framing are [`hako_wire::egress`]'s; this file attaches the
 //! listener to the registration.
 
-use crate::spec::{EgressSpec, JailOutcome, JailSpec, NetworkMode, NetworkReport};
-use crate::sys::{Kernel, REAL};
+use crate::spec::{EgressSpec, JailOutcome, NetworkReport};
+use hako_wire::control::{self, Message};
 use hako_wire::egress::{Answer, EgressError};
 pub use hako_wire::egress::{Registration, EGRESS_PORT, MAX_MESSAGE};
 use nix::errno::Errno;
-use nix::sched::CloneFlags;
 use nix::sys::socket::{
     recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
@@ -36,8 +40,6 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("create the run's network namespace: {0}")]
-    Unshare(Errno),
     #[error("proxy network without an egress guard")]
     NoGuard,
     #[error("bring up loopback in the run's network namespace: {0}")]
@@ -51,6 +53,8 @@ pub enum NetnsError {
     },
     #[error("hand the listener to the egress guard: {0}")]
     Send(Errno),
+    #[error("pass the run's egress listener to its supervisor: {0}")]
+    Handover(#[source] control::ControlError),
     #[error("the egress guard did not accept the run: {0}")]
     Refused(String),
     #[error("the egress guard did not accept the run: {0}")]
@@ -63,40 +67,15 @@ pub struct EgressLink {
     stream: UnixStream,
 }
 
-/// For a proxy-mode run: moves this (single-threaded) helper into the run's new network
-/// namespace and registers its listener with the guard. `None` for other modes. Fails closed:
-/// a run whose listener the guard did not take does not start.
-pub fn prepare(spec: &JailSpec) -> Result<Option<EgressLink>, NetnsError> {
-    if spec.network != NetworkMode::Proxy {
-        return Ok(None);
-    }
-    let egress = spec.egress.as_ref().ok_or(NetnsError::NoGuard)?;
-    REAL.unshare(CloneFlags::CLONE_NEWNET)
-        .map_err(NetnsError::Unshare)?;
-    loopback_up().map_err(NetnsError::Loopback)?;
+/// Inside a run's fresh network namespace (loopback up), before any program: listens on
+/// 127.0.0.1:[`EGRESS_PORT`] and passes the listener to the supervisor on `control`
+/// ([`Message::Egress`]). This process keeps no copy.
+pub fn hand_over_listener(control: BorrowedFd<'_>) -> Result<(), NetnsError> {
     let listener = tcp_listen().map_err(NetnsError::Listen)?;
-    register(listener, egress).map(Some)
+    control::send(control, &Message::Egress, &[listener.as_fd()]).map_err(NetnsError::Handover)
 }
 
-/// Adds the guard's report to the outcome of a run `prepare` registered.
-/// Registers a listener on 127.0.0.1:[`EGRESS_PORT`] of the caller's current network
-/// namespace with the guard, for one run (a zygote helper lives in its zygote's namespace).
-pub(crate) fn listen_for_run(egress: &EgressSpec) -> Result<EgressLink, NetnsError> {
-    let mut attempts = 0;
-    let listener = loop {
-        // The guard drops the previous run's listener asynchronously.
-        match tcp_listen() {
-            Ok(l) => break l,
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempts < 100 => {
-                attempts += 1;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) => return Err(NetnsError::Listen(e)),
-        }
-    };
-    register(listener, egress)
-}
-
+/// Adds the guard's report to the outcome of a run whose listener [`register`] handed over.
 pub fn finish<E>(
     link: Option<EgressLink>,
     outcome: Result<JailOutcome, E>,
@@ -108,7 +87,9 @@ pub fn finish<E>(
     })
 }
 
-fn register(listener: OwnedFd, egress: &EgressSpec) -> Result<EgressLink, NetnsError> {
+/// Hands a run's listener to the guard for the run `egress` names. Fails closed: a run whose
+/// listener the guard did not take must not start.
+pub fn register(listener: OwnedFd, egress: &EgressSpec) -> Result<EgressLink, NetnsError> {
     let connect = |source| NetnsError::Connect {
         path: egress.socket.clone(),
         source,
@@ -147,7 +128,7 @@ impl EgressLink {
 }
 
 fn tcp_listen() -> Result<OwnedFd, io::Error> {
-    // In the new namespace: its own 127.0.0.1.
+    // In the run's own namespace: its own 127.0.0.1.
     let listener = std::net::TcpListener::bind(("127.0.0.1", EGRESS_PORT))?;
     Ok(OwnedFd::from(listener))
 }

@@ -36,6 +36,8 @@ pub enum ChildError {
     LockDown(#[from] LockDownError),
     #[error("{0}")]
     Scratch(#[from] crate::mounts::MountError),
+    #[error("{0}")]
+    Egress(#[from] crate::netns::NetnsError),
 }
 
 /// Called in the zygote right before it forks: the next child becomes pid 1 of a fresh pid
@@ -98,6 +100,10 @@ fn confine_child_inner(
     // own uid: `kill(0, ...)` and `kill(-1, ...)` reach no other run.
     nix::unistd::setsid().map_err(ChildError::Session)?;
     enter_run_namespaces(&crate::sys::REAL, &params, Path::new("/"), stdout, stderr)?;
+    // The egress listener a proxy-mode run gets, made in its own network namespace before
+    // its program exists (see `crate::netns`); the helper closes it for other runs.
+    // SAFETY: run_ctl is open for the duration of this call.
+    crate::netns::hand_over_listener(unsafe { BorrowedFd::borrow_raw(run_ctl) })?;
     let program = seccomp::build_program(
         params.language.as_str(),
         &params.seccomp.extra_allowed,

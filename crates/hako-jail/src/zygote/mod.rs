@@ -55,8 +55,8 @@ pub enum ZygoteError {
     DupStderr(#[source] io::Error),
     #[error("the zygote did not start: read the calibration run's pages: {0}")]
     CalibrationPages(#[source] io::Error),
-    #[error("enter the run child's network namespace: {0}")]
-    Netns(io::Error),
+    #[error("the run child sent no egress listener")]
+    NoListener,
     #[error("find the run child of zygote {zygote}: {detail}")]
     Child { zygote: i32, detail: String },
     #[error("write the program into a memfd: {0}")]
@@ -167,9 +167,6 @@ fn take_settings(spec: &mut JailSpec) -> ZygoteSettings {
 
 struct Zygote {
     init: Pid,
-    /// This helper's own network namespace: it enters a run child's for a proxy-mode run's
-    /// egress listener, and comes back.
-    home_netns: Option<std::fs::File>,
     /// The current run's program was handed over (its [`Stage`] byte is out).
     handed_over: bool,
     /// The zygote's own socket, where it stands in its protocol.
@@ -250,6 +247,9 @@ struct RunChild {
     output: Option<(OwnedFd, OwnedFd)>,
     /// Receives the run's environment and program when the run starts.
     program: OwnedFd,
+    /// The listener on 127.0.0.1:3128 of the child's network namespace (every child makes
+    /// one before it is confined): handed to the guard for a proxy-mode run, else closed.
+    egress: Option<OwnedFd>,
     shape: RunShape,
 }
 
@@ -274,6 +274,7 @@ impl RunChild {
 
     /// Waits (until `deadline`) for the child's READY: it is confined. Returns its seccomp
     /// listener, if any. Anything else means the child cannot take a run.
+    /// Its egress listener comes first (kept in `egress`).
     fn await_ready(&mut self, deadline: Instant) -> Result<Option<OwnedFd>, ZygoteError> {
         // The zygote prepares children at the lowest priority; one that something waits for
         // gets the normal priority, or a loaded host starves it.
@@ -287,6 +288,10 @@ impl RunChild {
             ));
         }
         match helper::take_control(&self.control, &mut self.receiver) {
+            Ok(Some((Message::Egress, fds))) => {
+                self.egress = fds.into_iter().next();
+                self.await_ready(deadline)
+            }
             Ok(Some((Message::Ready, fds))) => Ok(fds.into_iter().next()),
             Ok(Some((Message::Error(text), _))) => Err(ZygoteError::Start(text)),
             Ok(Some(_)) | Ok(None) => Err(ZygoteError::Child {
@@ -342,7 +347,7 @@ impl Zygote {
             helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
         // Declared before `guard`, so on an error init is killed first, then the groups go.
         let mut cgroup = RemoveOnError(cgroup);
-        let (init, control) = helper::start_jail(
+        let (init, control, _) = helper::start_jail(
             helper::Plan {
                 spec,
                 filter: &[],
@@ -383,13 +388,9 @@ impl Zygote {
             zygote: init.as_raw(),
             detail,
         })?;
-        // Each run child has its own network namespace; a proxy-mode run's egress listener is
-        // made there (see `egress_listener`), and the helper comes back here.
-        let home_netns = std::fs::File::open("/proc/self/ns/net").ok();
         let _ = REAL.write_file(format!("/proc/{pid}/oom_score_adj").as_ref(), "-1000");
         let mut zygote = Zygote {
             init,
-            home_netns,
             handed_over: false,
             receiver,
             cgroup: cgroup.0.take(),
@@ -448,7 +449,7 @@ impl Zygote {
                 zombies = 1;
             }
         }
-        let (child, listener) = self.confined_child(&RunShape::of(order), deadline)?;
+        let (mut child, listener) = self.confined_child(&RunShape::of(order), deadline)?;
         self.runs += 1;
         // The child runs inside the zygote's own group (no migration): see
         // `cgroup::zygote_headroom` for the group's limits during the run.
@@ -474,9 +475,13 @@ impl Zygote {
             .unwrap_or_default();
         // The group outlives the run: its own peak needs a count restarted now.
         let peak = self.cgroup.as_ref().and_then(|cg| cg.peak_counter());
-        let link = match &order.egress {
-            Some(egress) => Some(self.egress_listener(&child, egress)?),
-            None => None,
+        // A run without proxy network keeps no listener: nothing answers on 3128.
+        let link = match (&order.egress, child.egress.take()) {
+            (Some(egress), Some(listener)) => {
+                Some(crate::netns::register(listener, egress).map_err(HelperError::from)?)
+            }
+            (Some(_), None) => return Err(ZygoteError::NoListener),
+            (None, _) => None,
         };
         let handover = Handover {
             order,
@@ -524,27 +529,6 @@ impl Zygote {
                 Err(err)
             }
         }
-    }
-
-    /// Makes a proxy-mode run's egress listener inside the run child's own network namespace
-    /// (this single-threaded helper enters it and comes back).
-    fn egress_listener(
-        &self,
-        child: &RunChild,
-        egress: &crate::spec::EgressSpec,
-    ) -> Result<crate::netns::EgressLink, ZygoteError> {
-        use nix::sched::CloneFlags;
-        let home = self.home_netns.as_ref().ok_or_else(|| {
-            ZygoteError::Netns(io::Error::other("this helper's own namespace is unknown"))
-        })?;
-        let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.host_pid))
-            .map_err(ZygoteError::Netns)?;
-        REAL.setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| ZygoteError::Netns(io::Error::from(e)))?;
-        let link = crate::netns::listen_for_run(egress);
-        REAL.setns(home.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| ZygoteError::Netns(io::Error::from(e)))?;
-        Ok(link.map_err(HelperError::from)?)
     }
 
     /// Asks the zygote for a child confined with `shape` and waits until it exists; it
@@ -610,6 +594,7 @@ impl Zygote {
             receiver: Receiver::zygote_child(),
             output: Some(pending.output),
             program: pending.program,
+            egress: None,
             shape: pending.shape,
         })
     }

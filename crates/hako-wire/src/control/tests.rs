@@ -4,6 +4,7 @@ use std::os::fd::AsFd;
 fn sample(kind: Kind) -> Message {
     match kind {
         Kind::Go => Message::Go,
+        Kind::Egress => Message::Egress,
         Kind::Ready => Message::Ready,
         Kind::Run => Message::Run,
         Kind::Error => Message::Error("boom".into()),
@@ -28,6 +29,13 @@ fn states(channel: Channel) -> Vec<(State, Receiver)> {
         Channel::Zygote => Receiver::zygote(),
     };
     let mut out = vec![(fresh.state(), fresh)];
+    if channel == Channel::Jail {
+        // A proxy-mode jail's helper starts at NETWORKING.
+        let mut networking = Receiver::jail_egress();
+        out.push((networking.state(), networking));
+        networking.accept(Kind::Error).unwrap();
+        out.push((networking.state(), networking));
+    }
     let mut walk = |steps: &[&dyn Fn(&mut Receiver)]| {
         let mut r = fresh;
         for step in steps {
@@ -36,7 +44,13 @@ fn states(channel: Channel) -> Vec<(State, Receiver)> {
         out.push((r.state(), r));
     };
     let ready = |r: &mut Receiver| {
+        if r.state() == State::Networking {
+            r.accept(Kind::Egress).unwrap();
+        }
         r.accept(Kind::Ready).unwrap();
+    };
+    let egress = |r: &mut Receiver| {
+        r.accept(Kind::Egress).unwrap();
     };
     let exited = |r: &mut Receiver| {
         r.accept(Kind::Exited).unwrap();
@@ -52,6 +66,7 @@ fn states(channel: Channel) -> Vec<(State, Receiver)> {
             walk(&[&ready, &exited]);
         }
         Channel::ZygoteChild => {
+            walk(&[&egress]);
             walk(&[&ready]);
             walk(&[&ready, &run]);
             walk(&[&ready, &run, &exited]);
@@ -75,6 +90,10 @@ fn expected(channel: Channel, state: State, kind: Kind) -> bool {
     matches!(
         (channel, state, kind),
         (
+            C::Jail | C::ZygoteChild,
+            S::Networking,
+            K::Egress | K::Error | K::Exited
+        ) | (
             C::Jail | C::ZygoteChild,
             S::Confining,
             K::Ready | K::Error | K::Exited
@@ -118,13 +137,16 @@ fn every_message_out_of_its_state_is_rejected_and_changes_nothing() {
             }
         }
     }
-    // 3 + 4 + 4 states (including Ended), 8 messages each.
-    assert_eq!(checked, 11 * 9);
+    // 5 + 5 + 4 states (including Ended twice on the jail channel), 10 messages each.
+    assert_eq!(checked, 14 * 10);
 }
 
 #[test]
 fn ready_is_accepted_once_and_never_after_run() {
     let mut r = Receiver::zygote_child();
+    assert!(r.accept(Kind::Ready).is_err(), "READY before EGRESS");
+    r.accept(Kind::Egress).unwrap();
+    assert!(r.accept(Kind::Egress).is_err(), "EGRESS twice");
     r.accept(Kind::Ready).unwrap();
     assert!(r.accept(Kind::Ready).is_err());
     r.handed_over().unwrap();

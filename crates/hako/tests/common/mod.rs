@@ -146,7 +146,27 @@ impl Server {
         key: String,
         env: &[(&str, &str)],
     ) -> Server {
-        let child = Command::new(HAKO)
+        Server::start_wrapped(dir, port, key, env, &[])
+    }
+
+    /// As [`Server::start_in`], with `hako serve` started by `wrapper` (a command and its
+    /// arguments, the hako binary appended), e.g. `setpriv` with fewer capabilities.
+    pub fn start_wrapped(
+        dir: tempfile::TempDir,
+        port: u16,
+        key: String,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Server {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(HAKO);
+                c
+            }
+            None => Command::new(HAKO),
+        };
+        let child = command
             .arg("serve")
             .current_dir(dir.path())
             .envs(env.iter().copied())
