@@ -175,8 +175,7 @@ fn enter_run_namespaces(
     let _ = kernel.sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = kernel.write_file(Path::new("/proc/self/oom_score_adj"), "0");
-    lockdown::switch_identity(kernel, uid, gid, true)
-        .map_err(ChildError::Identity)?;
+    lockdown::switch_identity(kernel, uid, gid, true).map_err(ChildError::Identity)?;
     // As the run's user: its home and cache links are its own without CAP_CHOWN.
     crate::mounts::fill_scratch(kernel, root, None)?;
     kernel

@@ -30,6 +30,15 @@ pub(super) fn cpu_max(percent: u64) -> String {
     }
 }
 
+/// The weight of the `hako` parent group in the cpu controller, as many ordinary tasks as
+/// this machine has CPUs: `(v1 cpu.shares, v2 cpu.weight)`. The quota is a ceiling per run;
+/// left at the default weight, the parent would weigh as one task, and on a busy host every
+/// run of hako together would get one task's share of the CPUs.
+pub(super) fn parent_cpu_weight() -> (u64, u64) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    (1024 * cpus, (100 * cpus).min(10_000))
+}
+
 /// v1 `memory.limit_in_bytes` (`-1` without a limit).
 pub(super) fn v1_memory(bytes: u64) -> String {
     if bytes == 0 {

@@ -504,6 +504,18 @@ fn set(kernel: &dyn Kernel, dir: &Path, file: &str, value: &str) -> Result<(), C
         })
 }
 
+/// Raises the parent's cpu weight (`file`) to `weight` when it is lower (an operator may have
+/// set more). Best effort: a weight the kernel refuses leaves the run's quota in place.
+fn weigh_parent(kernel: &dyn Kernel, parent: &Path, file: &str, weight: u64) {
+    let path = parent.join(file);
+    let current = fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    if current.is_some_and(|c| c < weight) {
+        let _ = kernel.write_file(&path, &weight.to_string());
+    }
+}
+
 /// mkdir that treats EEXIST as success: many runs create the parent at once.
 fn create_dir_idempotent(kernel: &dyn Kernel, path: &Path) -> Result<(), CgroupError> {
     match kernel.mkdir(path) {

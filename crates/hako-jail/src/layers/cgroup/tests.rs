@@ -672,3 +672,37 @@ fn rlimits_stand_in_only_for_what_no_cgroup_covers() {
         }
     );
 }
+
+#[test]
+fn the_parent_cpu_group_weighs_as_many_tasks_as_there_are_cpus() {
+    let (shares, weight) = super::limits::parent_cpu_weight();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    assert_eq!(shares, 1024 * cpus);
+    let with_cpu = CgroupLimits {
+        cpu_percent: 100,
+        ..LIMITS
+    };
+    // v1: the default weight (one task's) is raised; an operator's higher weight is kept.
+    let host = Host::v1(false);
+    touch(&host.root().join("cpu/hako/cpu.shares"), "1024\n");
+    host.cgroups().create_run("a", &with_cpu).unwrap();
+    assert!(
+        host.writes().contains(&format!("cpu.shares={shares}")) || shares == 1024,
+        "the parent keeps one task's weight"
+    );
+    touch(&host.root().join("cpu/hako/cpu.shares"), "999999\n");
+    host.cgroups().create_run("b", &with_cpu).unwrap();
+    assert!(!host.writes().iter().any(|w| w.starts_with("cpu.shares=")));
+    // v2: cpu.weight of the parent.
+    let host = Host::v2("");
+    let parent = host.root().join("hako");
+    fs::create_dir_all(&parent).unwrap();
+    touch(&parent.join("cgroup.subtree_control"), "");
+    touch(&parent.join("cpu.weight"), "100\n");
+    // The fake group has no cpu.max, so the run's quota fails after the parent is weighed.
+    let _ = host.cgroups().create_run("c", &with_cpu);
+    assert!(
+        host.writes().contains(&format!("cpu.weight={weight}")) || weight == 100,
+        "the v2 parent keeps one task's weight"
+    );
+}

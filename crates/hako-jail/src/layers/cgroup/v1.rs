@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::limits::{cfs_quota, max_or, v1_memory, CPU_PERIOD_US};
+use super::limits::{cfs_quota, max_or, parent_cpu_weight, v1_memory, CPU_PERIOD_US};
 use super::{
-    create_dir_idempotent, create_run_dir, set, CgroupError, CgroupLimits, Controller, RunCgroup,
-    PARENT,
+    create_dir_idempotent, create_run_dir, set, weigh_parent, CgroupError, CgroupLimits,
+    Controller, RunCgroup, PARENT,
 };
 use crate::sys::Kernel;
 
@@ -45,6 +45,12 @@ pub(super) fn create(
         if let Some(hierarchy) = cpu.filter(|_| limits.cpu_percent > 0) {
             let dir = make_run_dir(kernel, hierarchy, name)?;
             run.push(Controller::Cpu, dir.clone());
+            weigh_parent(
+                kernel,
+                &hierarchy.join(PARENT),
+                "cpu.shares",
+                parent_cpu_weight().0,
+            );
             set_cfs_quota(kernel, &dir, limits.cpu_percent)?;
         }
         Ok(())

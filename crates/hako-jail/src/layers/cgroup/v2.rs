@@ -3,10 +3,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::limits::{cpu_max, max_or};
+use super::limits::{cpu_max, max_or, parent_cpu_weight};
 use super::{
-    create_dir_idempotent, create_run_dir, read_controllers_file, read_pids, set, CgroupError,
-    CgroupLimits, Controller, RunCgroup, PARENT, SERVER_LEAF,
+    create_dir_idempotent, create_run_dir, read_controllers_file, read_pids, set, weigh_parent,
+    CgroupError, CgroupLimits, Controller, RunCgroup, PARENT, SERVER_LEAF,
 };
 use crate::sys::Kernel;
 
@@ -44,6 +44,9 @@ pub(super) fn create(
     let parent = mount.join(PARENT);
     create_dir_idempotent(kernel, &parent)?;
     enable_controllers(kernel, &parent, &wanted)?;
+    if wanted.contains(&"cpu") {
+        weigh_parent(kernel, &parent, "cpu.weight", parent_cpu_weight().1);
+    }
     let dir = parent.join(name);
     create_run_dir(kernel, &dir)?;
     let run = RunCgroup::new(vec![(Controller::Unified, dir.clone())], kernel);
