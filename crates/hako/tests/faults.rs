@@ -47,14 +47,26 @@ fn parent(pid: u32) -> u32 {
         .unwrap_or(0)
 }
 
-/// Programs of the storm executing now: interpreters under the server that sleep in the
-/// kernel the way the storm's program does. A pre-started worker still waiting for its
-/// program (its helper blocked reading the program) does not count.
-fn executing(server: u32, interpreter: &str, sleeps_in: &str) -> usize {
+/// The name a test's program gives itself (`/proc/<pid>/comm`) before it sleeps, so that only
+/// the test's own programs are counted: hako's own interpreters sleep too (a new zygote's
+/// calibration run ends in `time.sleep`, an operator's warm-up may sleep), and a pre-started
+/// worker is an interpreter that has not run any program yet.
+const PROGRAM_NAME: &str = "hako-test-prog";
+
+/// Python that names itself [`PROGRAM_NAME`] (prctl PR_SET_NAME, allowed by the policy) and
+/// sleeps `secs` seconds.
+fn named_python_sleep(secs: u32) -> String {
+    format!(
+        "import ctypes, time\nctypes.CDLL(None).prctl(15, b'{PROGRAM_NAME}', 0, 0, 0)\ntime.sleep({secs})\n"
+    )
+}
+
+/// The test's programs executing now under the server: processes named [`PROGRAM_NAME`] that
+/// sleep in the kernel the way the program does.
+fn executing(server: u32, sleeps_in: &str) -> usize {
     descendants(server)
         .into_iter()
-        .filter(|&pid| comm(pid).starts_with(interpreter) && wchan(pid).contains(sleeps_in))
-        .filter(|&pid| !wchan(parent(parent(pid))).contains("pipe_read"))
+        .filter(|&pid| comm(pid) == PROGRAM_NAME && wchan(pid).contains(sleeps_in))
         .count()
 }
 
@@ -111,7 +123,7 @@ fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<
 /// 30 clients each send a 5 s program and hang up one after the other, from 1 s on (time
 /// enough for a cold start on a busy host): each hang-up lets a queued run start. While they do, at most
 /// `max_workers` programs execute, and all are gone within a second of the last hang-up.
-fn disconnect_storm(config: &str, language: &str, code: &str, interpreter: &str, sleeps_in: &str) {
+fn disconnect_storm(config: &str, language: &str, code: &str, sleeps_in: &str) {
     let server = Server::start(config, &[]);
     if config.contains("mode: zygote") {
         server.wait_warm();
@@ -142,16 +154,16 @@ fn disconnect_storm(config: &str, language: &str, code: &str, interpreter: &str,
     });
     let mut most = 0;
     while !storm.is_finished() {
-        most = most.max(executing(pid, interpreter, sleeps_in));
+        most = most.max(executing(pid, sleeps_in));
 
         std::thread::sleep(Duration::from_millis(10));
     }
     let last_hang_up = storm.join().unwrap();
     while last_hang_up.elapsed() < Duration::from_secs(1) {
-        most = most.max(executing(pid, interpreter, sleeps_in));
+        most = most.max(executing(pid, sleeps_in));
         std::thread::sleep(Duration::from_millis(10));
     }
-    let left = executing(pid, interpreter, sleeps_in);
+    let left = executing(pid, sleeps_in);
     assert!(most > 0, "the storm's programs were never seen executing");
     assert!(
         most <= 2,
@@ -174,8 +186,7 @@ fn a_disconnect_storm_stays_within_max_workers_in_spawn_mode() {
     disconnect_storm(
         "max_workers: 2\nmax_requests: 50\nworker_timeout: 10\nhako:\n  mode: spawn\n",
         "python3",
-        "import time\ntime.sleep(5)\n",
-        "python",
+        &named_python_sleep(5),
         "nanosleep",
     );
 }
@@ -188,8 +199,7 @@ fn a_disconnect_storm_stays_within_max_workers_in_zygote_mode() {
     disconnect_storm(
         "max_workers: 2\nmax_requests: 50\nworker_timeout: 10\nhako:\n  mode: zygote\n",
         "python3",
-        "import time\ntime.sleep(5)\n",
-        "python",
+        &named_python_sleep(5),
         "nanosleep",
     );
 }
@@ -202,8 +212,7 @@ fn a_disconnect_storm_stays_within_max_workers_with_the_node_pool() {
     disconnect_storm(
         "max_workers: 2\nmax_requests: 50\nworker_timeout: 10\nhako:\n  mode: zygote\n  nodejs_pool: 2\n",
         "nodejs",
-        "Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000);\n",
-        "node",
+        &format!("process.title = '{PROGRAM_NAME}';\nAtomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000);\n"),
         "futex",
     );
 }
@@ -533,8 +542,39 @@ fn helpers(server: u32, subcommand: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A process of the test's own, moved into a run's cgroups. While it is in them nobody's
+/// `rmdir` can remove them (a neighbouring hako server's start-up removes only empty groups
+/// whose helper is gone): only the server that reaps the killed helper, which kills what is
+/// left in its groups, can make them go. Killed on drop, so a failed test leaves empty groups
+/// that the next start-up removes.
+struct Sentinel(std::process::Child);
+
+impl Sentinel {
+    fn enter(dirs: &[String]) -> Sentinel {
+        let sentinel = Sentinel(
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap(),
+        );
+        for dir in dirs {
+            std::fs::write(format!("{dir}/cgroup.procs"), sentinel.0.id().to_string())
+                .unwrap_or_else(|e| panic!("move the sentinel into {dir}: {e}"));
+        }
+        sentinel
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// SIGKILLs the helper supervising a run that would last 12 s; within 5 s the helper's
-/// cgroups (with the run still in them) are gone: the server reaped it and removed them.
+/// cgroups (found by name while the run is live, with the run and a sentinel of the test's in
+/// them) are gone: the server reaped the helper, killed what was left and removed them.
 fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
     let server = Server::start(
         &format!("max_workers: 1\nworker_timeout: 40\nhako:\n  mode: {mode}\n"),
@@ -553,7 +593,7 @@ fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
                 .post(&url)
                 .header("X-Api-Key", &key)
                 .json(
-                    &json!({"language": "python3", "code": "import time\ntime.sleep(30)\n",
+                    &json!({"language": "python3", "code": named_python_sleep(30),
                     "limits": {"timeout_ms": 12000}}),
                 )
                 .send()
@@ -564,37 +604,49 @@ fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
     let pid = server.pid();
     // The run's program is up: a sleeping interpreter under the server.
     wait_for(Duration::from_secs(30), || {
-        (executing(pid, "python", "nanosleep") == 1).then_some(())
+        (executing(pid, "nanosleep") == 1).then_some(())
     })
     .expect("the run never started");
     let helper = helpers(pid, subcommand)
         .into_iter()
         .find(|h| mode == "zygote" || !before.contains(h))
         .expect("no helper found");
-    let groups = |h: u32| -> Vec<String> {
-        hako_cgroups()
-            .into_iter()
-            .filter(|d| d.contains(&format!("run-{h}-")) || d.contains(&format!("zygote-{h}-")))
+    // The exact groups of this helper, by name, while its run is live.
+    let groups: Vec<String> = hako_cgroups()
+        .into_iter()
+        .filter(|d| {
+            d.contains(&format!("/run-{helper}-")) || d.contains(&format!("/zygote-{helper}-"))
+        })
+        .collect();
+    assert!(!groups.is_empty(), "the helper {helper} has no cgroup");
+    let mut sentinel = Sentinel::enter(&groups);
+    let left = || -> Vec<&String> {
+        groups
+            .iter()
+            .filter(|d| std::path::Path::new(d).exists())
             .collect()
     };
-    assert!(
-        !groups(helper).is_empty(),
-        "the helper {helper} has no cgroup"
-    );
     // SAFETY: kill only signals a jail helper of this test's server.
     unsafe { libc::kill(helper as i32, libc::SIGKILL) };
-    let cleaned = wait_for(Duration::from_secs(5), || {
-        groups(helper).is_empty().then_some(())
-    });
+    let cleaned = wait_for(Duration::from_secs(5), || left().is_empty().then_some(()));
     assert!(
         cleaned.is_some(),
         "the killed helper's cgroups stayed: {:?}",
-        groups(helper)
+        left()
+    );
+    let ended = wait_for(Duration::from_secs(5), || {
+        sentinel.0.try_wait().ok().flatten()
+    });
+    assert!(
+        ended.is_some_and(
+            |s| std::os::unix::process::ExitStatusExt::signal(&s) == Some(libc::SIGKILL)
+        ),
+        "what was left in the groups was not killed: {ended:?}"
     );
     let answered = request.join().unwrap();
     assert!(answered.is_ok(), "no answer: {answered:?}");
     assert_eq!(
-        executing(pid, "python", "nanosleep"),
+        executing(pid, "nanosleep"),
         0,
         "the run outlived its helper"
     );
