@@ -8,26 +8,6 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// Every process under `root` (its descendants), `root` excluded.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut stack = vec![root];
-    while let Some(pid) = stack.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                found.push(child);
-                stack.push(child);
-            }
-        }
-    }
-    found
-}
-
 fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .unwrap_or_default()
@@ -120,9 +100,10 @@ fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
-/// 30 clients each send a 5 s program and hang up one after the other, from 1 s on (time
-/// enough for a cold start on a busy host): each hang-up lets a queued run start. While they do, at most
-/// `max_workers` programs execute, and all are gone within a second of the last hang-up.
+/// 30 clients each send a 5 s program and hang up one after the other, 50 ms apart, from the
+/// moment the first program is seen executing (a cold start on a busy host takes what it
+/// takes): each hang-up lets a queued run start. While they do, at most `max_workers`
+/// programs execute, and all are gone within a second of the last hang-up.
 fn disconnect_storm(config: &str, language: &str, code: &str, sleeps_in: &str) {
     let server = Server::start(config, &[]);
     if config.contains("mode: zygote") {
@@ -133,29 +114,41 @@ fn disconnect_storm(config: &str, language: &str, code: &str, sleeps_in: &str) {
     let key = server.key.clone();
     // Pooled Node workers serve runs shaped like Dify's (network on, as the config allows).
     let body = json!({"language": language, "code": code, "enable_network": language == "nodejs"});
+    let (executes, first_executes) = std::sync::mpsc::channel::<()>();
     let storm = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let mut tasks = Vec::new();
-            for i in 0..30 {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_millis(1000 + 50 * i))
-                    .build()
-                    .unwrap();
-                let request = client.post(&url).header("X-Api-Key", &key).json(&body);
-                tasks.push(tokio::spawn(request.send()));
+            let client = reqwest::Client::new();
+            let tasks: Vec<_> = (0..30)
+                .map(|_| {
+                    let request = client.post(&url).header("X-Api-Key", &key).json(&body);
+                    tokio::spawn(request.send())
+                })
+                .collect();
+            // Without a program ever executing the hang-ups start anyway, and the test fails.
+            let _ = first_executes.recv_timeout(Duration::from_secs(60));
+            for task in &tasks {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Dropping the request closes its connection: the client hung up.
+                task.abort();
             }
             for task in tasks {
-                let answer = task.await.unwrap();
-                assert!(answer.is_err(), "a 5 s program answered within 1 s");
+                let answer = task.await;
+                assert!(
+                    answer.is_err_and(|e| e.is_cancelled()),
+                    "a 5 s program answered before its client hung up"
+                );
             }
         });
         Instant::now()
     });
     let mut most = 0;
     while !storm.is_finished() {
-        most = most.max(executing(pid, sleeps_in));
-
+        let now = executing(pid, sleeps_in);
+        if now > 0 {
+            let _ = executes.send(());
+        }
+        most = most.max(now);
         std::thread::sleep(Duration::from_millis(10));
     }
     let last_hang_up = storm.join().unwrap();
