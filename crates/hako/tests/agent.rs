@@ -19,13 +19,6 @@ fn unb64(text: &Value) -> Vec<u8> {
         .expect("valid base64")
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
-
 /// A spawn-mode server with the agent API's defaults and `extra` config under `hako:`.
 fn server(extra: &str) -> Server {
     Server::start(
@@ -85,16 +78,18 @@ async fn data_server() -> Server {
     std::fs::write(dir.path().join("conf/config.yaml"), yaml).unwrap();
     let pip_cache = format!("{}/pip", cache.display());
     let server = Server::start_in(dir, port, key, &[("PIP_CACHE_DIR", &pip_cache)]);
-    let report: Value = client()
-        .get(server.url("/v1/sandbox/dependencies/refresh?language=python3"))
-        .header("X-Api-Key", &server.key)
-        .timeout(Duration::from_secs(900))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = keyed(
+        &server,
+        reqwest::Method::GET,
+        "/v1/sandbox/dependencies/refresh?language=python3",
+    )
+    .timeout(Duration::from_secs(900))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(report["data"]["state"], "ready", "{report}");
     server
 }
@@ -337,14 +332,7 @@ async fn a_client_that_goes_away_ends_its_streamed_run() {
     // 20 s limit would end it.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&server).await;
         if text.lines().any(|l| l == "hako_runs_in_flight 0") {
             break;
         }
@@ -381,32 +369,28 @@ async fn a_session_keeps_variables_imports_and_files_across_execs() {
     assert_eq!(d["session_ended"], false);
 
     // Files in and out of the workspace.
-    let put = client()
-        .put(server.url(&format!("/v2/sessions/{id}/files/in/data.bin")))
-        .header("X-Api-Key", &server.key)
-        .body(vec![0u8, 1, 2, 255])
-        .send()
-        .await
-        .unwrap();
+    let put = keyed(
+        &server,
+        reqwest::Method::PUT,
+        &format!("/v2/sessions/{id}/files/in/data.bin"),
+    )
+    .body(vec![0u8, 1, 2, 255])
+    .send()
+    .await
+    .unwrap();
     assert_eq!(put.status().as_u16(), 204);
     let (_, e) = exec(&server, &id, "list(open('in/data.bin', 'rb').read())").await;
     assert_eq!(e["value"], "[0, 1, 2, 255]", "{e}");
-    let got = client()
-        .get(server.url(&format!("/v2/sessions/{id}/files/notes.txt")))
-        .header("X-Api-Key", &server.key)
-        .send()
-        .await
-        .unwrap();
+    let got = keyed(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v2/sessions/{id}/files/notes.txt"),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(got.bytes().await.unwrap().as_ref(), b"kept");
-    let listing: Value = client()
-        .get(server.url(&format!("/v2/sessions/{id}/files")))
-        .header("X-Api-Key", &server.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing: Value = get_json(&server, &format!("/v2/sessions/{id}/files")).await;
     let paths: Vec<&str> = listing["files"]
         .as_array()
         .unwrap()
@@ -417,12 +401,14 @@ async fn a_session_keeps_variables_imports_and_files_across_execs() {
         paths.contains(&"notes.txt") && paths.contains(&"in/data.bin"),
         "{listing}"
     );
-    let missing = client()
-        .get(server.url(&format!("/v2/sessions/{id}/files/nothing.txt")))
-        .header("X-Api-Key", &server.key)
-        .send()
-        .await
-        .unwrap();
+    let missing = keyed(
+        &server,
+        reqwest::Method::GET,
+        &format!("/v2/sessions/{id}/files/nothing.txt"),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 
     // Node keeps state the same way.
@@ -437,21 +423,16 @@ async fn a_session_keeps_variables_imports_and_files_across_execs() {
     let (_, b) = exec(&server, &js, "n += 1; path.join('a', String(n))").await;
     assert_eq!(b["value"], "'a/42'", "{b}");
 
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(metrics.lines().any(|l| l == "hako_sessions 2"), "{metrics}");
-    let closed = client()
-        .delete(server.url(&format!("/v2/sessions/{id}")))
-        .header("X-Api-Key", &server.key)
-        .send()
-        .await
-        .unwrap();
+    let closed = keyed(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/v2/sessions/{id}"),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(closed.status().as_u16(), 204);
     let (status, _) = exec(&server, &id, "count").await;
     assert_eq!(status, 404);
@@ -509,12 +490,14 @@ async fn idle_sessions_expire_and_caps_hold() {
         .as_str()
         .unwrap()
         .contains("max_sessions"));
-    let closed = client()
-        .delete(server.url(&format!("/v2/sessions/{filler}")))
-        .header("X-Api-Key", &server.key)
-        .send()
-        .await
-        .unwrap();
+    let closed = keyed(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/v2/sessions/{filler}"),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(closed.status().as_u16(), 204);
     let idle = create_session(
         &server,
@@ -523,15 +506,7 @@ async fn idle_sessions_expire_and_caps_hold() {
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let list: Value = client()
-            .get(server.url("/v2/sessions"))
-            .header("X-Api-Key", &server.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = get_json(&server, "/v2/sessions").await;
         let ids: Vec<&str> = list["sessions"]
             .as_array()
             .unwrap()
@@ -562,14 +537,7 @@ async fn idle_sessions_expire_and_caps_hold() {
         .as_str()
         .unwrap()
         .contains("sessions_memory_mb"));
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(
         metrics.contains("hako_sessions_ended_total{reason=\"idle\"} 1"),
         "{metrics}"

@@ -8,26 +8,6 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// Every process under `root` (its descendants), `root` excluded.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut stack = vec![root];
-    while let Some(pid) = stack.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                found.push(child);
-                stack.push(child);
-            }
-        }
-    }
-    found
-}
-
 fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .unwrap_or_default()
@@ -47,14 +27,26 @@ fn parent(pid: u32) -> u32 {
         .unwrap_or(0)
 }
 
-/// Programs of the storm executing now: interpreters under the server that sleep in the
-/// kernel the way the storm's program does. A pre-started worker still waiting for its
-/// program (its helper blocked reading the program) does not count.
-fn executing(server: u32, interpreter: &str, sleeps_in: &str) -> usize {
+/// The name a test's program gives itself (`/proc/<pid>/comm`) before it sleeps, so that only
+/// the test's own programs are counted: hako's own interpreters sleep too (a new zygote's
+/// calibration run ends in `time.sleep`, an operator's warm-up may sleep), and a pre-started
+/// worker is an interpreter that has not run any program yet.
+const PROGRAM_NAME: &str = "hako-test-prog";
+
+/// Python that names itself [`PROGRAM_NAME`] (prctl PR_SET_NAME, allowed by the policy) and
+/// sleeps `secs` seconds.
+fn named_python_sleep(secs: u32) -> String {
+    format!(
+        "import ctypes, time\nctypes.CDLL(None).prctl(15, b'{PROGRAM_NAME}', 0, 0, 0)\ntime.sleep({secs})\n"
+    )
+}
+
+/// The test's programs executing now under the server: processes named [`PROGRAM_NAME`] that
+/// sleep in the kernel the way the program does.
+fn executing(server: u32, sleeps_in: &str) -> usize {
     descendants(server)
         .into_iter()
-        .filter(|&pid| comm(pid).starts_with(interpreter) && wchan(pid).contains(sleeps_in))
-        .filter(|&pid| !wchan(parent(parent(pid))).contains("pipe_read"))
+        .filter(|&pid| comm(pid) == PROGRAM_NAME && wchan(pid).contains(sleeps_in))
         .count()
 }
 
@@ -108,10 +100,11 @@ fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
-/// 30 clients each send a 5 s program and hang up one after the other, from 1 s on (time
-/// enough for a cold start on a busy host): each hang-up lets a queued run start. While they do, at most
-/// `max_workers` programs execute, and all are gone within a second of the last hang-up.
-fn disconnect_storm(config: &str, language: &str, code: &str, interpreter: &str, sleeps_in: &str) {
+/// 30 clients each send a 5 s program and hang up one after the other, 50 ms apart, from the
+/// moment the first program is seen executing (a cold start on a busy host takes what it
+/// takes): each hang-up lets a queued run start. While they do, at most `max_workers`
+/// programs execute, and all are gone within a second of the last hang-up.
+fn disconnect_storm(config: &str, language: &str, code: &str, sleeps_in: &str) {
     let server = Server::start(config, &[]);
     if config.contains("mode: zygote") {
         server.wait_warm();
@@ -121,37 +114,49 @@ fn disconnect_storm(config: &str, language: &str, code: &str, interpreter: &str,
     let key = server.key.clone();
     // Pooled Node workers serve runs shaped like Dify's (network on, as the config allows).
     let body = json!({"language": language, "code": code, "enable_network": language == "nodejs"});
+    let (executes, first_executes) = std::sync::mpsc::channel::<()>();
     let storm = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let mut tasks = Vec::new();
-            for i in 0..30 {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_millis(1000 + 50 * i))
-                    .build()
-                    .unwrap();
-                let request = client.post(&url).header("X-Api-Key", &key).json(&body);
-                tasks.push(tokio::spawn(request.send()));
+            let client = reqwest::Client::new();
+            let tasks: Vec<_> = (0..30)
+                .map(|_| {
+                    let request = client.post(&url).header("X-Api-Key", &key).json(&body);
+                    tokio::spawn(request.send())
+                })
+                .collect();
+            // Without a program ever executing the hang-ups start anyway, and the test fails.
+            let _ = first_executes.recv_timeout(Duration::from_secs(60));
+            for task in &tasks {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Dropping the request closes its connection: the client hung up.
+                task.abort();
             }
             for task in tasks {
-                let answer = task.await.unwrap();
-                assert!(answer.is_err(), "a 5 s program answered within 1 s");
+                let answer = task.await;
+                assert!(
+                    answer.is_err_and(|e| e.is_cancelled()),
+                    "a 5 s program answered before its client hung up"
+                );
             }
         });
         Instant::now()
     });
     let mut most = 0;
     while !storm.is_finished() {
-        most = most.max(executing(pid, interpreter, sleeps_in));
-
+        let now = executing(pid, sleeps_in);
+        if now > 0 {
+            let _ = executes.send(());
+        }
+        most = most.max(now);
         std::thread::sleep(Duration::from_millis(10));
     }
     let last_hang_up = storm.join().unwrap();
     while last_hang_up.elapsed() < Duration::from_secs(1) {
-        most = most.max(executing(pid, interpreter, sleeps_in));
+        most = most.max(executing(pid, sleeps_in));
         std::thread::sleep(Duration::from_millis(10));
     }
-    let left = executing(pid, interpreter, sleeps_in);
+    let left = executing(pid, sleeps_in);
     assert!(most > 0, "the storm's programs were never seen executing");
     assert!(
         most <= 2,
@@ -174,8 +179,7 @@ fn a_disconnect_storm_stays_within_max_workers_in_spawn_mode() {
     disconnect_storm(
         "max_workers: 2\nmax_requests: 50\nworker_timeout: 10\nhako:\n  mode: spawn\n",
         "python3",
-        "import time\ntime.sleep(5)\n",
-        "python",
+        &named_python_sleep(5),
         "nanosleep",
     );
 }
@@ -188,8 +192,7 @@ fn a_disconnect_storm_stays_within_max_workers_in_zygote_mode() {
     disconnect_storm(
         "max_workers: 2\nmax_requests: 50\nworker_timeout: 10\nhako:\n  mode: zygote\n",
         "python3",
-        "import time\ntime.sleep(5)\n",
-        "python",
+        &named_python_sleep(5),
         "nanosleep",
     );
 }
@@ -202,8 +205,7 @@ fn a_disconnect_storm_stays_within_max_workers_with_the_node_pool() {
     disconnect_storm(
         "max_workers: 2\nmax_requests: 50\nworker_timeout: 10\nhako:\n  mode: zygote\n  nodejs_pool: 2\n",
         "nodejs",
-        "Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000);\n",
-        "node",
+        &format!("process.title = '{PROGRAM_NAME}';\nAtomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000);\n"),
         "futex",
     );
 }
@@ -339,42 +341,37 @@ fn a_failed_install_is_reported_by_ready_and_dependencies() {
     assert!(reason.contains("no-such-project-anywhere"), "{ready}");
 }
 
-/// Zygote cgroup directories whose helper is gone.
-fn stale_zygote_groups() -> BTreeSet<String> {
-    hako_cgroups()
-        .into_iter()
-        .filter(|dir| {
-            let name = dir.rsplit('/').next().unwrap_or_default();
-            let helper = name
-                .strip_prefix("zygote-")
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            helper.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-        })
-        .collect()
-}
-
 #[test]
 fn a_zygote_that_cannot_start_backs_off_leaves_no_cgroup_and_says_so() {
     if !can_run_jail() {
         return;
     }
-    let before = stale_zygote_groups();
     // The warm-up ends the interpreter before it reports ready: every start fails.
     let server = Server::start(
         "max_workers: 1\nhako:\n  mode: zygote\n  python_warmup: \"import os; os._exit(3)\"\n",
         &[],
     );
     let failed_starts = || metric(&server, "hako_zygote_failed_starts_total");
-    let leaked = || -> Vec<String> { stale_zygote_groups().difference(&before).cloned().collect() };
+    // Only this server's zygote helpers count (other servers on the host have their own):
+    // the groups named after one that is gone, once the server is done reaping it.
+    let zygote_helpers = HelperLog::start(server.pid(), "__zygote");
+    let leaked = || -> Vec<String> { cgroups_of_helpers(&zygote_helpers.gone(server.pid())) };
+    let settled_leaks = || {
+        wait_for(Duration::from_secs(5), || leaked().is_empty().then_some(()))
+            .map_or_else(leaked, |()| Vec::new())
+    };
     wait_for(Duration::from_secs(60), || {
-        (failed_starts().is_some_and(|n| n >= 2.0) || !leaked().is_empty()).then_some(())
+        failed_starts().is_some_and(|n| n >= 2.0).then_some(())
     })
     .expect("no zygote start ever failed");
     assert!(
-        leaked().is_empty(),
-        "failed zygote starts left cgroups: {:?}",
-        leaked()
+        !zygote_helpers.gone(server.pid()).is_empty(),
+        "no failed zygote helper of this server was seen"
+    );
+    let leaks = settled_leaks();
+    assert!(
+        leaks.is_empty(),
+        "failed zygote starts left cgroups: {leaks:?}"
     );
     let first = failed_starts().expect("failed starts are counted in /metrics");
     let window = Instant::now();
@@ -389,10 +386,10 @@ fn a_zygote_that_cannot_start_backs_off_leaves_no_cgroup_and_says_so() {
         later - first,
         window.elapsed()
     );
+    let leaks = settled_leaks();
     assert!(
-        leaked().is_empty(),
-        "failed zygote starts left cgroups: {:?}",
-        leaked()
+        leaks.is_empty(),
+        "failed zygote starts left cgroups: {leaks:?}"
     );
     let (status, ready) = http::blocking_get_json(&server.url("/ready"), "").unwrap();
     let zygote = ready["not_ready"]
@@ -533,8 +530,39 @@ fn helpers(server: u32, subcommand: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A process of the test's own, moved into a run's cgroups. While it is in them nobody's
+/// `rmdir` can remove them (a neighbouring hako server's start-up removes only empty groups
+/// whose helper is gone): only the server that reaps the killed helper, which kills what is
+/// left in its groups, can make them go. Killed on drop, so a failed test leaves empty groups
+/// that the next start-up removes.
+struct Sentinel(std::process::Child);
+
+impl Sentinel {
+    fn enter(dirs: &[String]) -> Sentinel {
+        let sentinel = Sentinel(
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap(),
+        );
+        for dir in dirs {
+            std::fs::write(format!("{dir}/cgroup.procs"), sentinel.0.id().to_string())
+                .unwrap_or_else(|e| panic!("move the sentinel into {dir}: {e}"));
+        }
+        sentinel
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// SIGKILLs the helper supervising a run that would last 12 s; within 5 s the helper's
-/// cgroups (with the run still in them) are gone: the server reaped it and removed them.
+/// cgroups (found by name while the run is live, with the run and a sentinel of the test's in
+/// them) are gone: the server reaped the helper, killed what was left and removed them.
 fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
     let server = Server::start(
         &format!("max_workers: 1\nworker_timeout: 40\nhako:\n  mode: {mode}\n"),
@@ -553,7 +581,7 @@ fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
                 .post(&url)
                 .header("X-Api-Key", &key)
                 .json(
-                    &json!({"language": "python3", "code": "import time\ntime.sleep(30)\n",
+                    &json!({"language": "python3", "code": named_python_sleep(30),
                     "limits": {"timeout_ms": 12000}}),
                 )
                 .send()
@@ -564,37 +592,49 @@ fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
     let pid = server.pid();
     // The run's program is up: a sleeping interpreter under the server.
     wait_for(Duration::from_secs(30), || {
-        (executing(pid, "python", "nanosleep") == 1).then_some(())
+        (executing(pid, "nanosleep") == 1).then_some(())
     })
     .expect("the run never started");
     let helper = helpers(pid, subcommand)
         .into_iter()
         .find(|h| mode == "zygote" || !before.contains(h))
         .expect("no helper found");
-    let groups = |h: u32| -> Vec<String> {
-        hako_cgroups()
-            .into_iter()
-            .filter(|d| d.contains(&format!("run-{h}-")) || d.contains(&format!("zygote-{h}-")))
+    // The exact groups of this helper, by name, while its run is live.
+    let groups: Vec<String> = hako_cgroups()
+        .into_iter()
+        .filter(|d| {
+            d.contains(&format!("/run-{helper}-")) || d.contains(&format!("/zygote-{helper}-"))
+        })
+        .collect();
+    assert!(!groups.is_empty(), "the helper {helper} has no cgroup");
+    let mut sentinel = Sentinel::enter(&groups);
+    let left = || -> Vec<&String> {
+        groups
+            .iter()
+            .filter(|d| std::path::Path::new(d).exists())
             .collect()
     };
-    assert!(
-        !groups(helper).is_empty(),
-        "the helper {helper} has no cgroup"
-    );
     // SAFETY: kill only signals a jail helper of this test's server.
     unsafe { libc::kill(helper as i32, libc::SIGKILL) };
-    let cleaned = wait_for(Duration::from_secs(5), || {
-        groups(helper).is_empty().then_some(())
-    });
+    let cleaned = wait_for(Duration::from_secs(5), || left().is_empty().then_some(()));
     assert!(
         cleaned.is_some(),
         "the killed helper's cgroups stayed: {:?}",
-        groups(helper)
+        left()
+    );
+    let ended = wait_for(Duration::from_secs(5), || {
+        sentinel.0.try_wait().ok().flatten()
+    });
+    assert!(
+        ended.is_some_and(
+            |s| std::os::unix::process::ExitStatusExt::signal(&s) == Some(libc::SIGKILL)
+        ),
+        "what was left in the groups was not killed: {ended:?}"
     );
     let answered = request.join().unwrap();
     assert!(answered.is_ok(), "no answer: {answered:?}");
     assert_eq!(
-        executing(pid, "python", "nanosleep"),
+        executing(pid, "nanosleep"),
         0,
         "the run outlived its helper"
     );

@@ -182,9 +182,7 @@ fn consecutive_warm_runs_do_not_see_each_others_sockets() {
         return;
     }
     let config = "worker_timeout: 20\nmax_workers: 1\nhako:\n  mode: zygote\n";
-    let server = Server::start(config, &[]);
-    server.wait_warm();
-    let jail = Runner::Server(server);
+    let jail = Runner::warm_server(config);
     assert_eq!(
         jail.run("python3", "import os\nprint(os.getpid())", &[])
             .stdout(),
@@ -207,9 +205,7 @@ fn runs_cannot_read_the_warmup_code_or_the_preload_list() {
         return;
     }
     let config = "worker_timeout: 20\nmax_workers: 1\nhako:\n  mode: zygote\n  python_preload: [json, colorsys]\n  python_warmup: \"HIDDEN = 'warmup-canary-7f3a'\"\n";
-    let server = Server::start(config, &[]);
-    server.wait_warm();
-    let jail = Runner::Server(server);
+    let jail = Runner::warm_server(config);
     assert_eq!(
         jail.run("python3", "import os\nprint(os.getpid())", &[])
             .stdout(),
@@ -381,19 +377,4 @@ fn a_killed_helper_never_runs_the_program_again() {
         "spawn: {answer}"
     );
     assert_eq!(probes.len(), 1, "spawn: executions {probes:?}: {answer}");
-}
-
-fn get_text(server: &Server, path: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        reqwest::get(server.url(path))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    })
 }

@@ -557,3 +557,241 @@ impl Server {
         panic!("the server did not settle: {last}");
     }
 }
+
+/// Every process under `root` (its descendants, from the children of each of its threads),
+/// `root` excluded.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        for child in children(pid) {
+            found.push(child);
+            stack.push(child);
+        }
+    }
+    found
+}
+
+/// The direct children of `pid`, started by any of its threads.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            std::fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The jail helpers a server runs now (its direct children) and the subcommand of each
+/// (`__jail`, `__zygote`).
+pub fn helpers_of(server: u32) -> Vec<(u32, String)> {
+    children(server)
+        .into_iter()
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let subcommand = cmdline
+                .split(|b| *b == 0)
+                .nth(1)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .unwrap_or_default();
+            (pid, subcommand)
+        })
+        .collect()
+}
+
+/// A uid range that no other test process running now uses (tests of other checkouts run on
+/// the same host): derived from this process's pid. A server uses `uid_base` and the 5 × 65536
+/// ids above it.
+pub fn own_uid_base() -> u32 {
+    100_000_000 + (std::process::id() % 10_000) * 5 * 65_536
+}
+
+/// A runtime directory of the server's own (not under /tmp: runs get their own /tmp, which
+/// would hide files bound from there).
+pub fn own_runtime_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir_in("/run").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The host's mount points under `dir` (a leaked jail mount of a server shows up under its
+/// runtime directory, where the run roots are mounted).
+pub fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
+        .map(String::from)
+        .collect()
+}
+
+/// hako's cgroup directories: `run-<helper>-<uid>` and `zygote-<helper>-<n>` in the v1
+/// memory and pids hierarchies and in the v2 mount.
+pub fn hako_cgroup_dirs() -> Vec<String> {
+    ["memory", "pids", "unified", ""]
+        .iter()
+        .filter_map(|c| std::fs::read_dir(format!("/sys/fs/cgroup/{c}/hako")).ok())
+        .flat_map(|d| d.filter_map(|e| e.ok()))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// The run cgroups whose host uid is in `[uid_base, uid_base + 5 × 65536)`: a server's own.
+pub fn run_cgroups_of_uids(uid_base: u32) -> Vec<String> {
+    hako_cgroup_dirs()
+        .into_iter()
+        .filter(|dir| {
+            let name = dir.rsplit('/').next().unwrap_or_default();
+            let uid = name.rsplit('-').next().and_then(|u| u.parse::<u32>().ok());
+            name.starts_with("run-")
+                && uid.is_some_and(|u| u >= uid_base && u - uid_base < 5 * 65_536)
+        })
+        .collect()
+}
+
+/// The cgroup directories named after one of `helpers` (`run-<pid>-…`, `zygote-<pid>-…`).
+pub fn cgroups_of_helpers(helpers: &std::collections::BTreeSet<u32>) -> Vec<String> {
+    hako_cgroup_dirs()
+        .into_iter()
+        .filter(|dir| {
+            let name = dir.rsplit('/').next().unwrap_or_default();
+            (name.starts_with("run-") || name.starts_with("zygote-"))
+                && name
+                    .split('-')
+                    .nth(1)
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| helpers.contains(&p))
+        })
+        .collect()
+}
+
+/// Records the pid of every helper a server starts with `subcommand` (sampled every 5 ms from
+/// its children, until dropped), so that cgroups left by a helper that is gone can be told
+/// apart from those of other servers on the host.
+pub struct HelperLog {
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HelperLog {
+    pub fn start(server: u32, subcommand: &str) -> HelperLog {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (record, done, subcommand) = (seen.clone(), stop.clone(), subcommand.to_string());
+        let thread = std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let helpers = helpers_of(server);
+                let mut record = record.lock().unwrap();
+                record.extend(
+                    helpers
+                        .into_iter()
+                        .filter(|(_, s)| *s == subcommand)
+                        .map(|(p, _)| p),
+                );
+                drop(record);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        HelperLog {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every helper seen so far.
+    pub fn seen(&self) -> std::collections::BTreeSet<u32> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Helpers seen that are gone now (no longer children of the server, even if their pid
+    /// was reused since).
+    pub fn gone(&self, server: u32) -> std::collections::BTreeSet<u32> {
+        let now: std::collections::BTreeSet<u32> = children(server).into_iter().collect();
+        self.seen().difference(&now).copied().collect()
+    }
+}
+
+impl Drop for HelperLog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The HTTP client of the asynchronous end-to-end tests (a 120 s timeout per request).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// A request `method path` to `server` that carries its key.
+pub fn keyed(server: &Server, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    client()
+        .request(method, server.url(path))
+        .header("X-Api-Key", &server.key)
+}
+
+/// `GET path` with the server's key; the JSON answer.
+pub async fn get_json(server: &Server, path: &str) -> Value {
+    keyed(server, reqwest::Method::GET, path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics_text(server: &Server) -> String {
+    client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A blocking `GET path` without a key (for the synchronous tests); the text answer.
+pub fn get_text(server: &Server, path: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::get(server.url(path))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
+impl Runner {
+    /// A server started with `config` whose warm zygotes are up.
+    pub fn warm_server(config: &str) -> Runner {
+        let server = Server::start(config, &[]);
+        server.wait_warm();
+        Runner::Server(server)
+    }
+}
