@@ -6,6 +6,7 @@ pub mod agent;
 pub mod config;
 pub mod egress;
 pub mod executor;
+pub mod imports;
 pub use hako_wire::language;
 pub mod packages;
 pub mod provision;
@@ -13,6 +14,7 @@ pub mod result;
 pub mod stop;
 pub mod summary;
 pub mod warm;
+pub mod warm_python;
 
 pub use config::Config;
 pub use executor::{ExecError, ExecOptions, Executor};

@@ -124,6 +124,9 @@ pub struct PoolStatus {
     /// Pre-started Node.js workers ready for a program.
     pub node_idle: usize,
     pub zygote_rss_bytes: Vec<u64>,
+    /// Proportional memory of all idle zygotes and their prepared children (shared pages
+    /// counted once).
+    pub zygote_pss_bytes: u64,
     pub skipped_preload: Vec<String>,
 }
 
@@ -202,6 +205,11 @@ impl ZygotePool {
             idle: state.idle.len(),
             node_idle: 0,
             zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
+            zygote_pss_bytes: state
+                .idle
+                .iter()
+                .map(|z| crate::warm_python::pss_of_tree(z.pid))
+                .sum(),
             skipped_preload: state.skipped.clone(),
         }
     }

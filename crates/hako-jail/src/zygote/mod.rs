@@ -320,8 +320,14 @@ impl Zygote {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let name = format!("zygote-{}-{nanos}", std::process::id());
+        // The preload is the operator's and weighs what it weighs: the group's memory limit
+        // is set per run (what is in use then, plus the run's own limit; see `run`).
+        let preload_limits = Limits {
+            memory_bytes: 0,
+            ..spec.limits
+        };
         let (cgroup, coverage) =
-            helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+            helper::create_cgroup(&name, &spec.cgroup_root, &preload_limits, spec.insecure)?;
         // Declared before `guard`, so on an error init is killed first, then the groups go.
         let mut cgroup = RemoveOnError(cgroup);
         let (init, control) = helper::start_jail(
@@ -351,6 +357,13 @@ impl Zygote {
             }
             Err(why) => return Err(ZygoteError::OutOfState(why)),
         }
+        let pid = only_child(init).map_err(|detail| ZygoteError::Child {
+            zygote: init.as_raw(),
+            detail,
+        })?;
+        // Preloading (and calibrating) runs at the lowest priority: runs served meanwhile
+        // (by other zygotes, or afresh) never wait for it.
+        set_nice(pid, PRELOAD_NICE);
         // The operator's settings, then the bootstrap's answer: the modules that failed.
         let body = serde_json::to_vec(settings).map_err(ProtocolError::from)?;
         control::send(ours.as_fd(), &Message::Settings(body), &[])?;
@@ -361,10 +374,6 @@ impl Zygote {
             Ok(_) => return Err(ZygoteError::Gone),
             Err(why) => return Err(ZygoteError::OutOfState(why)),
         };
-        let pid = only_child(init).map_err(|detail| ZygoteError::Child {
-            zygote: init.as_raw(),
-            detail,
-        })?;
         // Each run child has its own network namespace; a proxy-mode run's egress listener is
         // made there (see `egress_listener`), and the helper comes back here.
         let home_netns = std::fs::File::open("/proc/self/ns/net").ok();
@@ -390,6 +399,8 @@ impl Zygote {
             guard,
         };
         zygote.calibrate(spec, &settings.warmup);
+        // Ready: it forks runs' children at normal priority.
+        set_nice(pid, 0);
         Ok(zygote)
     }
 
@@ -869,6 +880,14 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, ms: u16) -> bool {
             Err(_) => return true,
         }
     }
+}
+
+/// Nice value of a zygote while it imports its preload and calibrates.
+const PRELOAD_NICE: libc::c_int = 19;
+
+fn set_nice(pid: Pid, nice: libc::c_int) {
+    // SAFETY: setpriority only changes the nice value of the process `pid` names.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid.as_raw() as libc::id_t, nice) };
 }
 
 /// The single child of `parent` (host pids), from /proc.
