@@ -7,6 +7,7 @@ pub mod config;
 pub mod egress;
 pub mod executor;
 pub mod imports;
+mod node_pool;
 pub use hako_wire::language;
 pub mod packages;
 pub mod provision;
@@ -14,6 +15,7 @@ pub mod result;
 pub mod stop;
 pub mod summary;
 pub mod warm;
+mod warm_family;
 pub mod warm_python;
 
 pub use config::Config;

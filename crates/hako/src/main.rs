@@ -55,6 +55,12 @@ enum Command {
     /// Internal: a warm Python zygote and its supervisor (reads runs on stdin).
     #[command(name = "__zygote", hide = true)]
     Zygote,
+    /// Internal: the preloaded parent of a pool's worker zygotes.
+    #[command(name = "__zygote-parent", hide = true)]
+    ZygoteParent,
+    /// Internal: a worker zygote (forked from the parent) and its supervisor.
+    #[command(name = "__zygote-worker", hide = true)]
+    ZygoteWorker,
     /// Internal: a jail helper that relays input and output while the program runs.
     #[command(name = "__live", hide = true)]
     Live,
@@ -105,6 +111,8 @@ fn main() {
     match cli.command {
         Command::Jail => std::process::exit(hako_jail::helper::main()),
         Command::Zygote => std::process::exit(hako_jail::zygote::main()),
+        Command::ZygoteParent => std::process::exit(hako_jail::zygote::parent_main()),
+        Command::ZygoteWorker => std::process::exit(hako_jail::zygote::worker_main()),
         Command::Live => std::process::exit(hako_jail::live::main()),
         _ => {}
     }
@@ -147,7 +155,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Packages {
             action: PackagesAction::Install,
         } => install_packages(cli.config.as_deref()),
-        Command::Jail | Command::Zygote | Command::Live => {
+        Command::Jail
+        | Command::Zygote
+        | Command::ZygoteParent
+        | Command::ZygoteWorker
+        | Command::Live => {
             unreachable!("handled before logging starts")
         }
     }

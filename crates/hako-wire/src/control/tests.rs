@@ -17,6 +17,7 @@ fn sample(kind: Kind) -> Message {
         Kind::Forked => Message::Forked,
         Kind::Settings => Message::Settings(b"{}".to_vec()),
         Kind::ZygoteReady => Message::ZygoteReady(vec!["numpy: ImportError".into()]),
+        Kind::Worker => Message::Worker,
     }
 }
 
@@ -119,7 +120,7 @@ fn every_message_out_of_its_state_is_rejected_and_changes_nothing() {
         }
     }
     // 3 + 4 + 4 states (including Ended), 8 messages each.
-    assert_eq!(checked, 11 * 9);
+    assert_eq!(checked, 11 * Kind::ALL.len());
 }
 
 #[test]
