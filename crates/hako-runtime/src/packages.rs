@@ -259,6 +259,8 @@ struct Inner {
     node_requirements: PathBuf,
     /// Data provisioned into Python environments (`hako.python_data`).
     python_data: Vec<crate::provision::DataItem>,
+    /// The host id that owns provisioned data (root inside the jail).
+    data_owner: Option<u32>,
     slots: [Slot; 2],
     /// Set by [`PackageManager::start`]: an installer will build what is pending.
     installer: std::sync::atomic::AtomicBool,
@@ -297,6 +299,7 @@ impl PackageManager {
                 node,
                 node_requirements: config.hako.nodejs_requirements.clone(),
                 python_data: config.hako.python_data.clone(),
+                data_owner: crate::provision::data_owner(config),
                 slots: [Slot::new(), Slot::new()],
                 installer: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -639,6 +642,7 @@ impl PackageManager {
         let data = &self.inner.python_data;
         crate::provision::build_caches(&inputs.interpreter, tmp, content, PYTHON_SITE)?;
         crate::provision::provision_data(&inputs.interpreter, tmp, data)?;
+        crate::provision::hand_data_to(tmp, self.inner.data_owner)?;
         Ok(crate::provision::data_variables(tmp, data))
     }
 

@@ -59,6 +59,12 @@ pub struct JailSpec {
     /// the spec is a bootstrap that reads the program from [`CODE_FD`].
     #[serde(default)]
     pub deferred: bool,
+    /// The host id that owns provisioned data (`<env>/data`): mapped to uid and gid 0 inside
+    /// the jail, so that the data appears owned by root there (libraries such as nltk read
+    /// only files owned by root or by the reader). It owns nothing else, and no process of
+    /// a run can take it (runs hold no capabilities).
+    #[serde(default)]
+    pub data_owner: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

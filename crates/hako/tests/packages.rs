@@ -627,3 +627,37 @@ async fn a_runs_memory_limit_is_its_own_whatever_the_preload_weighs() {
     let data = run(&server, "python3", bomb).await;
     assert_eq!(data["status"], "memory_limit", "{data}");
 }
+
+#[tokio::test]
+async fn nltk_reads_provisioned_data_with_its_own_loader() {
+    if !can_run_jail() {
+        return;
+    }
+    // nltk 3.10 and newer read data only from files owned by root or by the reader.
+    let source = temp_state();
+    let stopwords = source.path().join("nltk_data/corpora/stopwords");
+    std::fs::create_dir_all(&stopwords).unwrap();
+    std::fs::write(stopwords.join("english"), "a\nan\nthe\n").unwrap();
+    let hako = format!(
+        "  python_data:\n    - source: {}\n      target: nltk_data\n",
+        source.path().join("nltk_data").display()
+    );
+    let state = temp_state();
+    let code = "import os, nltk\nfrom nltk.corpus import stopwords\nst = os.stat(os.environ['NLTK_DATA'] + '/corpora/stopwords/english')\nprint(nltk.__version__ >= '3.10', stopwords.words('english'), st.st_uid)\n";
+    for mode in ["spawn", "zygote"] {
+        let server = start_with(
+            state.path(),
+            "nltk>=3.10\n",
+            None,
+            "",
+            &format!("  mode: {mode}\n{hako}"),
+        );
+        let report = refresh(&server, "python3").await;
+        assert_eq!(report["state"], "ready", "{report}");
+        let data = run(&server, "python3", code).await;
+        assert_eq!(
+            data["stdout"], "True ['a', 'an', 'the'] 0\n",
+            "{mode}: {data}"
+        );
+    }
+}

@@ -516,6 +516,11 @@ fn map_ids(init: Pid, spec: &JailSpec, owner: Option<u32>) -> Result<(), HelperE
             nix::unistd::getegid().as_raw(),
         )
     };
+    // The owner of provisioned data appears as root (only when ids can be mapped freely).
+    let data_owner = match spec.data_owner {
+        Some(owner) if nix::unistd::geteuid().is_root() => format!("0 {owner} 1\n"),
+        _ => String::new(),
+    };
     let (uid_map, gid_map) = if spec.zygote {
         // The zygote and each of its live run children get distinct host ids.
         let n = ZYGOTE_RUN_IDS;
@@ -530,8 +535,8 @@ fn map_ids(init: Pid, spec: &JailSpec, owner: Option<u32>) -> Result<(), HelperE
         )
     };
     as_owner(owner, || {
-        write_file("uid_map", uid_map)?;
-        write_file("gid_map", gid_map)
+        write_file("uid_map", format!("{data_owner}{uid_map}"))?;
+        write_file("gid_map", format!("{data_owner}{gid_map}"))
     })
 }
 
