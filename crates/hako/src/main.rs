@@ -450,10 +450,11 @@ fn print_warm_pool(executor: &Executor) -> Result<()> {
         let started = std::time::Instant::now();
         let result = loop {
             match executor.warm_status() {
-                Some(status) if status.idle > 0 => {
+                // Both pools (lean and heavy) have a zygote up.
+                Some(status) if status.warmed => {
                     break (
                         "ok",
-                        format!("a zygote started in {} ms", started.elapsed().as_millis()),
+                        format!("zygotes started in {} ms", started.elapsed().as_millis()),
                     )
                 }
                 Some(status) if status.start_error.is_some() => {
