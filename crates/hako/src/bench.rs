@@ -51,8 +51,9 @@ pub struct BenchArgs {
     /// Send `enable_network: false` (Dify always sends true).
     #[arg(long)]
     no_network: bool,
-    /// Requirements file the started servers install too (e.g. a heavy set: numpy, pandas,
-    /// scipy, scikit-learn, matplotlib).
+    /// Requirements file the started servers install instead of the workload's own (e.g. a
+    /// heavy set: numpy, pandas, scipy, scikit-learn, matplotlib; the same file gives every
+    /// workload the same environment).
     #[arg(long)]
     requirements: Option<PathBuf>,
     /// `max_workers` of the started servers (default: --concurrency). Before measuring, the
@@ -191,7 +192,11 @@ fn start_server(
     )?;
     std::fs::write(
         dir.path().join("dependencies/python-requirements.txt"),
-        format!("{}\n{extra_requirements}", requirements.join("\n")),
+        if extra_requirements.is_empty() {
+            requirements.join("\n")
+        } else {
+            extra_requirements.to_string()
+        },
     )?;
     let mut command = Command::new(std::env::current_exe()?);
     if let Some(code) = warmup {
