@@ -537,7 +537,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 &extra_requirements,
                 warmup.as_deref(),
             )?;
-            runtime.block_on(report_start(&server.url, workers, started))?;
+            runtime.block_on(report_start(&server, &work, workers, started))?;
             let pid = server.child.id();
             let m = runtime.block_on(measure(
                 &server.url,
@@ -605,7 +605,15 @@ async fn metric(url: &str, name: &str) -> Option<f64> {
 
 /// Waits until a started server is ready with every warm zygote idle (a lean and a heavy one
 /// per worker); prints how long that took from its start, and what the idle zygotes weigh.
-async fn report_start(url: &str, workers: usize, started: Instant) -> Result<()> {
+async fn report_start(
+    server: &OwnServer,
+    work: &Workload,
+    workers: usize,
+    started: Instant,
+) -> Result<()> {
+    let url = server.url.as_str();
+    // The packages are in and a run went through (the pools then use the environment).
+    wait_ready(&reqwest::Client::new(), url, &server.key, work).await?;
     let deadline = started + Duration::from_secs(900);
     loop {
         if Instant::now() > deadline {
