@@ -146,7 +146,8 @@ impl Drop for Parent {
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some(child) = child {
+        // Outside a runtime (a server torn down without `close`) the helper exits by itself.
+        if let (Some(child), Ok(_)) = (child, tokio::runtime::Handle::try_current()) {
             self.finishing.reap(child, None);
         }
     }
