@@ -74,6 +74,11 @@ impl RunCode for Executor {
         ));
         text.push_str("# HELP hako_node_workers Pre-started Node.js workers ready for a program.\n# TYPE hako_node_workers gauge\n");
         text.push_str(&format!("hako_node_workers {}\n", status.node_idle));
+        text.push_str("# HELP hako_zygote_memory_bytes Proportional memory of every warm zygote, their preloaded parents and prepared children (shared pages counted once).\n# TYPE hako_zygote_memory_bytes gauge\n");
+        text.push_str(&format!(
+            "hako_zygote_memory_bytes {}\n",
+            status.zygote_pss_bytes
+        ));
         text.push_str("# HELP hako_zygote_rss_bytes Resident memory of each idle zygote.\n# TYPE hako_zygote_rss_bytes gauge\n");
         for (i, rss) in status.zygote_rss_bytes.iter().enumerate() {
             text.push_str(&format!("hako_zygote_rss_bytes{{zygote=\"{i}\"}} {rss}\n"));

@@ -25,6 +25,7 @@ pub(crate) fn spec(root: &Path) -> JailSpec {
         },
         network: NetworkMode::None,
         egress: None,
+        data_owner: None,
         seccomp: SeccompSpec {
             mode: SeccompMode::Enforce,
             extra_allowed: Vec::new(),

@@ -98,7 +98,7 @@ struct Inner {
     packages: PackageManager,
     egress: crate::egress::Egress,
     /// Warm Python zygotes; set by [`Executor::start_warm`] (the server), absent in the CLI.
-    warm: std::sync::OnceLock<(crate::warm::ZygotePool, PathBuf)>,
+    warm: std::sync::OnceLock<crate::warm_python::PythonZygotes>,
     /// Pre-started Node.js workers; set by [`Executor::start_warm`].
     node_pool: std::sync::OnceLock<crate::warm::NodePool>,
     /// Helpers that answered and are still cleaning up.
@@ -378,7 +378,7 @@ impl Executor {
     /// Stops everything this executor started (a stopping server, after its last run): the
     /// warm pools, the helpers still cleaning up, and the egress guard with its socket.
     pub async fn shutdown(&self) {
-        if let Some((pool, _)) = self.inner.warm.get() {
+        if let Some(pool) = self.inner.warm.get() {
             pool.close().await;
         }
         if let Some(pool) = self.inner.node_pool.get() {
@@ -416,18 +416,14 @@ impl Executor {
         }
         let library = zygote_library(&self.inner.helper)?;
         let adapter = self.adapter(Language::Python3)?;
-        let pool = crate::warm::ZygotePool::new(
+        let pool = crate::warm_python::PythonZygotes::new(
             self.inner.helper.clone(),
             count,
             self.inner.finishing.clone(),
+            library,
         );
-        let (template, key) = self.zygote_template(adapter, &library)?;
-        pool.set_template(
-            template,
-            hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec(),
-            key,
-        );
-        let _ = self.inner.warm.set((pool, library));
+        pool.set_templates(self.zygote_templates(adapter, &pool.library)?);
+        let _ = self.inner.warm.set(pool);
         Ok(())
     }
 
@@ -466,18 +462,17 @@ impl Executor {
 
     /// The warm pool's state, if the server started one.
     pub fn warm_status(&self) -> Option<crate::warm::PoolStatus> {
-        let mut status = self.inner.warm.get().map(|(pool, _)| pool.status())?;
+        let mut status = self.inner.warm.get().map(|pool| pool.status())?;
         status.node_idle = self.inner.node_pool.get().map_or(0, |p| p.idle());
         Some(status)
     }
 
-    /// The zygote's spec, and the package binds it was made from.
-    #[allow(clippy::type_complexity)]
-    fn zygote_template(
+    /// The zygotes' specs (heavy and lean), and the package binds they were made from.
+    fn zygote_templates(
         &self,
         adapter: &Adapter,
         library: &std::path::Path,
-    ) -> Result<(JailSpec, Vec<(PathBuf, PathBuf)>), ExecError> {
+    ) -> Result<crate::warm_python::Templates, ExecError> {
         let config = &self.inner.config;
         let mut spec = self.spec(adapter, &JailRequest::new(adapter.language));
         let env = self.inner.packages.attach(Language::Python3, &mut spec);
@@ -521,14 +516,11 @@ impl Executor {
         spec.ro_binds.sort();
         spec.ro_binds.dedup();
         // The configured modules plus the top-level modules of the installed requirements.
-        let mut preload: Vec<String> = config.hako.python_preload.clone();
-        if let Some(env) = &env {
-            for module in top_level_modules(&env.content) {
-                if !preload.contains(&module) {
-                    preload.push(module);
-                }
-            }
-        }
+        let environment: std::collections::BTreeSet<String> = env
+            .as_ref()
+            .map(|env| top_level_modules(&env.content).into_iter().collect())
+            .unwrap_or_default();
+        let preload = crate::warm_python::heavy_preload(&config.hako.python_preload, &environment);
         spec.env
             .push(("HAKO_ZYGOTE_LIBRARY".into(), ZYGOTE_LIBRARY_IN_JAIL.into()));
         spec.env.push((
@@ -539,7 +531,15 @@ impl Executor {
             "HAKO_PRELOAD".into(),
             serde_json::to_string(&preload).map_err(ExecError::Preload)?,
         ));
-        Ok((spec, key))
+        let lean = crate::warm_python::lean_preload(&config.hako.python_preload, &environment);
+        let lean = crate::warm_python::lean_spec(&spec, &lean)
+            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        Ok(crate::warm_python::Templates {
+            heavy: spec,
+            lean,
+            key,
+            environment,
+        })
     }
 
     /// Runs in a warm zygote when one fits, else in a fresh jailed interpreter.
@@ -550,7 +550,7 @@ impl Executor {
         options: ExecOptions,
         cancel: &mut Cancel,
     ) -> Result<JailOutcome, ExecError> {
-        if let Some((pool, library)) = self.inner.warm.get() {
+        if let Some(pool) = self.inner.warm.get() {
             // Zygotes have loopback only (plus a guard listener per run in proxy mode); runs
             // with host network start afresh.
             let fits = spec.language == Language::Python3
@@ -561,12 +561,7 @@ impl Executor {
                 if !pool.made_from(&spec.mapped_binds) {
                     // The package environment changed: new zygotes, old ones drain.
                     let adapter = self.adapter(Language::Python3)?;
-                    let (template, key) = self.zygote_template(adapter, library)?;
-                    pool.set_template(
-                        template,
-                        hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec(),
-                        key,
-                    );
+                    pool.set_templates(self.zygote_templates(adapter, &pool.library)?);
                 }
                 let order = hako_jail::zygote::RunOrder {
                     limits: spec.limits,

@@ -19,6 +19,16 @@ pub fn zygote_helper_main() -> i32 {
 }
 
 /// The helper that relays input and output while the program runs (`hako __live`).
+/// `hako __zygote-parent`: a pool's preloaded parent, which forks worker zygotes.
+pub fn zygote_parent_main() -> i32 {
+    hako_jail::zygote::parent_main()
+}
+
+/// `hako __zygote-worker`: the helper of one worker zygote forked from a parent.
+pub fn zygote_worker_main() -> i32 {
+    hako_jail::zygote::worker_main()
+}
+
 pub fn live_helper_main() -> i32 {
     hako_jail::live::main()
 }

@@ -7,6 +7,8 @@ pub mod config;
 pub mod egress;
 pub mod executor;
 pub mod host;
+pub mod imports;
+mod node_pool;
 pub use hako_wire::language;
 pub mod packages;
 pub mod provision;
@@ -14,6 +16,8 @@ pub mod result;
 pub mod stop;
 pub mod summary;
 pub mod warm;
+mod warm_family;
+pub mod warm_python;
 
 pub use config::Config;
 pub use executor::{ExecError, ExecOptions, Executor, JailRequest};

@@ -103,6 +103,7 @@ impl Executor {
             cgroup_root: config.hako.cgroup_root.clone(),
             deferred: false,
             egress: None,
+            data_owner: crate::provision::data_owner(config),
         }
     }
 

@@ -38,6 +38,11 @@ pub enum ProvisionError {
         program: PathBuf,
         source: std::io::Error,
     },
+    #[error("hako.python_data: hand {path} to the data owner: {source}")]
+    Owner {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One item of `hako.python_data`.
@@ -153,6 +158,52 @@ pub(crate) fn provision_data(
             download(interpreter, &item.source, &target)?;
         } else {
             copy_tree(Path::new(&item.source), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The host id that owns provisioned data: the id below `hako.uid_base` (never leased to a
+/// run), mapped to root inside the jail. `None` unless hako runs as root.
+pub fn data_owner(config: &crate::config::Config) -> Option<u32> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    config
+        .hako
+        .uid_base
+        .checked_sub(1)
+        .filter(|id| root && *id > 0)
+}
+
+/// Gives `<env>/data` to `owner` and makes it private to its owner (no group or world
+/// write bit, no set-id bit): inside the jail it then appears owned by root, as libraries
+/// that check who owns their data (nltk 3.10 and newer) require.
+pub fn hand_data_to(env: &Path, owner: Option<u32>) -> Result<(), ProvisionError> {
+    let (Some(owner), data) = (owner, env.join(DATA_DIR)) else {
+        return Ok(());
+    };
+    if data.exists() {
+        hand_tree(&data, owner)?;
+    }
+    Ok(())
+}
+
+fn hand_tree(path: &Path, owner: u32) -> Result<(), ProvisionError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| ProvisionError::Owner {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::os::unix::fs::lchown(path, Some(owner), Some(owner)).map_err(err)?;
+    let meta = fs::symlink_metadata(path).map_err(err)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode() & 0o755;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(err)? {
+            hand_tree(&entry.map_err(err)?.path(), owner)?;
         }
     }
     Ok(())

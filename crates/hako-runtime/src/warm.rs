@@ -1,10 +1,13 @@
-//! Warm Python workers: a pool of zygotes (each a `hako __zygote` helper process holding one
-//! jailed, pre-imported interpreter) that fork one child per run.
+//! Warm Python workers: a pool of worker zygotes (each a `hako __zygote-worker` helper
+//! driving one interpreter forked from the pool's preloaded parent, see
+//! [`crate::warm_family`]) that fork one child per run.
 //!
-//! The pool keeps `size` zygotes ready so `max_workers` runs can fork at once. A zygote
-//! serves one run at a time. When the package environment changes, the template changes:
-//! zygotes of the old generation finish their run and are not reused.
+//! The pool keeps `size` zygotes ready so `max_workers` runs can fork at once; they share the
+//! parent's preloaded pages. A zygote serves one run at a time. When the package environment
+//! changes, the template changes: zygotes of the old generation finish their run and are not
+//! reused, and their parent ends with the last of them.
 
+pub use crate::node_pool::{NodePool, NODE_BOOTSTRAP};
 pub use crate::stop::Finishing;
 use crate::stop::Waited;
 use hako_jail::protocol;
@@ -57,12 +60,14 @@ struct Lost {
 /// One zygote helper and its pipes.
 struct Zygote {
     child: Child,
-    stdin: ChildStdin,
+    stdin: tokio::net::UnixStream,
     stdout: BufReader<ChildStdout>,
     generation: u64,
     pid: i32,
     /// Where its groups are (to remove them if the helper is killed).
     cgroup_root: PathBuf,
+    /// Its index in its parent (which lives at least as long).
+    _index: crate::warm_family::WorkerIndex,
 }
 
 impl Zygote {
@@ -108,6 +113,10 @@ struct State {
     next_ids: u32,
     /// A zygote has started at least once (readiness: busy zygotes are not idle).
     warmed: bool,
+    /// The preloaded parent of the current template's zygotes.
+    parent: Option<Arc<crate::warm_family::Parent>>,
+    /// A parent is starting.
+    parent_starting: bool,
     /// Zygotes that failed to start (runs then start afresh).
     failed_starts: usize,
     /// Failed starts since the last good one: restarts wait longer after each.
@@ -131,6 +140,9 @@ pub struct PoolStatus {
     /// Pre-started Node.js workers ready for a program.
     pub node_idle: usize,
     pub zygote_rss_bytes: Vec<u64>,
+    /// Proportional memory of all idle zygotes and their prepared children (shared pages
+    /// counted once).
+    pub zygote_pss_bytes: u64,
     pub skipped_preload: Vec<String>,
 }
 
@@ -148,7 +160,7 @@ impl ZygotePool {
         ZygotePool {
             helper,
             finishing,
-            size: size.max(1),
+            size: size.clamp(1, hako_jail::zygote::MAX_WORKERS as usize),
             state: Arc::new(Mutex::new(State {
                 template: None,
                 template_key: Vec::new(),
@@ -158,6 +170,8 @@ impl ZygotePool {
                 skipped: Vec::new(),
                 next_ids: 0,
                 warmed: false,
+                parent: None,
+                parent_starting: false,
                 failed_starts: 0,
                 failures_in_a_row: 0,
                 last_error: None,
@@ -197,12 +211,17 @@ impl ZygotePool {
         let retired = {
             let mut state = self.lock();
             state.template = None;
+            state.parent = None;
             std::mem::take(&mut state.idle)
         };
         for zygote in retired {
             zygote.retire(&self.finishing);
         }
-        wait_until(|| self.lock().starting == 0).await;
+        wait_until(|| {
+            let state = self.lock();
+            state.starting == 0 && !state.parent_starting
+        })
+        .await;
     }
 
     pub fn status(&self) -> PoolStatus {
@@ -214,6 +233,10 @@ impl ZygotePool {
             idle: state.idle.len(),
             node_idle: 0,
             zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
+            zygote_pss_bytes: state
+                .parent
+                .as_ref()
+                .map_or(0, |p| crate::warm_python::pss_of_tree(p.pid)),
             skipped_preload: state.skipped.clone(),
         }
     }
@@ -224,9 +247,10 @@ impl ZygotePool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts zygotes in the background until `size` are ready or starting.
+    /// Starts zygotes in the background until `size` are ready or starting (after their
+    /// parent, when it is not up yet).
     fn refill(&self) {
-        let (template, missing) = {
+        let (template, missing, parent) = {
             let mut state = self.lock();
             let Some(template) = state.template.clone() else {
                 return;
@@ -234,24 +258,34 @@ impl ZygotePool {
             if state.backing_off {
                 return;
             }
+            let current = state
+                .parent
+                .clone()
+                .filter(|p| p.generation == template.generation && !p.ended());
+            let Some(parent) = current else {
+                // The old parent ends with the last of its workers.
+                state.parent = None;
+                if !state.parent_starting {
+                    state.parent_starting = true;
+                    let slot = state.next_ids % 16384;
+                    state.next_ids = state.next_ids.wrapping_add(1);
+                    drop(state);
+                    self.start_parent(template, slot);
+                }
+                return;
+            };
             let missing = self
                 .size
                 .saturating_sub(state.idle.len() + state.starting + state.busy);
             state.starting += missing;
-            (template, missing)
+            (template, missing, parent)
         };
         for _ in 0..missing {
             let pool = self.clone();
-            let mut template = template.clone();
-            {
-                let mut state = pool.lock();
-                let slot = state.next_ids % 16384;
-                state.next_ids = state.next_ids.wrapping_add(1);
-                template.spec.ids.host_uid += 2 * slot;
-                template.spec.ids.host_gid += 2 * slot;
-            }
+            let template = template.clone();
+            let parent = parent.clone();
             tokio::spawn(async move {
-                let started = pool.start(&template).await;
+                let started = pool.start(&template, &parent).await;
                 let mut state = pool.lock();
                 state.starting = state.starting.saturating_sub(1);
                 let stale = match started {
@@ -310,14 +344,57 @@ impl ZygotePool {
         });
     }
 
-    async fn start(&self, template: &Template) -> Result<(Zygote, ZygoteReport), WarmError> {
-        let (mut child, stdin, stdout) = start_helper(
-            &self.helper,
-            "__zygote",
-            &template.spec,
-            &template.bootstrap,
-        )
-        .await?;
+    /// Starts the preloaded parent of `template`'s zygotes in the background; the pool
+    /// fills up once it is ready.
+    fn start_parent(&self, mut template: Template, slot: u32) {
+        template.spec.ids.host_uid += 2 * slot;
+        template.spec.ids.host_gid += 2 * slot;
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let started = crate::warm_family::Parent::start(
+                &pool.helper,
+                &template.spec,
+                &template.bootstrap,
+                template.generation,
+                &pool.finishing,
+            )
+            .await;
+            let mut state = pool.lock();
+            state.parent_starting = false;
+            match started {
+                Ok((parent, report)) => {
+                    tracing::info!(parent = report.zygote_pid, "zygote parent ready");
+                    for skipped in &report.skipped {
+                        tracing::warn!("preload module skipped: {skipped}");
+                    }
+                    state.skipped = report.skipped;
+                    let current = state.template.as_ref().map(|t| t.generation);
+                    if current == Some(template.generation) {
+                        state.parent = Some(parent);
+                    }
+                }
+                Err(err) => {
+                    state.failed_starts += 1;
+                    state.failures_in_a_row += 1;
+                    state.last_error = Some(err.to_string());
+                    tracing::error!("zygote parent did not start: {err}");
+                }
+            }
+            drop(state);
+            pool.refill_after_start();
+        });
+    }
+
+    async fn start(
+        &self,
+        template: &Template,
+        parent: &Arc<crate::warm_family::Parent>,
+    ) -> Result<(Zygote, ZygoteReport), WarmError> {
+        let index = parent
+            .lease_index()
+            .ok_or_else(|| WarmError::Start("the zygote parent serves no more workers".into()))?;
+        let (mut child, stdin, stdout) =
+            crate::warm_family::start_worker(&self.helper, &template.spec, &index)?;
         let mut stdout = BufReader::new(stdout);
         let report = match read_frame(&mut stdout, 4).await {
             Ok(header) => {
@@ -340,9 +417,6 @@ impl ZygotePool {
                 });
             }
         };
-        for skipped in &report.skipped {
-            tracing::warn!("preload module skipped: {skipped}");
-        }
         tracing::info!(
             zygote = report.zygote_pid,
             hot_pages = report.hot_pages,
@@ -358,6 +432,7 @@ impl ZygotePool {
                 generation: template.generation,
                 pid,
                 cgroup_root: template.spec.cgroup_root.clone(),
+                _index: index,
             },
             report,
         ))
@@ -504,7 +579,10 @@ async fn read_outcome(zygote: &mut Zygote) -> std::io::Result<JailOutcome> {
     Ok(outcome)
 }
 
-async fn read_frame(input: &mut BufReader<ChildStdout>, width: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn read_frame(
+    input: &mut BufReader<ChildStdout>,
+    width: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 8];
     input.read_exact(&mut len[..width]).await?;
     let len = u64::from_le_bytes(len);
@@ -516,7 +594,7 @@ async fn read_frame(input: &mut BufReader<ChildStdout>, width: usize) -> std::io
 /// Starts a helper (`__zygote` or a deferred `__jail`) and writes its spec and bootstrap
 /// frame (see `hako_jail::protocol`); its stderr goes to the log. No kill on drop: a retired
 /// worker sees EOF on stdin and cleans up after itself.
-async fn start_helper(
+pub(crate) async fn start_helper(
     helper: &std::path::Path,
     subcommand: &str,
     spec: &JailSpec,
@@ -550,7 +628,7 @@ async fn start_helper(
     Ok((child, stdin, stdout))
 }
 
-async fn forward_log(stderr: tokio::process::ChildStderr) {
+pub(crate) async fn forward_log(stderr: tokio::process::ChildStderr) {
     use tokio::io::AsyncBufReadExt;
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -559,7 +637,7 @@ async fn forward_log(stderr: tokio::process::ChildStderr) {
 }
 
 /// Waits (up to 10 s) until `done` holds: workers still starting finish their start.
-async fn wait_until(done: impl Fn() -> bool) {
+pub(crate) async fn wait_until(done: impl Fn() -> bool) {
     let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while !done() && tokio::time::Instant::now() < give_up {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -577,285 +655,4 @@ fn rss_of_tree(pid: i32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     pages * 4096
-}
-
-/// Pre-started, fully confined Node.js workers waiting for their program (Node cannot fork
-/// safely). Each is used for exactly one run and replaced in the background; when none is
-/// ready the caller starts a fresh interpreter, so the pool is never slower than spawn.
-#[derive(Clone)]
-pub struct NodePool {
-    helper: PathBuf,
-    size: usize,
-    state: Arc<Mutex<NodeState>>,
-    /// Makes each worker's spec (a fresh one per worker: its network registration is its own).
-    factory: Arc<dyn Fn() -> Option<JailSpec> + Send + Sync>,
-    finishing: Finishing,
-}
-
-struct NodeState {
-    template: Option<(JailSpec, Vec<u8>)>,
-    idle: Vec<NodeWorker>,
-    starting: usize,
-    next_ids: u32,
-}
-
-struct NodeWorker {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: ChildStdout,
-    cgroup_root: PathBuf,
-    /// The package environment the worker was started with.
-    binds: Vec<(PathBuf, PathBuf)>,
-}
-
-/// The program a pooled Node worker runs first: it waits for the real program on fd 4 and
-/// runs it as the main module, as `node /sandbox/main.js` would.
-pub const NODE_BOOTSTRAP: &str = r#"'use strict';
-const fs = require('fs');
-const Module = require('module');
-const path = '/sandbox/main.js';
-// Warm what nearly every program uses first (about 5 ms the first time): the standard
-// streams and console formatting, written to a sink that discards it.
-{
-  process.stdout; process.stderr;
-  const { Writable } = require('stream');
-  const sink = new Writable({ write(chunk, encoding, done) { done(); } });
-  new console.Console(sink).log(`<<RESULT>>${JSON.stringify({ warm: Buffer.from('e30=', 'base64').toString('utf-8') })}<<RESULT>>`);
-}
-let source;
-try { source = fs.readFileSync(4, 'utf8'); } catch (e) { process.exit(125); }
-try { fs.closeSync(4); } catch (e) {}
-const main = new Module(path, null);
-main.filename = path;
-main.paths = Module._nodeModulePaths('/sandbox');
-process.argv[1] = path;
-process.mainModule = main;
-require.main = main;
-main._compile(source, path);
-"#;
-
-impl NodePool {
-    pub fn new(
-        helper: PathBuf,
-        size: usize,
-        factory: Arc<dyn Fn() -> Option<JailSpec> + Send + Sync>,
-        finishing: Finishing,
-    ) -> NodePool {
-        NodePool {
-            helper,
-            finishing,
-            size,
-            state: Arc::new(Mutex::new(NodeState {
-                template: None,
-                idle: Vec::new(),
-                starting: 0,
-                next_ids: 0,
-            })),
-            factory,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, NodeState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Sets what workers are made of (a deferred spec); idle workers of an older one retire.
-    pub(crate) fn set_template(&self, spec: JailSpec) {
-        let retired = {
-            let mut state = self.lock();
-            state.template = Some((spec, NODE_BOOTSTRAP.as_bytes().to_vec()));
-            std::mem::take(&mut state.idle)
-        };
-        for worker in retired {
-            self.retire(worker);
-        }
-        self.refill();
-    }
-
-    pub fn idle(&self) -> usize {
-        self.lock().idle.len()
-    }
-
-    /// Stops the pool (a stopping server): idle workers get an empty program and exit, and
-    /// none is started any more. Returns once none is starting.
-    pub async fn close(&self) {
-        let retired = {
-            let mut state = self.lock();
-            state.template = None;
-            std::mem::take(&mut state.idle)
-        };
-        for worker in retired {
-            self.retire(worker);
-        }
-        wait_until(|| self.lock().starting == 0).await;
-        let late = std::mem::take(&mut self.lock().idle);
-        for worker in late {
-            self.retire(worker);
-        }
-    }
-
-    /// An unused worker gets EOF for its program (it runs nothing and exits) and is reaped.
-    fn retire(&self, worker: NodeWorker) {
-        let NodeWorker {
-            child,
-            stdin,
-            stdout,
-            ..
-        } = worker;
-        drop(stdin);
-        self.finishing.reap_reading(child, Some(stdout), None);
-    }
-
-    /// True when the workers were made with these package binds.
-    pub(crate) fn made_from(&self, binds: &[(PathBuf, PathBuf)]) -> bool {
-        self.lock()
-            .template
-            .as_ref()
-            .is_some_and(|(t, _)| t.mapped_binds == binds)
-    }
-
-    /// True when a worker made with these limits, network and package binds can take
-    /// `spec`'s run.
-    pub fn fits(&self, spec: &JailSpec) -> bool {
-        let state = self.lock();
-        state.template.as_ref().is_some_and(|(t, _)| {
-            t.limits == spec.limits
-                && t.mapped_binds == spec.mapped_binds
-                && t.network == spec.network
-                && t.egress.is_some() == spec.egress.is_some()
-        })
-    }
-
-    fn refill(&self) {
-        let missing = {
-            let mut state = self.lock();
-            if state.template.is_none() {
-                return;
-            }
-            let missing = self.size.saturating_sub(state.idle.len() + state.starting);
-            state.starting += missing;
-            missing
-        };
-        for _ in 0..missing {
-            let pool = self.clone();
-            tokio::spawn(async move {
-                let started = pool.start().await;
-                let mut state = pool.lock();
-                state.starting = state.starting.saturating_sub(1);
-                match started {
-                    Ok(worker) => {
-                        let current = state.template.as_ref().map(|(t, _)| t.mapped_binds.clone());
-                        if current.as_ref() == Some(&worker.binds) {
-                            state.idle.push(worker);
-                        } else {
-                            // Made for packages that are gone: replace it now.
-                            drop(state);
-                            pool.retire(worker);
-                            pool.refill();
-                        }
-                    }
-                    Err(err) => tracing::error!("node worker did not start: {err}"),
-                }
-            });
-        }
-    }
-
-    async fn start(&self) -> Result<NodeWorker, WarmError> {
-        let (mut spec, bootstrap) = {
-            let mut state = self.lock();
-            let slot = state.next_ids % 16384;
-            state.next_ids = state.next_ids.wrapping_add(1);
-            let (template, bootstrap) = state
-                .template
-                .clone()
-                .ok_or_else(|| WarmError::Start("no template".into()))?;
-            // A fresh spec per worker (its own network registration), same shape as the template.
-            let mut spec = (self.factory)()
-                .filter(|fresh| fresh.mapped_binds == template.mapped_binds)
-                .unwrap_or(template);
-            spec.ids.host_uid += slot;
-            spec.ids.host_gid += slot;
-            (spec, bootstrap)
-        };
-        spec.deferred = true;
-        let (child, stdin, stdout) =
-            start_helper(&self.helper, "__jail", &spec, &bootstrap).await?;
-        Ok(NodeWorker {
-            child,
-            stdin,
-            stdout,
-            cgroup_root: spec.cgroup_root.clone(),
-            binds: spec.mapped_binds,
-        })
-    }
-
-    /// Runs `code` in a ready worker; `Ok(None)` when none is ready. Bounded like
-    /// [`ZygotePool::run`]: a worker that does not answer within the run's timeout is killed
-    /// and the run ends as timed out; a cancelled run returns once the worker is gone.
-    pub async fn run(
-        &self,
-        code: &[u8],
-        timeout_ms: u64,
-        cancel: &mut crate::stop::Cancel,
-    ) -> Result<Option<JailOutcome>, WarmError> {
-        let taken = self.lock().idle.pop();
-        self.refill();
-        let Some(worker) = taken else {
-            return Ok(None);
-        };
-        let NodeWorker {
-            mut child,
-            mut stdin,
-            mut stdout,
-            cgroup_root,
-            ..
-        } = worker;
-        let deadline = std::time::Duration::from_millis(timeout_ms) + crate::stop::ANSWER_GRACE;
-        // The helper closes its stdout once the outcome is written, then removes the run's
-        // cgroup: answer then, and reap it in the background.
-        let mut bytes = Vec::new();
-        let mut handed_over = false;
-        let exchange = async {
-            stdin.write_all(code).await?;
-            drop(stdin);
-            // From here on the program may have started: whatever breaks is the run's failure.
-            handed_over = true;
-            stdout.read_to_end(&mut bytes).await
-        };
-        match crate::stop::wait_bounded(exchange, deadline, cancel).await {
-            Waited::Answer(Ok(_)) => self.finishing.reap(child, None),
-            Waited::Answer(Err(e)) => {
-                self.finishing.reap(child, None);
-                if !handed_over {
-                    // A worker that cannot take the program never started it.
-                    return Err(WarmError::Broken(e));
-                }
-                tracing::error!(error = %e, "node pool helper lost during a run");
-                return Ok(Some(lost_after_handover("node worker", &e)));
-            }
-            Waited::Cancelled => {
-                drop(stdout);
-                crate::stop::stop_helper(&mut child, &cgroup_root).await;
-                return Err(WarmError::Cancelled);
-            }
-            Waited::Late => {
-                tracing::error!(
-                    timeout_ms,
-                    "a node worker did not answer within the run's timeout"
-                );
-                drop(stdout);
-                crate::stop::kill_helper(&mut child, &cgroup_root).await;
-                return Ok(Some(crate::stop::stalled_outcome(deadline)));
-            }
-        }
-        match protocol::decode_outcome(&bytes) {
-            Ok(outcome) => Ok(Some(outcome)),
-            Err(err) => {
-                tracing::error!(error = %err, "node pool helper lost during a run");
-                Ok(Some(lost_after_handover("node worker", &err)))
-            }
-        }
-    }
 }

@@ -15,7 +15,8 @@
 //! | [`Message::Fork`] | `F` | JSON [`crate::zygote::ChildParams`] | 4: control, stdout, stderr, program memfd | zygote helper → zygote |
 //! | [`Message::Forked`] | `P` | – | 1: the child's pidfd | zygote → zygote helper |
 //! | [`Message::Settings`] | `W` | JSON [`crate::zygote::ZygoteSettings`] | – | zygote helper → zygote, once, first (the operator's preload and warm-up code, never in the environment) |
-//! | [`Message::ZygoteReady`] | `Z` | JSON list of skipped preload modules | – | zygote → zygote helper, once |
+//! | [`Message::ZygoteReady`] | `Z` | JSON list of skipped preload modules | 0 or 1 (a worker zygote's pidfd of itself) | zygote → zygote helper, once |
+//! | [`Message::Worker`] | `A` | – | 1: the new worker's control socket | zygote helper → preloaded parent zygote: fork a worker zygote that speaks on this socket |
 //!
 //! The program of a run never holds a control socket: in spawn mode the socket is
 //! close-on-exec, and a zygote's run child closes its end before the program is read. The
@@ -74,6 +75,7 @@ pub enum Message {
     Forked,
     Settings(Vec<u8>),
     ZygoteReady(Vec<String>),
+    Worker,
 }
 
 /// The name of a message, for state tables and logs.
@@ -89,10 +91,11 @@ pub enum Kind {
     Forked,
     Settings,
     ZygoteReady,
+    Worker,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Go,
         Kind::Egress,
         Kind::Ready,
@@ -103,6 +106,7 @@ impl Kind {
         Kind::Forked,
         Kind::Settings,
         Kind::ZygoteReady,
+        Kind::Worker,
     ];
 
     pub fn byte(self) -> u8 {
@@ -117,6 +121,7 @@ impl Kind {
             Kind::Forked => b'P',
             Kind::Settings => b'W',
             Kind::ZygoteReady => b'Z',
+            Kind::Worker => b'A',
         }
     }
 
@@ -130,7 +135,8 @@ impl Kind {
             Kind::Ready => (0, 1),
             Kind::Egress => (1, 1),
             Kind::Fork => (MAX_FDS, MAX_FDS),
-            Kind::Forked => (1, 1),
+            Kind::Forked | Kind::Worker => (1, 1),
+            Kind::ZygoteReady => (0, 1),
             _ => (0, 0),
         }
     }
@@ -149,6 +155,7 @@ impl fmt::Display for Kind {
             Kind::Forked => "FORKED",
             Kind::Settings => "SETTINGS",
             Kind::ZygoteReady => "ZYGOTE_READY",
+            Kind::Worker => "WORKER",
         };
         f.write_str(name)
     }
@@ -167,6 +174,7 @@ impl Message {
             Message::Forked => Kind::Forked,
             Message::Settings(_) => Kind::Settings,
             Message::ZygoteReady(_) => Kind::ZygoteReady,
+            Message::Worker => Kind::Worker,
         }
     }
 
@@ -185,7 +193,12 @@ impl Message {
                 // A list of strings always serializes.
                 out.extend_from_slice(&serde_json::to_vec(skipped).unwrap_or_default())
             }
-            Message::Go | Message::Egress | Message::Ready | Message::Run | Message::Forked => {}
+            Message::Go
+            | Message::Egress
+            | Message::Ready
+            | Message::Run
+            | Message::Forked
+            | Message::Worker => {}
         }
         out
     }
@@ -215,6 +228,7 @@ impl Message {
             Kind::Ready => empty(Message::Ready),
             Kind::Run => empty(Message::Run),
             Kind::Forked => empty(Message::Forked),
+            Kind::Worker => empty(Message::Worker),
             Kind::Error => Ok(Message::Error(String::from_utf8_lossy(body).into_owned())),
             Kind::Fork => Ok(Message::Fork(body.to_vec())),
             Kind::Settings => Ok(Message::Settings(body.to_vec())),

@@ -59,6 +59,12 @@ pub struct JailSpec {
     /// the spec is a bootstrap that reads the program from [`CODE_FD`].
     #[serde(default)]
     pub deferred: bool,
+    /// The host id that owns provisioned data (`<env>/data`): mapped to uid and gid 0 inside
+    /// the jail, so that the data appears owned by root there (libraries such as nltk read
+    /// only files owned by root or by the reader). It owns nothing else, and no process of
+    /// a run can take it (runs hold no capabilities).
+    #[serde(default)]
+    pub data_owner: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -145,8 +151,11 @@ pub const JAIL_GID: u32 = 1000;
 /// (a live child and the prepared next one never share one).
 pub const RUN_UID: u32 = 1001;
 pub const RUN_GID: u32 = 1001;
-/// How many run ids a zygote's user namespace maps.
-pub const ZYGOTE_RUN_IDS: u32 = 16;
+/// How many run ids a zygote's user namespace maps (shared by the worker zygotes forked
+/// from one preloaded parent, [`WORKER_RUN_IDS`] each).
+pub const ZYGOTE_RUN_IDS: u32 = 64;
+/// Run ids of one worker zygote: a live child, the prepared next one and the last one, dying.
+pub const WORKER_RUN_IDS: u32 = 4;
 /// The descriptor a zygote receives its control socket on.
 pub const ZYGOTE_FD: i32 = 3;
 /// The descriptor a deferred run's bootstrap reads its program from.

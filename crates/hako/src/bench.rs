@@ -18,7 +18,8 @@ pub struct BenchArgs {
     /// API key of --url.
     #[arg(long, default_value = "dify-sandbox")]
     key: String,
-    /// python-hello | python-pandas | node-hello | python-session | node-session (ignored
+    /// python-hello | python-pandas | python-matplotlib | node-hello | python-session |
+    /// node-session (ignored
     /// with --code). A session workload execs in one warm session per concurrent client
     /// (`/v2/sessions/{id}/exec`) and compares with one-shot runs of the same code.
     #[arg(long, default_value = "python-hello")]
@@ -50,6 +51,16 @@ pub struct BenchArgs {
     /// Send `enable_network: false` (Dify always sends true).
     #[arg(long)]
     no_network: bool,
+    /// Requirements file the started servers install instead of the workload's own (e.g. a
+    /// heavy set: numpy, pandas, scipy, scikit-learn, matplotlib; the same file gives every
+    /// workload the same environment).
+    #[arg(long)]
+    requirements: Option<PathBuf>,
+    /// `max_workers` of the started servers (default: --concurrency). Before measuring, the
+    /// bench reports how long the server took to be ready with all of them warm, and the
+    /// memory they take while idle.
+    #[arg(long)]
+    workers: Option<usize>,
     /// Python file the started servers use as `hako.python_warmup`.
     #[arg(long)]
     python_warmup: Option<PathBuf>,
@@ -104,6 +115,13 @@ fn workload(args: &BenchArgs) -> Result<Workload> {
             network,
             session: false,
         },
+        "python-matplotlib" => Workload {
+            language: "python3".into(),
+            code: python("import io\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\ndef main(arg1: str, arg2: str):\n    fig, ax = plt.subplots(figsize=(4, 3))\n    ax.plot([1, 3, 2, 4])\n    ax.set_title(arg1 + arg2)\n    buf = io.BytesIO()\n    fig.savefig(buf, format='png')\n    plt.close(fig)\n    return {\"png_bytes\": len(buf.getvalue())}\n"),
+            requirements: vec!["matplotlib"],
+            network,
+            session: false,
+        },
         "node-hello" => Workload {
             language: "nodejs".into(),
             code: format!(
@@ -127,7 +145,7 @@ fn workload(args: &BenchArgs) -> Result<Workload> {
             network: false,
             session: true,
         },
-        other => bail!("unknown workload {other:?}; use python-hello, python-pandas, node-hello, python-session or node-session"),
+        other => bail!("unknown workload {other:?}; use python-hello, python-pandas, python-matplotlib, node-hello, python-session or node-session"),
     })
 }
 
@@ -157,6 +175,7 @@ fn start_server(
     mode: &str,
     workers: usize,
     requirements: &[&str],
+    extra_requirements: &str,
     warmup: Option<&str>,
 ) -> Result<OwnServer> {
     let dir = tempfile::tempdir()?;
@@ -173,7 +192,11 @@ fn start_server(
     )?;
     std::fs::write(
         dir.path().join("dependencies/python-requirements.txt"),
-        requirements.join("\n"),
+        if extra_requirements.is_empty() {
+            requirements.join("\n")
+        } else {
+            extra_requirements.to_string()
+        },
     )?;
     let mut command = Command::new(std::env::current_exe()?);
     if let Some(code) = warmup {
@@ -496,15 +519,25 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         ),
         None => None,
     };
+    let extra_requirements = match &args.requirements {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
+        }
+        None => String::new(),
+    };
     let main = match &args.url {
         Some(url) => runtime.block_on(measure(url, &args.key, work.clone(), &args, None))?,
         None => {
+            let workers = args.workers.unwrap_or(args.concurrency).max(1);
+            let started = Instant::now();
             let server = start_server(
                 "zygote",
-                args.concurrency.max(1),
+                workers,
                 &work.requirements,
+                &extra_requirements,
                 warmup.as_deref(),
             )?;
+            runtime.block_on(report_start(&server, &work, workers, started))?;
             let pid = server.child.id();
             let m = runtime.block_on(measure(
                 &server.url,
@@ -538,8 +571,9 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     if args.compare_spawn {
         let server = start_server(
             "spawn",
-            args.concurrency.max(1),
+            args.workers.unwrap_or(args.concurrency).max(1),
             &work.requirements,
+            &extra_requirements,
             warmup.as_deref(),
         )?;
         let pid = server.child.id();
@@ -553,6 +587,58 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         );
     }
     Ok(if main.errors == 0 { 0 } else { 1 })
+}
+
+/// One value of the server's /metrics (the first line that starts with `name`).
+async fn metric(url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(f64::max)
+}
+
+/// Waits until a started server is ready with every warm zygote idle (a lean and a heavy one
+/// per worker); prints how long that took from its start, and what the idle zygotes weigh.
+async fn report_start(
+    server: &OwnServer,
+    work: &Workload,
+    workers: usize,
+    started: Instant,
+) -> Result<()> {
+    let url = server.url.as_str();
+    // The packages are in and a run went through (the pools then use the environment).
+    wait_ready(&reqwest::Client::new(), url, &server.key, work).await?;
+    let deadline = started + Duration::from_secs(900);
+    loop {
+        if Instant::now() > deadline {
+            bail!("the server at {url} did not become ready with {workers} warm workers");
+        }
+        let ready = match reqwest::get(format!("{url}/ready")).await {
+            Ok(r) => r.status().as_u16() == 200,
+            Err(_) => false,
+        };
+        let warm = metric(url, "hako_warm_workers ").await.unwrap_or(0.0);
+        if ready && warm >= 2.0 * workers as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready_ms = started.elapsed().as_millis();
+    // Idle: the prepared children are confined and waiting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mib = |b: Option<f64>| b.map_or("n/a".into(), |b| format!("{:.1} MiB", b / 1048576.0));
+    println!(
+        "ready in {ready_ms} ms with {workers} lean + {workers} heavy warm workers; idle zygote memory {} (proportional: parents, workers, prepared children); largest zygote {} (resident)",
+        mib(metric(url, "hako_zygote_memory_bytes ").await),
+        mib(metric(url, "hako_zygote_rss_bytes").await),
+    );
+    Ok(())
 }
 
 fn print_workers(runtime: &tokio::runtime::Runtime, url: &str) {

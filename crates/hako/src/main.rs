@@ -57,6 +57,12 @@ enum Command {
     /// Internal: a warm Python zygote and its supervisor (reads runs on stdin).
     #[command(name = "__zygote", hide = true)]
     Zygote,
+    /// Internal: the preloaded parent of a pool's worker zygotes.
+    #[command(name = "__zygote-parent", hide = true)]
+    ZygoteParent,
+    /// Internal: a worker zygote (forked from the parent) and its supervisor.
+    #[command(name = "__zygote-worker", hide = true)]
+    ZygoteWorker,
     /// Internal: a jail helper that relays input and output while the program runs.
     #[command(name = "__live", hide = true)]
     Live,
@@ -107,6 +113,8 @@ fn main() {
     match cli.command {
         Command::Jail => std::process::exit(host::jail_helper_main()),
         Command::Zygote => std::process::exit(host::zygote_helper_main()),
+        Command::ZygoteParent => std::process::exit(host::zygote_parent_main()),
+        Command::ZygoteWorker => std::process::exit(host::zygote_worker_main()),
         Command::Live => std::process::exit(host::live_helper_main()),
         _ => {}
     }
@@ -173,7 +181,11 @@ fn dispatch(command: Command, loaded: LoadResult) -> Result<i32> {
         Command::Packages {
             action: PackagesAction::Install,
         } => install_packages(loaded),
-        Command::Jail | Command::Zygote | Command::Live => {
+        Command::Jail
+        | Command::Zygote
+        | Command::ZygoteParent
+        | Command::ZygoteWorker
+        | Command::Live => {
             unreachable!("handled before logging starts")
         }
     }
@@ -479,10 +491,11 @@ fn print_warm_pool(executor: &Executor) -> Result<()> {
         let started = std::time::Instant::now();
         let result = loop {
             match executor.warm_status() {
-                Some(status) if status.idle > 0 => {
+                // Both pools (lean and heavy) have a zygote up.
+                Some(status) if status.warmed => {
                     break (
                         "ok",
-                        format!("a zygote started in {} ms", started.elapsed().as_millis()),
+                        format!("zygotes started in {} ms", started.elapsed().as_millis()),
                     )
                 }
                 Some(status) if status.start_error.is_some() => {

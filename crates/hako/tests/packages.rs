@@ -543,3 +543,121 @@ async fn fonts_prepared_caches_and_provisioned_data_work_offline() {
         assert_eq!(data["stderr"], "", "{mode}: {data}");
     }
 }
+
+/// Waits until `/ready` answers 200 and at least `zygotes` warm zygotes of the current
+/// package environment are idle (a first run makes the pool notice the environment).
+async fn wait_zygotes(server: &Server, zygotes: f64) {
+    run(server, "python3", "pass").await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let ready = reqwest::get(server.url("/ready"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        let metrics = match reqwest::get(server.url("/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let warm = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("hako_warm_workers "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if ready == 200 && warm >= zygotes {
+            return;
+        }
+        last = format!("/ready {ready}, {warm} warm zygotes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the zygotes did not start: {last}");
+}
+
+#[tokio::test]
+async fn plain_runs_fork_from_the_lean_zygote_and_package_runs_from_the_heavy_one() {
+    if !can_run_jail() {
+        return;
+    }
+    let state = temp_state();
+    let server = start_with(
+        state.path(),
+        "six\n",
+        None,
+        "max_workers: 1\n",
+        "  mode: zygote\n",
+    );
+    let report = refresh(&server, "python3").await;
+    assert_eq!(report["state"], "ready", "{report}");
+    // One lean and one heavy zygote.
+    wait_zygotes(&server, 2.0).await;
+    // The lean zygote imported jinja2 (Dify's Jinja2 template), not the environment.
+    let plain = "import sys, json\nprint('requests' in sys.modules, 'six' in sys.modules, 'jinja2' in sys.modules)\n";
+    let data = run(&server, "python3", plain).await;
+    assert_eq!(data["stdout"], "False False True\n", "{data}");
+    // A run that imports a package of the environment forks from the heavy zygote, which
+    // imported the whole environment (requests among it).
+    let heavy = "import sys\nimport six\nprint('requests' in sys.modules)\n";
+    let data = run(&server, "python3", heavy).await;
+    assert_eq!(data["stdout"], "True\n", "{data}");
+    // Dify's Jinja2 template stays lean.
+    let template = "import jinja2, sys\nprint(jinja2.Template('{{ a }}').render(a='ok'), 'requests' in sys.modules)\n";
+    let data = run(&server, "python3", template).await;
+    assert_eq!(data["stdout"], "ok False\n", "{data}");
+}
+
+#[tokio::test]
+async fn a_runs_memory_limit_is_its_own_whatever_the_preload_weighs() {
+    if !can_run_jail() {
+        return;
+    }
+    let state = temp_state();
+    // The heavy zygote's warm-up holds 160 MiB, more than a run's whole limit (128 MiB).
+    let hako = "  mode: zygote\n  limits:\n    memory_mb: 128\n  python_warmup: \"import builtins\\nbuiltins.HAKO_BALLAST = b'x' * (160 << 20)\"\n";
+    let server = start_with(state.path(), "six\n", None, "max_workers: 1\n", hako);
+    let report = refresh(&server, "python3").await;
+    assert_eq!(report["state"], "ready", "{report}");
+    wait_zygotes(&server, 2.0).await;
+    // Forked from that zygote (it sees the ballast), the run still gets its own 100 MiB.
+    let code = "import builtins, six\nheld = bytearray(100 << 20)\nheld[::4096] = b'y' * len(held[::4096])\nprint(len(getattr(builtins, 'HAKO_BALLAST', b'')) >> 20, len(held) >> 20)\n";
+    let data = run(&server, "python3", code).await;
+    assert_eq!(data["stdout"], "160 100\n", "{data}");
+    assert_eq!(data["status"], "ok", "{data}");
+    // And the limit still holds for the run itself.
+    let bomb = "import six\nheld = bytearray(300 << 20)\nheld[::4096] = b'y' * len(held[::4096])\n";
+    let data = run(&server, "python3", bomb).await;
+    assert_eq!(data["status"], "memory_limit", "{data}");
+}
+
+#[tokio::test]
+async fn nltk_reads_provisioned_data_with_its_own_loader() {
+    if !can_run_jail() {
+        return;
+    }
+    // nltk 3.10 and newer read data only from files owned by root or by the reader.
+    let source = temp_state();
+    let stopwords = source.path().join("nltk_data/corpora/stopwords");
+    std::fs::create_dir_all(&stopwords).unwrap();
+    std::fs::write(stopwords.join("english"), "a\nan\nthe\n").unwrap();
+    let hako = format!(
+        "  python_data:\n    - source: {}\n      target: nltk_data\n",
+        source.path().join("nltk_data").display()
+    );
+    let state = temp_state();
+    let code = "import os, nltk\nfrom nltk.corpus import stopwords\nst = os.stat(os.environ['NLTK_DATA'] + '/corpora/stopwords/english')\nprint(nltk.__version__ >= '3.10', stopwords.words('english'), st.st_uid)\n";
+    for mode in ["spawn", "zygote"] {
+        let server = start_with(
+            state.path(),
+            "nltk>=3.10\n",
+            None,
+            "",
+            &format!("  mode: {mode}\n{hako}"),
+        );
+        let report = refresh(&server, "python3").await;
+        assert_eq!(report["state"], "ready", "{report}");
+        let data = run(&server, "python3", code).await;
+        assert_eq!(
+            data["stdout"], "True ['a', 'an', 'the'] 0\n",
+            "{mode}: {data}"
+        );
+    }
+}

@@ -291,6 +291,20 @@ fn ancestor_with(pid: u32, word: &str) -> Option<u32> {
     found
 }
 
+/// The helper supervising the zygote run `pid`: not its ancestor (the run's zygote is forked
+/// from a preloaded parent), but named in its cgroup (`zygote-<helper pid>-...`).
+fn zygote_helper_of(pid: u32) -> Option<u32> {
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    groups.lines().find_map(|line| {
+        let name = line.rsplit('/').next()?;
+        name.strip_prefix("zygote-")?
+            .split('-')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 /// Posts `code` (which names itself `probe` and sleeps), kills the helper supervising it once
 /// it runs, and returns the answer and every pid the probe ever had.
 fn kill_helper_mid_run(
@@ -309,7 +323,12 @@ fn kill_helper_mid_run(
             let now = processes_named(PROBE);
             if !killed {
                 if let Some(&pid) = now.iter().next() {
-                    let helper_pid = ancestor_with(pid, helper).expect("the run's helper");
+                    let helper_pid = if helper == "__zygote" {
+                        zygote_helper_of(pid)
+                    } else {
+                        ancestor_with(pid, helper)
+                    };
+                    let helper_pid = helper_pid.expect("the run's helper");
                     // SAFETY: kill only sends a signal to the helper process we found.
                     unsafe { libc::kill(helper_pid as i32, libc::SIGKILL) };
                     killed = true;

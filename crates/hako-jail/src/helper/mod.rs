@@ -632,6 +632,11 @@ fn map_ids(
             ours
         }
     };
+    // The owner of provisioned data appears as root (only when ids can be mapped freely).
+    let data_owner = match spec.data_owner {
+        Some(owner) if kernel.effective_ids().0 == 0 => format!("0 {owner} 1\n"),
+        _ => String::new(),
+    };
     let (uid_map, gid_map) = if spec.zygote {
         // The zygote and each of its live run children get distinct host ids.
         let n = ZYGOTE_RUN_IDS;
@@ -646,8 +651,8 @@ fn map_ids(
         )
     };
     as_owner(kernel, owner, || {
-        write_file("uid_map", uid_map)?;
-        write_file("gid_map", gid_map)
+        write_file("uid_map", format!("{data_owner}{uid_map}"))?;
+        write_file("gid_map", format!("{data_owner}{gid_map}"))
     })
 }
 

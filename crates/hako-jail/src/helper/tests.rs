@@ -67,9 +67,28 @@ fn a_zygote_maps_one_id_for_itself_and_a_range_for_its_children() {
     assert_eq!(
         calls[5..7],
         [
-            "write /proc/4242/uid_map \"1000 100000 1\\n1001 100001 16\\n\"",
-            "write /proc/4242/gid_map \"1000 100000 1\\n1001 100001 16\\n\"",
+            "write /proc/4242/uid_map \"1000 100000 1\\n1001 100001 64\\n\"",
+            "write /proc/4242/gid_map \"1000 100000 1\\n1001 100001 64\\n\"",
         ]
+    );
+}
+
+#[test]
+fn the_owner_of_provisioned_data_is_root_inside_the_jail() {
+    let kernel = Recorder::new();
+    let mut spec = crate::testing::spec(Path::new("/nonexistent"));
+    spec.network = NetworkMode::Host;
+    spec.data_owner = Some(99_999);
+    let (started, _) = start(&kernel, &spec);
+    started.unwrap();
+    let calls = kernel.take();
+    assert!(
+        calls.contains(&"write /proc/4242/uid_map \"0 99999 1\\n1000 100000 1\\n\"".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"write /proc/4242/gid_map \"0 99999 1\\n1000 100000 1\\n\"".to_string()),
+        "{calls:?}"
     );
 }
 

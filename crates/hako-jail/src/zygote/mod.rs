@@ -28,9 +28,9 @@ use hako_wire::control::{self, Message, Received, Receiver};
 pub use hako_wire::zygote::{ChildParams, RunOrder, Stage, ZygoteReport, ZygoteSettings};
 use hako_wire::Language;
 use nix::errno::Errno;
-use nix::unistd::{read, Pid};
+use nix::unistd::Pid;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +63,16 @@ pub enum ZygoteError {
     Memfd(io::Error),
 }
 
+mod calibrate;
 mod child;
+mod family;
+mod process;
 pub use child::{confine_child, prepare_fork, ChildError};
+pub use family::{parent_main, worker_main, MAX_WORKERS};
+use process::{
+    empty_memfd, only_child, set_nice, wait_readable, write_program, zygote_cgroup, ProcessHandle,
+    PRELOAD_NICE,
+};
 
 /// The Python side of the zygote, run as the zygote's program (after the shared
 /// [`EXIT_STATUS_PY`]).
@@ -91,7 +99,7 @@ pub fn main() -> i32 {
             let settings = take_settings(&mut spec);
             Zygote::start(&spec, &bootstrap, &settings)
         });
-    let mut zygote = match started {
+    let zygote = match started {
         Ok(z) => z,
         Err(err) => {
             let report = ZygoteReport {
@@ -102,6 +110,11 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    serve(zygote, &mut input, &mut output)
+}
+
+/// Reports the started zygote, then serves runs one at a time until the caller is done.
+fn serve(mut zygote: Zygote, input: &mut impl io::Read, output: &mut impl Write) -> i32 {
     let report = ZygoteReport {
         ready: true,
         error: None,
@@ -110,21 +123,21 @@ pub fn main() -> i32 {
         hot_pages: zygote.hot_pages.iter().map(|(_, len)| len / 4096).sum(),
         prepared_bytes: zygote.prepared_bytes,
     };
-    if protocol::write_json(&mut output, &report).is_err() {
+    if protocol::write_json(&mut *output, &report).is_err() {
         return 1;
     }
     loop {
-        let order = match protocol::read_json::<RunOrder>(&mut input) {
+        let order = match protocol::read_json::<RunOrder>(&mut *input) {
             Ok(order) => order,
             Err(_) => return 0, // the caller is done with this zygote
         };
-        let code = match protocol::read_bytes(&mut input) {
+        let code = match protocol::read_bytes(&mut *input) {
             Ok(code) => code,
             Err(_) => return 0,
         };
         zygote.handed_over = false;
         let mut outcome = zygote
-            .run(&order, &code, &mut output)
+            .run(&order, &code, &mut *output)
             .unwrap_or_else(|err| JailOutcome {
                 setup_error: Some(err.to_string()),
                 ..Default::default()
@@ -140,7 +153,7 @@ pub fn main() -> i32 {
         }
         let failed = outcome.setup_error.is_some() || outcome.failure.is_some();
         let gone = failed && !zygote.alive();
-        if protocol::encode_outcome(&outcome, &mut output).is_err() || gone {
+        if protocol::encode_outcome(&outcome, &mut *output).is_err() || gone {
             return 1;
         }
         zygote.settle();
@@ -165,8 +178,16 @@ fn take_settings(spec: &mut JailSpec) -> ZygoteSettings {
     settings
 }
 
+/// What keeps a zygote alive, and what ends it.
+enum Owner {
+    /// A zygote in a jail of its own: its init (killed, then reaped).
+    Jail { init: Pid, guard: KillOnDrop },
+    /// A worker zygote forked from a preloaded parent: killed through its pidfd.
+    Worker(ProcessHandle),
+}
+
 struct Zygote {
-    init: Pid,
+    owner: Owner,
     /// The current run's program was handed over (its [`Stage`] byte is out).
     handed_over: bool,
     /// The zygote's own socket, where it stands in its protocol.
@@ -198,7 +219,9 @@ struct Zygote {
     /// Pages every run writes (learnt from hako's own calibration run); prepared children
     /// copy them ahead of time, off the clock.
     hot_pages: Vec<(u64, u64)>,
-    guard: KillOnDrop,
+    /// The run ids its children take: `first .. first + count` (a worker zygote shares its
+    /// parent's user namespace with the other workers and has a range of its own).
+    slots: (u32, u32),
 }
 
 /// What a run child is confined with. A prepared child takes a run of the same shape only.
@@ -323,7 +346,22 @@ impl Drop for RunChild {
 }
 
 impl Zygote {
+    /// Starts a zygote in a jail of its own, preloads and calibrates it.
     fn start(
+        spec: &JailSpec,
+        bootstrap: &[u8],
+        settings: &ZygoteSettings,
+    ) -> Result<Zygote, ZygoteError> {
+        let mut zygote = Zygote::boot(spec, bootstrap, settings)?;
+        zygote.calibrate(spec, &settings.warmup);
+        // Ready: it forks runs' children at normal priority.
+        set_nice(zygote.pid, 0);
+        Ok(zygote)
+    }
+
+    /// Starts the jail and the zygote and waits until it has imported its preload; it stays
+    /// at the lowest priority.
+    fn boot(
         spec: &JailSpec,
         bootstrap: &[u8],
         settings: &ZygoteSettings,
@@ -339,12 +377,7 @@ impl Zygote {
         };
         let stdio = (stderr()?, stderr()?);
         drop((pipes.stdout, pipes.stderr));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("zygote-{}-{nanos}", std::process::id());
-        let (cgroup, coverage) =
-            helper::create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+        let (cgroup, coverage) = zygote_cgroup(spec)?;
         // Declared before `guard`, so on an error init is killed first, then the groups go.
         let mut cgroup = RemoveOnError(cgroup);
         let (init, control, _) = helper::start_jail(
@@ -374,6 +407,13 @@ impl Zygote {
             }
             Err(why) => return Err(ZygoteError::OutOfState(why)),
         }
+        let pid = only_child(init).map_err(|detail| ZygoteError::Child {
+            zygote: init.as_raw(),
+            detail,
+        })?;
+        // Preloading (and calibrating) runs at the lowest priority: runs served meanwhile
+        // (by other zygotes, or afresh) never wait for it.
+        set_nice(pid, PRELOAD_NICE);
         // The operator's settings, then the bootstrap's answer: the modules that failed.
         let body = serde_json::to_vec(settings).map_err(ProtocolError::from)?;
         control::send(ours.as_fd(), &Message::Settings(body), &[])?;
@@ -384,13 +424,9 @@ impl Zygote {
             Ok(_) => return Err(ZygoteError::Gone),
             Err(why) => return Err(ZygoteError::OutOfState(why)),
         };
-        let pid = only_child(init).map_err(|detail| ZygoteError::Child {
-            zygote: init.as_raw(),
-            detail,
-        })?;
         let _ = REAL.write_file(format!("/proc/{pid}/oom_score_adj").as_ref(), "-1000");
-        let mut zygote = Zygote {
-            init,
+        Ok(Zygote {
+            owner: Owner::Jail { init, guard },
             handed_over: false,
             receiver,
             cgroup: cgroup.0.take(),
@@ -401,16 +437,14 @@ impl Zygote {
             use_listener: notify::user_notif_supported(),
             runs: 0,
             forks: 0,
+            slots: (0, ZYGOTE_RUN_IDS),
             prepared: None,
             requested: None,
             last: None,
             held_mounts: None,
             prepared_bytes: 0,
             hot_pages: Vec::new(),
-            guard,
-        };
-        zygote.calibrate(spec, &settings.warmup);
-        Ok(zygote)
+        })
     }
 
     fn alive(&self) -> bool {
@@ -550,7 +584,7 @@ impl Zygote {
             use_listener: self.use_listener,
             insecure: shape.insecure,
             hot_pages: self.hot_pages.clone(),
-            uid_slot: self.forks % ZYGOTE_RUN_IDS,
+            uid_slot: self.slots.0 + self.forks % self.slots.1.max(1),
         };
         // At most three children live at once (the last, dying; the current; the prepared).
         self.forks = self.forks.wrapping_add(1);
@@ -652,141 +686,23 @@ impl Zygote {
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
     }
-
-    /// Runs hako's own calibration program once and keeps the pages it wrote: every later
-    /// child copies them before its run. No request ever influences this set.
-    fn calibrate(&mut self, spec: &JailSpec, warmup: &str) {
-        let shape = RunShape {
-            limits: spec.limits,
-            seccomp: SeccompSpec {
-                mode: crate::spec::SeccompMode::Enforce,
-                extra_allowed: spec.seccomp.extra_allowed.clone(),
-            },
-            insecure: spec.insecure,
-        };
-        let before = self.cgroup.as_ref().map(|cg| cg.usage().memory_bytes);
-        match self.calibration_run(&shape, &spec.env, warmup) {
-            Ok(pages) => self.hot_pages = pages,
-            Err(err) => eprintln!("hako zygote: calibration failed (runs still work): {err}"),
-        }
-        // Measure what a prepared child holds, and keep it for the first run.
-        self.prepared = self.fork_child(&shape).ok();
-        if let (Some(before), Some(cg), Some(child)) = (before, &self.cgroup, &self.prepared) {
-            // Its READY message arrives once it is confined.
-            wait_readable(child.control.as_fd(), 2_000);
-            self.prepared_bytes = cg.usage().memory_bytes.saturating_sub(before);
-        }
-    }
-
-    fn calibration_run(
-        &mut self,
-        shape: &RunShape,
-        env: &[(String, String)],
-        warmup: &str,
-    ) -> Result<Vec<(u64, u64)>, ZygoteError> {
-        let mut child = self.fork_child(shape)?;
-        // Kept open while it runs: hako's own program, never denied a call it makes.
-        let _listener = child.await_ready(Instant::now() + Duration::from_secs(10))?;
-        // The environment runs get (the zygote's own, without its settings).
-        let env: Vec<(String, String)> = env
-            .iter()
-            .filter(|(name, _)| !name.starts_with("HAKO_"))
-            .cloned()
-            .collect();
-        // A JSON string is a Python string literal.
-        let program = format!(
-            "WARMUP = {}\n{CALIBRATION}",
-            serde_json::Value::String(warmup.to_string())
-        );
-        write_program(&child.program, &env, program.as_bytes())?;
-        child.start()?;
-        let (stdout, _stderr) = child.output.take().ok_or(ZygoteError::Gone)?;
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        let mut seen = Vec::new();
-        while !seen.ends_with(b"calibrated\n") {
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis() as u16;
-            if left == 0 || !wait_readable(stdout.as_fd(), left) {
-                child.retire();
-                return Err(ZygoteError::Start(
-                    "the calibration run did not finish".into(),
-                ));
-            }
-            let mut buf = [0u8; 256];
-            match read(stdout.as_raw_fd(), &mut buf) {
-                Ok(0) | Err(_) => {
-                    child.retire();
-                    return Err(ZygoteError::Start("the calibration run ended early".into()));
-                }
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-        let pages = written_pages(child.host_pid);
-        child.retire();
-        pages.map_err(ZygoteError::CalibrationPages)
-    }
 }
-
-/// The pages `pid` has written since it was forked, as (address, length) ranges: present
-/// pages of its private writable mappings that only it maps. At most 64 MiB.
-fn written_pages(pid: Pid) -> io::Result<Vec<(u64, u64)>> {
-    use std::os::unix::fs::FileExt;
-    const PAGE: u64 = 4096;
-    const PRESENT: u64 = 1 << 63;
-    const EXCLUSIVE: u64 = 1 << 56;
-    const LIMIT: u64 = 16_384;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let mut total = 0;
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(span), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if !(perms.starts_with("rw") && perms.ends_with('p')) {
-            continue;
-        }
-        let Some((start, end)) = span.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-        else {
-            continue;
-        };
-        let mut entries = vec![0u8; ((end - start) / PAGE * 8) as usize];
-        pagemap.read_exact_at(&mut entries, start / PAGE * 8)?;
-        for (i, entry) in entries.chunks_exact(8).enumerate() {
-            let entry = u64::from_le_bytes(entry.try_into().unwrap_or([0; 8]));
-            if entry & PRESENT == 0 || entry & EXCLUSIVE == 0 {
-                continue;
-            }
-            if total == LIMIT {
-                return Ok(ranges);
-            }
-            total += 1;
-            let address = start + i as u64 * PAGE;
-            match ranges.last_mut() {
-                Some((first, len)) if *first + *len == address => *len += PAGE,
-                _ => ranges.push((address, PAGE)),
-            }
-        }
-    }
-    Ok(ranges)
-}
-
-/// hako's calibration program: a Dify-style template with a trivial `main`; then it says
-/// "calibrated" and waits to be inspected.
-const CALIBRATION: &str = include_str!("calibration.py");
 
 impl Drop for Zygote {
     fn drop(&mut self) {
         self.prepared = None;
         self.last = None;
-        let _ = nix::sys::signal::kill(self.init, nix::sys::signal::Signal::SIGKILL);
-        if let Some(init) = self.guard.0.take() {
-            let _ = nix::sys::wait::waitpid(init, None);
+        match &mut self.owner {
+            Owner::Jail { init, guard } => {
+                let _ = nix::sys::signal::kill(*init, nix::sys::signal::Signal::SIGKILL);
+                if let Some(init) = guard.0.take() {
+                    let _ = nix::sys::wait::waitpid(init, None);
+                }
+            }
+            Owner::Worker(handle) => {
+                handle.kill();
+                handle.wait_exit(2_000);
+            }
         }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.remove();
@@ -806,99 +722,6 @@ impl Drop for RemoveOnError {
             }
         }
     }
-}
-
-/// A pidfd (the zygote opens it right after the fork and passes it on): signals reach exactly
-/// that process, even after it was reaped and its pid reused.
-struct ProcessHandle(OwnedFd);
-
-impl ProcessHandle {
-    /// The process's pid in our namespace; `None` once it has been reaped.
-    fn pid(&self) -> Option<Pid> {
-        let info =
-            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.0.as_raw_fd())).ok()?;
-        let pid = info
-            .lines()
-            .find_map(|l| l.strip_prefix("Pid:"))?
-            .trim()
-            .parse::<i32>()
-            .ok()?;
-        (pid > 0).then(|| Pid::from_raw(pid))
-    }
-
-    fn kill(&self) {
-        // SAFETY: pidfd_send_signal only signals the process behind our pidfd.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-    }
-
-    /// Waits up to `ms` for the process to end (its memory and namespaces are released by
-    /// then); true when it has.
-    fn wait_exit(&self, ms: u16) -> bool {
-        wait_readable(self.0.as_fd(), ms)
-    }
-}
-
-/// Waits up to `ms` for `fd` to be readable (or hung up); true when it is, and on a poll
-/// error (the caller's next read then reports it).
-fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, ms: u16) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    loop {
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(n) => return n > 0,
-            Err(Errno::EINTR) => continue,
-            Err(_) => return true,
-        }
-    }
-}
-
-/// The single child of `parent` (host pids), from /proc.
-fn only_child(parent: Pid) -> Result<Pid, String> {
-    let path = format!("/proc/{parent}/task/{parent}/children");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    let mut pids = text
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok());
-    match (pids.next(), pids.next()) {
-        (Some(pid), None) => Ok(Pid::from_raw(pid)),
-        (None, _) => Err("no child".into()),
-        (Some(_), Some(_)) => Err("more than one child".into()),
-    }
-}
-
-fn empty_memfd() -> Result<OwnedFd, ZygoteError> {
-    let name = c"hako-program";
-    // SAFETY: memfd_create returns a new descriptor or -1; we take ownership of it.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(ZygoteError::Memfd(io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Writes the run's environment and program for the child: u32 length of the environment's
-/// JSON, that JSON, then the program. Written at offset 0; the child reads from there.
-fn write_program(
-    program: &OwnedFd,
-    env: &[(String, String)],
-    code: &[u8],
-) -> Result<(), ZygoteError> {
-    let env = serde_json::to_vec(env).map_err(ProtocolError::from)?;
-    let mut payload = Vec::with_capacity(4 + env.len() + code.len());
-    payload.extend_from_slice(&(env.len() as u32).to_le_bytes());
-    payload.extend_from_slice(&env);
-    payload.extend_from_slice(code);
-    let file = std::fs::File::from(program.try_clone().map_err(ZygoteError::Memfd)?);
-    std::os::unix::fs::FileExt::write_all_at(&file, &payload, 0).map_err(ZygoteError::Memfd)
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 # control.rs), its only specification: one SEQPACKET datagram per message, first byte the
 # message's name, then its body; descriptors as SCM_RIGHTS. This file speaks SETTINGS ("W",
 # received once, first), ZYGOTE_READY ("Z"), FORK ("F", 4 descriptors), FORKED ("P", a
-# pidfd), ERROR ("E") and EXITED ("X", i32 code, i32 signal, u64 cpu_ms, u64 max_rss_bytes,
-# little-endian, sent after wait4). A run child's program never holds a control socket.
+# pidfd), WORKER ("A", 1 descriptor: fork a worker zygote that speaks on it; it says
+# ZYGOTE_READY with a pidfd of itself), ERROR ("E") and EXITED ("X", i32 code, i32 signal,
+# u64 cpu_ms, u64 max_rss_bytes, little-endian, sent after wait4). A run child's program
+# never holds a control socket.
 import atexit
 import builtins
 import ctypes
@@ -17,6 +19,7 @@ import os
 import random
 import resource
 import select
+import signal
 import socket
 import struct
 import sys
@@ -27,8 +30,8 @@ import types
 LIBRARY = os.environ.pop("HAKO_ZYGOTE_LIBRARY")
 PROGRAM_PATH = "/sandbox/main.py"
 
-MSG_SETTINGS, MSG_ZYGOTE_READY, MSG_FORK, MSG_FORKED, MSG_ERROR, MSG_EXITED = (
-    b"W", b"Z", b"F", b"P", b"E", b"X")
+MSG_SETTINGS, MSG_ZYGOTE_READY, MSG_FORK, MSG_FORKED, MSG_ERROR, MSG_EXITED, MSG_WORKER = (
+    b"W", b"Z", b"F", b"P", b"E", b"X", b"A")
 
 _control = socket.socket(fileno=3)
 
@@ -151,6 +154,22 @@ def _child(params, fds):
     _run_program(data[4 + env_len:].decode("utf-8", "surrogateescape"))
 
 
+def _worker(fd):
+    # A worker zygote: a copy of this preloaded process (its pages shared copy-on-write) that
+    # forks run children for a helper of its own, on the socket `fd`.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    if os.fork() != 0:
+        os.close(fd)
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a worker reaps its run children itself
+    os.dup2(fd, _control.fileno())  # its own socket replaces the parent's
+    os.close(fd)
+    pidfd = os.pidfd_open(os.getpid())
+    _control.sendmsg([MSG_ZYGOTE_READY + b"[]"],
+                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pidfd))])
+    os.close(pidfd)
+
+
 def _fork(poller, children):
     fd_size = struct.calcsize("i")
     message, ancillary, _flags, _addr = _control.recvmsg(1 << 20, socket.CMSG_SPACE(4 * fd_size))
@@ -161,6 +180,9 @@ def _fork(poller, children):
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(data) - len(data) % fd_size
             fds.extend(struct.unpack("%di" % (usable // fd_size), data[:usable]))
+    if message == MSG_WORKER and len(fds) == 1 and not children:
+        _worker(fds[0])
+        return
     if message[:1] != MSG_FORK or len(fds) != 4:
         for fd in fds:
             os.close(fd)

@@ -123,6 +123,7 @@ impl PackageManager {
         let data = &self.inner.python_data;
         crate::provision::build_caches(&inputs.interpreter, tmp, content, PYTHON_SITE)?;
         crate::provision::provision_data(&inputs.interpreter, tmp, data)?;
+        crate::provision::hand_data_to(tmp, self.inner.data_owner)?;
         Ok(crate::provision::data_variables(tmp, data))
     }
 

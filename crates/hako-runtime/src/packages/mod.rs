@@ -265,6 +265,8 @@ struct Inner {
     node_requirements: PathBuf,
     /// Data provisioned into Python environments (`hako.python_data`).
     python_data: Vec<crate::provision::DataItem>,
+    /// The host id that owns provisioned data (root inside the jail).
+    data_owner: Option<u32>,
     slots: [Slot; 2],
     /// Set by [`PackageManager::start`]: an installer will build what is pending.
     installer: std::sync::atomic::AtomicBool,
@@ -303,6 +305,7 @@ impl PackageManager {
                 node,
                 node_requirements: config.hako.nodejs_requirements.clone(),
                 python_data: config.hako.python_data.clone(),
+                data_owner: crate::provision::data_owner(config),
                 slots: [Slot::new(), Slot::new()],
                 installer: std::sync::atomic::AtomicBool::new(false),
             }),

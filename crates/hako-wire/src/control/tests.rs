@@ -18,6 +18,7 @@ fn sample(kind: Kind) -> Message {
         Kind::Forked => Message::Forked,
         Kind::Settings => Message::Settings(b"{}".to_vec()),
         Kind::ZygoteReady => Message::ZygoteReady(vec!["numpy: ImportError".into()]),
+        Kind::Worker => Message::Worker,
     }
 }
 
@@ -104,6 +105,9 @@ fn expected(channel: Channel, state: State, kind: Kind) -> bool {
     )
 }
 
+/// The states of the three channels: 5 (jail, including Ended twice) + 5 (zygote child) + 4.
+const STATES: usize = 14;
+
 #[test]
 fn every_message_out_of_its_state_is_rejected_and_changes_nothing() {
     let mut checked = 0;
@@ -137,8 +141,8 @@ fn every_message_out_of_its_state_is_rejected_and_changes_nothing() {
             }
         }
     }
-    // 5 + 5 + 4 states (including Ended twice on the jail channel), 10 messages each.
-    assert_eq!(checked, 14 * 10);
+    // Every state of every channel (Ended counted per channel), every message.
+    assert_eq!(checked, STATES * Kind::ALL.len());
 }
 
 #[test]
