@@ -248,7 +248,10 @@ fn probe_cgroups(root: &Path) -> LayerReport {
         (true, true) => (LayerState::Enforced, support.detail),
         (false, false) => (
             LayerState::Degraded,
-            format!("rlimits only: {}", support.detail),
+            format!(
+                "rlimits and the supervisor's memory guard only: {}",
+                support.detail
+            ),
         ),
         _ => (
             LayerState::Degraded,

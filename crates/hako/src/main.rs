@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 mod bench;
+mod cgroups;
 mod mcp;
 
 #[derive(Parser)]
@@ -58,6 +59,9 @@ enum Command {
     /// Internal: a jail helper that relays input and output while the program runs.
     #[command(name = "__live", hide = true)]
     Live,
+    /// Internal: keeps a private cgroup2 mount over the given root (a read-only cgroup2).
+    #[command(name = "__cgroup-mount", hide = true)]
+    CgroupMount { root: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +110,9 @@ fn main() {
         Command::Jail => std::process::exit(hako_jail::helper::main()),
         Command::Zygote => std::process::exit(hako_jail::zygote::main()),
         Command::Live => std::process::exit(hako_jail::live::main()),
+        Command::CgroupMount { ref root } => {
+            std::process::exit(hako_jail::cgroup_setup::keeper_main(root))
+        }
         _ => {}
     }
     // The log format comes from the configuration (hako.log_format / HAKO_LOG_FORMAT);
@@ -147,7 +154,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Packages {
             action: PackagesAction::Install,
         } => install_packages(cli.config.as_deref()),
-        Command::Jail | Command::Zygote | Command::Live => {
+        Command::Jail | Command::Zygote | Command::Live | Command::CgroupMount { .. } => {
             unreachable!("handled before logging starts")
         }
     }
@@ -236,7 +243,9 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
 }
 
 fn serve_mcp(config_path: Option<&Path>) -> Result<i32> {
-    let config = load_config(config_path, true)?;
+    let mut config = load_config(config_path, true)?;
+    // Keeps the private cgroup2's keeper (if any) for the server's life.
+    let _cgroups = cgroups::prepare(&mut config, true);
     check_layers(&config)?;
     let executor = executor(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -331,7 +340,7 @@ fn profile(config_path: Option<&Path>, args: ProfileArgs) -> Result<i32> {
 }
 
 fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
-    let config = load_config(config_path, false)?;
+    let mut config = load_config(config_path, false)?;
     if let Some(language) = policy {
         let extra = config
             .allowed_syscalls
@@ -346,6 +355,7 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
         println!("{text}");
         return Ok(0);
     }
+    let cgroups = cgroups::prepare(&mut config, false);
     let reports = hako_jail::probe::probe_all(&config.hako.cgroup_root);
     for report in &reports {
         println!(
@@ -356,6 +366,9 @@ fn doctor(config_path: Option<&Path>, policy: Option<&str>) -> Result<i32> {
         );
     }
     print_cpu_limit(&config);
+    if let Some(line) = &cgroups.degraded {
+        println!("{:<28} {:<9} {line}", "memory limit", "guard");
+    }
     let executor = executor(config.clone())?;
     for language in [Language::Python3, Language::Nodejs] {
         match executor.adapter(language) {
@@ -503,7 +516,8 @@ fn print_packages(executor: &Executor, language: Language) {
 }
 
 fn serve(config_path: Option<&Path>) -> Result<i32> {
-    let config = load_config(config_path, true)?;
+    let mut config = load_config(config_path, true)?;
+    let cgroups = cgroups::prepare(&mut config, true);
     check_layers(&config)?;
     print_cpu_limit(&config);
     let executor = executor(config.clone())?;
@@ -533,7 +547,14 @@ fn serve(config_path: Option<&Path>) -> Result<i32> {
         let readiness = readiness(executor.clone(), config.hako.mode == ExecMode::Zygote);
         let state = hako_api::AppState::new(std::sync::Arc::new(config), executor.clone())
             .with_dependencies(std::sync::Arc::new(packages))
-            .with_readiness(readiness);
+            .with_readiness(std::sync::Arc::new(hako_api::WithDegraded {
+                source: readiness,
+                degraded: cgroups
+                    .degraded
+                    .iter()
+                    .map(|line| hako_api::NotReady::new("cgroups", line.clone()))
+                    .collect(),
+            }));
         let served = hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await;
         // Warm workers, helpers that answered the last runs and the egress guard finish
         // their clean-up before we exit: a clean stop leaves nothing behind.

@@ -32,6 +32,7 @@ use std::time::Instant;
 
 pub mod ids;
 pub mod live;
+pub mod memory_guard;
 mod supervise;
 
 pub(crate) use supervise::*;
@@ -314,6 +315,11 @@ fn prepare_and_run(
             mode: spec.seccomp.mode,
             target: init,
             started,
+            memory_guard: memory_guard::MemoryGuard::for_run(
+                coverage.memory,
+                spec.limits.memory_bytes,
+                init,
+            ),
         };
         let channel = Supervised {
             control: &control,
