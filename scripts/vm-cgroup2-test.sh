@@ -5,7 +5,9 @@
 #
 # The suite: the jail's memory and pids limits in spawn and zygote mode, the per-run peak
 # memory in zygote mode, the zygote's leak tests, the server in zygote mode with the Node
-# pool, and a check that no run cgroup or process is left behind. The guest prints one
+# pool, a server shaped like a container (read-only cgroup2, own cgroup namespace, no
+# CAP_SYS_ADMIN) that mounts its own cgroup2, and a check that no run cgroup or process is
+# left behind. The guest prints one
 # `hako-vm: RESULT pass|fail` line on its serial console, which this script parses.
 #
 # The kernel, a debootstrap root filesystem and a small initramfs are cached in
@@ -46,6 +48,7 @@ SUITE=(
   warm:a_run_leaves_nothing_running_for_the_next_one
   warm:a_run_holding_every_pid_does_not_cost_the_zygote
   warm:each_run_reports_its_own_peak_memory
+  cgroup_private:a_read_only_cgroup2_gets_a_private_mount_and_per_run_cgroups
 )
 # shellcheck disable=SC2206
 [ -n "${HAKO_VM_TESTS:-}" ] && SUITE=(${HAKO_VM_TESTS})
@@ -207,7 +210,7 @@ make_job() {
   log "building hako, its zygote library and the test binaries"
   bounded 1800 cargo build --locked -p hako -p hako-zygote 2>&1 | tail -3
   local json
-  json=$(bounded 1800 cargo test --no-run --locked -p hako --test jail --test warm \
+  json=$(bounded 1800 cargo test --no-run --locked -p hako --test jail --test warm --test cgroup_private \
     --message-format=json 2>/dev/null)
   JOB=$(mktemp -d /tmp/hako-vm-job.XXXXXX)
   local binaries
