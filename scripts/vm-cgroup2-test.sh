@@ -18,6 +18,10 @@
 #                          which resets memory.peak per open file; bookworm gives 6.1)
 #   HAKO_VM_TIMEOUT        seconds the guest may run (default 1500)
 #   HAKO_VM_TESTS          tests to run instead of the suite, "binary:exact-name" words
+#   HAKO_VM_CONTAINER      1: instead of the suite, the image HAKO_TEST_IMAGE (built on the
+#                          host, e.g. by scripts/container-test.sh) under podman in the guest
+#                          with no cgroup bind (hako mounts its own cgroup2), and the
+#                          Kubernetes pod spec under `podman kube play` (scripts/vm-container-job.sh)
 #
 #   scripts/vm-cgroup2-test.sh --prepare   only fetches and builds the cached guest
 set -euo pipefail
@@ -284,6 +288,47 @@ boot() {
 
 cleanup() { [ -n "${JOB:-}" ] && rm -rf "$JOB"; return 0; }
 
+# The guest's disk plus Debian's podman and runc (HAKO_VM_CONTAINER=1), made once from the
+# base disk with the host's apt (the guest has no network).
+PODMAN_REV=1
+make_container_rootfs() {
+  local base=$ROOTFS mnt
+  ROOTFS=$CACHE/rootfs-$KVER-r$ROOTFS_REV-podman-r$PODMAN_REV.img
+  [ -s "$ROOTFS" ] && return 0
+  log "adding podman to a copy of the guest's disk (once per machine)"
+  cp --sparse=always "$base" "$ROOTFS.tmp"
+  truncate -s 6G "$ROOTFS.tmp"
+  e2fsck -pf "$ROOTFS.tmp" >/dev/null || true
+  resize2fs -f "$ROOTFS.tmp" >/dev/null
+  mnt=$(mktemp -d /tmp/hako-vm-rootfs.XXXXXX)
+  mount -o loop "$ROOTFS.tmp" "$mnt"
+  mount --bind /proc "$mnt/proc" && mount --bind /dev "$mnt/dev"
+  cp /etc/resolv.conf "$mnt/etc/resolv.conf"
+  local ok=0
+  chroot "$mnt" bash -c 'export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends podman runc conmon \
+      uidmap golang-github-containers-common containernetworking-plugins catatonit iptables >/dev/null
+    apt-get clean; rm -rf /var/lib/apt/lists/*' && ok=1
+  umount "$mnt/proc" "$mnt/dev" "$mnt"
+  rmdir "$mnt"
+  [ "$ok" = 1 ] || { rm -f "$ROOTFS.tmp"; die "installing podman into the guest's disk failed"; }
+  mv "$ROOTFS.tmp" "$ROOTFS"
+}
+
+# The image (saved from the host's podman) and the guest's container job.
+make_container_job() {
+  local image=${HAKO_TEST_IMAGE:-localhost/hako:container-test}
+  JOB=$(mktemp -d /tmp/hako-vm-job.XXXXXX)
+  log "saving $image for the guest"
+  bounded 600 podman save --format docker-archive -o "$JOB/image.tar" "$image" \
+    || die "podman save $image failed (build it with scripts/container-test.sh)"
+  command -v kubectl >/dev/null && kubectl kustomize deploy/kubernetes >"$JOB/rendered.yaml"
+  {
+    printf 'IMAGE=%q\n' "$image"
+    cat scripts/vm-container-job.sh
+  } >"$JOB/job.sh"
+}
+
 main() {
   local started=$SECONDS
   trap cleanup EXIT
@@ -292,8 +337,17 @@ main() {
   fetch_kernel
   make_rootfs
   make_initramfs
-  [ "${1:-}" = --prepare ] && { log "prepared in $((SECONDS - started)) s"; return 0; }
-  make_job
+  if [ "${1:-}" = --prepare ]; then
+    [ "${HAKO_VM_CONTAINER:-0}" = 1 ] && make_container_rootfs
+    log "prepared in $((SECONDS - started)) s"
+    return 0
+  fi
+  if [ "${HAKO_VM_CONTAINER:-0}" = 1 ]; then
+    make_container_rootfs
+    make_container_job
+  else
+    make_job
+  fi
   boot
   log "passed in $((SECONDS - started)) s"
 }
