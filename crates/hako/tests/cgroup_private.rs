@@ -117,6 +117,13 @@ fn start_contained(cgroup: &Path) -> Contained {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    // Stopped on drop, also when it never listens.
+    let contained = Contained {
+        child,
+        port,
+        key,
+        _dir: dir,
+    };
     let deadline = common::startup_deadline(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -125,12 +132,7 @@ fn start_contained(cgroup: &Path) -> Contained {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Contained {
-        child,
-        port,
-        key,
-        _dir: dir,
-    }
+    contained
 }
 
 #[test]
