@@ -32,9 +32,14 @@ print("survived", len(b))
 
 fn config(cgroup_root: &std::path::Path, mode: &str) -> String {
     format!(
-        "max_workers: 4\nhako:\n  mode: {mode}\n  cgroup_root: {}\n  limits:\n    memory_mb: 128\n",
+        "{}  cgroup_root: {}\n",
+        config_mode(mode),
         cgroup_root.display()
     )
+}
+
+fn config_mode(mode: &str) -> String {
+    format!("max_workers: 4\nhako:\n  mode: {mode}\n  limits:\n    memory_mb: 128\n")
 }
 
 fn body(language: &str, code: &str) -> Value {
@@ -110,4 +115,55 @@ fn doctor_names_the_memory_guard_without_cgroups() {
         .find(|l| l.starts_with("memory limit"))
         .unwrap_or_default();
     assert!(line.contains("guard"), "{text}");
+}
+
+/// A cgroup v1 container without its bind mounts: every cgroup hierarchy is there but
+/// read-only. Runs are limited by the guard (before, every run failed to create its group).
+#[test]
+fn a_read_only_cgroupfs_falls_back_to_the_memory_guard() {
+    if !can_run_jail() {
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("skipped: no cgroup v1 memory hierarchy (cgroup v2 takes a private mount)");
+        return;
+    }
+    let port = common::free_port();
+    let key = format!("test-key-{port}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+    let yaml = format!(
+        "app:\n  port: {port}\n  key: {key}\n{}",
+        config_mode("spawn")
+    );
+    std::fs::write(dir.path().join("conf/config.yaml"), yaml).unwrap();
+    let script = format!(
+        "for m in $(awk '$2 ~ \"^/sys/fs/cgroup/\" {{print $2}}' /proc/self/mounts); do \
+         mount -o remount,bind,ro \"$m\" || exit 1; done; exec {} serve",
+        common::HAKO
+    );
+    let child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .current_dir(dir.path())
+        .env("HAKO_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let server = Server {
+        port,
+        key,
+        child,
+        dir,
+    };
+    let deadline = common::startup_deadline(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no server");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bomb = post_run(&server, &body("python3", PYTHON_BOMB));
+    assert_eq!(bomb["status"], "memory_limit", "{bomb}");
+    let fine = post_run(&server, &body("python3", "print('fine')"));
+    assert_eq!(fine["stdout"], "fine\n", "{fine}");
+    let ready = get_json(&server.url("/ready"));
+    let reason = ready["degraded"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("bind-mount"), "{ready}");
 }

@@ -361,7 +361,10 @@ pub(crate) fn create_cgroup(
             eprintln!("hako jail: running without cgroup limits: {err}");
             None
         }
-        Err(_) if support.version.is_none() => None,
+        // No hierarchy, or none hako may write (a read-only cgroupfs in a container): the
+        // rlimits and the supervisor's memory guard limit the run (said at start, in
+        // `hako doctor` and in /ready).
+        Err(_) if !support.memory && !support.pids => None,
         Err(err) => return Err(err.into()),
     };
     let coverage = CgroupCoverage {
