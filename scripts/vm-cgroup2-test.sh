@@ -319,9 +319,24 @@ make_container_rootfs() {
 make_container_job() {
   local image=${HAKO_TEST_IMAGE:-localhost/hako:container-test}
   JOB=$(mktemp -d /tmp/hako-vm-job.XXXXXX)
-  log "saving $image for the guest"
+  # The image goes into a copy of the guest's disk at the host's speed (a `podman load`
+  # under TCG takes longer than the whole guest may run).
+  log "loading $image into a copy of the guest's disk"
   bounded 600 podman save --format docker-archive -o "$JOB/image.tar" "$image" \
     || die "podman save $image failed (build it with scripts/container-test.sh)"
+  cp --sparse=always "$ROOTFS" "$JOB/disk.img"
+  local mnt ok=0
+  mnt=$(mktemp -d /tmp/hako-vm-rootfs.XXXXXX)
+  mount -o loop "$JOB/disk.img" "$mnt"
+  mount --bind /proc "$mnt/proc" && mount --bind /dev "$mnt/dev" && mount --bind /sys "$mnt/sys" &&
+    mount -t tmpfs tmpfs "$mnt/run"
+  cp "$JOB/image.tar" "$mnt/var/tmp/image.tar"
+  chroot "$mnt" podman --events-backend file load -i /var/tmp/image.tar >/dev/null && ok=1
+  rm -f "$mnt/var/tmp/image.tar" "$JOB/image.tar"
+  umount "$mnt/run" "$mnt/sys" "$mnt/proc" "$mnt/dev" "$mnt"
+  rmdir "$mnt"
+  [ "$ok" = 1 ] || die "podman load into the guest's disk failed"
+  ROOTFS=$JOB/disk.img
   command -v kubectl >/dev/null && kubectl kustomize deploy/kubernetes >"$JOB/rendered.yaml"
   {
     printf 'IMAGE=%q\n' "$image"

@@ -85,8 +85,7 @@ while True:
 podman_run() {
   local t0
   t0=$(date +%s)
-  "${P[@]}" load -i /job/image.tar >/dev/null 2>/tmp/load.log || { bad "podman load: $(tail -3 /tmp/load.log)"; return; }
-  say "podman: image loaded in $(($(date +%s) - t0)) s, $("${P[@]}" image inspect -f '{{.Size}}' "$IMAGE") bytes"
+  say "podman: image $IMAGE, $("${P[@]}" image inspect -f '{{.Size}}' "$IMAGE" 2>&1) bytes"
   "${P[@]}" run -d --name hako-vm --network host --no-healthcheck \
     --security-opt seccomp="$REPO/deploy/seccomp/hako.json" --security-opt 'unmask=/proc/*' \
     --security-opt no-new-privileges --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL \
