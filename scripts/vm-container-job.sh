@@ -12,8 +12,8 @@ P=(podman --runtime runc --cgroup-manager cgroupfs --events-backend file)
 KEY=vm-container-key
 REPO=$PWD
 
-cat >/tmp/http.py <<'EOF'
-# http.py METHOD URL [BODY]: prints "STATUS BODY" (status 0 when unreachable)
+cat >/tmp/hako_vm_http.py <<'EOF'
+# hako_vm_http.py METHOD URL [BODY]: prints "STATUS BODY" (status 0 when unreachable)
 import json, sys, urllib.request, urllib.error
 method, url = sys.argv[1], sys.argv[2]
 data = sys.argv[3].encode() if len(sys.argv) > 3 else None
@@ -28,7 +28,7 @@ except urllib.error.HTTPError as e:
 except Exception as e:
     print(0, repr(e))
 EOF
-http() { python3 /tmp/http.py "$@"; }
+http() { python3 /tmp/hako_vm_http.py "$@"; }
 run_json() { python3 -c 'import json, sys; print(json.dumps({"language": "python3", "code": sys.argv[1], "enable_network": False}))' "$1"; }
 # field EXPR: evaluates EXPR on the JSON body of the answer on stdin ("a"), prints the result.
 field() { python3 -c 'import json, sys; s, _, b = sys.stdin.read().partition(" "); a = json.loads(b) if b.strip().startswith(("{", "[", "\"")) else None; print(eval(sys.argv[1]))' "$1"; }
