@@ -88,7 +88,7 @@ podman_run() {
   say "podman: image $IMAGE, $("${P[@]}" image inspect -f '{{.Size}}' "$IMAGE" 2>&1) bytes"
   "${P[@]}" run -d --name hako-vm --network host --no-healthcheck \
     --security-opt seccomp="$REPO/deploy/seccomp/hako.json" --security-opt 'unmask=/proc/*' \
-    --security-opt no-new-privileges --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL \
+    --security-opt no-new-privileges --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add SETFCAP \
     --ulimit nofile=20000:20000 -e API_KEY="$KEY" -e WORKER_TIMEOUT=60 -e SANDBOX_PORT=8194 \
     "$IMAGE" >/dev/null 2>/tmp/run.log || { bad "podman run: $(tail -3 /tmp/run.log)"; return; }
   if wait_ready 8194; then
@@ -122,6 +122,9 @@ for d in keep:
         d = d.replace("replicas: 2", "replicas: 1")
         d = re.sub(r"image: \S+", "image: " + image, d)
         d = d.replace("imagePullPolicy: Always", "imagePullPolicy: Never")
+        # The guest has no network: the pod shares the guest's (no port mapping).
+        d = re.sub(r"\n( *)ports:\n *- containerPort: 8194\n *name: http\n", "\n", d)
+        d = re.sub(r"\n( *)- KILL\n", r"\n\1- KILL\n\1- SETFCAP\n", d)
     out.append(d)
 out.append("apiVersion: v1\nkind: Secret\nmetadata:\n  name: hako-api-key\nstringData:\n  api-key: " + key + "\n")
 print("\n---\n".join(out))
