@@ -168,7 +168,7 @@ run_options() {
     --security-opt "$unmask"
     --security-opt no-new-privileges
     --cap-drop ALL
-    --cap-add SETUID --cap-add SETGID --cap-add KILL
+    --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add SETFCAP
   )
   delegate_cgroups
 }

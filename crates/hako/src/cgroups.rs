@@ -69,8 +69,9 @@ fn hint(version: Option<CgroupVersion>) -> &'static str {
              /sys/fs/cgroup/memory and /sys/fs/cgroup/pids (docs/deploy.md)"
         }
         Some(CgroupVersion::V2) => {
-            "; for cgroup limits, give the container a writable (delegated) cgroup2 or allow \
-             unshare and mount in its seccomp profile (docs/deploy.md)"
+            "; for cgroup limits, give the container CAP_SETFCAP and unshare and mount in its \
+             seccomp profile (hako mounts a private cgroup2), or a writable cgroup2 \
+             (docs/deploy.md)"
         }
         None => "",
     }

@@ -7,7 +7,8 @@
 //! small keeper process (`hako __cgroup-mount <root>`) does that in a private mount namespace
 //! and then waits; the server and its helpers reach the mount through the keeper's root,
 //! `/proc/<keeper>/root/<root>`, as their cgroup root. The keeper ends when the server does
-//! (its stdin closes, or its parent dies).
+//! (its stdin closes, or its parent dies). Mapping the container's root (uid 0) into the
+//! keeper's user namespace needs `CAP_SETFCAP` (Linux 5.12+).
 //!
 //! What runs in the container's own cgroup (the server, the keeper) is moved to a leaf by
 //! the first run (cgroup v2's "no internal processes" rule), and `memory pids cpu` are
