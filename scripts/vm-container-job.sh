@@ -106,7 +106,7 @@ podman_run() {
 }
 
 # The rendered manifests' Deployment and ConfigMaps, made playable here: one replica, the
-# local image, a Secret for the key, the seccomp profile from the repository.
+# local image, a podman secret for the key, the seccomp profile from the repository.
 kube_play() {
   [ -s /job/rendered.yaml ] || { bad "kube: no rendered manifests (kubectl missing on the host)"; return; }
   mkdir -p /tmp/kube/profiles
@@ -126,9 +126,11 @@ for d in keep:
         d = re.sub(r"\n( *)ports:\n *- containerPort: 8194\n *name: http\n", "\n", d)
         d = re.sub(r"\n( *)- KILL\n", r"\n\1- KILL\n\1- SETFCAP\n", d)
     out.append(d)
-out.append("apiVersion: v1\nkind: Secret\nmetadata:\n  name: hako-api-key\nstringData:\n  api-key: " + key + "\n")
 print("\n---\n".join(out))
 EOF
+  # podman 4.3 takes a secretKeyRef from a podman secret holding the Secret as JSON.
+  printf '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"hako-api-key"},"data":{"api-key":"%s"}}' \
+    "$(printf %s "$KEY" | base64 -w0)" | "${P[@]}" secret create hako-api-key - >/dev/null
   grep -q '^containers:' /etc/subuid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subuid
   grep -q '^containers:' /etc/subgid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subgid
   if ! "${P[@]}" kube play --network host --seccomp-profile-root /tmp/kube \
