@@ -5,7 +5,9 @@
 #
 # The suite: the jail's memory and pids limits in spawn and zygote mode, the per-run peak
 # memory in zygote mode, the zygote's leak tests, the server in zygote mode with the Node
-# pool, and a check that no run cgroup or process is left behind. The guest prints one
+# pool, a server shaped like a container (read-only cgroup2, own cgroup namespace, no
+# CAP_SYS_ADMIN) that mounts its own cgroup2, and a check that no run cgroup or process is
+# left behind. The guest prints one
 # `hako-vm: RESULT pass|fail` line on its serial console, which this script parses.
 #
 # The kernel, a debootstrap root filesystem and a small initramfs are cached in
@@ -16,6 +18,10 @@
 #                          which resets memory.peak per open file; bookworm gives 6.1)
 #   HAKO_VM_TIMEOUT        seconds the guest may run (default 1800)
 #   HAKO_VM_TESTS          tests to run instead of the suite, "binary:exact-name" words
+#   HAKO_VM_CONTAINER      1: instead of the suite, the image HAKO_TEST_IMAGE (built on the
+#                          host, e.g. by scripts/container-test.sh) under podman in the guest
+#                          with no cgroup bind (hako mounts its own cgroup2), and the
+#                          Kubernetes pod spec under `podman kube play` (scripts/vm-container-job.sh)
 #
 #   scripts/vm-cgroup2-test.sh --prepare   only fetches and builds the cached guest
 set -euo pipefail
@@ -49,6 +55,7 @@ SUITE=(
   # The egress guard from a hako holding only a container's capabilities (no CAP_SYS_ADMIN):
   # CLI spawn, server zygote with the Node pool, server spawn.
   network:proxy_runs_need_no_cap_sys_admin_in_any_mode
+  cgroup_private:a_read_only_cgroup2_gets_a_private_mount_and_per_run_cgroups
 )
 # shellcheck disable=SC2206
 [ -n "${HAKO_VM_TESTS:-}" ] && SUITE=(${HAKO_VM_TESTS})
@@ -210,7 +217,7 @@ make_job() {
   log "building hako, its zygote library and the test binaries"
   bounded 1800 cargo build --locked -p hako -p hako-zygote 2>&1 | tail -3
   local json
-  json=$(bounded 1800 cargo test --no-run --locked -p hako --test jail --test warm --test network \
+  json=$(bounded 1800 cargo test --no-run --locked -p hako --test jail --test warm --test network --test cgroup_private \
     --message-format=json 2>/dev/null)
   JOB=$(mktemp -d /tmp/hako-vm-job.XXXXXX)
   local binaries
@@ -284,6 +291,62 @@ boot() {
 
 cleanup() { [ -n "${JOB:-}" ] && rm -rf "$JOB"; return 0; }
 
+# The guest's disk plus Debian's podman and runc (HAKO_VM_CONTAINER=1), made once from the
+# base disk with the host's apt (the guest has no network).
+PODMAN_REV=1
+make_container_rootfs() {
+  local base=$ROOTFS mnt
+  ROOTFS=$CACHE/rootfs-$KVER-r$ROOTFS_REV-podman-r$PODMAN_REV.img
+  [ -s "$ROOTFS" ] && return 0
+  log "adding podman to a copy of the guest's disk (once per machine)"
+  cp --sparse=always "$base" "$ROOTFS.tmp"
+  truncate -s 6G "$ROOTFS.tmp"
+  e2fsck -pf "$ROOTFS.tmp" >/dev/null || true
+  resize2fs -f "$ROOTFS.tmp" >/dev/null
+  mnt=$(mktemp -d /tmp/hako-vm-rootfs.XXXXXX)
+  mount -o loop "$ROOTFS.tmp" "$mnt"
+  mount --bind /proc "$mnt/proc" && mount --bind /dev "$mnt/dev"
+  cp /etc/resolv.conf "$mnt/etc/resolv.conf"
+  local ok=0
+  chroot "$mnt" bash -c 'export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends podman runc conmon \
+      uidmap golang-github-containers-common containernetworking-plugins catatonit iptables >/dev/null
+    apt-get clean; rm -rf /var/lib/apt/lists/*' && ok=1
+  umount "$mnt/proc" "$mnt/dev" "$mnt"
+  rmdir "$mnt"
+  [ "$ok" = 1 ] || { rm -f "$ROOTFS.tmp"; die "installing podman into the guest's disk failed"; }
+  mv "$ROOTFS.tmp" "$ROOTFS"
+}
+
+# The image (saved from the host's podman) and the guest's container job.
+make_container_job() {
+  local image=${HAKO_TEST_IMAGE:-localhost/hako:container-test}
+  JOB=$(mktemp -d /tmp/hako-vm-job.XXXXXX)
+  # The image goes into a copy of the guest's disk at the host's speed (a `podman load`
+  # under TCG takes longer than the whole guest may run).
+  log "loading $image into a copy of the guest's disk"
+  bounded 600 podman save --format docker-archive -o "$JOB/image.tar" "$image" \
+    || die "podman save $image failed (build it with scripts/container-test.sh)"
+  cp --sparse=always "$ROOTFS" "$JOB/disk.img"
+  local mnt ok=0
+  mnt=$(mktemp -d /tmp/hako-vm-rootfs.XXXXXX)
+  mount -o loop "$JOB/disk.img" "$mnt"
+  mount --bind /proc "$mnt/proc" && mount --bind /dev "$mnt/dev" && mount --bind /sys "$mnt/sys" &&
+    mount -t tmpfs tmpfs "$mnt/run"
+  cp "$JOB/image.tar" "$mnt/var/tmp/image.tar"
+  chroot "$mnt" podman --events-backend file load -i /var/tmp/image.tar >/dev/null && ok=1
+  rm -f "$mnt/var/tmp/image.tar" "$JOB/image.tar"
+  umount "$mnt/run" "$mnt/sys" "$mnt/proc" "$mnt/dev" "$mnt"
+  rmdir "$mnt"
+  [ "$ok" = 1 ] || die "podman load into the guest's disk failed"
+  ROOTFS=$JOB/disk.img
+  command -v kubectl >/dev/null && kubectl kustomize deploy/kubernetes >"$JOB/rendered.yaml"
+  {
+    printf 'IMAGE=%q\n' "$image"
+    cat scripts/vm-container-job.sh
+  } >"$JOB/job.sh"
+}
+
 main() {
   local started=$SECONDS
   trap cleanup EXIT
@@ -292,8 +355,17 @@ main() {
   fetch_kernel
   make_rootfs
   make_initramfs
-  [ "${1:-}" = --prepare ] && { log "prepared in $((SECONDS - started)) s"; return 0; }
-  make_job
+  if [ "${1:-}" = --prepare ]; then
+    [ "${HAKO_VM_CONTAINER:-0}" = 1 ] && make_container_rootfs
+    log "prepared in $((SECONDS - started)) s"
+    return 0
+  fi
+  if [ "${HAKO_VM_CONTAINER:-0}" = 1 ]; then
+    make_container_rootfs
+    make_container_job
+  else
+    make_job
+  fi
   boot
   log "passed in $((SECONDS - started)) s"
 }

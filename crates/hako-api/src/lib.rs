@@ -31,7 +31,7 @@ pub use connections::ConnLimits;
 pub use deps::{Dependencies, DependencyReport, DependencyState, NoDependencies};
 pub use metrics::Metrics;
 pub use middleware::{RequestId, MAX_HEADER_BYTES};
-pub use ready::{AlwaysReady, NotReady, Readiness};
+pub use ready::{AlwaysReady, NotReady, Readiness, WithDegraded};
 pub use result::{error_text, RunData};
 pub use run_code::RunCode;
 pub use server::{serve, serve_on, shutdown_signal, ApiError};

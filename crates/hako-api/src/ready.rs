@@ -34,6 +34,26 @@ impl NotReady {
 /// `Fn() -> Vec<NotReady>` implement it.
 pub trait Readiness: Send + Sync + 'static {
     fn not_ready(&self) -> Vec<NotReady>;
+    /// What the server serves without (ready all the same), e.g. per-run cgroups.
+    fn degraded(&self) -> Vec<NotReady> {
+        Vec::new()
+    }
+}
+
+/// A readiness source plus what the server runs without, found once at start.
+pub struct WithDegraded {
+    pub source: std::sync::Arc<dyn Readiness>,
+    pub degraded: Vec<NotReady>,
+}
+
+impl Readiness for WithDegraded {
+    fn not_ready(&self) -> Vec<NotReady> {
+        self.source.not_ready()
+    }
+
+    fn degraded(&self) -> Vec<NotReady> {
+        self.degraded.clone()
+    }
 }
 
 impl<F> Readiness for F
@@ -60,6 +80,8 @@ struct ReadyBody {
     ready: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     not_ready: Vec<NotReady>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    degraded: Vec<NotReady>,
 }
 
 /// 200 `{"ready":true}`, or 503 `{"ready":false,"not_ready":[{component,reason}]}`.
@@ -73,6 +95,7 @@ pub(crate) fn answer(source: &dyn Readiness) -> Response {
     let body = ReadyBody {
         ready: not_ready.is_empty(),
         not_ready,
+        degraded: source.degraded(),
     };
     (status, Json(body)).into_response()
 }
@@ -93,6 +116,23 @@ mod tests {
         let response = answer(&AlwaysReady);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(body_of(response).await, serde_json::json!({"ready": true}));
+    }
+
+    #[tokio::test]
+    async fn degraded_layers_are_listed_and_still_ready() {
+        let source = WithDegraded {
+            source: std::sync::Arc::new(AlwaysReady),
+            degraded: vec![NotReady::new("cgroups", "memory guard")],
+        };
+        let response = answer(&source);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            body_of(response).await,
+            serde_json::json!({
+                "ready": true,
+                "degraded": [{"component": "cgroups", "reason": "memory guard"}]
+            })
+        );
     }
 
     #[tokio::test]

@@ -29,5 +29,5 @@ pub mod zygote;
 pub use hako_wire::spec;
 pub use helper::{ids, live};
 pub use inside::lockdown;
-pub use layers::{cgroup, landlock, mounts, netns, peak, procmask};
+pub use layers::{cgroup, cgroup_setup, landlock, mounts, netns, peak, procmask};
 pub use spec::*;

@@ -346,7 +346,10 @@ fn probe_cgroups(root: &Path) -> LayerReport {
         (true, true) => (LayerState::Enforced, support.detail),
         (false, false) => (
             LayerState::Degraded,
-            format!("rlimits only: {}", support.detail),
+            format!(
+                "rlimits and the supervisor's memory guard only: {}",
+                support.detail
+            ),
         ),
         _ => (
             LayerState::Degraded,
@@ -572,7 +575,9 @@ mod tests {
         let cgroups = &reports[7];
         assert_eq!(cgroups.state, LayerState::Degraded);
         assert!(
-            cgroups.detail.starts_with("rlimits only"),
+            cgroups
+                .detail
+                .starts_with("rlimits and the supervisor's memory guard only"),
             "{}",
             cgroups.detail
         );

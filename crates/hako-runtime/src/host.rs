@@ -29,6 +29,11 @@ pub fn zygote_worker_main() -> i32 {
     hako_jail::zygote::worker_main()
 }
 
+/// `hako __cgroup-mount`: keeps a private cgroup2 mount for the server (see [`crate::cgroups`]).
+pub fn cgroup_keeper_main(root: &std::path::Path) -> i32 {
+    hako_jail::cgroup_setup::keeper_main(root)
+}
+
 pub fn live_helper_main() -> i32 {
     hako_jail::live::main()
 }

@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod agent;
+pub mod cgroups;
 pub mod config;
 pub mod egress;
 pub mod executor;

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use hako_runtime::config::{Config, ConfigError, ExecMode, Loaded, LogFormat, NetworkPolicy};
-use hako_runtime::host;
+use hako_runtime::{cgroups, host};
 use hako_runtime::{ExecOptions, Executor, Language, RunRequest};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -66,6 +66,9 @@ enum Command {
     /// Internal: a jail helper that relays input and output while the program runs.
     #[command(name = "__live", hide = true)]
     Live,
+    /// Internal: keeps a private cgroup2 mount over the given root (a read-only cgroup2).
+    #[command(name = "__cgroup-mount", hide = true)]
+    CgroupMount { root: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +119,7 @@ fn main() {
         Command::ZygoteParent => std::process::exit(host::zygote_parent_main()),
         Command::ZygoteWorker => std::process::exit(host::zygote_worker_main()),
         Command::Live => std::process::exit(host::live_helper_main()),
+        Command::CgroupMount { ref root } => std::process::exit(host::cgroup_keeper_main(root)),
         _ => {}
     }
     // The configuration is loaded once: the log settings and the command read the same copy.
@@ -185,7 +189,8 @@ fn dispatch(command: Command, loaded: LoadResult) -> Result<i32> {
         | Command::Zygote
         | Command::ZygoteParent
         | Command::ZygoteWorker
-        | Command::Live => {
+        | Command::Live
+        | Command::CgroupMount { .. } => {
             unreachable!("handled before logging starts")
         }
     }
@@ -285,7 +290,9 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
 }
 
 fn serve_mcp(loaded: LoadResult) -> Result<i32> {
-    let config = load_config(loaded, true)?;
+    let mut config = load_config(loaded, true)?;
+    // Keeps the private cgroup2's keeper (if any) for the server's life.
+    let _cgroups = cgroups::prepare(&mut config, true);
     check_layers(&config)?;
     let executor = executor(Arc::new(config))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -384,11 +391,13 @@ fn profile(loaded: LoadResult, args: ProfileArgs) -> Result<i32> {
 }
 
 fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
-    let config = Arc::new(load_config(loaded, false)?);
+    let mut config = load_config(loaded, false)?;
     if let Some(language) = policy {
         println!("{}", host::effective_policy(&config, language)?);
         return Ok(0);
     }
+    let cgroups = cgroups::prepare(&mut config, false);
+    let config = Arc::new(config);
     let reports = host::probe_layers(&config);
     for report in &reports {
         println!(
@@ -399,6 +408,9 @@ fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
         );
     }
     print_cpu_limit(&config);
+    if let Some(line) = &cgroups.degraded {
+        println!("{:<28} {:<9} {line}", "memory limit", "guard");
+    }
     let executor = executor(config.clone())?;
     for language in [Language::Python3, Language::Nodejs] {
         match executor.adapter(language) {
@@ -557,7 +569,9 @@ fn print_packages(executor: &Executor, language: Language) {
 }
 
 fn serve(loaded: LoadResult) -> Result<i32> {
-    let config = Arc::new(load_config(loaded, true)?);
+    let mut config = load_config(loaded, true)?;
+    let cgroups = cgroups::prepare(&mut config, true);
+    let config = Arc::new(config);
     check_layers(&config)?;
     print_cpu_limit(&config);
     let executor = executor(config.clone())?;
@@ -588,7 +602,14 @@ fn serve(loaded: LoadResult) -> Result<i32> {
         // The server and the executor share the one loaded configuration.
         let state = hako_api::AppState::new(config, executor.clone())
             .with_dependencies(std::sync::Arc::new(packages))
-            .with_readiness(readiness);
+            .with_readiness(std::sync::Arc::new(hako_api::WithDegraded {
+                source: readiness,
+                degraded: cgroups
+                    .degraded
+                    .iter()
+                    .map(|line| hako_api::NotReady::new("cgroups", line.clone()))
+                    .collect(),
+            }));
         let served = hako_api::serve_on(listener, state, hako_api::shutdown_signal()).await;
         // Warm workers, helpers that answered the last runs and the egress guard finish
         // their clean-up before we exit: a clean stop leaves nothing behind.

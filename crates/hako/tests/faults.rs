@@ -354,7 +354,8 @@ fn a_zygote_that_cannot_start_backs_off_leaves_no_cgroup_and_says_so() {
     let failed_starts = || metric(&server, "hako_zygote_failed_starts_total");
     // Only this server's zygote helpers count (other servers on the host have their own):
     // the groups named after one that is gone, once the server is done reaping it.
-    let zygote_helpers = HelperLog::start(server.pid(), "__zygote");
+    // The warm-up runs in each pool's preloaded parent: its helper is the one that fails.
+    let zygote_helpers = HelperLog::start(server.pid(), "__zygote-parent");
     let leaked = || -> Vec<String> { cgroups_of_helpers(&zygote_helpers.gone(server.pid())) };
     let settled_leaks = || {
         wait_for(Duration::from_secs(5), || leaked().is_empty().then_some(()))
@@ -531,6 +532,18 @@ fn a_stopped_zygote_never_holds_a_request_past_its_timeout() {
 }
 
 /// The jail helpers under the server whose command line holds `subcommand`.
+/// Whether the cgroup of a program of the test's under `server` is named after `helper`
+/// (a worker zygote's run child lives in its worker's group).
+fn supervises_program(server: u32, helper: u32) -> bool {
+    descendants(server)
+        .into_iter()
+        .filter(|&pid| comm(pid) == PROGRAM_NAME)
+        .any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.contains(&format!("/zygote-{helper}-")))
+        })
+}
+
 fn helpers(server: u32, subcommand: &str) -> Vec<u32> {
     descendants(server)
         .into_iter()
@@ -608,7 +621,14 @@ fn killed_helper_leaves_no_cgroup(mode: &str, subcommand: &str) {
     .expect("the run never started");
     let helper = helpers(pid, subcommand)
         .into_iter()
-        .find(|h| mode == "zygote" || !before.contains(h))
+        .find(|&h| {
+            if mode == "zygote" {
+                // The worker zygote's helper whose group holds the run's program.
+                supervises_program(pid, h)
+            } else {
+                !before.contains(&h)
+            }
+        })
         .expect("no helper found");
     // The exact groups of this helper, by name, while its run is live.
     let groups: Vec<String> = hako_cgroups()
@@ -664,5 +684,5 @@ fn a_killed_zygote_helper_leaves_no_cgroup() {
     if !can_run_jail() {
         return;
     }
-    killed_helper_leaves_no_cgroup("zygote", "__zygote");
+    killed_helper_leaves_no_cgroup("zygote", "__zygote-worker");
 }

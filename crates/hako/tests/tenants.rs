@@ -173,7 +173,9 @@ fn concurrent_cli_runs_get_distinct_host_uids() {
     if !can_run_jail() {
         return;
     }
-    let code = "import time\nprint(open('/proc/self/uid_map').read().split()[1], flush=True)\n\
+    // The line of the map that holds the run's own uid (provisioned data has a line of its own).
+    let code = "import os, time\nuid = str(os.getuid())\n\
+print(next(l.split()[1] for l in open('/proc/self/uid_map') if l.split()[0] == uid), flush=True)\n\
 time.sleep(3)\n";
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| run("python3", code, &[]));

@@ -35,6 +35,7 @@ use std::time::Instant;
 
 pub mod ids;
 pub mod live;
+pub mod memory_guard;
 mod supervise;
 
 pub(crate) use supervise::*;
@@ -360,6 +361,11 @@ fn prepare_and_run(
             mode: spec.seccomp.mode,
             target: init,
             started,
+            memory_guard: memory_guard::MemoryGuard::for_run(
+                prepared.coverage.memory,
+                spec.limits.memory_bytes,
+                init,
+            ),
         };
         let channel = Supervised {
             control: &control,
@@ -397,7 +403,10 @@ pub(crate) fn create_cgroup(
             eprintln!("hako jail: running without cgroup limits: {err}");
             None
         }
-        Err(_) if support.version.is_none() => None,
+        // No hierarchy, or none hako may write (a read-only cgroupfs in a container): the
+        // rlimits and the supervisor's memory guard limit the run (said at start, in
+        // `hako doctor` and in /ready).
+        Err(_) if !support.memory && !support.pids => None,
         Err(err) => return Err(err.into()),
     };
     let coverage = CgroupCoverage {

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use super::memory_guard::MemoryGuard;
 use super::{HelperError, CANCEL_FD};
 
 struct Collected {
@@ -26,6 +27,8 @@ pub(crate) struct Watch<'a> {
     /// Killing it ends the run (the run's pid 1).
     pub target: Pid,
     pub started: Instant,
+    /// The supervisor's memory limit where no memory cgroup holds the run.
+    pub memory_guard: Option<MemoryGuard>,
 }
 
 /// The supervisor's end of a run's control channel: the socket, where its protocol stands,
@@ -73,6 +76,7 @@ pub(crate) fn supervise(
     let mut control_open = true;
     let mut status: Option<ExitStatus> = None;
     let mut killed = false;
+    let mut memory_guard = watch.memory_guard.clone();
 
     loop {
         let status_known = status.is_some() || !control_open;
@@ -92,6 +96,10 @@ pub(crate) fn supervise(
             let _ = kill(init, Signal::SIGKILL);
             killed = true;
         }
+        if !killed && guard_kills(memory_guard.as_mut(), init) {
+            outcome.oom_killed = true;
+            killed = true;
+        }
         let open = Open {
             control: control_open.then_some(control),
             streams: [
@@ -101,7 +109,10 @@ pub(crate) fn supervise(
             listener: listener.as_ref(),
             cancel: !killed,
         };
-        let events = match wait_for_events(open, poll_timeout(deadline, now, killed)) {
+        let events = match wait_for_events(
+            open,
+            poll_timeout(deadline, now, killed, memory_guard.is_some()),
+        ) {
             Ok(Some(events)) => events,
             Ok(None) => continue,
             Err(err) => return Err(err),
@@ -185,14 +196,18 @@ fn mark_tampered(outcome: &mut JailOutcome, why: &ControlFault) {
 
 /// How long to wait for the next event: until the deadline (at most a minute), or a short
 /// while for what a killed run still sends.
-fn poll_timeout(deadline: Instant, now: Instant, killed: bool) -> PollTimeout {
+fn poll_timeout(deadline: Instant, now: Instant, killed: bool, guarded: bool) -> PollTimeout {
     if killed {
         PollTimeout::from(200u16)
     } else {
-        let left = deadline
+        let mut left = deadline
             .saturating_duration_since(now)
             .as_millis()
             .min(60_000) as u16;
+        if guarded {
+            // The memory guard reads the run's memory this often.
+            left = left.min(super::memory_guard::POLL_INTERVAL.as_millis() as u16);
+        }
         PollTimeout::from(left.max(1))
     }
 }
@@ -279,6 +294,19 @@ fn finish(
     outcome.stdout = out.data;
     outcome.stderr = err.data;
     outcome
+}
+
+/// Reads the run's memory where the supervisor guards it; kills the run over the limit.
+fn guard_kills(guard: Option<&mut MemoryGuard>, init: Pid) -> bool {
+    let Some(over) = guard.and_then(MemoryGuard::check) else {
+        return false;
+    };
+    let _ = kill(init, Signal::SIGKILL);
+    eprintln!(
+        "hako jail: memory guard: the run used {} bytes, over its limit of {}; killed",
+        over.used_bytes, over.limit_bytes
+    );
+    true
 }
 
 /// Reads what is already buffered in the output pipes, up to the cap.

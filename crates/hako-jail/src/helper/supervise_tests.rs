@@ -40,6 +40,7 @@ fn supervise_after(
         mode: SeccompMode::Enforce,
         target: Pid::from_raw(run.id() as i32),
         started: Instant::now(),
+        memory_guard: None,
     };
     let channel = Supervised {
         control: &ours,

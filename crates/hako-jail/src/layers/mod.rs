@@ -2,6 +2,7 @@
 //! and by the processes inside a run.
 
 pub mod cgroup;
+pub mod cgroup_setup;
 pub mod landlock;
 pub mod mounts;
 pub mod netns;

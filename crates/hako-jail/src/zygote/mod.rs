@@ -664,6 +664,11 @@ impl Zygote {
             mode: order.seccomp.mode,
             target: child.host_pid,
             started,
+            memory_guard: crate::helper::memory_guard::MemoryGuard::for_run(
+                self.coverage.memory,
+                order.limits.memory_bytes,
+                child.host_pid,
+            ),
         };
         // The child closed its end before reading the program; its end is reported by the
         // zygote, after reaping it, on the zygote's copy of that socket.

@@ -697,7 +697,7 @@ impl HelperLog {
                 record.extend(
                     helpers
                         .into_iter()
-                        .filter(|(_, s)| *s == subcommand)
+                        .filter(|(_, s)| s.starts_with(subcommand.as_str()))
                         .map(|(p, _)| p),
                 );
                 drop(record);
@@ -711,7 +711,7 @@ impl HelperLog {
         }
     }
 
-    /// Every helper seen so far.
+    /// Every helper seen so far (its subcommand starts with the one given).
     pub fn seen(&self) -> std::collections::BTreeSet<u32> {
         self.seen.lock().unwrap().clone()
     }
