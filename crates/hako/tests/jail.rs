@@ -465,7 +465,7 @@ fn unprivileged_users_get_the_jail_with_rlimits_instead_of_cgroups() {
         .find(|l| l.starts_with("cgroups"))
         .unwrap_or_default();
     assert!(
-        cgroups.contains("degraded") && cgroups.contains("rlimits only"),
+        cgroups.contains("degraded") && cgroups.contains("memory guard only"),
         "{text}"
     );
 }
