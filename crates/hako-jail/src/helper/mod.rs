@@ -12,6 +12,7 @@
 
 use crate::cgroup::{CgroupLimits, CgroupStats, Cgroups, RunCgroup};
 use crate::ids::IdLease;
+pub(crate) use crate::inside::Plan;
 use crate::lockdown::CgroupCoverage;
 use crate::netns::{EgressLink, NetnsError};
 use crate::protocol;
@@ -442,16 +443,6 @@ pub(crate) fn account_limits(outcome: &mut JailOutcome, during: &CgroupStats) {
             && !outcome.timed_out
             && !outcome.output_limited);
     outcome.pids_limited |= during.pids_limit_hits > 0;
-}
-
-/// What the jail's processes are built from: the run, its seccomp filter (empty for a
-/// zygote), whether the supervisor listens for denied calls, and which limits a cgroup covers.
-#[derive(Clone, Copy)]
-pub(crate) struct Plan<'a> {
-    pub spec: &'a JailSpec,
-    pub filter: &'a [libc::sock_filter],
-    pub use_listener: bool,
-    pub coverage: CgroupCoverage,
 }
 
 /// Clones the jail's init into new namespaces, maps its ids, puts it in the cgroup and lets

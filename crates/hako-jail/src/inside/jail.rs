@@ -19,7 +19,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use crate::helper::Plan;
+use super::Plan;
 
 #[derive(Debug, thiserror::Error)]
 enum JailError {
