@@ -167,3 +167,32 @@ fn a_read_only_cgroupfs_falls_back_to_the_memory_guard() {
     let reason = ready["degraded"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("bind-mount"), "{ready}");
 }
+
+/// The agent API's runs (`/v2/runs`, served by the live helper) get the same guard.
+#[test]
+fn without_cgroups_the_memory_guard_stops_a_bomb_in_an_agent_run() {
+    if !can_run_jail() {
+        return;
+    }
+    let no_cgroups = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(no_cgroups.path(), "spawn"), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer: Value = rt.block_on(async {
+        common::keyed(&server, reqwest::Method::POST, "/v2/runs")
+            .json(&json!({"language": "nodejs", "code": NODE_BOMB, "timeout_s": 30}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(answer["status"], "memory_limit", "{answer}");
+    assert!(
+        !answer["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("all allocated"),
+        "{answer}"
+    );
+}

@@ -118,6 +118,11 @@ fn run(
         egress = link;
         let mut guard = KillOnDrop(Some(init));
         let mut relay = Relay::new(spec, init, started, code_write);
+        relay.memory_guard = super::memory_guard::MemoryGuard::for_run(
+            prepared.coverage.memory,
+            spec.limits.memory_bytes,
+            init,
+        );
         let mut outcome = relay.supervise(&control, pipes.stdout.0, pipes.stderr.0)?;
         guard.0 = None;
         let (cpu_ms, rss) = reap(init);
@@ -154,6 +159,8 @@ struct Relay<'a> {
     outcome: JailOutcome,
     blocked: BTreeMap<u32, u64>,
     listener: Option<OwnedFd>,
+    /// Where no memory cgroup holds the run, the supervisor limits its memory.
+    memory_guard: Option<super::memory_guard::MemoryGuard>,
 }
 
 impl<'a> Relay<'a> {
@@ -176,6 +183,7 @@ impl<'a> Relay<'a> {
             outcome: JailOutcome::default(),
             blocked: BTreeMap::new(),
             listener: None,
+            memory_guard: None,
         }
     }
 
@@ -210,12 +218,13 @@ impl<'a> Relay<'a> {
                 self.outcome.timed_out = status.is_none();
                 self.kill();
             }
-            let wait = if self.killed {
-                PollTimeout::from(200u16)
-            } else {
-                let left = self.deadline.saturating_duration_since(now).as_millis();
-                PollTimeout::from(left.clamp(1, 60_000) as u16)
-            };
+            if !self.killed && super::supervise::guard_kills(self.memory_guard.as_mut(), self.init)
+            {
+                self.outcome.oom_killed = true;
+                self.killed = true;
+            }
+            let guarded = self.memory_guard.is_some();
+            let wait = super::supervise::poll_timeout(self.deadline, now, self.killed, guarded);
             let events = self.wait(control_open.then_some(control), &streams, wait)?;
             if events.is_empty() {
                 if self.killed {

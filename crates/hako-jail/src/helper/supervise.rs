@@ -196,7 +196,12 @@ fn mark_tampered(outcome: &mut JailOutcome, why: &ControlFault) {
 
 /// How long to wait for the next event: until the deadline (at most a minute), or a short
 /// while for what a killed run still sends.
-fn poll_timeout(deadline: Instant, now: Instant, killed: bool, guarded: bool) -> PollTimeout {
+pub(super) fn poll_timeout(
+    deadline: Instant,
+    now: Instant,
+    killed: bool,
+    guarded: bool,
+) -> PollTimeout {
     if killed {
         PollTimeout::from(200u16)
     } else {
@@ -297,7 +302,7 @@ fn finish(
 }
 
 /// Reads the run's memory where the supervisor guards it; kills the run over the limit.
-fn guard_kills(guard: Option<&mut MemoryGuard>, init: Pid) -> bool {
+pub(super) fn guard_kills(guard: Option<&mut MemoryGuard>, init: Pid) -> bool {
     let Some(over) = guard.and_then(MemoryGuard::check) else {
         return false;
     };
