@@ -25,7 +25,7 @@ fn every_mode() -> Vec<(&'static str, Runner)> {
 /// it would drop the seccomp listener) to every socket the program holds, then makes a call
 /// the policy denies.
 const FORGE_PY: &str = r#"import os, stat, struct
-msgs = [b"R", b"G", b"S", b"Eforged", b"X" + struct.pack("<iiQQ", 0, 0, 0, 0), b"F{}", b"P", b"W{}", b"Z[]"]
+msgs = [b"R", b"G", b"S", b"Eforged", b"X" + struct.pack("<iiQQ", 0, 0, 0, 0), b"F{}", b"P", b"W{}", b"Z[]", b"N", b"A"]
 socks = 0
 # fstat, not /proc/self/fd: a zygote child may not read its own /proc entries.
 for fd in range(1024):
@@ -51,7 +51,7 @@ print("pid", os.getpid())
 "#;
 
 const FORGE_JS: &str = r#"const fs = require('fs');
-const msgs = ['R', 'G', 'S', 'Eforged', 'F{}', 'P', 'W{}', 'Z[]'].map((m) => Buffer.from(m));
+const msgs = ['R', 'G', 'S', 'Eforged', 'F{}', 'P', 'W{}', 'Z[]', 'N', 'A'].map((m) => Buffer.from(m));
 msgs.push(Buffer.concat([Buffer.from('X'), Buffer.alloc(24)]));
 let socks = 0;
 for (let fd = 0; fd < 1024; fd++) {
