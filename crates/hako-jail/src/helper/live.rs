@@ -20,7 +20,7 @@ use crate::helper::{
 };
 use crate::protocol;
 use crate::seccomp;
-use crate::spec::{BlockedSyscall, JailOutcome, JailSpec};
+use crate::spec::{JailOutcome, JailSpec};
 use hako_wire::control::{ExitStatus, Message, Receiver};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -434,14 +434,7 @@ impl<'a> Relay<'a> {
             outcome.cpu_ms = exit.cpu_ms;
             outcome.peak_memory_bytes = exit.max_rss_bytes;
         }
-        outcome.blocked = std::mem::take(&mut self.blocked)
-            .into_iter()
-            .map(|(nr, count)| BlockedSyscall {
-                nr,
-                name: seccomp::syscall_name(nr),
-                count,
-            })
-            .collect();
+        outcome.blocked = super::supervise::blocked_list(std::mem::take(&mut self.blocked));
         outcome
     }
 }

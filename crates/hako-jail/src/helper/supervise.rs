@@ -287,18 +287,23 @@ fn finish(
     } else {
         outcome.signal = Some(libc::SIGKILL);
     }
-    outcome.blocked = blocked
+    outcome.blocked = blocked_list(blocked);
+    let [out, err] = streams;
+    outcome.stdout = out.data;
+    outcome.stderr = err.data;
+    outcome
+}
+
+/// The denied calls a supervisor counted, named, as the outcome lists them.
+pub(super) fn blocked_list(blocked: BTreeMap<u32, u64>) -> Vec<BlockedSyscall> {
+    blocked
         .into_iter()
         .map(|(nr, count)| BlockedSyscall {
             nr,
             name: seccomp::syscall_name(nr),
             count,
         })
-        .collect();
-    let [out, err] = streams;
-    outcome.stdout = out.data;
-    outcome.stderr = err.data;
-    outcome
+        .collect()
 }
 
 /// Reads the run's memory where the supervisor guards it; kills the run over the limit.
