@@ -25,7 +25,8 @@ pub enum LayerState {
 
 impl fmt::Display for LayerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad`, not `write_str`: `hako doctor` aligns its columns with a width.
+        f.pad(match self {
             LayerState::Enforced => "enforced",
             LayerState::Degraded => "degraded",
             LayerState::Missing => "missing",
@@ -518,6 +519,12 @@ fn probe_no_new_privs() -> LayerReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_fill_the_width_doctor_aligns_with() {
+        assert_eq!(format!("{:<9}|", LayerState::Enforced), "enforced |");
+        assert_eq!(format!("{:<9}|", LayerState::Missing), "missing  |");
+    }
 
     fn report(layer: &'static str, state: LayerState) -> LayerReport {
         LayerReport {

@@ -400,12 +400,7 @@ fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
     let config = Arc::new(config);
     let reports = host::probe_layers(&config);
     for report in &reports {
-        println!(
-            "{:<28} {:<9} {}",
-            report.layer,
-            format!("{:?}", report.state).to_lowercase(),
-            report.detail
-        );
+        println!("{:<28} {:<9} {}", report.layer, report.state, report.detail);
     }
     print_cpu_limit(&config);
     if let Some(line) = &cgroups.degraded {
