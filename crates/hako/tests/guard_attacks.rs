@@ -5,7 +5,7 @@
 //! memfd written and never mapped, page tables of sparse mappings, and data queued in the
 //! sockets of the run's own network namespace. Every attack runs for real, in every mode it
 //! applies to: the CLI (spawn), a server in spawn mode, a server in zygote mode (Python
-//! zygote, Node pool).
+//! zygote, Node pool), and the agent API's runs.
 
 mod common;
 use common::*;
@@ -37,6 +37,19 @@ impl Guarded {
         }
         Guarded {
             runner: Runner::Server(server),
+            no_cgroups,
+        }
+    }
+
+    /// The agent API's one-shot runs (`POST /v2/runs`, served by the live helper).
+    fn agent_runs() -> Guarded {
+        let no_cgroups = tempfile::tempdir().unwrap();
+        let config = format!(
+            "worker_timeout: 20\nmax_workers: 2\nhako:\n  mode: spawn\n  cgroup_root: {}\n",
+            no_cgroups.path().display()
+        );
+        Guarded {
+            runner: Runner::V2Runs(Server::start(&config, &[])),
             no_cgroups,
         }
     }
@@ -155,6 +168,16 @@ fn memory_outside_processes_cannot_hide_from_the_guard_server_zygote_and_node_po
     // The zygote still serves after both.
     let r = jail.run("python3", "print('fine')", &[]);
     assert_eq!(r.stdout(), "fine\n", "{:?}", r.json);
+}
+
+#[test]
+fn memory_outside_processes_cannot_hide_from_the_guard_agent_runs() {
+    if !can_run_jail() {
+        return;
+    }
+    let jail = Guarded::agent_runs();
+    memfd_is_refused(&jail, "agent runs");
+    page_tables_are_counted(&jail, "agent runs");
 }
 
 /// Where a cgroup limits the run, its memfd pages are charged to it: memfd stays allowed.
