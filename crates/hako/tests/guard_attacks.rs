@@ -132,6 +132,11 @@ fn page_tables_are_counted(jail: &Guarded, mode: &str) {
     );
     assert_eq!(r.status(), "memory_limit", "{mode}: {:?}", r.json);
     assert!(!r.stdout().contains("hidden"), "{mode}: {:?}", r.json);
+    // The reported peak is what the guard saw, past the limit.
+    let peak = r.json["usage"]["peak_memory_bytes"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(peak > 128 << 20, "{mode}: peak {peak}: {:?}", r.json);
 }
 
 #[test]

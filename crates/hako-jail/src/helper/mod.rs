@@ -380,7 +380,7 @@ fn prepare_and_run(
         guard.0 = None;
         let (cpu_ms, rss) = reap(init);
         outcome.cpu_ms = cpu_ms;
-        outcome.peak_memory_bytes = rss;
+        outcome.peak_memory_bytes = outcome.peak_memory_bytes.max(rss);
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
     })();
