@@ -191,6 +191,18 @@ fn memfd_stays_allowed_under_a_memory_cgroup() {
     if !can_run_jail() {
         return;
     }
+    let doctor = std::process::Command::new(HAKO)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let doctor = String::from_utf8_lossy(&doctor.stdout);
+    if doctor
+        .lines()
+        .any(|l| l.starts_with("memory limit") && l.contains("guard"))
+    {
+        eprintln!("skipped: no memory cgroup on this host (the memory guard limits runs)");
+        return;
+    }
     let r = run(
         "python3",
         "import os\nfd = os.memfd_create('x')\nos.write(fd, b'abc')\nprint(os.fstat(fd).st_size)\n",
