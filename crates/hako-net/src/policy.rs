@@ -249,12 +249,19 @@ pub fn metadata(ip: IpAddr) -> Option<&'static str> {
             "the AWS EKS pod identity agent (IPv6)",
         ),
     ];
-    match canonical(ip) {
-        IpAddr::V4(v4) => V4
-            .iter()
+    let v4_metadata = |v4: Ipv4Addr| {
+        V4.iter()
             .find(|(net, prefix, _)| prefix_eq(net, &v4.octets(), *prefix))
-            .map(|(_, _, what)| *what),
-        IpAddr::V6(v6) => V6.iter().find(|(a, _)| *a == v6).map(|(_, what)| *what),
+            .map(|(_, _, what)| *what)
+    };
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4_metadata(v4),
+        // An address that carries an IPv4 address is that address's endpoint too.
+        IpAddr::V6(v6) => V6
+            .iter()
+            .find(|(a, _)| *a == v6)
+            .map(|(_, what)| *what)
+            .or_else(|| embedded_v4(IpAddr::V6(v6)).and_then(v4_metadata)),
     }
 }
 
@@ -588,6 +595,15 @@ mod tests {
             allowed.check_ip(ip("::ffff:0:127.0.0.1"), false, &[]),
             Verdict::Allow
         );
+        // Each judging function sees the embedded address on its own too.
+        for s in [
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::ffff:0:169.254.169.254",
+            "2002:a9fe:a9fe::1",
+        ] {
+            assert_eq!(metadata(ip(s)), metadata(ip("169.254.169.254")), "{s}");
+        }
         // Neighbours of the translated prefix that carry no IPv4 address are not read as one.
         assert_eq!(embedded_v4(ip("::ffff:1:7f00:1")), None);
         assert_eq!(embedded_v4(ip("0:0:0:1:ffff:0:7f00:1")), None);
