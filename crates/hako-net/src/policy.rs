@@ -66,8 +66,8 @@ impl Policy {
     ///
     /// Order: deny rule; allow address rule; cloud metadata (a name rule never admits it);
     /// allowed name; built-in internal ranges; this host's own addresses. An address that
-    /// embeds an IPv4 address (mapped, NAT64, 6to4, IPv4-compatible) is judged as itself
-    /// and as that IPv4 address by every step.
+    /// embeds an IPv4 address (mapped, NAT64, IPv4-translated, 6to4, IPv4-compatible; see
+    /// [`embedded_v4`]) is judged as itself and as that IPv4 address by every step.
     pub(crate) fn check_ip(&self, ip: IpAddr, name_allowed: bool, local: &[IpAddr]) -> Verdict {
         let ip = canonical(ip);
         let forms = judged_forms(ip);
@@ -185,14 +185,22 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The IPv4 address carried by a NAT64 (`64:ff9b::/96`), 6to4 (`2002::/16`) or
-/// IPv4-compatible (`::/96`) address. (IPv4-mapped ones are made IPv4 by [`canonical`].)
+/// The IPv4 address an IPv6 address carries, by its prefix: NAT64's well-known prefix
+/// (`64:ff9b::/96`, RFC 6052), IPv4-translated (`::ffff:0:0:0/96`, SIIT, RFC 2765),
+/// IPv4-compatible (`::/96`, deprecated) and 6to4 (`2002::/16`). Mapped ones
+/// (`::ffff:0:0/96`) are made IPv4 by [`canonical`]. The one place that knows these forms:
+/// every step of [`Policy::check_ip`] and [`forbidden`] judges them by this address.
 pub(crate) fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
     let IpAddr::V6(v6) = ip else { return None };
     let o = v6.octets();
+    let last32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
     let nat64 = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
-    if o[..12] == nat64 || (o[..12] == [0; 12] && !v6.is_loopback() && !v6.is_unspecified()) {
-        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    let translated = [0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0];
+    if o[..12] == nat64 || o[..12] == translated {
+        return Some(last32);
+    }
+    if o[..12] == [0; 12] && !v6.is_loopback() && !v6.is_unspecified() {
+        return Some(last32);
     }
     if o[0] == 0x20 && o[1] == 0x02 {
         return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
@@ -241,12 +249,19 @@ pub fn metadata(ip: IpAddr) -> Option<&'static str> {
             "the AWS EKS pod identity agent (IPv6)",
         ),
     ];
-    match canonical(ip) {
-        IpAddr::V4(v4) => V4
-            .iter()
+    let v4_metadata = |v4: Ipv4Addr| {
+        V4.iter()
             .find(|(net, prefix, _)| prefix_eq(net, &v4.octets(), *prefix))
-            .map(|(_, _, what)| *what),
-        IpAddr::V6(v6) => V6.iter().find(|(a, _)| *a == v6).map(|(_, what)| *what),
+            .map(|(_, _, what)| *what)
+    };
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4_metadata(v4),
+        // An address that carries an IPv4 address is that address's endpoint too.
+        IpAddr::V6(v6) => V6
+            .iter()
+            .find(|(a, _)| *a == v6)
+            .map(|(_, what)| *what)
+            .or_else(|| embedded_v4(IpAddr::V6(v6)).and_then(v4_metadata)),
     }
 }
 
@@ -298,19 +313,16 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if ip.is_loopback() {
         return Some("a loopback address");
     }
-    // Addresses that embed an IPv4 address are judged by it.
-    if prefix_eq(
-        &o,
-        &[0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        96,
-    ) {
-        return forbidden_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    // IPv4-compatible addresses are deprecated: refused whatever they carry.
+    if o[..12] == [0; 12] {
+        return Some("an IPv4-compatible address");
     }
-    if o[0] == 0x20 && o[1] == 0x02 {
-        return forbidden_v4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    // Other addresses that embed an IPv4 address (NAT64, IPv4-translated, 6to4) are judged
+    // by it.
+    if let Some(v4) = embedded_v4(IpAddr::V6(ip)) {
+        return forbidden_v4(v4);
     }
     const RANGES: &[([u8; 4], u8, &str)] = &[
-        ([0, 0, 0, 0], 96, "an IPv4-compatible address"),
         ([0, 0x64, 0xff, 0x9b], 32, "a local-use NAT64 address"),
         ([0x01, 0, 0, 0], 64, "a discard address"),
         ([0x20, 0x01, 0, 0], 32, "a Teredo address"),
@@ -498,6 +510,103 @@ mod tests {
             p.check_ip(ip("64:ff9b::101:101"), false, &[]),
             Verdict::Allow
         );
+    }
+
+    /// IPv4-translated addresses (`::ffff:0:a.b.c.d`, SIIT) are judged by their IPv4 address
+    /// at every step, exactly as the mapped (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`)
+    /// forms are.
+    #[test]
+    fn ipv4_translated_forms_are_judged_by_their_ipv4() {
+        assert_eq!(
+            embedded_v4(ip("::ffff:0:127.0.0.1")),
+            Some(Ipv4Addr::new(127, 0, 0, 1))
+        );
+        assert_eq!(
+            embedded_v4(ip("::ffff:0:a9fe:a9fe")),
+            Some(Ipv4Addr::new(169, 254, 169, 254))
+        );
+        let local = [ip("11.22.33.44")];
+        let by_name = Policy::new(&["meta.example".into()], &["8.8.4.4".into()]).unwrap();
+        for v4 in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "169.254.169.254",
+            "168.63.129.16",
+            "11.22.33.44",
+            "8.8.4.4",
+            "0.0.0.0",
+        ] {
+            let v4_addr: Ipv4Addr = v4.parse().unwrap();
+            let [a, b, c, d] = v4_addr.octets();
+            let hex = format!(
+                "{:x}:{:x}",
+                u16::from_be_bytes([a, b]),
+                u16::from_be_bytes([c, d])
+            );
+            let judged =
+                |s: &str, name_allowed: bool| by_name.check_ip(ip(s), name_allowed, &local);
+            let expected = |name_allowed: bool| match by_name.check_ip(
+                IpAddr::V4(v4_addr),
+                name_allowed,
+                &local,
+            ) {
+                Verdict::Allow => "allow",
+                Verdict::Deny(_) => "deny",
+            };
+            for form in [
+                format!("::ffff:{v4}"),
+                format!("64:ff9b::{v4}"),
+                format!("::ffff:0:{v4}"),
+                format!("::ffff:0:{hex}"),
+            ] {
+                for name_allowed in [false, true] {
+                    let got = match judged(&form, name_allowed) {
+                        Verdict::Allow => "allow",
+                        Verdict::Deny(_) => "deny",
+                    };
+                    assert_eq!(
+                        got,
+                        expected(name_allowed),
+                        "{form} (name allowed: {name_allowed})"
+                    );
+                }
+                assert_eq!(
+                    forbidden(ip(&form)),
+                    forbidden(IpAddr::V4(v4_addr)),
+                    "{form}"
+                );
+            }
+        }
+        // The reasons are the IPv4 address's.
+        let Verdict::Deny(why) = Policy::default().check_ip(ip("::ffff:0:127.0.0.1"), false, &[])
+        else {
+            panic!("::ffff:0:127.0.0.1 must be refused");
+        };
+        assert!(why.contains("a loopback address"), "{why}");
+        let Verdict::Deny(why) = by_name.check_ip(ip("::ffff:0:169.254.169.254"), true, &[]) else {
+            panic!("::ffff:0:169.254.169.254 must be refused for an allowed name");
+        };
+        assert!(why.contains("does not admit it"), "{why}");
+        // A public IPv4 address stays reachable in every form; an address rule in IPv4 admits
+        // its translated form too.
+        assert_eq!(forbidden(ip("::ffff:0:1.1.1.1")), None);
+        let allowed = Policy::new(&["127.0.0.1".into()], &[]).unwrap();
+        assert_eq!(
+            allowed.check_ip(ip("::ffff:0:127.0.0.1"), false, &[]),
+            Verdict::Allow
+        );
+        // Each judging function sees the embedded address on its own too.
+        for s in [
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::ffff:0:169.254.169.254",
+            "2002:a9fe:a9fe::1",
+        ] {
+            assert_eq!(metadata(ip(s)), metadata(ip("169.254.169.254")), "{s}");
+        }
+        // Neighbours of the translated prefix that carry no IPv4 address are not read as one.
+        assert_eq!(embedded_v4(ip("::ffff:1:7f00:1")), None);
+        assert_eq!(embedded_v4(ip("0:0:0:1:ffff:0:7f00:1")), None);
     }
 
     #[test]

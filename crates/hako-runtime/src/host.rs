@@ -54,13 +54,24 @@ pub fn missing_required(reports: &[LayerReport]) -> Vec<&LayerReport> {
 }
 
 /// The seccomp policy a run of `language` gets on this machine, `allowed_syscalls` included,
-/// as text for `hako doctor --policy`.
+/// as text for `hako doctor --policy`. Where no memory cgroup would hold the run, the
+/// supervisor's memory guard limits it and the policy says what that refuses.
 pub fn effective_policy(config: &Config, language: &str) -> Result<String, SeccompError> {
     let policy = hako_jail::seccomp::policy::effective_policy(
         language,
         hako_jail::seccomp::NATIVE_ARCH,
         config.allowed_syscall_numbers(),
     )?;
+    let memory_cgroup = nix::unistd::geteuid().is_root()
+        && Cgroups::detect(&config.hako.cgroup_root).support().memory;
+    let policy = if hako_jail::helper::memory_guard::guards(
+        memory_cgroup,
+        config.hako.limits.memory_mb << 20,
+    ) {
+        policy.under_memory_guard()?
+    } else {
+        policy
+    };
     Ok(policy.to_string())
 }
 

@@ -476,7 +476,7 @@ async fn open_session(
 }
 
 fn report(label: &str, m: &Measured) {
-    println!(
+    outln!(
         "{label:<8} runs {:>6}  errors {:>3}  503s {:>3}  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  {:>8.1} runs/s  cpu/run {}  server RSS {}",
         m.latencies.len(),
         m.errors,
@@ -495,7 +495,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    println!(
+    outln!(
         "workload {} ({}, enable_network: {}), concurrency {}, {}{}",
         if args.code.is_some() {
             "custom"
@@ -557,7 +557,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
                 let one_shot =
                     runtime.block_on(measure(&server.url, &server.key, once, &args, Some(pid)))?;
                 report("one-shot", &one_shot);
-                println!(
+                outln!(
                     "ratios (one-shot / session exec): p50 {:.1}x  p99 {:.1}x",
                     one_shot.percentile(50.0) / m.percentile(50.0),
                     one_shot.percentile(99.0) / m.percentile(99.0),
@@ -579,7 +579,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         let pid = server.child.id();
         let spawn = runtime.block_on(measure(&server.url, &server.key, work, &args, Some(pid)))?;
         report("spawn", &spawn);
-        println!(
+        outln!(
             "ratios (spawn / warm): p50 {:.1}x  p99 {:.1}x  throughput (warm / spawn) {:.2}x",
             spawn.percentile(50.0) / main.percentile(50.0),
             spawn.percentile(99.0) / main.percentile(99.0),
@@ -633,7 +633,7 @@ async fn report_start(
     // Idle: the prepared children are confined and waiting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mib = |b: Option<f64>| b.map_or("n/a".into(), |b| format!("{:.1} MiB", b / 1048576.0));
-    println!(
+    outln!(
         "ready in {ready_ms} ms with {workers} lean + {workers} heavy warm workers; idle zygote memory {} (proportional: parents, workers, prepared children); largest zygote {} (resident)",
         mib(metric(url, "hako_zygote_memory_bytes ").await),
         mib(metric(url, "hako_zygote_rss_bytes").await),
@@ -654,7 +654,7 @@ fn print_workers(runtime: &tokio::runtime::Runtime, url: &str) {
         for line in text.lines().filter(|l| {
             l.starts_with("hako_zygote_rss_bytes") || l.starts_with("hako_warm_workers")
         }) {
-            println!("  {line}");
+            outln!("  {line}");
         }
     }
 }

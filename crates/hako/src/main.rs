@@ -10,6 +10,15 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// `println!` for the command line's output: a reader that went away (`hako doctor | head
+/// -1`) ends the command quietly instead of panicking (see [`quit_if_stdout_is_gone`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::quit_if_stdout_is_gone(writeln!(std::io::stdout(), $($arg)*))
+    }};
+}
+
 mod bench;
 mod mcp;
 
@@ -129,11 +138,33 @@ fn main() {
     let code = match dispatch(cli.command, loaded) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("hako: {}", error_text(&err));
+            // Never a panic on a closed stderr.
+            let _ = writeln!(std::io::stderr(), "hako: {}", error_text(&err));
             2
         }
     };
     std::process::exit(code);
+}
+
+/// Ends the process quietly (status 0) when stdout's reader is gone; any other write error
+/// ends it with status 1 and a message.
+fn quit_if_stdout_is_gone(written: std::io::Result<()>) {
+    match written {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "hako: cannot write to stdout: {err}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// A write whose reader went away counts as done.
+fn unless_gone(written: std::io::Result<()>) -> std::io::Result<()> {
+    match written {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// The error and its causes, each cause once: most messages already quote their source.
@@ -323,10 +354,17 @@ fn run(loaded: LoadResult, args: RunArgs) -> Result<i32> {
     let exit_code = result.exit_code;
     if args.json {
         let data = hako_api::RunData::from(result);
-        println!("{}", serde_json::to_string_pretty(&data)?);
+        outln!("{}", serde_json::to_string_pretty(&data)?);
     } else {
-        std::io::stdout().write_all(result.stdout.as_bytes())?;
-        std::io::stderr().write_all(result.stderr.as_bytes())?;
+        // A reader that went away (`hako run x.py | head -1`) is not an error: the rest
+        // still goes out, and the exit code is the program's.
+        let mut stdout = std::io::stdout().lock();
+        unless_gone(
+            stdout
+                .write_all(result.stdout.as_bytes())
+                .and_then(|()| stdout.flush()),
+        )?;
+        unless_gone(std::io::stderr().write_all(result.stderr.as_bytes()))?;
         let reasons = result.failure.iter().flat_map(|f| &f.reasons);
         let messages: String = reasons
             .flat_map(|r| {
@@ -336,7 +374,7 @@ fn run(loaded: LoadResult, args: RunArgs) -> Result<i32> {
                     .collect::<Vec<_>>()
             })
             .collect();
-        std::io::stderr().write_all(messages.as_bytes())?;
+        unless_gone(std::io::stderr().write_all(messages.as_bytes()))?;
     }
     Ok(match exit_code {
         code if code >= 0 => code,
@@ -365,24 +403,24 @@ fn profile(loaded: LoadResult, args: ProfileArgs) -> Result<i32> {
         executor.wait_for_helpers().await;
         ran
     })??;
-    std::io::stdout().write_all(result.stdout.as_bytes())?;
-    std::io::stderr().write_all(result.stderr.as_bytes())?;
-    println!("\n--- hako profile ({language}) ---");
+    unless_gone(std::io::stdout().write_all(result.stdout.as_bytes()))?;
+    unless_gone(std::io::stderr().write_all(result.stderr.as_bytes()))?;
+    outln!("\n--- hako profile ({language}) ---");
     if outcome.blocked.is_empty() {
-        println!("no syscalls outside the default {language} policy were used");
+        outln!("no syscalls outside the default {language} policy were used");
     } else {
-        println!("syscalls outside the default {language} policy:");
+        outln!("syscalls outside the default {language} policy:");
         for call in &outcome.blocked {
-            println!("  {:<24} {:>8} call(s)", call.name, call.count);
+            outln!("  {:<24} {:>8} call(s)", call.name, call.count);
         }
         let names: Vec<&str> = outcome.blocked.iter().map(|b| b.name.as_str()).collect();
-        println!("\nenvironment:\n  ALLOWED_SYSCALLS={}", names.join(","));
-        println!("\nconf/config.yaml:\n  allowed_syscalls:");
+        outln!("\nenvironment:\n  ALLOWED_SYSCALLS={}", names.join(","));
+        outln!("\nconf/config.yaml:\n  allowed_syscalls:");
         for name in names {
-            println!("    - {name}");
+            outln!("    - {name}");
         }
     }
-    println!(
+    outln!(
         "\nprogram: {} (exit code {})",
         result.status.as_str(),
         result.exit_code
@@ -393,18 +431,18 @@ fn profile(loaded: LoadResult, args: ProfileArgs) -> Result<i32> {
 fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
     let mut config = load_config(loaded, false)?;
     if let Some(language) = policy {
-        println!("{}", host::effective_policy(&config, language)?);
+        outln!("{}", host::effective_policy(&config, language)?);
         return Ok(0);
     }
     let cgroups = cgroups::prepare(&mut config, false);
     let config = Arc::new(config);
     let reports = host::probe_layers(&config);
     for report in &reports {
-        println!("{:<28} {:<9} {}", report.layer, report.state, report.detail);
+        outln!("{:<28} {:<9} {}", report.layer, report.state, report.detail);
     }
     print_cpu_limit(&config);
     if let Some(line) = &cgroups.degraded {
-        println!("{:<28} {:<9} {line}", "memory limit", "guard");
+        outln!("{:<28} {:<9} {line}", "memory limit", "guard");
     }
     let executor = executor(config.clone())?;
     for language in [Language::Python3, Language::Nodejs] {
@@ -418,7 +456,7 @@ fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
                         adapter.missing_libraries.join(", ")
                     )
                 };
-                println!(
+                outln!(
                     "{:<28} {:<9} {} {} ({} read-only paths){missing}",
                     format!("interpreter {language}"),
                     "found",
@@ -427,7 +465,7 @@ fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
                     adapter.ro_binds.len()
                 );
             }
-            Err(err) => println!(
+            Err(err) => outln!(
                 "{:<28} {:<9} {err}",
                 format!("interpreter {language}"),
                 "missing"
@@ -438,40 +476,41 @@ fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
         print_packages(&executor, language);
     }
     match (config.enable_network, config.hako.network.mode) {
-        (false, _) => println!("{:<28} {:<9} runs have loopback only", "network", "off"),
+        (false, _) => outln!("{:<28} {:<9} runs have loopback only", "network", "off"),
         (true, NetworkPolicy::Proxy) => {
-            println!(
+            outln!(
                 "{:<28} {:<9} runs with network get their own namespace; egress through the SSRF guard (docs/network.md)",
                 "network", "proxy"
             );
             let egress = host::probe_egress();
-            println!("{:<28} {:<9} {}", egress.layer, egress.state, egress.detail);
+            outln!("{:<28} {:<9} {}", egress.layer, egress.state, egress.detail);
         }
         (true, NetworkPolicy::Host) => {
-            println!(
+            outln!(
                 "{:<28} {:<9} UNSAFE for multi-tenant use: runs with network share the host's network namespace (internal services, cloud metadata); use hako.network.mode: proxy",
                 "network", "host"
             );
-            println!(
+            outln!(
                 "{:<28} {:<9} not enforced: hako.network.mode is host (the operator's choice)",
-                "egress guard", "off"
+                "egress guard",
+                "off"
             );
         }
     }
     match config.hako.mode {
-        ExecMode::Spawn => println!(
+        ExecMode::Spawn => outln!(
             "{:<28} {:<9} a fresh jailed interpreter per run",
             "execution mode", "spawn"
         ),
         ExecMode::Zygote => match executor.zygote_library() {
-            Ok(path) => println!(
+            Ok(path) => outln!(
                 "{:<28} {:<9} python3 forks from warm zygotes ({}); nodejs uses {} pre-started workers",
                 "execution mode",
                 "zygote",
                 path.display(),
                 config.hako.nodejs_pool
             ),
-            Err(err) => println!("{:<28} {:<9} falls back to spawn: {err}", "execution mode", "degraded"),
+            Err(err) => outln!("{:<28} {:<9} falls back to spawn: {err}", "execution mode", "degraded"),
         },
     }
     if config.hako.mode == ExecMode::Zygote && executor.zygote_library().is_ok() {
@@ -479,7 +518,7 @@ fn doctor(loaded: LoadResult, policy: Option<&str>) -> Result<i32> {
     }
     let missing = host::missing_required(&reports);
     if !missing.is_empty() {
-        println!("\nhako refuses to run code on this host (missing required layers) unless hako.insecure is set");
+        outln!("\nhako refuses to run code on this host (missing required layers) unless hako.insecure is set");
         return Ok(1);
     }
     Ok(0)
@@ -518,7 +557,7 @@ fn print_warm_pool(executor: &Executor) -> Result<()> {
         executor.shutdown().await;
         result
     });
-    println!("{:<28} {state:<9} {detail}", "warm pool python3");
+    outln!("{:<28} {state:<9} {detail}", "warm pool python3");
     Ok(())
 }
 
@@ -555,10 +594,10 @@ fn print_packages(executor: &Executor, language: Language) {
         EnvState::Ready => "ready",
         EnvState::Failed => "failed",
     };
-    println!("{layer:<28} {state:<9} {current}{pending}{missing}");
+    outln!("{layer:<28} {state:<9} {current}{pending}{missing}");
     if let Some(error) = &report.error {
         for line in error.lines() {
-            println!("{:<38} {line}", "");
+            outln!("{:<38} {line}", "");
         }
     }
 }
@@ -686,20 +725,20 @@ fn install_packages(loaded: LoadResult) -> Result<i32> {
     let mut failed = false;
     for language in [Language::Python3, Language::Nodejs] {
         if executor.adapter(language).is_err() {
-            println!("{language}: interpreter not found, skipped");
+            outln!("{language}: interpreter not found, skipped");
             continue;
         }
         match executor.packages().ensure(language) {
             Ok(()) => {
                 let report = executor.packages().report(language);
-                println!(
+                outln!(
                     "{language}: {:?}, {} package(s)",
                     report.state,
                     report.packages.len()
                 );
             }
             Err(err) => {
-                println!("{language}: install failed: {err}");
+                outln!("{language}: install failed: {err}");
                 failed = true;
             }
         }
@@ -719,5 +758,5 @@ fn print_cpu_limit(config: &Config) {
         "no writable cpu cgroup controller: runs are not CPU-limited".to_string()
     };
     let state = if cpu { "enforced" } else { "missing" };
-    println!("{:<28} {:<9} {}", "cpu limit", state, detail);
+    outln!("{:<28} {:<9} {}", "cpu limit", state, detail);
 }

@@ -1,7 +1,8 @@
 //! Attacks on the egress guard that need addresses this machine does not have: the test runs
 //! `hako run --network` inside a private network and mount namespace (`unshare`) whose
-//! loopback carries the Azure WireServer address, the metadata address and a public-looking
-//! address of "this host", with a local HTTP server answering on all of them and a private
+//! loopback carries the Azure WireServer address, the metadata address, a public-looking
+//! address of "this host", and a local route for the IPv4-translated IPv6 addresses
+//! (`::ffff:0:a.b.c.d`), with a local HTTP server answering on all of them and a private
 //! /etc/hosts. Nothing leaves the namespace. Two more tests check what an upstream proxy
 //! receives and what a run learns when a destination cannot be reached.
 
@@ -51,6 +52,8 @@ d="$1"; hako="$2"
 ip link set lo up
 for a in 168.63.129.16/32 169.254.169.254/32 11.22.33.44/32; do ip addr add "$a" dev lo; done
 ip -6 addr add 2a01:4f8::44/128 dev lo
+# Every IPv4-translated address is delivered locally, yet none is an interface address.
+ip -6 route add local ::ffff:0:0:0/96 dev lo
 mount --bind "$d/hosts" /etc/hosts
 python3 -c "$(cat "$d/server.py")" "$d" </dev/null &
 srv=$!
@@ -70,7 +73,7 @@ fn run_in_namespace(config: &str, code: &str) -> (Run, String) {
     std::fs::write(d.join("code.py"), code).unwrap();
     std::fs::write(
         d.join("hosts"),
-        "127.0.0.1 localhost\n169.254.169.254 meta.test\n",
+        "127.0.0.1 localhost\n169.254.169.254 meta.test\n::ffff:0:169.254.169.254 meta6.test\n",
     )
     .unwrap();
     let child = Command::new("unshare")
@@ -108,7 +111,7 @@ def fetch(label, url):
         body = urllib.request.urlopen(url, timeout=10).read().decode()
         print(label, "reached", body[:60])
     except urllib.error.HTTPError as e:
-        print(label, "refused" if e.code == 403 else "error", e.code, e.read().decode()[:200].strip())
+        print(label, "refused" if e.code == 403 else "error", e.code, e.read().decode()[:300].strip())
     except Exception as e:
         print(label, "refused" if "403" in str(e) else "error", str(e)[:200])
 "#;
@@ -175,6 +178,81 @@ fn wireserver_metadata_this_host_and_embedded_forms_are_refused() {
             "{want} in {refused:?}"
         );
     }
+    assert_eq!(r.json["network"]["destinations"], serde_json::json!([]));
+}
+
+/// IPv4-translated addresses (`::ffff:0:0:0/96`, SIIT) carry an IPv4 address as mapped
+/// (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::/96`) ones do: each is judged by that IPv4 address,
+/// even where it is routed as an IPv6 address of its own (here to the namespace's loopback,
+/// where the server answers every one of them).
+#[test]
+fn ipv4_translated_forms_are_judged_by_their_ipv4() {
+    if !can_run_jail() {
+        return;
+    }
+    let config = "hako:\n  mode: spawn\n  network:\n    allow: [\"meta6.test\"]\n";
+    let targets = [
+        (
+            "translated-loopback",
+            "http://[::ffff:0:127.0.0.1]:PORT/t-loop",
+        ),
+        (
+            "translated-loopback-hex",
+            "http://[::ffff:0:7f00:1]:PORT/t-hex",
+        ),
+        (
+            "translated-metadata",
+            "http://[::ffff:0:169.254.169.254]:PORT/t-meta",
+        ),
+        (
+            "translated-private",
+            "http://[::ffff:0:10.0.0.1]:PORT/t-private",
+        ),
+        (
+            "translated-self",
+            "http://[::ffff:0:11.22.33.44]:PORT/t-self",
+        ),
+        (
+            "translated-by-allowed-name",
+            "http://meta6.test:PORT/t-name",
+        ),
+        (
+            "mapped-metadata",
+            "http://[::ffff:169.254.169.254]:PORT/m-meta",
+        ),
+        (
+            "nat64-metadata",
+            "http://[64:ff9b::169.254.169.254]:PORT/n-meta",
+        ),
+    ];
+    let code = format!(
+        "{FETCH}\nfor label, url in {}:\n    fetch(label, url)\n",
+        serde_json::to_string(&targets).unwrap()
+    );
+    let (r, hits) = run_in_namespace(config, &code);
+    let out = r.stdout();
+    for (label, _) in targets {
+        let l = line(&r, label);
+        assert_eq!(
+            l.split_whitespace().nth(1),
+            Some("refused"),
+            "{l}\n{:?}",
+            r.json
+        );
+    }
+    for label in ["translated-loopback", "translated-loopback-hex"] {
+        assert!(line(&r, label).contains("a loopback address"), "{out}");
+    }
+    for label in ["translated-metadata", "mapped-metadata", "nat64-metadata"] {
+        assert!(line(&r, label).contains("cloud metadata"), "{out}");
+    }
+    assert!(line(&r, "translated-private").contains("RFC 1918"), "{out}");
+    assert!(line(&r, "translated-self").contains("this host"), "{out}");
+    assert!(
+        line(&r, "translated-by-allowed-name").contains("does not admit it"),
+        "{out}"
+    );
+    assert_eq!(hits, "", "nothing reached the server");
     assert_eq!(r.json["network"]["destinations"], serde_json::json!([]));
 }
 

@@ -434,6 +434,10 @@ impl<'a> Relay<'a> {
             outcome.cpu_ms = exit.cpu_ms;
             outcome.peak_memory_bytes = exit.max_rss_bytes;
         }
+        if let Some(guard) = &self.memory_guard {
+            // What the guard saw is the run's memory, not only its largest process.
+            outcome.peak_memory_bytes = outcome.peak_memory_bytes.max(guard.peak_bytes());
+        }
         outcome.blocked = super::supervise::blocked_list(std::mem::take(&mut self.blocked));
         outcome
     }

@@ -2,27 +2,54 @@
 //! the run (a user-namespaced pod whose cgroup is not delegated, `hako.cgroup_root` pointing
 //! at no cgroup hierarchy).
 //!
-//! Every [`POLL_INTERVAL`] it sums the private resident memory (`RssAnon` + `RssShmem` of
-//! `/proc/<pid>/status`) of the run's process tree, found from the run's pid 1 through
-//! `/proc/<pid>/task/<tid>/children` (orphans are re-parented to that pid 1, so no process of
-//! the run leaves the tree), and has the run killed once the sum passes the limit. It is a
-//! poll: a run can overshoot by what it allocates within one interval, which the rlimits
-//! (`RLIMIT_AS` per process) and the pod's own limit bound. Shared file pages (the
-//! interpreter, libraries) are not counted, so a run of many forked processes is not charged
-//! the same library pages many times.
+//! Every [`POLL_INTERVAL`] it sums, over the run's process tree, the private resident memory
+//! (`RssAnon` + `RssShmem` of `/proc/<pid>/status`) and the page tables (`VmPTE`: reading one
+//! byte every 2 MiB of a sparse mapping takes a 4 KiB page table and no resident page). The
+//! tree is found from the run's pid 1 through `/proc/<pid>/task/<tid>/children` (orphans are
+//! re-parented to that pid 1, so no process of the run leaves the tree). To that it adds the
+//! bytes queued in the TCP and UDP sockets of the run's own network namespace (send and
+//! receive queues of `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`), which belong to no process; those
+//! tables are read every [`SOCKET_INTERVAL`] from the run's first second on, so a short run
+//! never pays for them. The run is killed once the sum passes the limit.
+//!
+//! It is a poll: a run can overshoot by what it allocates within one interval (for socket
+//! queues, one [`SOCKET_INTERVAL`]), which the rlimits (`RLIMIT_AS` per process) and the pod's
+//! own limit bound. Shared file pages (the interpreter, libraries) are not counted, so a run
+//! of many forked processes is not charged the same library pages many times.
+//!
+//! What the sum cannot see is kept out of the run's reach or bounded instead: memfd pages,
+//! which stay allocated after they are unmapped, are refused by the seccomp policy of a
+//! guarded run (see `crate::seccomp::policy::MEMORY_GUARD`); `/tmp` and `/dev/shm` are tmpfs
+//! mounts capped at the run's `tmp_mb` each; SysV shared memory is not in the policy. Unix
+//! socket buffers and pipe buffers are not counted (see docs/security.md).
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 /// How often the run's memory is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How often the socket queues of the run's network namespace are read, and how long after
+/// the start they are first read.
+pub const SOCKET_INTERVAL: Duration = Duration::from_secs(1);
+
 /// At most this many processes are read per poll (the pids rlimit keeps runs far below).
 const MAX_PROCESSES: usize = 4096;
+
+/// The socket tables of a network namespace whose queues the guard counts (the policy allows
+/// TCP and UDP over IPv4 and IPv6, and unix sockets, which these tables do not show).
+const SOCKET_TABLES: [&str; 4] = ["tcp", "tcp6", "udp", "udp6"];
+
+/// Whether the guard, rather than a memory cgroup, limits a run's memory: the run has a
+/// memory limit and no memory cgroup holds it. Such a run's seccomp policy also refuses what
+/// the guard cannot see (`crate::seccomp::policy::MEMORY_GUARD`).
+pub fn guards(cgroup_limits_memory: bool, limit_bytes: u64) -> bool {
+    !cgroup_limits_memory && limit_bytes > 0
+}
 
 /// The supervisor's memory limit of one run.
 #[derive(Debug, Clone)]
@@ -31,6 +58,16 @@ pub struct MemoryGuard {
     root: Pid,
     proc_root: PathBuf,
     peak_bytes: u64,
+    sockets: SocketQueues,
+}
+
+/// The bytes last read from the run's socket tables, and when to read them again.
+#[derive(Debug, Clone)]
+struct SocketQueues {
+    next_read: Instant,
+    bytes: u64,
+    /// Whether the run has a network namespace of its own; decided at the first read.
+    own_namespace: Option<bool>,
 }
 
 /// What the guard saw when the run went over its limit.
@@ -44,7 +81,7 @@ impl MemoryGuard {
     /// A guard for the run whose pid 1 (host pid) is `root`, unless a memory cgroup already
     /// limits it or it has no memory limit.
     pub fn for_run(cgroup_limits_memory: bool, limit_bytes: u64, root: Pid) -> Option<Self> {
-        (!cgroup_limits_memory && limit_bytes > 0)
+        guards(cgroup_limits_memory, limit_bytes)
             .then(|| MemoryGuard::with_proc(Path::new("/proc"), limit_bytes, root))
     }
 
@@ -55,12 +92,26 @@ impl MemoryGuard {
             root,
             proc_root: proc_root.to_path_buf(),
             peak_bytes: 0,
+            sockets: SocketQueues {
+                next_read: Instant::now() + SOCKET_INTERVAL,
+                bytes: 0,
+                own_namespace: None,
+            },
         }
     }
 
     /// Reads the run's memory now; `Some` once it is over the limit.
     pub fn check(&mut self) -> Option<OverLimit> {
-        let used = self.usage();
+        self.check_at(Instant::now())
+    }
+
+    /// [`MemoryGuard::check`] at `now`: the socket queues are read again when they are due.
+    fn check_at(&mut self, now: Instant) -> Option<OverLimit> {
+        if now >= self.sockets.next_read {
+            self.sockets.next_read = now + SOCKET_INTERVAL;
+            self.sockets.bytes = self.socket_queues();
+        }
+        let used = self.usage().saturating_add(self.sockets.bytes);
         self.peak_bytes = self.peak_bytes.max(used);
         (used > self.limit_bytes).then_some(OverLimit {
             used_bytes: used,
@@ -73,13 +124,68 @@ impl MemoryGuard {
         self.peak_bytes
     }
 
-    /// Private resident memory of the run's whole process tree, in bytes.
+    /// Private resident memory and page tables of the run's whole process tree, in bytes.
     pub fn usage(&self) -> u64 {
         process_tree(&self.proc_root, self.root.as_raw())
             .into_iter()
             .map(|pid| private_resident(&self.proc_root, pid))
             .sum()
     }
+
+    /// Bytes queued in the TCP and UDP sockets of the run's network namespace; 0 when the
+    /// run shares the supervisor's namespace (host network mode: those sockets are the
+    /// host's, not the run's) or when that cannot be told.
+    fn socket_queues(&mut self) -> u64 {
+        let root = self.root.as_raw();
+        let own = *self
+            .sockets
+            .own_namespace
+            .get_or_insert_with(|| own_network_namespace(&self.proc_root, root));
+        if !own {
+            return 0;
+        }
+        SOCKET_TABLES
+            .iter()
+            .filter_map(|table| {
+                fs::read_to_string(
+                    self.proc_root
+                        .join(root.to_string())
+                        .join("net")
+                        .join(table),
+                )
+                .ok()
+            })
+            .map(|text| queued_bytes(&text))
+            .fold(0, u64::saturating_add)
+    }
+}
+
+/// Whether `pid` is in a network namespace other than ours (both namespaces readable).
+fn own_network_namespace(proc_root: &Path, pid: i32) -> bool {
+    let ns = |who: &str| fs::read_link(proc_root.join(who).join("ns/net")).ok();
+    match (ns(&pid.to_string()), ns("self")) {
+        (Some(run), Some(ours)) => run != ours,
+        _ => false,
+    }
+}
+
+/// The sum of the send and receive queues (`tx_queue:rx_queue`, hex) of a
+/// `/proc/net/{tcp,tcp6,udp,udp6}` table. A listening TCP socket's receive figure is its
+/// accept backlog (connections, not bytes): skipped.
+fn queued_bytes(table: &str) -> u64 {
+    const TCP_LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(3);
+            let state = fields.next()?;
+            let (tx, rx) = fields.next()?.split_once(':')?;
+            let tx = u64::from_str_radix(tx, 16).ok()?;
+            let rx = u64::from_str_radix(rx, 16).ok()?;
+            Some(if state == TCP_LISTEN { tx } else { tx + rx })
+        })
+        .fold(0, u64::saturating_add)
 }
 
 /// `root` and its descendants (every thread's children), breadth first, at most
@@ -108,12 +214,12 @@ fn process_tree(proc_root: &Path, root: i32) -> Vec<i32> {
     order
 }
 
-/// `RssAnon` + `RssShmem` of one process in bytes (0 when it is gone).
+/// `RssAnon` + `RssShmem` + `VmPTE` of one process in bytes (0 when it is gone).
 fn private_resident(proc_root: &Path, pid: i32) -> u64 {
     let Ok(status) = fs::read_to_string(proc_root.join(pid.to_string()).join("status")) else {
         return 0;
     };
-    ["RssAnon:", "RssShmem:"]
+    ["RssAnon:", "RssShmem:", "VmPTE:"]
         .iter()
         .filter_map(|key| kib_field(&status, key))
         .sum::<u64>()
@@ -133,6 +239,17 @@ mod tests {
     use super::*;
 
     fn process(proc_root: &Path, pid: i32, tasks: &[(i32, &str)], anon_kib: u64, shmem_kib: u64) {
+        process_with_pte(proc_root, pid, tasks, anon_kib, shmem_kib, 0);
+    }
+
+    fn process_with_pte(
+        proc_root: &Path,
+        pid: i32,
+        tasks: &[(i32, &str)],
+        anon_kib: u64,
+        shmem_kib: u64,
+        pte_kib: u64,
+    ) {
         let dir = proc_root.join(pid.to_string());
         for (tid, children) in tasks {
             let task = dir.join("task").join(tid.to_string());
@@ -142,7 +259,7 @@ mod tests {
         fs::write(
             dir.join("status"),
             format!(
-                "Name:\tpython3\nVmRSS:\t999999 kB\nRssAnon:\t{anon_kib} kB\nRssFile:\t5000 kB\nRssShmem:\t{shmem_kib} kB\n"
+                "Name:\tpython3\nVmRSS:\t999999 kB\nRssAnon:\t{anon_kib} kB\nRssFile:\t5000 kB\nRssShmem:\t{shmem_kib} kB\nVmPTE:\t{pte_kib} kB\nVmSwap:\t777 kB\n"
             ),
         )
         .unwrap();
@@ -160,6 +277,130 @@ mod tests {
         process(p, 14, &[(14, "")], 50_000, 0);
         let guard = MemoryGuard::with_proc(p, 1 << 30, Pid::from_raw(10));
         assert_eq!(guard.usage(), (100 + 1000 + 24 + 2000 + 3000) * 1024);
+    }
+
+    /// Page tables are memory of the run that no resident figure shows: a sparse mapping
+    /// read once every 2 MiB takes a page table per 2 MiB and no resident page.
+    #[test]
+    fn page_tables_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        process_with_pte(p, 10, &[(10, "11")], 100, 0, 200_000);
+        process_with_pte(p, 11, &[(11, "")], 100, 50, 300);
+        let mut guard = MemoryGuard::with_proc(p, 128 << 20, Pid::from_raw(10));
+        assert_eq!(guard.usage(), (100 + 200_000 + 100 + 50 + 300) * 1024);
+        assert!(
+            guard.check().is_some(),
+            "200 MB of page tables pass 128 MiB"
+        );
+    }
+
+    /// The socket tables of the run's namespace: `ns/net` of the run and of `self`, and the
+    /// run's `net/<table>` files.
+    fn namespace(proc_root: &Path, pid: i32, run_ns: &str, our_ns: &str, tables: &[(&str, &str)]) {
+        for (who, ns) in [(pid.to_string(), run_ns), ("self".to_string(), our_ns)] {
+            let dir = proc_root.join(who).join("ns");
+            fs::create_dir_all(&dir).unwrap();
+            let link = dir.join("net");
+            let _ = fs::remove_file(&link);
+            std::os::unix::fs::symlink(ns, &link).unwrap();
+        }
+        let net = proc_root.join(pid.to_string()).join("net");
+        fs::create_dir_all(&net).unwrap();
+        for (table, text) in tables {
+            fs::write(net.join(table), text).unwrap();
+        }
+    }
+
+    const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+    fn tcp_line(state: &str, tx: u64, rx: u64) -> String {
+        format!(
+            "   0: 0100007F:A1B2 0100007F:0CEA {state} {tx:08X}:{rx:08X} 00:00000000 00000000  1000        0 4242 1 0000000000000000 20 4 30 10 -1\n"
+        )
+    }
+
+    #[test]
+    fn queued_bytes_sums_send_and_receive_queues_but_not_backlogs() {
+        let tcp = format!(
+            "{TCP_HEADER}{}{}{}{}",
+            tcp_line("0A", 0, 7),
+            tcp_line("01", 0x1000, 0x30_0000),
+            tcp_line("01", 0x20, 0),
+            tcp_line("06", 0, 0),
+        );
+        assert_eq!(queued_bytes(&tcp), 0x1000 + 0x30_0000 + 0x20);
+        let udp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            \x20 123: 00000000000000000000000001000000:0035 00000000000000000000000000000000:0000 07 00000000:00034000 00:00000000 00000000     0        0 1234 2 0000000000000000 5\n";
+        assert_eq!(queued_bytes(udp6), 0x34000);
+        assert_eq!(queued_bytes("header only\n"), 0);
+        assert_eq!(queued_bytes("header\n garbage: x y z\n"), 0);
+    }
+
+    #[test]
+    fn socket_queues_of_the_runs_namespace_count_from_its_first_second() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        process(p, 10, &[(10, "")], 1024, 0);
+        let queued = |mib: u64| format!("{TCP_HEADER}{}", tcp_line("01", 0, mib << 20));
+        namespace(
+            p,
+            10,
+            "net:[4026532999]",
+            "net:[4026531840]",
+            &[
+                ("tcp", &queued(100)),
+                ("udp6", &queued(20)),
+                ("tcp6", ""),
+                ("udp", ""),
+            ],
+        );
+        let start = Instant::now();
+        let mut guard = MemoryGuard::with_proc(p, 64 << 20, Pid::from_raw(10));
+        // The first second is not read: a short run never pays for the tables.
+        assert_eq!(guard.check_at(start), None);
+        let later = start + SOCKET_INTERVAL + Duration::from_millis(100);
+        assert_eq!(
+            guard.check_at(later),
+            Some(OverLimit {
+                used_bytes: (1 << 20) + (120 << 20),
+                limit_bytes: 64 << 20
+            })
+        );
+        // Read again only a second later; in between the last reading counts.
+        namespace(
+            p,
+            10,
+            "net:[4026532999]",
+            "net:[4026531840]",
+            &[("tcp", &queued(1)), ("udp6", "")],
+        );
+        assert!(guard.check_at(later + Duration::from_millis(500)).is_some());
+        assert_eq!(guard.check_at(later + SOCKET_INTERVAL), None);
+        assert_eq!(guard.peak_bytes(), (1 << 20) + (120 << 20));
+    }
+
+    /// A run in the host's network namespace (host network mode): those sockets are not the
+    /// run's, and neither is a namespace the guard cannot tell apart.
+    #[test]
+    fn sockets_of_a_shared_or_unknown_namespace_are_not_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        process(p, 10, &[(10, "")], 1024, 0);
+        let table = format!("{TCP_HEADER}{}", tcp_line("01", 0, 100 << 20));
+        namespace(
+            p,
+            10,
+            "net:[4026531840]",
+            "net:[4026531840]",
+            &[("tcp", &table)],
+        );
+        let start = Instant::now();
+        let mut guard = MemoryGuard::with_proc(p, 64 << 20, Pid::from_raw(10));
+        assert_eq!(guard.check_at(start + 2 * SOCKET_INTERVAL), None);
+        fs::remove_file(p.join("self/ns/net")).unwrap();
+        let mut guard = MemoryGuard::with_proc(p, 64 << 20, Pid::from_raw(10));
+        assert_eq!(guard.check_at(start + 2 * SOCKET_INTERVAL), None);
     }
 
     #[test]

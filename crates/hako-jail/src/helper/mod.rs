@@ -271,15 +271,18 @@ pub(crate) struct PreparedRun {
 }
 
 pub(crate) fn prepare_run(spec: &JailSpec) -> Result<PreparedRun, HelperError> {
+    let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
+    let (cgroup, coverage) = create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
+    // Built once the cgroup is known: where the memory guard limits the run, the policy
+    // refuses what the guard cannot see.
     let use_listener = notify::user_notif_supported();
     let filter = seccomp::build_program(
         spec.language.as_str(),
         &spec.seccomp.extra_allowed,
         spec.seccomp.mode,
         use_listener,
+        memory_guard::guards(coverage.memory, spec.limits.memory_bytes),
     )?;
-    let name = format!("run-{}-{}", std::process::id(), spec.ids.host_uid);
-    let (cgroup, coverage) = create_cgroup(&name, &spec.cgroup_root, &spec.limits, spec.insecure)?;
     Ok(PreparedRun {
         use_listener,
         filter,
@@ -377,7 +380,7 @@ fn prepare_and_run(
         guard.0 = None;
         let (cpu_ms, rss) = reap(init);
         outcome.cpu_ms = cpu_ms;
-        outcome.peak_memory_bytes = rss;
+        outcome.peak_memory_bytes = outcome.peak_memory_bytes.max(rss);
         outcome.wall_ms = started.elapsed().as_millis() as u64;
         Ok(outcome)
     })();

@@ -167,7 +167,12 @@ pub(crate) fn supervise(
     if outcome.tampered {
         status = None;
     }
-    Ok(finish(outcome, status, blocked, streams))
+    let mut outcome = finish(outcome, status, blocked, streams);
+    if let Some(guard) = &memory_guard {
+        // What the guard saw is the run's memory, not only its largest process.
+        outcome.peak_memory_bytes = outcome.peak_memory_bytes.max(guard.peak_bytes());
+    }
+    Ok(outcome)
 }
 
 /// A seccomp notification to answer, or the listener gone (hung up without data).

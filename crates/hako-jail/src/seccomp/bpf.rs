@@ -428,6 +428,30 @@ pub(crate) mod tests {
         assert_eq!(run(&p, call(X32_SYSCALL_BIT | x86("write"), [0; 6])), EPERM);
     }
 
+    /// Where the memory guard limits the run, memfd_create is refused (its pages would be
+    /// nobody's), even when the operator listed it; everything else is unchanged.
+    #[test]
+    fn memfd_create_is_refused_only_under_the_memory_guard() {
+        let memfd = x86("memfd_create");
+        let cgroup = python_x86(DenyAction::Errno(1));
+        assert_eq!(run(&cgroup, call(memfd, [0; 6])), SECCOMP_RET_ALLOW);
+        for extra in [vec![], vec![memfd]] {
+            let guarded = policy::effective_policy("python3", "x86_64", &extra)
+                .unwrap()
+                .under_memory_guard()
+                .unwrap()
+                .compile(DenyAction::Errno(1))
+                .unwrap();
+            assert_eq!(
+                run(&guarded, call(memfd, [0; 6])),
+                EPERM,
+                "extras {extra:?}"
+            );
+            assert_eq!(run(&guarded, call(x86("mmap"), [0; 6])), SECCOMP_RET_ALLOW);
+            assert_eq!(run(&guarded, call(x86("read"), [0; 6])), SECCOMP_RET_ALLOW);
+        }
+    }
+
     #[test]
     fn wrong_arch_is_killed() {
         let p = python_x86(DenyAction::UserNotif);

@@ -205,18 +205,28 @@ impl Arch {
 /// `extra_allowed` (numbers on this machine) are allowed without argument checks, even for
 /// calls that the default policy checks or answers with `ENOSYS` (allowing `clone3` lets
 /// processes fork; that is the operator's choice).
+///
+/// `memory_guarded`: the supervisor's memory guard, not a memory cgroup, limits the run;
+/// the calls whose memory it cannot see are refused ([`policy::MEMORY_GUARD`]).
 pub(crate) fn build_program(
     language: &str,
     extra_allowed: &[u32],
     mode: SeccompMode,
     listener: bool,
+    memory_guarded: bool,
 ) -> Result<Vec<libc::sock_filter>, SeccompError> {
     let on_deny = match (mode, listener) {
         (SeccompMode::Enforce, true) | (SeccompMode::Learn, true) => bpf::DenyAction::UserNotif,
         (SeccompMode::Enforce, false) => bpf::DenyAction::Errno(libc::EPERM as u32),
         (SeccompMode::Learn, false) => return Err(SeccompError::LearnNeedsListener),
     };
-    policy::effective_policy(language, NATIVE_ARCH, extra_allowed)?.compile(on_deny)
+    let policy = policy::effective_policy(language, NATIVE_ARCH, extra_allowed)?;
+    let policy = if memory_guarded {
+        policy.under_memory_guard()?
+    } else {
+        policy
+    };
+    policy.compile(on_deny)
 }
 
 /// True for syscalls the filter answers with `ENOSYS` on this machine: expected failures
@@ -260,9 +270,9 @@ mod tests {
 
     #[test]
     fn learn_mode_needs_a_listener() {
-        let err = build_program("python3", &[], SeccompMode::Learn, false).unwrap_err();
+        let err = build_program("python3", &[], SeccompMode::Learn, false, false).unwrap_err();
         assert!(matches!(err, SeccompError::LearnNeedsListener), "{err}");
-        assert!(build_program("python3", &[], SeccompMode::Learn, true).is_ok());
-        assert!(build_program("ruby", &[], SeccompMode::Enforce, false).is_err());
+        assert!(build_program("python3", &[], SeccompMode::Learn, true, false).is_ok());
+        assert!(build_program("ruby", &[], SeccompMode::Enforce, false, false).is_err());
     }
 }

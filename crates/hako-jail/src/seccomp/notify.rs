@@ -321,7 +321,7 @@ mod tests {
     }
 
     fn child_without_nnp() {
-        let program = build_program("python3", &[], SeccompMode::Enforce, false).unwrap();
+        let program = build_program("python3", &[], SeccompMode::Enforce, false, false).unwrap();
         let err = install(&program, false).unwrap_err();
         println!("HAKO_RESULT={}", matches!(err, SeccompError::NoNewPrivs));
     }
@@ -409,7 +409,7 @@ w.on('message', () => {
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
-        let program = build_program(language, &[], SeccompMode::Enforce, true).unwrap();
+        let program = build_program(language, &[], SeccompMode::Enforce, true, false).unwrap();
         set_no_new_privs();
         let listener = install(&program, true).unwrap().expect("listener");
         println!("{FD_LINE}{}", listener.as_raw_fd());

@@ -600,6 +600,19 @@ pub static ENOSYS: Group = Group {
     syscalls: &["clone3"],
 };
 
+/// Calls refused where the supervisor's memory guard, not a memory cgroup, limits the run
+/// (see `crate::helper::memory_guard`): memory they hold is charged to no process, so the
+/// guard could not see it. Under a memory cgroup the kernel charges it to the run's group and
+/// they stay allowed. Not even `extra_allowed` re-allows them under the guard.
+pub static MEMORY_GUARD: Group = Group {
+    name: "memory-guard",
+    why: "A memfd's pages stay allocated after they are written and unmapped, charged to no \
+          process; only a memory cgroup counts them. Refused where the supervisor's memory \
+          guard limits the run; /tmp and /dev/shm (tmpfs capped at tmp_mb) remain for files \
+          in memory.",
+    syscalls: &["memfd_create"],
+};
+
 /// Calls no default policy may allow (checked by a test on both arches; names missing on
 /// an arch are skipped there). An operator can still allow them with `extra_allowed`.
 pub static NEVER_ALLOWED: &[&str] = &[
@@ -745,6 +758,8 @@ pub struct EffectivePolicy {
     pub extra: Vec<u32>,
     /// Every number allowed without argument checks (groups and extras).
     pub allowed: BTreeSet<u32>,
+    /// The memory guard, not a cgroup, limits the run: [`MEMORY_GUARD`] is refused.
+    pub memory_guarded: bool,
     #[serde(skip)]
     rules: Vec<ArgFilter>,
     #[serde(skip)]
@@ -796,12 +811,24 @@ pub fn effective_policy(
         enosys: &ENOSYS,
         extra: extra_sorted,
         allowed,
+        memory_guarded: false,
         rules,
         enosys_nrs: enosys_numbers(arch_id)?,
     })
 }
 
 impl EffectivePolicy {
+    /// This policy for a run whose memory the supervisor's guard limits (no memory cgroup):
+    /// the calls of [`MEMORY_GUARD`] are refused, extras included.
+    pub fn under_memory_guard(mut self) -> Result<EffectivePolicy, SeccompError> {
+        for name in MEMORY_GUARD.syscalls {
+            self.allowed
+                .remove(&number(self.arch, MEMORY_GUARD.name, name)?);
+        }
+        self.memory_guarded = true;
+        Ok(self)
+    }
+
     /// The argument rules, resolved to numbers on this policy's arch.
     #[cfg(test)]
     pub(crate) fn rules(&self) -> &[ArgFilter] {
@@ -858,6 +885,19 @@ impl fmt::Display for EffectivePolicy {
             self.enosys.syscalls.join(" ")
         )?;
         writeln!(f, "  {}", self.enosys.why)?;
+        let state = if self.memory_guarded {
+            "refused: the supervisor's memory guard limits runs here"
+        } else {
+            "allowed: a memory cgroup limits runs here"
+        };
+        writeln!(
+            f,
+            "\n[{}] {}: {}",
+            MEMORY_GUARD.name,
+            MEMORY_GUARD.syscalls.join(" "),
+            state
+        )?;
+        writeln!(f, "  {}", MEMORY_GUARD.why)?;
         if arch == Arch::X86_64 {
             writeln!(f, "x32 syscall numbers (bit 0x40000000): denied")?;
         }

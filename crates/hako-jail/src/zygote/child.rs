@@ -109,6 +109,7 @@ fn confine_child_inner(
         &params.seccomp.extra_allowed,
         params.seccomp.mode,
         params.use_listener,
+        crate::helper::memory_guard::guards(params.coverage.memory, params.limits.memory_bytes),
     )?;
     lockdown::lock_down(
         &LockDown {
