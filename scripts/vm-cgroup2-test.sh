@@ -20,8 +20,12 @@
 #   HAKO_VM_TESTS          tests to run instead of the suite, "binary:exact-name" words
 #   HAKO_VM_CONTAINER      1: instead of the suite, the image HAKO_TEST_IMAGE (built on the
 #                          host, e.g. by scripts/container-test.sh) under podman in the guest
-#                          with no cgroup bind (hako mounts its own cgroup2), and the
-#                          Kubernetes pod spec under `podman kube play` (scripts/vm-container-job.sh)
+#                          with the documented options and no cgroup bind (hako mounts its
+#                          own cgroup2), checked by scripts/vm-container-checks.py: Dify
+#                          templates, attacks, SSRF, `hako doctor` (scripts/vm-container-job.sh)
+#   HAKO_VM_CONTAINER_PARTS  what the container job runs (default "podman"); "podman kube"
+#                          adds the Kubernetes pod spec under `podman kube play`, which does
+#                          not pass with Debian 12's podman 4.3 (docs/deploy.md)
 #
 #   scripts/vm-cgroup2-test.sh --prepare   only fetches and builds the cached guest
 set -euo pipefail
@@ -340,9 +344,17 @@ make_container_job() {
   rmdir "$mnt"
   [ "$ok" = 1 ] || die "podman load into the guest's disk failed"
   ROOTFS=$JOB/disk.img
-  command -v kubectl >/dev/null && kubectl kustomize deploy/kubernetes >"$JOB/rendered.yaml"
+  local parts=${HAKO_VM_CONTAINER_PARTS:-podman}
+  case " $parts " in
+    *" kube "*)
+      local kubectl=kubectl
+      command -v kubectl >/dev/null || kubectl=${HAKO_CI_CACHE:-/var/cache/hako-ci}/lint-venv/bin/kubectl
+      "$kubectl" kustomize deploy/kubernetes >"$JOB/rendered.yaml" || die "kubectl kustomize failed"
+      ;;
+  esac
   {
     printf 'IMAGE=%q\n' "$image"
+    printf 'PARTS=%q\n' "$parts"
     cat scripts/vm-container-job.sh
   } >"$JOB/job.sh"
 }
