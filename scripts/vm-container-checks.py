@@ -293,11 +293,12 @@ def check_doctor(exec_prefix):
         return
     for line in out.stdout.splitlines():
         say(f"doctor: {line}")
+    # Lines are "LAYER (28 columns) STATE DETAIL"; the layers' states are these words.
     layers = {}
     for line in out.stdout.splitlines():
-        m = re.match(r"^(\S.{0,27}?)\s+(enforced|degraded|missing|guard)\s", line)
-        if m:
-            layers[m.group(1).strip()] = m.group(2)
+        words = line[29:].split()
+        if len(line) > 29 and words and words[0] in ("enforced", "degraded", "missing", "guard"):
+            layers[line[:28].strip()] = words[0]
     not_enforced = {k: v for k, v in layers.items() if v != "enforced"}
     warm = re.search(r"^warm pool python3\s+(\S+)", out.stdout, re.M)
     if warm and warm.group(1) != "ok":
