@@ -2,7 +2,8 @@
 # IMAGE= and PARTS= lines): on a pure cgroup-v2 kernel, the image under podman with the
 # documented options (no --privileged, no CAP_SYS_ADMIN, hako's seccomp profile, no cgroup
 # bind: hako mounts its own cgroup2), checked by scripts/vm-container-checks.py; with
-# PARTS containing "kube", also the rendered Kubernetes pod spec under `podman kube play`.
+# PARTS containing "setfcap", `hako doctor` without CAP_SETFCAP (the memory guard, not
+# cgroups); with "kube", the rendered Kubernetes pod spec under `podman kube play`.
 # Every figure is TCG-slow (13-20x the host for CPU-bound work).
 set -u
 passed=0; failed=0
@@ -94,6 +95,22 @@ podman_run() {
   "${P[@]}" rm -f hako-vm >/dev/null 2>&1
 }
 
+# CAP_SETFCAP is what the documented options add for cgroup v2: without it hako cannot map
+# the container's root into the user namespace of its private cgroup2 mount (Linux >= 5.12),
+# and `hako doctor` must say so and name the memory guard instead of claiming cgroups.
+without_setfcap() {
+  "${P[@]}" run --rm --network host --entrypoint sh \
+    --security-opt seccomp="$REPO/deploy/seccomp/hako.json" --security-opt 'unmask=/proc/*' \
+    --security-opt no-new-privileges --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add KILL \
+    "$IMAGE" -c 'ls -l /usr/bin/newuidmap 2>&1; grep CapBnd /proc/self/status; hako doctor 2>&1' >/tmp/nofcap.log 2>&1
+  sed 's/^/hako-vm: no SETFCAP: /' /tmp/nofcap.log | grep -vE ' INFO |interpreter|packages' | head -30
+  if grep -qE '^cgroups +(degraded|missing)' /tmp/nofcap.log && grep -qE '^memory limit +guard' /tmp/nofcap.log; then
+    ok "no SETFCAP: hako doctor reports the memory guard, not cgroups"
+  else
+    bad "no SETFCAP: hako doctor does not report the memory guard"
+  fi
+}
+
 # The rendered manifests' Deployment and ConfigMaps, made playable here: one replica, the
 # local image, a podman secret for the key, the seccomp profile from the repository.
 kube_play() {
@@ -113,6 +130,12 @@ for d in keep:
         d = d.replace("imagePullPolicy: Always", "imagePullPolicy: Never")
         # The guest has no network: the pod shares the guest's (no port mapping).
         d = re.sub(r"\n( *)ports:\n *- containerPort: 8194\n *name: http\n", "\n", d)
+        # The checks' allow-listed server; WORKER_TIMEOUT as in the podman part (TCG).
+        d = re.sub(r"\n( *)env:\n", r"\n\1env:\n\1  - name: HAKO_NETWORK_ALLOW\n\1    value: 127.0.0.2\n"
+                   r"\1  - name: WORKER_TIMEOUT\n\1    value: '60'\n", d, count=1)
+    else:
+        # The guest has no Dify ssrf_proxy to chain to: the guard connects itself.
+        d = re.sub(r"\n *proxy:\n( +(http|https): \S+\n)+", "\n", d)
     out.append(d)
 print("\n---\n".join(out))
 EOF
@@ -146,8 +169,9 @@ echo "+cpu +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
 for part in ${PARTS:-podman}; do
   case "$part" in
     podman) podman_run ;;
+    setfcap) without_setfcap ;;
     kube) kube_play ;;
-    *) bad "unknown part $part (podman, kube)" ;;
+    *) bad "unknown part $part (podman, setfcap, kube)" ;;
   esac
 done
 say "$passed passed, $failed failed"
