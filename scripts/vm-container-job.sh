@@ -131,8 +131,8 @@ for d in keep:
         # The guest has no network: the pod shares the guest's (no port mapping).
         d = re.sub(r"\n( *)ports:\n *- containerPort: 8194\n *name: http\n", "\n", d)
         # The checks' allow-listed server; WORKER_TIMEOUT as in the podman part (TCG).
-        d = re.sub(r"\n( *)env:\n", r"\n\1env:\n\1  - name: HAKO_NETWORK_ALLOW\n\1    value: 127.0.0.2\n"
-                   r"\1  - name: WORKER_TIMEOUT\n\1    value: '60'\n", d, count=1)
+        d = re.sub(r"\n( *)env:\n", r"\n\1env:\n\1- name: HAKO_NETWORK_ALLOW\n\1  value: 127.0.0.2\n"
+                   r"\1- name: WORKER_TIMEOUT\n\1  value: '60'\n", d, count=1)
     else:
         # The guest has no Dify ssrf_proxy to chain to: the guard connects itself.
         d = re.sub(r"\n *proxy:\n( +(http|https): \S+\n)+", "\n", d)
