@@ -139,25 +139,31 @@ for d in keep:
     out.append(d)
 print("\n---\n".join(out))
 EOF
-  # podman 4.3 takes a secretKeyRef from a podman secret holding the Secret as JSON.
-  printf '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"hako-api-key"},"data":{"api-key":"%s"}}' \
-    "$(printf %s "$KEY" | base64 -w0)" | "${P[@]}" secret create hako-api-key - >/dev/null
   grep -q '^containers:' /etc/subuid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subuid
   grep -q '^containers:' /etc/subgid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subgid
-  local userns played=""
-  for userns in "auto:size=65536" "auto"; do
-    if "${P[@]}" kube play --network host --seccomp-profile-root /tmp/kube \
-        --userns "$userns" /tmp/kube/pod.yaml >/tmp/kube/play.log 2>&1; then
-      played=$userns; break
-    fi
-    say "kube: play --userns $userns: $(tail -3 /tmp/kube/play.log | tr '\n' ' ')"
-    "${P[@]}" kube down /tmp/kube/pod.yaml >/dev/null 2>&1 || true
+  # podman 4.3 takes a secretKeyRef from a podman secret holding the Secret as JSON; how it
+  # decodes `data` is tried three ways (twice base64, stringData, once base64).
+  local k1 k2 secret userns played=""
+  k1=$(printf %s "$KEY" | base64 -w0)
+  k2=$(printf %s "$k1" | base64 -w0)
+  for secret in "\"data\":{\"api-key\":\"$k2\"}" "\"stringData\":{\"api-key\":\"$KEY\"}" "\"data\":{\"api-key\":\"$k1\"}"; do
+    "${P[@]}" secret rm hako-api-key >/dev/null 2>&1
+    printf '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"hako-api-key"},%s}' "$secret" \
+      | "${P[@]}" secret create hako-api-key - >/dev/null
+    for userns in "auto:size=65536" "auto"; do
+      if "${P[@]}" kube play --network host --seccomp-profile-root /tmp/kube \
+          --userns "$userns" /tmp/kube/pod.yaml >/tmp/kube/play.log 2>&1; then
+        played="$userns, secret $secret"; break 2
+      fi
+      say "kube: play --userns $userns, secret $secret: $(tail -3 /tmp/kube/play.log | tr '\n' ' ')"
+      "${P[@]}" kube down /tmp/kube/pod.yaml >/dev/null 2>&1 || true
+      grep -q 'secret hako-api-key' /tmp/kube/play.log && break
+    done
   done
   [ -n "$played" ] || { bad "kube play"; return; }
   local ctr
   ctr=$("${P[@]}" ps --format '{{.Names}}' | grep -- '-hako$' | head -1)
   say "kube: --userns $played, container $ctr, uid map: $("${P[@]}" exec "$ctr" cat /proc/self/uid_map 2>&1 | tr -s ' ' | head -1)"
-  say "kube: file capabilities of newuidmap in the image: $("${P[@]}" exec "$ctr" sh -c 'getcap /usr/bin/newuidmap 2>/dev/null || ls -l /usr/bin/newuidmap 2>&1')"
   if wait_ready 8194; then ok "kube: ready after $READY_MS ms"; else
     bad "kube: not ready"; "${P[@]}" logs "$ctr" 2>&1 | tail -20 | sed 's/^/    /'; fi
   checks kube "$ctr"
