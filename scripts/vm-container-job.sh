@@ -141,24 +141,18 @@ print("\n---\n".join(out))
 EOF
   grep -q '^containers:' /etc/subuid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subuid
   grep -q '^containers:' /etc/subgid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subgid
-  # podman 4.3 takes a secretKeyRef from a podman secret holding the Secret as JSON; how it
-  # decodes `data` is tried three ways (twice base64, stringData, once base64).
-  local k1 k2 secret userns played=""
-  k1=$(printf %s "$KEY" | base64 -w0)
-  k2=$(printf %s "$k1" | base64 -w0)
-  for secret in "\"data\":{\"api-key\":\"$k2\"}" "\"stringData\":{\"api-key\":\"$KEY\"}" "\"data\":{\"api-key\":\"$k1\"}"; do
-    "${P[@]}" secret rm hako-api-key >/dev/null 2>&1
-    printf '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"hako-api-key"},%s}' "$secret" \
-      | "${P[@]}" secret create hako-api-key - >/dev/null
-    for userns in "auto:size=65536" "auto"; do
-      if "${P[@]}" kube play --network host --seccomp-profile-root /tmp/kube \
-          --userns "$userns" /tmp/kube/pod.yaml >/tmp/kube/play.log 2>&1; then
-        played="$userns, secret $secret"; break 2
-      fi
-      say "kube: play --userns $userns, secret $secret: $(tail -3 /tmp/kube/play.log | tr '\n' ' ')"
-      "${P[@]}" kube down /tmp/kube/pod.yaml >/dev/null 2>&1 || true
-      grep -q 'secret hako-api-key' /tmp/kube/play.log && break
-    done
+  # podman 4.3 takes a secretKeyRef from a podman secret holding a JSON map of keys to
+  # base64 values (not a Secret object: that fails with "not valid JSON: illegal base64").
+  local userns played=""
+  "${P[@]}" secret rm hako-api-key >/dev/null 2>&1
+  printf '{"api-key":"%s"}' "$(printf %s "$KEY" | base64 -w0)" | "${P[@]}" secret create hako-api-key - >/dev/null
+  for userns in "auto:size=65536" "auto"; do
+    if "${P[@]}" kube play --network host --seccomp-profile-root /tmp/kube \
+        --userns "$userns" /tmp/kube/pod.yaml >/tmp/kube/play.log 2>&1; then
+      played=$userns; break
+    fi
+    say "kube: play --userns $userns: $(tail -3 /tmp/kube/play.log | tr '\n' ' ')"
+    "${P[@]}" kube down /tmp/kube/pod.yaml >/dev/null 2>&1 || true
   done
   [ -n "$played" ] || { bad "kube play"; return; }
   local ctr
