@@ -42,11 +42,18 @@ wait_ready() {
 
 # checks NAME CONTAINER: scripts/vm-container-checks.py against the container on 8194; its
 # ok and FAILED lines count here.
+# With INSIDE=1 the checks run in the container itself (a pod with its own network).
 checks() {
   local name=$1 ctr=$2 line
-  python3 "$REPO/scripts/vm-container-checks.py" --url http://127.0.0.1:8194 --key "$KEY" \
-    --exec "${P[*]} exec $ctr" --allow "$ALLOW_ADDR:$ALLOW_PORT" --runs "${HAKO_VM_RUNS:-10}" \
-    >/tmp/checks.log 2>&1
+  if [ "${INSIDE:-0}" = 1 ]; then
+    "${P[@]}" exec -i "$ctr" python3 - --url http://127.0.0.1:8194 --key "$KEY" --exec "" \
+      --allow "$ALLOW_ADDR:$ALLOW_PORT" --runs "${HAKO_VM_RUNS:-10}" \
+      <"$REPO/scripts/vm-container-checks.py" >/tmp/checks.log 2>&1
+  else
+    python3 "$REPO/scripts/vm-container-checks.py" --url http://127.0.0.1:8194 --key "$KEY" \
+      --exec "${P[*]} exec $ctr" --allow "$ALLOW_ADDR:$ALLOW_PORT" --runs "${HAKO_VM_RUNS:-10}" \
+      >/tmp/checks.log 2>&1
+  fi
   say "$name: checks exited with $?"
   while IFS= read -r line; do
     case "$line" in
@@ -111,6 +118,16 @@ without_setfcap() {
   fi
 }
 
+# Why a played pod did not start: its containers' states and errors, runc's log lines.
+kube_why() {
+  local c
+  for c in $("${P[@]}" ps -a --format '{{.Names}}' | grep -E -- '-(infra|hako)$'); do
+    say "kube:   $c: $("${P[@]}" inspect -f '{{.State.Status}} {{.State.Error}} {{.ImageName}}' "$c" 2>&1 | head -3 | tr '\n' ' ')"
+    "${P[@]}" logs "$c" 2>&1 | tail -5 | sed "s/^/hako-vm: kube:     /"
+  done
+  grep -v '^Trying\|^Getting\|^Copying\|^Writing\|^Storing' /tmp/kube/play.log | head -12 | sed 's/^/hako-vm: kube:   play: /'
+}
+
 # The rendered manifests' Deployment and ConfigMaps, made playable here: one replica, the
 # local image, a podman secret for the key, the seccomp profile from the repository.
 kube_play() {
@@ -146,21 +163,31 @@ EOF
   local userns played=""
   "${P[@]}" secret rm hako-api-key >/dev/null 2>&1
   printf '{"api-key":"%s"}' "$(printf %s "$KEY" | base64 -w0)" | "${P[@]}" secret create hako-api-key - >/dev/null
+  # The pod gets its own network namespace (--network none: loopback only): in a user
+  # namespace the infra container cannot mount sysfs over a network namespace it does not
+  # own (with --network host: "mount sysfs:/sys ... operation not permitted").
   for userns in "auto:size=65536" "auto"; do
-    if "${P[@]}" kube play --network host --seccomp-profile-root /tmp/kube \
+    if "${P[@]}" kube play --network none --seccomp-profile-root /tmp/kube \
         --userns "$userns" /tmp/kube/pod.yaml >/tmp/kube/play.log 2>&1; then
       played=$userns; break
     fi
     say "kube: play --userns $userns: $(tail -3 /tmp/kube/play.log | tr '\n' ' ')"
+    kube_why
     "${P[@]}" kube down /tmp/kube/pod.yaml >/dev/null 2>&1 || true
   done
   [ -n "$played" ] || { bad "kube play"; return; }
   local ctr
   ctr=$("${P[@]}" ps --format '{{.Names}}' | grep -- '-hako$' | head -1)
   say "kube: --userns $played, container $ctr, uid map: $("${P[@]}" exec "$ctr" cat /proc/self/uid_map 2>&1 | tr -s ' ' | head -1)"
-  if wait_ready 8194; then ok "kube: ready after $READY_MS ms"; else
+  local t0 ready=""
+  t0=$(date +%s)
+  for _ in $(seq 1 900); do
+    [ "$("${P[@]}" exec "$ctr" curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8194/ready 2>/dev/null)" = 200 ] && { ready=1; break; }
+    sleep 1
+  done
+  if [ -n "$ready" ]; then ok "kube: ready after about $(($(date +%s) - t0)) s"; else
     bad "kube: not ready"; "${P[@]}" logs "$ctr" 2>&1 | tail -20 | sed 's/^/    /'; fi
-  checks kube "$ctr"
+  INSIDE=1 checks kube "$ctr"
   "${P[@]}" kube down /tmp/kube/pod.yaml >/dev/null 2>&1 || true
 }
 
