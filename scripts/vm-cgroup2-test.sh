@@ -20,8 +20,14 @@
 #   HAKO_VM_TESTS          tests to run instead of the suite, "binary:exact-name" words
 #   HAKO_VM_CONTAINER      1: instead of the suite, the image HAKO_TEST_IMAGE (built on the
 #                          host, e.g. by scripts/container-test.sh) under podman in the guest
-#                          with no cgroup bind (hako mounts its own cgroup2), and the
-#                          Kubernetes pod spec under `podman kube play` (scripts/vm-container-job.sh)
+#                          with the documented options and no cgroup bind (hako mounts its
+#                          own cgroup2), checked by scripts/vm-container-checks.py: Dify
+#                          templates, attacks, SSRF, `hako doctor` (scripts/vm-container-job.sh)
+#   HAKO_VM_CONTAINER_PARTS  what the container job runs (default "podman setfcap": the
+#                          checks, then `hako doctor` without CAP_SETFCAP, which must fall
+#                          back to the memory guard); "kube" adds the Kubernetes pod spec
+#                          under `podman kube play`, which does not pass with Debian 12's
+#                          podman 4.3 (docs/deploy.md)
 #
 #   scripts/vm-cgroup2-test.sh --prepare   only fetches and builds the cached guest
 set -euo pipefail
@@ -325,7 +331,7 @@ make_container_job() {
   # The image goes into a copy of the guest's disk at the host's speed (a `podman load`
   # under TCG takes longer than the whole guest may run).
   log "loading $image into a copy of the guest's disk"
-  bounded 600 podman save --format docker-archive -o "$JOB/image.tar" "$image" \
+  bounded 600 podman save -q --format docker-archive -o "$JOB/image.tar" "$image" \
     || die "podman save $image failed (build it with scripts/container-test.sh)"
   cp --sparse=always "$ROOTFS" "$JOB/disk.img"
   local mnt ok=0
@@ -334,15 +340,23 @@ make_container_job() {
   mount --bind /proc "$mnt/proc" && mount --bind /dev "$mnt/dev" && mount --bind /sys "$mnt/sys" &&
     mount -t tmpfs tmpfs "$mnt/run"
   cp "$JOB/image.tar" "$mnt/var/tmp/image.tar"
-  chroot "$mnt" podman --events-backend file load -i /var/tmp/image.tar >/dev/null && ok=1
+  chroot "$mnt" podman --events-backend file load -q -i /var/tmp/image.tar >/dev/null && ok=1
   rm -f "$mnt/var/tmp/image.tar" "$JOB/image.tar"
   umount "$mnt/run" "$mnt/sys" "$mnt/proc" "$mnt/dev" "$mnt"
   rmdir "$mnt"
   [ "$ok" = 1 ] || die "podman load into the guest's disk failed"
   ROOTFS=$JOB/disk.img
-  command -v kubectl >/dev/null && kubectl kustomize deploy/kubernetes >"$JOB/rendered.yaml"
+  local parts=${HAKO_VM_CONTAINER_PARTS:-podman setfcap}
+  case " $parts " in
+    *" kube "*)
+      local kubectl=kubectl
+      command -v kubectl >/dev/null || kubectl=${HAKO_CI_CACHE:-/var/cache/hako-ci}/lint-venv/bin/kubectl
+      "$kubectl" kustomize deploy/kubernetes >"$JOB/rendered.yaml" || die "kubectl kustomize failed"
+      ;;
+  esac
   {
     printf 'IMAGE=%q\n' "$image"
+    printf 'PARTS=%q\n' "$parts"
     cat scripts/vm-container-job.sh
   } >"$JOB/job.sh"
 }
