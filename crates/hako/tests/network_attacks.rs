@@ -123,6 +123,25 @@ fn line<'a>(r: &'a Run, label: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {label} in {:?}", r.json))
 }
 
+/// Fetches every (label, url) target in one run and asserts that the guard refused each.
+fn fetch_each_refused(config: &str, targets: &[(&str, &str)]) -> (Run, String) {
+    let code = format!(
+        "{FETCH}\nfor label, url in {}:\n    fetch(label, url)\n",
+        serde_json::to_string(targets).unwrap()
+    );
+    let (r, hits) = run_in_namespace(config, &code);
+    for (label, _) in targets {
+        let l = line(&r, label);
+        assert_eq!(
+            l.split_whitespace().nth(1),
+            Some("refused"),
+            "{l}\n{:?}",
+            r.json
+        );
+    }
+    (r, hits)
+}
+
 #[test]
 fn wireserver_metadata_this_host_and_embedded_forms_are_refused() {
     if !can_run_jail() {
@@ -141,21 +160,8 @@ fn wireserver_metadata_this_host_and_embedded_forms_are_refused() {
             "http://meta.test:PORT/latest/meta-data/",
         ),
     ];
-    let code = format!(
-        "{FETCH}\nfor label, url in {}:\n    fetch(label, url)\n",
-        serde_json::to_string(&targets).unwrap()
-    );
-    let (r, hits) = run_in_namespace(config, &code);
+    let (r, hits) = fetch_each_refused(config, &targets);
     let out = r.stdout();
-    for (label, _) in targets {
-        let l = line(&r, label);
-        assert_eq!(
-            l.split_whitespace().nth(1),
-            Some("refused"),
-            "{l}\n{:?}",
-            r.json
-        );
-    }
     assert!(line(&r, "wireserver").contains("Azure WireServer"), "{out}");
     assert!(line(&r, "self-v4").contains("this host"), "{out}");
     assert!(line(&r, "self-v6").contains("this host"), "{out}");
@@ -225,21 +231,8 @@ fn ipv4_translated_forms_are_judged_by_their_ipv4() {
             "http://[64:ff9b::169.254.169.254]:PORT/n-meta",
         ),
     ];
-    let code = format!(
-        "{FETCH}\nfor label, url in {}:\n    fetch(label, url)\n",
-        serde_json::to_string(&targets).unwrap()
-    );
-    let (r, hits) = run_in_namespace(config, &code);
+    let (r, hits) = fetch_each_refused(config, &targets);
     let out = r.stdout();
-    for (label, _) in targets {
-        let l = line(&r, label);
-        assert_eq!(
-            l.split_whitespace().nth(1),
-            Some("refused"),
-            "{l}\n{:?}",
-            r.json
-        );
-    }
     for label in ["translated-loopback", "translated-loopback-hex"] {
         assert!(line(&r, label).contains("a loopback address"), "{out}");
     }
