@@ -31,8 +31,8 @@ pub struct PythonZygotes {
 impl PythonZygotes {
     pub fn new(helper: PathBuf, count: usize, finishing: Finishing, library: PathBuf) -> Self {
         PythonZygotes {
-            lean: ZygotePool::new(helper.clone(), count, finishing.clone()),
-            heavy: ZygotePool::new(helper, count, finishing),
+            lean: ZygotePool::new("lean", helper.clone(), count, finishing.clone()),
+            heavy: ZygotePool::new("heavy", helper, count, finishing),
             library,
             environment: Mutex::new(Arc::new(BTreeSet::new())),
         }
@@ -93,6 +93,7 @@ impl PythonZygotes {
             zygote_rss_bytes: [lean.zygote_rss_bytes, heavy.zygote_rss_bytes].concat(),
             zygote_pss_bytes: lean.zygote_pss_bytes + heavy.zygote_pss_bytes,
             skipped_preload: heavy.skipped_preload,
+            pools: [lean.pools, heavy.pools].concat(),
         }
     }
 
