@@ -1,6 +1,7 @@
 //! The seam between the HTTP layer and the executor, so handlers can be tested with a fake.
 
 use hako_runtime::stop::Cancel;
+use hako_runtime::warm::PoolMemory;
 use hako_runtime::{ExecError, Executor, RunReport, RunRequest};
 use std::future::Future;
 
@@ -88,11 +89,14 @@ impl RunCode for Executor {
     }
 }
 
+/// A pool gauge: its name, its help text, and its value for one pool.
+type Gauge = (&'static str, &'static str, fn(&PoolMemory) -> u64);
+
 /// One gauge per warm Python pool: its idle workers, what the whole pool weighs (shared pages
 /// counted once) and what its preloaded parent alone weighs, so the two can be compared.
-fn pool_metrics(pools: &[hako_runtime::warm::PoolMemory]) -> String {
+fn pool_metrics(pools: &[PoolMemory]) -> String {
     let mut text = String::new();
-    let gauges: [(&str, &str, fn(&hako_runtime::warm::PoolMemory) -> u64); 3] = [
+    let gauges: [Gauge; 3] = [
         (
             "hako_pool_workers",
             "Worker zygotes of the pool ready to fork a run.",
@@ -112,7 +116,11 @@ fn pool_metrics(pools: &[hako_runtime::warm::PoolMemory]) -> String {
     for (name, help, value) in gauges {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         for pool in pools {
-            text.push_str(&format!("{name}{{pool=\"{}\"}} {}\n", pool.pool, value(pool)));
+            text.push_str(&format!(
+                "{name}{{pool=\"{}\"}} {}\n",
+                pool.pool,
+                value(pool)
+            ));
         }
     }
     text
@@ -121,7 +129,6 @@ fn pool_metrics(pools: &[hako_runtime::warm::PoolMemory]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hako_runtime::warm::PoolMemory;
 
     #[test]
     fn each_pool_has_its_gauges() {

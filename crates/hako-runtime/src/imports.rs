@@ -188,8 +188,14 @@ mod tests {
     fn the_heaviest_import_decides() {
         let installed = env(&["numpy", "jinja2"]);
         assert_eq!(weigh("import json, jinja2", &installed), Weight::Lean);
-        assert_eq!(weigh("import jinja2\nimport numpy", &installed), Weight::Heavy);
-        assert_eq!(weigh("import numpy\nimport jinja2", &installed), Weight::Heavy);
+        assert_eq!(
+            weigh("import jinja2\nimport numpy", &installed),
+            Weight::Heavy
+        );
+        assert_eq!(
+            weigh("import numpy\nimport jinja2", &installed),
+            Weight::Heavy
+        );
     }
 
     #[test]

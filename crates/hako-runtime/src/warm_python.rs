@@ -103,7 +103,10 @@ impl PythonZygotes {
             start_error: heavy.start_error.or(lean.start_error).or(plain.start_error),
             idle: all.iter().map(|p| p.idle).sum(),
             node_idle: 0,
-            zygote_rss_bytes: all.iter().flat_map(|p| p.zygote_rss_bytes.clone()).collect(),
+            zygote_rss_bytes: all
+                .iter()
+                .flat_map(|p| p.zygote_rss_bytes.clone())
+                .collect(),
             zygote_pss_bytes: all.iter().map(|p| p.zygote_pss_bytes).sum(),
             skipped_preload: heavy.skipped_preload,
             pools: all.into_iter().flat_map(|p| p.pools).collect(),

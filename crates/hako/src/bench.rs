@@ -241,7 +241,10 @@ async fn wait_ready(client: &reqwest::Client, url: &str, key: &str, work: &Workl
             Err(_) => Value::Null,
         };
         if state["state"] == "failed" {
-            bail!("the server at {url} could not install its packages: {}", state["error"]);
+            bail!(
+                "the server at {url} could not install its packages: {}",
+                state["error"]
+            );
         }
         let ready = match client.get(format!("{url}/ready")).send().await {
             Ok(r) => r.status().as_u16() == 200,
@@ -689,9 +692,10 @@ async fn report_start(
 fn print_workers(runtime: &tokio::runtime::Runtime, url: &str) {
     let text = runtime.block_on(metrics_text(url));
     if let Some(text) = text {
-        for line in text.lines().filter(|l| {
-            l.starts_with("hako_pool_") || l.starts_with("hako_warm_workers")
-        }) {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("hako_pool_") || l.starts_with("hako_warm_workers"))
+        {
             println!("  {line}");
         }
     }

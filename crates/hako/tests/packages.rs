@@ -597,7 +597,9 @@ async fn each_run_forks_from_the_lightest_zygote_its_imports_allow() {
     let data = run(&server, "python3", &plain).await;
     assert_eq!(data["stdout"], "False False False\n", "{data}");
     // Dify's Jinja2 template: the lean zygote (jinja2, not the rest of the environment).
-    let template = format!("import jinja2, sys\nprint(jinja2.Template('{{{{ a }}}}').render(a='ok'))\n{loaded}");
+    let template = format!(
+        "import jinja2, sys\nprint(jinja2.Template('{{{{ a }}}}').render(a='ok'))\n{loaded}"
+    );
     let data = run(&server, "python3", &template).await;
     assert_eq!(data["stdout"], "ok\nTrue False False\n", "{data}");
     // numpy: the heavy zygote, which imported the whole environment (requests among it).
@@ -612,7 +614,13 @@ async fn each_pool_reports_its_workers_and_memory() {
         return;
     }
     let state = temp_state();
-    let server = start_with(state.path(), "six\n", None, "max_workers: 2\n", "  mode: zygote\n");
+    let server = start_with(
+        state.path(),
+        "six\n",
+        None,
+        "max_workers: 2\n",
+        "  mode: zygote\n",
+    );
     let report = refresh(&server, "python3").await;
     assert_eq!(report["state"], "ready", "{report}");
     wait_zygotes(&server, 6.0).await;
@@ -631,9 +639,18 @@ async fn each_pool_reports_its_workers_and_memory() {
             .unwrap_or_else(|| panic!("no {prefix}in /metrics:\n{metrics}"))
     };
     for pool in ["plain", "lean", "heavy"] {
-        assert!(value("hako_pool_workers", pool) >= 1.0, "{pool}:\n{metrics}");
-        assert!(value("hako_pool_memory_bytes", pool) > 0.0, "{pool}:\n{metrics}");
-        assert!(value("hako_pool_zygote_bytes", pool) > 0.0, "{pool}:\n{metrics}");
+        assert!(
+            value("hako_pool_workers", pool) >= 1.0,
+            "{pool}:\n{metrics}"
+        );
+        assert!(
+            value("hako_pool_memory_bytes", pool) > 0.0,
+            "{pool}:\n{metrics}"
+        );
+        assert!(
+            value("hako_pool_zygote_bytes", pool) > 0.0,
+            "{pool}:\n{metrics}"
+        );
     }
     // The heavy parent imported requests, httpx and six; the plain one none of them.
     assert!(
