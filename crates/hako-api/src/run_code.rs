@@ -1,6 +1,7 @@
 //! The seam between the HTTP layer and the executor, so handlers can be tested with a fake.
 
 use hako_runtime::stop::Cancel;
+use hako_runtime::warm::PoolMemory;
 use hako_runtime::{ExecError, Executor, RunReport, RunRequest};
 use std::future::Future;
 
@@ -83,6 +84,77 @@ impl RunCode for Executor {
         for (i, rss) in status.zygote_rss_bytes.iter().enumerate() {
             text.push_str(&format!("hako_zygote_rss_bytes{{zygote=\"{i}\"}} {rss}\n"));
         }
+        text.push_str(&pool_metrics(&status.pools));
         text
+    }
+}
+
+/// A pool gauge: its name, its help text, and its value for one pool.
+type Gauge = (&'static str, &'static str, fn(&PoolMemory) -> u64);
+
+/// One gauge per warm Python pool: its idle workers, what the whole pool weighs (shared pages
+/// counted once) and what its preloaded parent alone weighs, so the two can be compared.
+fn pool_metrics(pools: &[PoolMemory]) -> String {
+    let mut text = String::new();
+    let gauges: [Gauge; 3] = [
+        (
+            "hako_pool_workers",
+            "Worker zygotes of the pool ready to fork a run.",
+            |p| p.workers as u64,
+        ),
+        (
+            "hako_pool_memory_bytes",
+            "Proportional memory (PSS) of the pool's preloaded parent, its worker zygotes and their prepared children.",
+            |p| p.memory_bytes,
+        ),
+        (
+            "hako_pool_zygote_bytes",
+            "Resident memory of the pool's preloaded parent: what one zygote of the pool weighs.",
+            |p| p.zygote_bytes,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for pool in pools {
+            text.push_str(&format!(
+                "{name}{{pool=\"{}\"}} {}\n",
+                pool.pool,
+                value(pool)
+            ));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pool_has_its_gauges() {
+        let pools = [
+            PoolMemory {
+                pool: "lean",
+                workers: 2,
+                memory_bytes: 30 << 20,
+                zygote_bytes: 20 << 20,
+            },
+            PoolMemory {
+                pool: "heavy",
+                workers: 1,
+                memory_bytes: 200 << 20,
+                zygote_bytes: 150 << 20,
+            },
+        ];
+        let text = pool_metrics(&pools);
+        for line in [
+            "hako_pool_workers{pool=\"lean\"} 2",
+            "hako_pool_workers{pool=\"heavy\"} 1",
+            "hako_pool_memory_bytes{pool=\"heavy\"} 209715200",
+            "hako_pool_zygote_bytes{pool=\"lean\"} 20971520",
+            "# TYPE hako_pool_memory_bytes gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

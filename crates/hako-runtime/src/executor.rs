@@ -467,7 +467,7 @@ impl Executor {
         Some(status)
     }
 
-    /// The zygotes' specs (heavy and lean), and the package binds they were made from.
+    /// The zygotes' specs (heavy, lean and plain), and the package binds they were made from.
     fn zygote_templates(
         &self,
         adapter: &Adapter,
@@ -531,12 +531,22 @@ impl Executor {
             "HAKO_PRELOAD".into(),
             serde_json::to_string(&preload).map_err(ExecError::Preload)?,
         ));
-        let lean = crate::warm_python::lean_preload(&config.hako.python_preload, &environment);
-        let lean = crate::warm_python::lean_spec(&spec, &lean)
-            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        use crate::warm_python::{lean_preload, light_spec, plain_preload, Light};
+        let light = |light, preload: Vec<String>| {
+            light_spec(&spec, light, &preload).map_err(|e| ExecError::Sandbox(e.to_string()))
+        };
+        let lean = light(
+            Light::Lean,
+            lean_preload(&config.hako.python_preload, &environment),
+        )?;
+        let plain = light(
+            Light::Plain,
+            plain_preload(&config.hako.python_preload, &environment),
+        )?;
         Ok(crate::warm_python::Templates {
             heavy: spec,
             lean,
+            plain,
             key,
             environment,
         })

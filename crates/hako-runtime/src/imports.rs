@@ -1,12 +1,14 @@
 //! Which warm zygote a Python program goes to, by a static look at what it imports.
 //!
-//! Two zygotes serve Python runs: a lean one that has imported only hako's small preload
-//! list, and a heavy one that has imported the package environment too. A program whose
-//! imports name no package of the environment (beyond [`LEAN_PACKAGES`]) forks from the
-//! lean one: it pays neither the page tables nor the tear-down of a big parent. Anything
-//! the scan cannot read for sure (an import it cannot parse, `__import__`, `importlib`) goes
-//! to the heavy one. Either zygote runs every program correctly; the choice only decides
-//! which one starts it faster.
+//! Three zygotes serve Python runs: a plain one (the interpreter with the operator's
+//! standard-library preload only), a lean one that has imported [`LEAN_PACKAGES`] too, and a
+//! heavy one that has imported the whole package environment. A program whose imports name
+//! no package of the environment forks from the plain one (Dify's Python template: `json`,
+//! `base64`); one that names only [`LEAN_PACKAGES`] from the lean one (Dify's Jinja2
+//! template). Neither pays the page tables nor the tear-down of a big parent. Anything the
+//! scan cannot read for sure (an import it cannot parse, `__import__`, `importlib`) goes to
+//! the heavy one. Every zygote runs every program correctly; the choice only decides which
+//! one starts it faster.
 
 use std::collections::BTreeSet;
 
@@ -14,10 +16,14 @@ use std::collections::BTreeSet;
 /// `jinja2`, and it is small.
 pub const LEAN_PACKAGES: &[&str] = &["jinja2", "markupsafe"];
 
-/// Which zygote a program goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which zygote a program goes to, lightest first (a lighter program may also take a
+/// heavier zygote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Weight {
-    /// The program imports nothing of the package environment beyond [`LEAN_PACKAGES`].
+    /// The program imports nothing of the package environment (the standard library, or
+    /// modules that are not installed at all).
+    Plain,
+    /// It imports packages of the environment, but only [`LEAN_PACKAGES`].
     Lean,
     /// It imports a package of the environment, or the scan could not tell.
     Heavy,
@@ -66,15 +72,19 @@ pub fn weigh(code: &str, environment: &BTreeSet<String>) -> Weight {
     if imports.unsure {
         return Weight::Heavy;
     }
-    let heavy = imports
+    imports
         .modules
         .iter()
-        .any(|m| environment.contains(m) && !LEAN_PACKAGES.contains(&m.as_str()));
-    if heavy {
-        Weight::Heavy
-    } else {
-        Weight::Lean
-    }
+        .filter(|m| environment.contains(*m))
+        .map(|m| {
+            if LEAN_PACKAGES.contains(&m.as_str()) {
+                Weight::Lean
+            } else {
+                Weight::Heavy
+            }
+        })
+        .max()
+        .unwrap_or(Weight::Plain)
 }
 
 /// True when `text` holds the word `import`.
@@ -138,10 +148,12 @@ mod tests {
     const DIFY_JINJA2: &str = "import jinja2\ntemplate = jinja2.Template('''{{ a }}''')\n\nimport json\nfrom base64 import b64decode\n\ninputs_obj = json.loads(b64decode('e30=').decode('utf-8'))\nprint('<<RESULT>>' + template.render(**inputs_obj) + '<<RESULT>>')\n";
 
     #[test]
-    fn dify_templates_are_lean() {
-        let installed = env(&["numpy", "pandas", "jinja2", "requests"]);
-        assert_eq!(weigh(DIFY_PYTHON, &installed), Weight::Lean);
+    fn dify_templates_are_plain_and_lean() {
+        let installed = env(&["numpy", "pandas", "jinja2", "markupsafe", "requests"]);
+        assert_eq!(weigh(DIFY_PYTHON, &installed), Weight::Plain);
         assert_eq!(weigh(DIFY_JINJA2, &installed), Weight::Lean);
+        // Without jinja2 installed, the Jinja2 template needs nothing of the environment.
+        assert_eq!(weigh(DIFY_JINJA2, &env(&["numpy"])), Weight::Plain);
     }
 
     #[test]
@@ -160,16 +172,30 @@ mod tests {
     }
 
     #[test]
-    fn standard_modules_and_missing_ones_are_lean() {
-        let installed = env(&["numpy"]);
+    fn standard_modules_and_missing_ones_are_plain() {
+        let installed = env(&["numpy", "jinja2"]);
         for code in [
             "import os, sys as system\nfrom collections import (OrderedDict,\n    deque)",
             "from . import sibling",
             "import no_such_module",
             "print('important')\nimported = 1",
         ] {
-            assert_eq!(weigh(code, &installed), Weight::Lean, "{code}");
+            assert_eq!(weigh(code, &installed), Weight::Plain, "{code}");
         }
+    }
+
+    #[test]
+    fn the_heaviest_import_decides() {
+        let installed = env(&["numpy", "jinja2"]);
+        assert_eq!(weigh("import json, jinja2", &installed), Weight::Lean);
+        assert_eq!(
+            weigh("import jinja2\nimport numpy", &installed),
+            Weight::Heavy
+        );
+        assert_eq!(
+            weigh("import numpy\nimport jinja2", &installed),
+            Weight::Heavy
+        );
     }
 
     #[test]

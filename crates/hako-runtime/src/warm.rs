@@ -144,10 +144,28 @@ pub struct PoolStatus {
     /// counted once).
     pub zygote_pss_bytes: u64,
     pub skipped_preload: Vec<String>,
+    /// Each Python pool on its own.
+    pub pools: Vec<PoolMemory>,
+}
+
+/// One warm Python pool while idle (for `/metrics` and `hako bench`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolMemory {
+    /// `plain`, `lean` or `heavy`.
+    pub pool: &'static str,
+    /// Worker zygotes ready to fork a run.
+    pub workers: usize,
+    /// Proportional memory of the pool's preloaded parent and everything forked from it
+    /// (workers and their prepared children): what the pool costs the host.
+    pub memory_bytes: u64,
+    /// Resident memory of the preloaded parent: what one zygote of the pool weighs.
+    pub zygote_bytes: u64,
 }
 
 #[derive(Clone)]
 pub struct ZygotePool {
+    /// The pool's name in metrics.
+    name: &'static str,
     helper: PathBuf,
     size: usize,
     state: Arc<Mutex<State>>,
@@ -156,8 +174,14 @@ pub struct ZygotePool {
 }
 
 impl ZygotePool {
-    pub fn new(helper: PathBuf, size: usize, finishing: Finishing) -> ZygotePool {
+    pub fn new(
+        name: &'static str,
+        helper: PathBuf,
+        size: usize,
+        finishing: Finishing,
+    ) -> ZygotePool {
         ZygotePool {
+            name,
             helper,
             finishing,
             size: size.clamp(1, hako_jail::zygote::MAX_WORKERS as usize),
@@ -226,6 +250,8 @@ impl ZygotePool {
 
     pub fn status(&self) -> PoolStatus {
         let state = self.lock();
+        let parent = state.parent.as_ref().map(|p| p.pid);
+        let memory_bytes = parent.map_or(0, crate::warm_python::pss_of_tree);
         PoolStatus {
             warmed: state.warmed,
             failed_starts: state.failed_starts,
@@ -233,11 +259,14 @@ impl ZygotePool {
             idle: state.idle.len(),
             node_idle: 0,
             zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
-            zygote_pss_bytes: state
-                .parent
-                .as_ref()
-                .map_or(0, |p| crate::warm_python::pss_of_tree(p.pid)),
+            zygote_pss_bytes: memory_bytes,
             skipped_preload: state.skipped.clone(),
+            pools: vec![PoolMemory {
+                pool: self.name,
+                workers: state.idle.len(),
+                memory_bytes,
+                zygote_bytes: parent.map_or(0, rss_of_tree),
+            }],
         }
     }
 

@@ -22,10 +22,14 @@ pub(crate) struct Parent {
     pub generation: u64,
     /// Host pid of the parent interpreter (its tree holds every worker).
     pub pid: i32,
-    /// Worker indexes in use (each is a range of run ids in the parent's user namespace).
-    used: Mutex<u32>,
+    /// Worker indexes in use, one bit each (each is a range of run ids in the parent's user
+    /// namespace; at most `MAX_WORKERS`, 64).
+    used: Mutex<u64>,
     finishing: Finishing,
 }
+
+// One bit of `Parent::used` per worker index.
+const _: () = assert!(hako_jail::zygote::MAX_WORKERS <= u64::BITS);
 
 /// A worker's index, held for as long as its zygote exists.
 pub(crate) struct WorkerIndex {
@@ -40,7 +44,7 @@ impl Drop for WorkerIndex {
             .used
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *used &= !(1 << self.index);
+        *used &= !(1u64 << self.index);
     }
 }
 
@@ -110,8 +114,8 @@ impl Parent {
             .used
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let index = (0..hako_jail::zygote::MAX_WORKERS).find(|i| *used & (1 << i) == 0)?;
-        *used |= 1 << index;
+        let index = (0..hako_jail::zygote::MAX_WORKERS).find(|i| *used & (1u64 << i) == 0)?;
+        *used |= 1u64 << index;
         Some(WorkerIndex {
             parent: self.clone(),
             index: index as u8,

@@ -1,6 +1,7 @@
-//! The warm Python zygotes of a server: a lean pool (hako's small preload list) and a heavy
-//! pool (the package environment too). Each run goes to the pool its imports call for (see
-//! [`crate::imports`]); a lean run takes a heavy zygote when no lean one is free.
+//! The warm Python zygotes of a server: a plain pool (the interpreter with the operator's
+//! standard-library preload), a lean pool (plus [`LEAN_PACKAGES`]) and a heavy pool (the
+//! whole package environment). Each run goes to the pool its imports call for (see
+//! [`crate::imports`]); when that pool has no free zygote, it takes one of a heavier pool.
 
 use crate::imports::{Weight, LEAN_PACKAGES};
 use crate::warm::{Finishing, PoolStatus, WarmError, ZygotePool};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 pub struct Templates {
     pub heavy: JailSpec,
     pub lean: JailSpec,
+    pub plain: JailSpec,
     /// The package environment's binds (what the zygotes were made from).
     pub key: Vec<(PathBuf, PathBuf)>,
     /// Top-level modules of the package environment.
@@ -21,6 +23,7 @@ pub struct Templates {
 }
 
 pub struct PythonZygotes {
+    plain: ZygotePool,
     lean: ZygotePool,
     heavy: ZygotePool,
     /// The zygote library (built next to the binary).
@@ -31,17 +34,20 @@ pub struct PythonZygotes {
 impl PythonZygotes {
     pub fn new(helper: PathBuf, count: usize, finishing: Finishing, library: PathBuf) -> Self {
         PythonZygotes {
-            lean: ZygotePool::new(helper.clone(), count, finishing.clone()),
-            heavy: ZygotePool::new(helper, count, finishing),
+            plain: ZygotePool::new("plain", helper.clone(), count, finishing.clone()),
+            lean: ZygotePool::new("lean", helper.clone(), count, finishing.clone()),
+            heavy: ZygotePool::new("heavy", helper, count, finishing),
             library,
             environment: Mutex::new(Arc::new(BTreeSet::new())),
         }
     }
 
-    /// Sets what new zygotes of both pools are made of.
+    /// Sets what new zygotes of every pool are made of.
     pub fn set_templates(&self, templates: Templates) {
         let bootstrap = hako_jail::zygote::BOOTSTRAP.as_bytes().to_vec();
         *self.lock() = Arc::new(templates.environment);
+        self.plain
+            .set_template(templates.plain, bootstrap.clone(), templates.key.clone());
         self.lean
             .set_template(templates.lean, bootstrap.clone(), templates.key.clone());
         self.heavy
@@ -50,7 +56,7 @@ impl PythonZygotes {
 
     /// True when the zygotes were made from `key` (the package environment's binds).
     pub fn made_from(&self, key: &[(PathBuf, PathBuf)]) -> bool {
-        self.heavy.made_from(key) && self.lean.made_from(key)
+        self.heavy.made_from(key) && self.lean.made_from(key) && self.plain.made_from(key)
     }
 
     /// Which pool `code` goes to.
@@ -59,40 +65,51 @@ impl PythonZygotes {
         crate::imports::weigh(&String::from_utf8_lossy(code), &environment)
     }
 
-    /// Runs `code` in a zygote of the pool its imports call for (a lean run takes a heavy
-    /// zygote when no lean one is free). `Ok(None)`: none was free.
+    /// Runs `code` in a zygote of the pool its imports call for; when that pool has none
+    /// free, in one of a heavier pool (plain, then lean, then heavy). `Ok(None)`: none was
+    /// free.
     pub async fn run(
         &self,
         order: &RunOrder,
         code: &[u8],
         cancel: &mut crate::stop::Cancel,
     ) -> Result<Option<JailOutcome>, WarmError> {
-        if self.weigh(code) == Weight::Lean {
-            match self.lean.run(order, code, cancel).await {
-                Ok(None) => {}
-                answered => return answered,
+        let weight = self.weigh(code);
+        for (pool, serves) in [(&self.plain, Weight::Plain), (&self.lean, Weight::Lean)] {
+            if weight <= serves {
+                match pool.run(order, code, cancel).await {
+                    Ok(None) => {}
+                    answered => return answered,
+                }
             }
         }
         self.heavy.run(order, code, cancel).await
     }
 
     pub async fn close(&self) {
+        self.plain.close().await;
         self.lean.close().await;
         self.heavy.close().await;
     }
 
-    /// Both pools as one: ready when both are, idle zygotes of both, memory of all.
+    /// The pools as one: ready when all are, idle zygotes of all, memory of all; and each
+    /// pool on its own in `pools`.
     pub fn status(&self) -> PoolStatus {
-        let (lean, heavy) = (self.lean.status(), self.heavy.status());
+        let all = [self.plain.status(), self.lean.status(), self.heavy.status()];
+        let [plain, lean, heavy] = all.clone();
         PoolStatus {
-            warmed: lean.warmed && heavy.warmed,
-            failed_starts: lean.failed_starts + heavy.failed_starts,
-            start_error: heavy.start_error.or(lean.start_error),
-            idle: lean.idle + heavy.idle,
+            warmed: all.iter().all(|p| p.warmed),
+            failed_starts: all.iter().map(|p| p.failed_starts).sum(),
+            start_error: heavy.start_error.or(lean.start_error).or(plain.start_error),
+            idle: all.iter().map(|p| p.idle).sum(),
             node_idle: 0,
-            zygote_rss_bytes: [lean.zygote_rss_bytes, heavy.zygote_rss_bytes].concat(),
-            zygote_pss_bytes: lean.zygote_pss_bytes + heavy.zygote_pss_bytes,
+            zygote_rss_bytes: all
+                .iter()
+                .flat_map(|p| p.zygote_rss_bytes.clone())
+                .collect(),
+            zygote_pss_bytes: all.iter().map(|p| p.zygote_pss_bytes).sum(),
             skipped_preload: heavy.skipped_preload,
+            pools: all.into_iter().flat_map(|p| p.pools).collect(),
         }
     }
 
@@ -131,11 +148,34 @@ pub fn lean_preload(operator: &[String], environment: &BTreeSet<String>) -> Vec<
     preload
 }
 
-/// The lean zygote's spec: the heavy one's with the lean preload and no warm-up code (the
+/// The plain preload: the operator's modules that are not of the environment (standard
+/// library ones such as `json` and `base64`). Nothing else: hako's zygote script imports what
+/// it needs itself.
+pub fn plain_preload(operator: &[String], environment: &BTreeSet<String>) -> Vec<String> {
+    let top = |m: &str| m.split('.').next().unwrap_or(m).to_string();
+    operator
+        .iter()
+        .filter(|m| !environment.contains(&top(m)))
+        .cloned()
+        .collect()
+}
+
+/// Which lighter pool a spec is for (its id hints start apart from the others').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Light {
+    Lean,
+    Plain,
+}
+
+/// A lighter zygote's spec: the heavy one's with `preload` and no warm-up code (the
 /// operator's warm-up may import anything).
-pub fn lean_spec(heavy: &JailSpec, lean_preload: &[String]) -> Result<JailSpec, serde_json::Error> {
+pub fn light_spec(
+    heavy: &JailSpec,
+    light: Light,
+    preload: &[String],
+) -> Result<JailSpec, serde_json::Error> {
     let mut spec = heavy.clone();
-    let preload = serde_json::to_string(lean_preload)?;
+    let preload = serde_json::to_string(preload)?;
     for (name, value) in spec.env.iter_mut() {
         match name.as_str() {
             "HAKO_PRELOAD" => *value = preload.clone(),
@@ -143,14 +183,19 @@ pub fn lean_spec(heavy: &JailSpec, lean_preload: &[String]) -> Result<JailSpec, 
             _ => {}
         }
     }
-    // Its own id range: the leases of both pools start apart.
-    spec.ids.host_uid += LEAN_ID_OFFSET;
-    spec.ids.host_gid += LEAN_ID_OFFSET;
+    // Its own id range: the leases of the pools start apart.
+    let offset = match light {
+        Light::Lean => ID_HINT_SPAN,
+        Light::Plain => 2 * ID_HINT_SPAN,
+    };
+    spec.ids.host_uid += offset;
+    spec.ids.host_gid += offset;
     Ok(spec)
 }
 
-/// Where the lean pool's id hints start, above the heavy pool's.
-const LEAN_ID_OFFSET: u32 = 1 << 15;
+/// How far apart the pools' id hints start (the heavy pool's first, then the lean's, then the
+/// plain's): a pool's parents take their hints from one span (see `ZygotePool`).
+const ID_HINT_SPAN: u32 = 1 << 15;
 
 /// Proportional memory (shared pages split between the processes sharing them) of `pid` and
 /// its descendants, in bytes.
@@ -189,6 +234,7 @@ mod tests {
             lean_preload(&operator, &environment),
             ["json", "os.path", "jinja2", "markupsafe"]
         );
+        assert_eq!(plain_preload(&operator, &environment), ["json", "os.path"]);
         assert_eq!(
             heavy_preload(&operator, &environment),
             [

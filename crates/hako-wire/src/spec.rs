@@ -152,8 +152,9 @@ pub const JAIL_GID: u32 = 1000;
 pub const RUN_UID: u32 = 1001;
 pub const RUN_GID: u32 = 1001;
 /// How many run ids a zygote's user namespace maps (shared by the worker zygotes forked
-/// from one preloaded parent, [`WORKER_RUN_IDS`] each).
-pub const ZYGOTE_RUN_IDS: u32 = 64;
+/// from one preloaded parent, [`WORKER_RUN_IDS`] each): a parent serves up to
+/// `ZYGOTE_RUN_IDS / WORKER_RUN_IDS` = 64 workers, so `max_workers` up to 64 in every pool.
+pub const ZYGOTE_RUN_IDS: u32 = 256;
 /// Run ids of one worker zygote: a live child, the prepared next one and the last one, dying.
 pub const WORKER_RUN_IDS: u32 = 4;
 /// The descriptor a zygote receives its control socket on.

@@ -218,27 +218,39 @@ fn start_server(
     })
 }
 
+/// Waits until the server's package environment is ready (not merely installing, nor not yet
+/// started: every environment holds hako's default packages), `/ready` answers 200 and the
+/// workload runs.
 async fn wait_ready(client: &reqwest::Client, url: &str, key: &str, work: &Workload) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         if Instant::now() > deadline {
             bail!("the server at {url} did not become ready");
         }
-        // Ready means: packages installed (if any) and the workload runs.
         let deps = client
             .get(format!("{url}/v1/sandbox/dependencies?language=python3"))
             .header("X-Api-Key", key)
             .send()
             .await;
-        let installing = match deps {
+        let state = match deps {
             Ok(resp) => resp
                 .json::<Value>()
                 .await
-                .map(|v| v["data"]["state"] == "installing")
-                .unwrap_or(true),
-            Err(_) => true,
+                .map(|v| v["data"].clone())
+                .unwrap_or_default(),
+            Err(_) => Value::Null,
         };
-        if !installing {
+        if state["state"] == "failed" {
+            bail!(
+                "the server at {url} could not install its packages: {}",
+                state["error"]
+            );
+        }
+        let ready = match client.get(format!("{url}/ready")).send().await {
+            Ok(r) => r.status().as_u16() == 200,
+            Err(_) => false,
+        };
+        if state["state"] == "ready" && ready {
             if let Ok(answer) = run_once(client, url, key, work, None).await {
                 if answer.is_ok() {
                     // Let warm workers settle after the environment switch.
@@ -589,22 +601,33 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     Ok(if main.errors == 0 { 0 } else { 1 })
 }
 
-/// One value of the server's /metrics (the first line that starts with `name`).
-async fn metric(url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{url}/metrics"))
+/// The labelled values of one metric of a server's /metrics: `name{pool="x"} v` → (x, v).
+async fn labelled(url: &str, name: &str) -> Vec<(String, f64)> {
+    let Some(text) = metrics_text(url).await else {
+        return Vec::new();
+    };
+    let prefix = format!("{name}{{pool=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (pool, value) = rest.split_once("\"} ")?;
+            Some((pool.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+async fn metrics_text(url: &str) -> Option<String> {
+    reqwest::get(format!("{url}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .reduce(f64::max)
+        .ok()
 }
 
-/// Waits until a started server is ready with every warm zygote idle (a lean and a heavy one
-/// per worker); prints how long that took from its start, and what the idle zygotes weigh.
+/// Waits until a started server is ready with every warm pool full (`workers` idle worker
+/// zygotes each); prints how long that took from its start, and what the idle pools weigh
+/// against one preloaded zygote.
 async fn report_start(
     server: &OwnServer,
     work: &Workload,
@@ -617,14 +640,14 @@ async fn report_start(
     let deadline = started + Duration::from_secs(900);
     loop {
         if Instant::now() > deadline {
-            bail!("the server at {url} did not become ready with {workers} warm workers");
+            bail!("the server at {url} did not become ready with {workers} warm workers per pool");
         }
         let ready = match reqwest::get(format!("{url}/ready")).await {
             Ok(r) => r.status().as_u16() == 200,
             Err(_) => false,
         };
-        let warm = metric(url, "hako_warm_workers ").await.unwrap_or(0.0);
-        if ready && warm >= 2.0 * workers as f64 {
+        let pools = labelled(url, "hako_pool_workers").await;
+        if ready && !pools.is_empty() && pools.iter().all(|(_, n)| *n >= workers as f64) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -632,28 +655,47 @@ async fn report_start(
     let ready_ms = started.elapsed().as_millis();
     // Idle: the prepared children are confined and waiting.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mib = |b: Option<f64>| b.map_or("n/a".into(), |b| format!("{:.1} MiB", b / 1048576.0));
+    let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
+    let memory = labelled(url, "hako_pool_memory_bytes").await;
+    let zygotes = labelled(url, "hako_pool_zygote_bytes").await;
+    let names: Vec<&str> = memory.iter().map(|(p, _)| p.as_str()).collect();
     outln!(
-        "ready in {ready_ms} ms with {workers} lean + {workers} heavy warm workers; idle zygote memory {} (proportional: parents, workers, prepared children); largest zygote {} (resident)",
-        mib(metric(url, "hako_zygote_memory_bytes ").await),
-        mib(metric(url, "hako_zygote_rss_bytes").await),
+        "ready in {ready_ms} ms with {workers} warm workers in each pool ({})",
+        names.join(", ")
+    );
+    let zygote_of = |pool: &str| {
+        zygotes
+            .iter()
+            .find(|(p, _)| p == pool)
+            .map_or(0.0, |(_, b)| *b)
+    };
+    for (pool, bytes) in &memory {
+        let zygote = zygote_of(pool);
+        outln!(
+            "  pool {pool:<6} idle memory {:>10} (proportional: parent, workers, prepared children)  one zygote {:>10} (resident)  ratio {:.2}x",
+            mib(*bytes),
+            mib(zygote),
+            bytes / zygote.max(1.0)
+        );
+    }
+    let total: f64 = memory.iter().map(|(_, b)| b).sum();
+    let largest = zygotes.iter().map(|(_, b)| *b).fold(0.0, f64::max);
+    outln!(
+        "  all pools idle memory {} = {:.2}x the largest zygote ({})",
+        mib(total),
+        total / largest.max(1.0),
+        mib(largest)
     );
     Ok(())
 }
 
 fn print_workers(runtime: &tokio::runtime::Runtime, url: &str) {
-    let text = runtime.block_on(async {
-        reqwest::get(format!("{url}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    });
+    let text = runtime.block_on(metrics_text(url));
     if let Some(text) = text {
-        for line in text.lines().filter(|l| {
-            l.starts_with("hako_zygote_rss_bytes") || l.starts_with("hako_warm_workers")
-        }) {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("hako_pool_") || l.starts_with("hako_warm_workers"))
+        {
             outln!("  {line}");
         }
     }

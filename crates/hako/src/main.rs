@@ -537,7 +537,7 @@ fn print_warm_pool(executor: &Executor) -> Result<()> {
         let started = std::time::Instant::now();
         let result = loop {
             match executor.warm_status() {
-                // Both pools (lean and heavy) have a zygote up.
+                // Every pool (plain, lean and heavy) has a zygote up.
                 Some(status) if status.warmed => {
                     break (
                         "ok",

@@ -357,7 +357,7 @@ fn a_thousand_runs_leave_nothing_behind() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     // Packages installed and the pool full before the warm-up (a package switch during it
     // would replace the zygotes); the warm-up's replacements are up before the baseline.
-    server.wait_settled(2);
+    server.wait_settled(6);
     // Warm up so pools and lazily opened descriptors are in the baseline.
     for _ in 0..50 {
         assert_eq!(
@@ -365,7 +365,7 @@ fn a_thousand_runs_leave_nothing_behind() {
             DifyOutcome::Stdout("0\n".into())
         );
     }
-    server.wait_settled(2);
+    server.wait_settled(6);
     let zygote_rss = |server: &Server| -> Vec<u64> {
         let text = rt.block_on(async {
             reqwest::get(server.url("/metrics"))
@@ -399,7 +399,7 @@ fn a_thousand_runs_leave_nothing_behind() {
             assert_eq!(resp["data"]["stdout"], format!("{i}\n"), "{resp}");
         }
     });
-    server.wait_settled(2);
+    server.wait_settled(6);
     // The last runs' helpers finish cleaning up in the background.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while helpers(server.pid()) != helpers_before && std::time::Instant::now() < deadline {

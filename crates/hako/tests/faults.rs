@@ -443,9 +443,10 @@ fn a_package_switch_while_zygotes_start_ends_with_a_full_pool() {
         (body["data"]["state"] == "ready").then_some(())
     })
     .expect("the default packages never installed");
-    // Only lean zygotes may be up (they run no warm-up); the heavy ones are still starting.
+    // Only plain and lean zygotes may be up (they run no warm-up); the heavy ones are still
+    // starting.
     assert!(
-        metric(&server, "hako_warm_workers").is_some_and(|n| n <= 2.0),
+        metric(&server, "hako_warm_workers").is_some_and(|n| n <= 4.0),
         "the heavy zygotes started before the packages were in: no switch while starting"
     );
     // This run sees the new environment and switches the pool while its zygotes start.
@@ -456,7 +457,7 @@ fn a_package_switch_while_zygotes_start_ends_with_a_full_pool() {
     assert_eq!(data["stdout"], "3\n", "{data}");
     // No other run comes: the pool fills up on its own.
     let full = wait_for(Duration::from_secs(150), || {
-        (metric(&server, "hako_warm_workers")? >= 4.0).then_some(())
+        (metric(&server, "hako_warm_workers")? >= 6.0).then_some(())
     });
     assert!(
         full.is_some(),
@@ -477,9 +478,9 @@ fn a_stopped_zygote_never_holds_a_request_past_its_timeout() {
         &[],
     );
     wait_for(Duration::from_secs(60), || {
-        (metric(&server, "hako_warm_workers")? >= 2.0).then_some(())
+        (metric(&server, "hako_warm_workers")? >= 3.0).then_some(())
     })
-    .expect("the lean and the heavy zygote never started");
+    .expect("the plain, the lean and the heavy zygote never started");
     // A preloaded parent is the Python process whose parent is its jail's init; the worker
     // zygotes are forked by it, and their run children (and the prepared ones) by them.
     let python = |p: u32| comm(p).starts_with("python");
@@ -489,8 +490,8 @@ fn a_stopped_zygote_never_holds_a_request_past_its_timeout() {
         .collect();
     assert_eq!(
         zygotes.len(),
-        2,
-        "a lean and a heavy worker expected: {zygotes:?}"
+        3,
+        "a plain, a lean and a heavy worker expected: {zygotes:?}"
     );
     for &zygote in &zygotes {
         // SAFETY: kill only signals a zygote interpreter this test's server started.
@@ -523,7 +524,7 @@ fn a_stopped_zygote_never_holds_a_request_past_its_timeout() {
         (metric(&server, "hako_warm_workers")? >= 1.0).then_some(())
     });
     assert!(refilled.is_some(), "the stalled zygote was not replaced");
-    // The lean worker served those runs (they import nothing).
+    // The plain worker served those runs (they import nothing).
     let now = descendants(server.pid());
     assert!(
         zygotes.iter().any(|z| !now.contains(z)),

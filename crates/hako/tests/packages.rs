@@ -574,7 +574,42 @@ async fn wait_zygotes(server: &Server, zygotes: f64) {
 }
 
 #[tokio::test]
-async fn plain_runs_fork_from_the_lean_zygote_and_package_runs_from_the_heavy_one() {
+async fn each_run_forks_from_the_lightest_zygote_its_imports_allow() {
+    if !can_run_jail() {
+        return;
+    }
+    let state = temp_state();
+    let server = start_with(
+        state.path(),
+        "numpy\n",
+        None,
+        "max_workers: 1\n",
+        "  mode: zygote\n",
+    );
+    let report = refresh(&server, "python3").await;
+    assert_eq!(report["state"], "ready", "{report}");
+    // One plain, one lean and one heavy zygote.
+    wait_zygotes(&server, 3.0).await;
+    let loaded = "print(*(m in sys.modules for m in ('jinja2', 'requests', 'numpy')))\n";
+    // Standard-library imports only (Dify's Python template): the plain zygote, which
+    // imported nothing of the environment, not even jinja2.
+    let plain = format!("import sys, json\nfrom base64 import b64decode\n{loaded}");
+    let data = run(&server, "python3", &plain).await;
+    assert_eq!(data["stdout"], "False False False\n", "{data}");
+    // Dify's Jinja2 template: the lean zygote (jinja2, not the rest of the environment).
+    let template = format!(
+        "import jinja2, sys\nprint(jinja2.Template('{{{{ a }}}}').render(a='ok'))\n{loaded}"
+    );
+    let data = run(&server, "python3", &template).await;
+    assert_eq!(data["stdout"], "ok\nTrue False False\n", "{data}");
+    // numpy: the heavy zygote, which imported the whole environment (requests among it).
+    let heavy = format!("import sys\nimport numpy as np\nprint(int(np.arange(4).sum()))\n{loaded}");
+    let data = run(&server, "python3", &heavy).await;
+    assert_eq!(data["stdout"], "6\nTrue True True\n", "{data}");
+}
+
+#[tokio::test]
+async fn each_pool_reports_its_workers_and_memory() {
     if !can_run_jail() {
         return;
     }
@@ -583,26 +618,45 @@ async fn plain_runs_fork_from_the_lean_zygote_and_package_runs_from_the_heavy_on
         state.path(),
         "six\n",
         None,
-        "max_workers: 1\n",
+        "max_workers: 2\n",
         "  mode: zygote\n",
     );
     let report = refresh(&server, "python3").await;
     assert_eq!(report["state"], "ready", "{report}");
-    // One lean and one heavy zygote.
-    wait_zygotes(&server, 2.0).await;
-    // The lean zygote imported jinja2 (Dify's Jinja2 template), not the environment.
-    let plain = "import sys, json\nprint('requests' in sys.modules, 'six' in sys.modules, 'jinja2' in sys.modules)\n";
-    let data = run(&server, "python3", plain).await;
-    assert_eq!(data["stdout"], "False False True\n", "{data}");
-    // A run that imports a package of the environment forks from the heavy zygote, which
-    // imported the whole environment (requests among it).
-    let heavy = "import sys\nimport six\nprint('requests' in sys.modules)\n";
-    let data = run(&server, "python3", heavy).await;
-    assert_eq!(data["stdout"], "True\n", "{data}");
-    // Dify's Jinja2 template stays lean.
-    let template = "import jinja2, sys\nprint(jinja2.Template('{{ a }}').render(a='ok'), 'requests' in sys.modules)\n";
-    let data = run(&server, "python3", template).await;
-    assert_eq!(data["stdout"], "ok False\n", "{data}");
+    wait_zygotes(&server, 6.0).await;
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str, pool: &str| -> f64 {
+        let prefix = format!("{name}{{pool=\"{pool}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}in /metrics:\n{metrics}"))
+    };
+    for pool in ["plain", "lean", "heavy"] {
+        assert!(
+            value("hako_pool_workers", pool) >= 1.0,
+            "{pool}:\n{metrics}"
+        );
+        assert!(
+            value("hako_pool_memory_bytes", pool) > 0.0,
+            "{pool}:\n{metrics}"
+        );
+        assert!(
+            value("hako_pool_zygote_bytes", pool) > 0.0,
+            "{pool}:\n{metrics}"
+        );
+    }
+    // The heavy parent imported requests, httpx and six; the plain one none of them.
+    assert!(
+        value("hako_pool_zygote_bytes", "heavy") > value("hako_pool_zygote_bytes", "plain"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -616,7 +670,7 @@ async fn a_runs_memory_limit_is_its_own_whatever_the_preload_weighs() {
     let server = start_with(state.path(), "six\n", None, "max_workers: 1\n", hako);
     let report = refresh(&server, "python3").await;
     assert_eq!(report["state"], "ready", "{report}");
-    wait_zygotes(&server, 2.0).await;
+    wait_zygotes(&server, 3.0).await;
     // Forked from that zygote (it sees the ballast), the run still gets its own 100 MiB.
     let code = "import builtins, six\nheld = bytearray(100 << 20)\nheld[::4096] = b'y' * len(held[::4096])\nprint(len(getattr(builtins, 'HAKO_BALLAST', b'')) >> 20, len(held) >> 20)\n";
     let data = run(&server, "python3", code).await;

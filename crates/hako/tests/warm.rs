@@ -194,10 +194,15 @@ fn a_run_holding_every_pid_does_not_cost_the_zygote() {
         "worker_timeout: 20\nmax_workers: 1\nhako:\n  mode: zygote\n  limits:\n    pids: 16\n",
         &[],
     );
-    server.wait_warm();
+    // A worker of each pool is up, so each pool's parent is.
+    server.wait_settled(3);
     let zygotes = zygote_pids(server.pid());
-    // The preloaded parents of the lean and the heavy pool.
-    assert_eq!(zygotes.len(), 2, "two parent zygotes expected: {zygotes:?}");
+    // The preloaded parents of the plain, the lean and the heavy pool.
+    assert_eq!(
+        zygotes.len(),
+        3,
+        "three parent zygotes expected: {zygotes:?}"
+    );
     let jail = Runner::Server(server);
     let bomb = "import threading, time\nthreads = []\ntry:\n    while True:\n        t = threading.Thread(target=time.sleep, args=(1,))\n        t.start()\n        threads.append(t)\nexcept RuntimeError:\n    pass\nprint('threads', len(threads))";
     for _ in 0..5 {

@@ -67,8 +67,8 @@ fn a_zygote_maps_one_id_for_itself_and_a_range_for_its_children() {
     assert_eq!(
         calls[5..7],
         [
-            "write /proc/4242/uid_map \"1000 100000 1\\n1001 100001 64\\n\"",
-            "write /proc/4242/gid_map \"1000 100000 1\\n1001 100001 64\\n\"",
+            "write /proc/4242/uid_map \"1000 100000 1\\n1001 100001 256\\n\"",
+            "write /proc/4242/gid_map \"1000 100000 1\\n1001 100001 256\\n\"",
         ]
     );
 }

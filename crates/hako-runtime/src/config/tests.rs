@@ -458,3 +458,34 @@ fn http_keys_come_from_the_file_and_the_environment() {
     let text = "hako:\n  http:\n    max_connections: 0\n";
     assert!(err_text(text, &[]).contains("hako.http.max_connections"));
 }
+
+#[test]
+fn more_workers_than_a_zygote_parent_serves_are_refused_in_zygote_mode() {
+    let (_dir, path) = write("max_workers: 65\nmax_requests: 100\n");
+    let e = Config::load_with_env(Some(&path), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "invalid value 65 for max_workers ({}): must be at most 64 in zygote mode (a warm \
+             Python pool's preloaded parent serves at most 64 worker zygotes); lower it, or set \
+             hako.mode: spawn",
+            path.display()
+        )
+    );
+    let e = err_text("", &[("MAX_WORKERS", "100"), ("MAX_REQUESTS", "200")]);
+    assert!(
+        e.starts_with("invalid value 100 for MAX_WORKERS (environment): must be at most 64"),
+        "{e}"
+    );
+    // 64 is served; more are fine where no zygote serves them.
+    let c = load_text("max_workers: 64\nmax_requests: 64\n", &[]).unwrap();
+    assert_eq!(c.config.max_workers, 64);
+    let c = load_text(
+        "max_workers: 65\nmax_requests: 100\nhako:\n  mode: spawn\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.config.max_workers, 65);
+}

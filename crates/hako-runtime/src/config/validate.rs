@@ -86,6 +86,16 @@ fn check_values(c: &Config, origin: &Origins) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    // Each warm Python pool forks its workers from one preloaded parent, whose user namespace
+    // holds run ids for that many workers.
+    let most = hako_jail::zygote::MAX_WORKERS as usize;
+    if c.hako.mode == super::ExecMode::Zygote && c.max_workers > most {
+        let reason = format!(
+            "must be at most {most} in zygote mode (a warm Python pool's preloaded parent \
+             serves at most {most} worker zygotes); lower it, or set hako.mode: spawn"
+        );
+        return Err(invalid("max_workers", c.max_workers.to_string(), &reason));
+    }
     if c.max_requests < c.max_workers {
         let reason = format!("must be at least max_workers ({})", c.max_workers);
         return Err(invalid("max_requests", c.max_requests.to_string(), &reason));
