@@ -220,6 +220,14 @@ fn hako_cgroups() -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether the file name holds `pid` as a number of its own (`guard-123.sock`), not as
+/// digits inside another number (the id lease `1198554` for pid 8554).
+fn names_pid(path: &std::path::Path, pid: u32) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    name.split(|c: char| !c.is_ascii_digit())
+        .any(|number| number == pid.to_string())
+}
+
 /// Every path under `dir`.
 fn tree(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
@@ -277,7 +285,7 @@ fn sigterm_leaves_nothing_of_the_server_behind() {
         .into_iter()
         .filter(|p| {
             std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
-                || p.to_string_lossy().contains(&pid.to_string())
+                || names_pid(p, pid)
         })
         .collect();
     assert!(sockets.is_empty(), "left in the runtime dir: {sockets:?}");
