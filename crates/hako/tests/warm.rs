@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn zygote_server(workers: usize) -> Option<Runner> {
     if !can_run_jail() {
@@ -194,9 +194,15 @@ fn a_run_holding_every_pid_does_not_cost_the_zygote() {
         "worker_timeout: 20\nmax_workers: 1\nhako:\n  mode: zygote\n  limits:\n    pids: 16\n",
         &[],
     );
-    // A worker of each pool is up, so each pool's parent is.
-    server.wait_settled(3);
-    let zygotes = zygote_pids(server.pid());
+    // Each pool's parent is up. Not `wait_settled`: where no package index is reachable (the
+    // cgroup-v2 VM) the install fails and `/ready` stays 503, while the pools still start.
+    server.wait_warm();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut zygotes = zygote_pids(server.pid());
+    while zygotes.len() != 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        zygotes = zygote_pids(server.pid());
+    }
     // The preloaded parents of the plain, the lean and the heavy pool.
     assert_eq!(
         zygotes.len(),
