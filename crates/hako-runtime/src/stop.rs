@@ -198,9 +198,21 @@ impl Finishing {
     /// `stdout` (an answer nobody waits for), so that it never blocks on a closed pipe.
     pub(crate) fn reap_reading(
         &self,
+        child: Child,
+        stdout: Option<ChildStdout>,
+        stderr: Option<tokio::process::ChildStderr>,
+    ) {
+        self.reap_holding(child, stdout, stderr, ());
+    }
+
+    /// Like [`Finishing::reap_reading`], keeping `held` (what the helper's processes use,
+    /// such as a worker's run ids) until the helper is gone.
+    pub(crate) fn reap_holding<T: Send + 'static>(
+        &self,
         mut child: Child,
         stdout: Option<ChildStdout>,
         stderr: Option<tokio::process::ChildStderr>,
+        held: T,
     ) {
         let cgroup_root = Arc::clone(&self.cgroup_root);
         let task = tokio::spawn(async move {
@@ -215,6 +227,7 @@ impl Finishing {
             if !child.wait().await.is_ok_and(|s| s.success()) {
                 remove_leftovers(pid, &cgroup_root).await;
             }
+            drop(held);
             if !err.is_empty() {
                 tracing::warn!(helper_stderr = %String::from_utf8_lossy(&err).trim(), "jail helper said");
             }
@@ -249,6 +262,33 @@ mod tests {
         assert_eq!(restart_delay(5), Duration::from_millis(1600));
         assert_eq!(restart_delay(10), Duration::from_millis(30_000));
         assert_eq!(restart_delay(1000), Duration::from_secs(30));
+    }
+
+    /// Sets its flag when dropped.
+    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_reaped_helper_holds_is_released_only_once_it_is_gone() {
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let child = tokio::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        let finishing = Finishing::new(PathBuf::from("/nonexistent"));
+        finishing.reap_holding(child, None, None, DropFlag(Arc::clone(&released)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !released.load(std::sync::atomic::Ordering::SeqCst),
+            "released while the helper still runs"
+        );
+        finishing.wait().await;
+        assert!(released.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]

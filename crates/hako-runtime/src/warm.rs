@@ -67,16 +67,22 @@ struct Zygote {
     /// Where its groups are (to remove them if the helper is killed).
     cgroup_root: PathBuf,
     /// Its index in its parent (which lives at least as long).
-    _index: crate::warm_family::WorkerIndex,
+    index: crate::warm_family::WorkerIndex,
 }
 
 impl Zygote {
     /// Retires an idle (or finished) zygote: its helper sees EOF, cleans up and exits, and
-    /// is reaped in the background.
+    /// is reaped in the background. Its run ids are free again only once it is gone (a new
+    /// worker taking them could otherwise share a uid with a run still ending).
     fn retire(self, finishing: &Finishing) {
-        let Zygote { child, stdin, .. } = self;
+        let Zygote {
+            child,
+            stdin,
+            index,
+            ..
+        } = self;
         drop(stdin);
-        finishing.reap(child, None);
+        finishing.reap_holding(child, None, None, index);
     }
 
     /// Stops a zygote in the middle of a run and waits until its helper is gone.
@@ -461,7 +467,7 @@ impl ZygotePool {
                 generation: template.generation,
                 pid,
                 cgroup_root: template.spec.cgroup_root.clone(),
-                _index: index,
+                index,
             },
             report,
         ))
