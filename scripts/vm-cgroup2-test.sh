@@ -19,15 +19,18 @@
 #   HAKO_VM_TIMEOUT        seconds the guest may run (default 1800)
 #   HAKO_VM_TESTS          tests to run instead of the suite, "binary:exact-name" words
 #   HAKO_VM_CONTAINER      1: instead of the suite, the image HAKO_TEST_IMAGE (built on the
-#                          host, e.g. by scripts/container-test.sh) under podman in the guest
-#                          with the documented options and no cgroup bind (hako mounts its
-#                          own cgroup2), checked by scripts/vm-container-checks.py: Dify
-#                          templates, attacks, SSRF, `hako doctor` (scripts/vm-container-job.sh)
-#   HAKO_VM_CONTAINER_PARTS  what the container job runs (default "podman setfcap": the
-#                          checks, then `hako doctor` without CAP_SETFCAP, which must fall
-#                          back to the memory guard); "kube" adds the Kubernetes pod spec
-#                          under `podman kube play`, which does not pass with Debian 12's
-#                          podman 4.3 (docs/deploy.md)
+#                          host, e.g. by scripts/container-test.sh) under podman and Docker in
+#                          the guest with the documented options and no cgroup bind (hako
+#                          mounts its own cgroup2), checked by scripts/vm-container-checks.py:
+#                          Dify templates, attacks, SSRF, `hako doctor`
+#                          (scripts/vm-container-job.sh)
+#   HAKO_VM_CONTAINER_PARTS  what the container job runs (default "podman setfcap docker
+#                          bench": the checks under podman, `hako doctor` without
+#                          CAP_SETFCAP, which must fall back to the memory guard, the checks
+#                          under Docker; "bench" adds, per engine, `hako bench` against the
+#                          container and against the image's binary run on the guest itself);
+#                          "kube" adds the Kubernetes pod spec under `podman kube play`, which
+#                          does not pass with Debian 12's podman 4.3 (docs/deploy.md)
 #
 #   scripts/vm-cgroup2-test.sh --prepare   only fetches and builds the cached guest
 set -euo pipefail
@@ -297,14 +300,14 @@ boot() {
 
 cleanup() { [ -n "${JOB:-}" ] && rm -rf "$JOB"; return 0; }
 
-# The guest's disk plus Debian's podman and runc (HAKO_VM_CONTAINER=1), made once from the
-# base disk with the host's apt (the guest has no network).
-PODMAN_REV=1
+# The guest's disk plus Debian's podman, Docker and runc (HAKO_VM_CONTAINER=1), made once
+# from the base disk with the host's apt (the guest has no network).
+PODMAN_REV=2
 make_container_rootfs() {
   local base=$ROOTFS mnt
   ROOTFS=$CACHE/rootfs-$KVER-r$ROOTFS_REV-podman-r$PODMAN_REV.img
   [ -s "$ROOTFS" ] && return 0
-  log "adding podman to a copy of the guest's disk (once per machine)"
+  log "adding podman and Docker to a copy of the guest's disk (once per machine)"
   cp --sparse=always "$base" "$ROOTFS.tmp"
   truncate -s 6G "$ROOTFS.tmp"
   e2fsck -pf "$ROOTFS.tmp" >/dev/null || true
@@ -316,12 +319,36 @@ make_container_rootfs() {
   local ok=0
   chroot "$mnt" bash -c 'export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq --no-install-recommends podman runc conmon \
-      uidmap golang-github-containers-common containernetworking-plugins catatonit iptables >/dev/null
+      uidmap golang-github-containers-common containernetworking-plugins catatonit iptables \
+      docker.io containerd tini >/dev/null
     apt-get clean; rm -rf /var/lib/apt/lists/*' && ok=1
   umount "$mnt/proc" "$mnt/dev" "$mnt"
   rmdir "$mnt"
-  [ "$ok" = 1 ] || { rm -f "$ROOTFS.tmp"; die "installing podman into the guest's disk failed"; }
+  [ "$ok" = 1 ] || { rm -f "$ROOTFS.tmp"; die "installing podman and Docker into the guest's disk failed"; }
   mv "$ROOTFS.tmp" "$ROOTFS"
+}
+
+# The image also in the guest's Docker data root: a dockerd of the host's (the same Debian
+# docker.io) with only that data root, its own socket and exec root, no bridge, no iptables.
+load_into_guest_docker() {
+  local mnt=$1 tar=$2 run=$JOB/dockerd pid ok=0
+  command -v dockerd >/dev/null || { log "no dockerd on the host (Debian's docker.io)"; return 1; }
+  local docker=(docker -H "unix://$run/docker.sock")
+  mkdir -p "$run"
+  dockerd -H "unix://$run/docker.sock" --pidfile "$run/dockerd.pid" --exec-root "$run/exec" \
+    --data-root "$mnt/var/lib/docker" --bridge none --iptables=false --ip-forward=false \
+    --exec-opt native.cgroupdriver=cgroupfs >"$run/dockerd.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do
+    bounded 10 "${docker[@]}" version >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  bounded 600 "${docker[@]}" load -q -i "$tar" >/dev/null && ok=1
+  kill -TERM "$pid" 2>/dev/null || true
+  (sleep 30; kill -KILL "$pid" 2>/dev/null) &
+  wait "$pid" || true
+  [ "$ok" = 1 ] || { tail -20 "$run/dockerd.log"; log "docker load into the guest's disk failed"; return 1; }
 }
 
 # The image (saved from the host's podman) and the guest's container job.
@@ -339,14 +366,16 @@ make_container_job() {
   mount -o loop "$JOB/disk.img" "$mnt"
   mount --bind /proc "$mnt/proc" && mount --bind /dev "$mnt/dev" && mount --bind /sys "$mnt/sys" &&
     mount -t tmpfs tmpfs "$mnt/run"
+  local parts=${HAKO_VM_CONTAINER_PARTS:-podman setfcap docker bench}
   cp "$JOB/image.tar" "$mnt/var/tmp/image.tar"
   chroot "$mnt" podman --events-backend file load -q -i /var/tmp/image.tar >/dev/null && ok=1
-  rm -f "$mnt/var/tmp/image.tar" "$JOB/image.tar"
+  rm -f "$mnt/var/tmp/image.tar"
+  case " $parts " in *" docker "*) [ "$ok" = 1 ] && { load_into_guest_docker "$mnt" "$JOB/image.tar" || ok=0; } ;; esac
+  rm -f "$JOB/image.tar"
   umount "$mnt/run" "$mnt/sys" "$mnt/proc" "$mnt/dev" "$mnt"
   rmdir "$mnt"
-  [ "$ok" = 1 ] || die "podman load into the guest's disk failed"
+  [ "$ok" = 1 ] || die "loading the image into the guest's disk failed"
   ROOTFS=$JOB/disk.img
-  local parts=${HAKO_VM_CONTAINER_PARTS:-podman setfcap}
   case " $parts " in
     *" kube "*)
       local kubectl=kubectl

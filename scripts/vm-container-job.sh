@@ -1,9 +1,11 @@
 # The guest's job for `HAKO_VM_CONTAINER=1 scripts/vm-cgroup2-test.sh` (sourced after
-# IMAGE= and PARTS= lines): on a pure cgroup-v2 kernel, the image under podman with the
-# documented options (no --privileged, no CAP_SYS_ADMIN, hako's seccomp profile, no cgroup
-# bind: hako mounts its own cgroup2), checked by scripts/vm-container-checks.py; with
-# PARTS containing "setfcap", `hako doctor` without CAP_SETFCAP (the memory guard, not
-# cgroups); with "kube", the rendered Kubernetes pod spec under `podman kube play`.
+# IMAGE= and PARTS= lines): on a pure cgroup-v2 kernel, the image under podman ("podman")
+# and under Docker ("docker") with the documented options (no --privileged, no
+# CAP_SYS_ADMIN, hako's seccomp profile, no cgroup bind: hako mounts its own cgroup2),
+# checked by scripts/vm-container-checks.py; with "bench", per engine, `hako bench` against
+# the container and against the image's binary served on the guest; with "setfcap",
+# `hako doctor` without CAP_SETFCAP (the memory guard, not cgroups); with "kube", the
+# rendered Kubernetes pod spec under `podman kube play`.
 # Every figure is TCG-slow (13-20x the host for CPU-bound work).
 set -u
 passed=0; failed=0
@@ -11,12 +13,27 @@ say() { echo "hako-vm: $*"; }
 ok() { passed=$((passed + 1)); say "ok     $*"; }
 bad() { failed=$((failed + 1)); say "FAILED $*"; }
 P=(podman --runtime runc --cgroup-manager cgroupfs --events-backend file)
+D=(docker)
+# The engine the checks exec into (set by engine_run).
+E=("${P[@]}")
 KEY=vm-container-key
 REPO=$PWD
 # The local server runs may reach (the checks serve it in the guest; the container shares
 # the guest's network, whose 127.0.0.1:8194 is the container's own port, refused).
 ALLOW_ADDR=127.0.0.2
 ALLOW_PORT=8080
+
+# stop_pid PID SECONDS: SIGTERM to a background job of this shell, SIGKILL after SECONDS;
+# its exit status (137 when it had to be killed).
+stop_pid() {
+  local pid=$1 killer rc
+  kill -TERM "$pid" 2>/dev/null
+  (sleep "$2"; kill -KILL "$pid" 2>/dev/null) &
+  killer=$!
+  wait "$pid"; rc=$?
+  kill "$killer" 2>/dev/null
+  return "$rc"
+}
 
 # status URL: the HTTP status of a GET (0 when unreachable).
 status() {
@@ -51,7 +68,7 @@ checks() {
       <"$REPO/scripts/vm-container-checks.py" >/tmp/checks.log 2>&1
   else
     python3 "$REPO/scripts/vm-container-checks.py" --url http://127.0.0.1:8194 --key "$KEY" \
-      --exec "${P[*]} exec $ctr" --allow "$ALLOW_ADDR:$ALLOW_PORT" --runs "${HAKO_VM_RUNS:-10}" \
+      --exec "${E[*]} exec $ctr" --allow "$ALLOW_ADDR:$ALLOW_PORT" --runs "${HAKO_VM_RUNS:-10}" \
       >/tmp/checks.log 2>&1
   fi
   say "$name: checks exited with $?"
@@ -65,41 +82,117 @@ checks() {
   grep -q '^vm-container-checks: [0-9]* passed' /tmp/checks.log || bad "$name: the checks did not finish"
 }
 
-podman_run() {
-  local size
-  size=$("${P[@]}" image inspect -f '{{.Size}}' "$IMAGE" 2>&1)
-  say "podman: figure: image $IMAGE, $((size / 1000000)) MB"
-  # docs/deploy.md's podman command line for a cgroup-v2 host, with the guest's network (the
-  # guest has no network to bridge) and no healthcheck (podman schedules it with systemd).
+# engine_run NAME ENGINE...: the image under that engine with docs/deploy.md's command line
+# for a cgroup-v2 host, with the guest's network (the guest has no network to bridge) and no
+# healthcheck (podman schedules it with systemd); the checks, its figures, a clean stop.
+engine_run() {
+  local name=$1; shift
+  E=("$@")
+  local unmask='unmask=/proc/*' size
+  [ "$name" = docker ] && unmask=systempaths=unconfined
+  size=$("${E[@]}" image inspect -f '{{.Size}}' "$IMAGE" 2>&1)
+  say "$name: figure: image $IMAGE, $((size / 1000000)) MB"
   local t0
   t0=$(date +%s%N)
-  if ! "${P[@]}" run -d --name hako-vm --network host --no-healthcheck \
-      --security-opt seccomp="$REPO/deploy/seccomp/hako.json" --security-opt 'unmask=/proc/*' \
+  if ! "${E[@]}" run -d --name hako-vm --network host --no-healthcheck \
+      --security-opt seccomp="$REPO/deploy/seccomp/hako.json" --security-opt "$unmask" \
       --security-opt no-new-privileges --cap-drop ALL \
       --cap-add SETUID --cap-add SETGID --cap-add KILL --cap-add SETFCAP \
       --ulimit nofile=20000:20000 -e API_KEY="$KEY" -e WORKER_TIMEOUT=60 \
       -e HAKO_NETWORK_ALLOW="$ALLOW_ADDR" "$IMAGE" >/dev/null 2>/tmp/run.log; then
-    bad "podman run: $(tail -3 /tmp/run.log)"; return
+    bad "$name run: $(tail -3 /tmp/run.log)"; return
   fi
   if wait_ready 8194; then
     READY_MS=$((($(date +%s%N) - t0) / 1000000))
-    ok "podman: ready"
-    say "podman: figure: podman run to 200 on /ready: $((READY_MS / 1000)).$((READY_MS % 1000 / 100)) s"
+    ok "$name: ready"
+    say "$name: figure: $name run to 200 on /ready: $((READY_MS / 1000)).$((READY_MS % 1000 / 100)) s"
   else
-    bad "podman: not ready within 900 s"; "${P[@]}" logs hako-vm 2>&1 | tail -20 | sed 's/^/    /'
-    "${P[@]}" rm -f hako-vm >/dev/null 2>&1; return
+    bad "$name: not ready within 900 s"; "${E[@]}" logs hako-vm 2>&1 | tail -20 | sed 's/^/    /'
+    "${E[@]}" rm -f hako-vm >/dev/null 2>&1; return
   fi
   sleep 5
-  say "podman: figure: idle memory $("${P[@]}" stats --no-stream --format '{{.MemUsage}}' hako-vm 2>&1)"
-  checks podman hako-vm
-  "${P[@]}" logs hako-vm 2>&1 | grep -E 'WARN|ERROR' | head -10 | sed 's/^/hako-vm: podman: log: /'
+  say "$name: figure: idle memory $("${E[@]}" stats --no-stream --format '{{.MemUsage}}' hako-vm 2>&1)"
+  checks "$name" hako-vm
+  "${E[@]}" logs hako-vm 2>&1 | grep -E 'WARN|ERROR' | head -10 | sed "s/^/hako-vm: $name: log: /"
+  case " $PARTS " in *" bench "*) bench_container "$name" ;; esac
   local t1
   t1=$(date +%s)
-  "${P[@]}" stop -t 30 hako-vm >/dev/null 2>&1
+  "${E[@]}" stop -t 30 hako-vm >/dev/null 2>&1
   local code
-  code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' hako-vm 2>&1)
-  [ "$code" = 0 ] && ok "podman: clean stop in $(($(date +%s) - t1)) s" || bad "podman: stop: exit code $code"
-  "${P[@]}" rm -f hako-vm >/dev/null 2>&1
+  code=$("${E[@]}" inspect -f '{{.State.ExitCode}}' hako-vm 2>&1)
+  [ "$code" = 0 ] && ok "$name: clean stop in $(($(date +%s) - t1)) s" || bad "$name: stop: exit code $code"
+  case " $PARTS " in *" bench "*) bench_host "$name" ;; esac
+  "${E[@]}" rm -f hako-vm >/dev/null 2>&1
+}
+
+# bench_once NAME WHERE: `hako bench` (the image's own binary, in the guest) against the
+# server on 127.0.0.1:8194, Dify's python-hello with network; its report and p50 in P50.
+BENCH=(/tmp/hostsrv/hako bench --url http://127.0.0.1:8194 --key "$KEY" --workload python-hello
+  --duration "${HAKO_VM_BENCH_SECONDS:-10}" --warmup 5)
+bench_once() {
+  local name=$1 where=$2
+  timeout 600 "${BENCH[@]}" >/tmp/bench.log 2>&1
+  sed "s/^/hako-vm: $name: bench $where: /" /tmp/bench.log | grep -E 'runs|error' | head -5
+  P50=$(sed -n 's/^server *runs .* p50 *\([0-9.]*\) ms.*/\1/p' /tmp/bench.log | tail -1)
+}
+
+# The same bench against the container, then against a server on the guest itself: the
+# image's binary and package environment copied out of the stopped container, started with
+# the container's settings (built-in defaults, the same environment variables, from /).
+bench_container() {
+  local name=$1
+  CONTAINER_P50=""
+  rm -rf /tmp/hostsrv && mkdir -p /tmp/hostsrv
+  "${E[@]}" cp hako-vm:/usr/local/bin/hako /tmp/hostsrv/hako &&
+    "${E[@]}" cp hako-vm:/usr/local/bin/libhako_zygote.so /tmp/hostsrv/libhako_zygote.so ||
+    { bad "$name: bench: the image's binary could not be copied out"; return; }
+  bench_once "$name" container
+  CONTAINER_P50=$P50
+}
+
+bench_host() {
+  local name=$1
+  [ -x /tmp/hostsrv/hako ] || return
+  rm -rf /var/lib/hako
+  "${E[@]}" cp hako-vm:/var/lib/hako /var/lib/hako || { bad "$name: bench: no package environment"; return; }
+  # PIP_NO_INDEX: if the copied environment were not taken, the install fails at once.
+  (cd / && API_KEY=$KEY WORKER_TIMEOUT=60 HAKO_NETWORK_ALLOW=$ALLOW_ADDR PIP_NO_INDEX=1 \
+    exec /tmp/hostsrv/hako serve) \
+    >/tmp/hostsrv/serve.log 2>&1 &
+  local pid=$!
+  bench_once "$name" host
+  local host_p50=$P50
+  stop_pid "$pid" 60 || bad "$name: bench: the server on the guest did not stop cleanly ($?)"
+  rm -rf /var/lib/hako
+  if [ -z "$CONTAINER_P50" ] || [ -z "$host_p50" ]; then
+    bad "$name: bench: no p50 (container '${CONTAINER_P50:-}', host '$host_p50')"
+    tail -5 /tmp/hostsrv/serve.log | sed 's/^/    /'; return
+  fi
+  local ratio
+  ratio=$(python3 -c "print(f'{$CONTAINER_P50 / $host_p50:.2f}')")
+  # A figure, not a pass mark: speed is not asserted on a shared machine.
+  say "$name: figure: bench python-hello p50: container $CONTAINER_P50 ms, server on the guest $host_p50 ms, container / guest $ratio"
+  ok "$name: bench: figures against the container and a server on the guest"
+}
+
+# Debian's dockerd, as the guest has no systemd: the cgroupfs driver, no bridge, no
+# iptables (the container uses the guest's network); its image was loaded on the host.
+docker_run() {
+  say "docker: $(dockerd --version)"
+  dockerd --bridge none --iptables=false --ip-forward=false \
+    --exec-opt native.cgroupdriver=cgroupfs >/tmp/dockerd.log 2>&1 &
+  local pid=$! up=""
+  for _ in $(seq 1 600); do
+    timeout 30 "${D[@]}" version >/dev/null 2>&1 && { up=1; break; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if [ -z "$up" ]; then
+    bad "docker: dockerd did not start"; tail -20 /tmp/dockerd.log | sed 's/^/    /'; return
+  fi
+  say "docker: $("${D[@]}" info -f 'cgroup {{.CgroupVersion}}, driver {{.CgroupDriver}}, storage {{.Driver}}, security {{.SecurityOptions}}' 2>&1)"
+  engine_run docker "${D[@]}"
+  stop_pid "$pid" 60
 }
 
 # CAP_SETFCAP is what the documented options add for cgroup v2: without it hako cannot map
@@ -195,10 +288,12 @@ say "kernel $(uname -r), cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.contro
 echo "+cpu +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
 for part in ${PARTS:-podman}; do
   case "$part" in
-    podman) podman_run ;;
+    podman) engine_run podman "${P[@]}" ;;
     setfcap) without_setfcap ;;
+    docker) docker_run ;;
     kube) kube_play ;;
-    *) bad "unknown part $part (podman, setfcap, kube)" ;;
+    bench) ;;
+    *) bad "unknown part $part (podman, setfcap, docker, bench, kube)" ;;
   esac
 done
 say "$passed passed, $failed failed"
