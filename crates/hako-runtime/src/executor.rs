@@ -76,12 +76,10 @@ pub enum ExecError {
 #[path = "plan.rs"]
 mod plan;
 
-/// How many distinct host identities runs rotate through.
-const ID_SLOTS: u32 = 65536;
-
-/// The host ids `uid_base + offset ..` (`count` of them) that the jail helpers lease from,
-/// shared with every hako process that uses the same runtime directory.
-fn id_pool(config: &Config, offset: u32, count: u32) -> hako_jail::ids::IdPool {
+/// The host ids `uid_base + offset ..` (`count` of them, one of [`Config::id_ranges`]) that
+/// the jail helpers lease from, shared with every hako process that uses the same runtime
+/// directory.
+fn id_pool(config: &Config, (offset, count): (u32, u32)) -> hako_jail::ids::IdPool {
     hako_jail::ids::IdPool {
         lock_dir: config.hako.runtime_dir.join("ids"),
         first: config.hako.uid_base + offset,
@@ -445,12 +443,13 @@ impl Executor {
             spec.network = NetworkMode::None;
             spec.egress = None;
         }
-        let base = self.inner.config.hako.uid_base + 4 * ID_SLOTS;
+        let range = self.inner.config.id_ranges().node;
+        let base = self.inner.config.hako.uid_base + range.0;
         spec.ids = RunIds {
             host_uid: base,
             host_gid: base,
         };
-        spec.id_pool = Some(id_pool(&self.inner.config, 4 * ID_SLOTS, ID_SLOTS));
+        spec.id_pool = Some(id_pool(&self.inner.config, range));
         spec.deferred = true;
         spec
     }
@@ -500,12 +499,13 @@ impl Executor {
             spec.ro_binds = probe.ro_binds;
         }
         // Zygote ids live above the spawn range; the pool gives each zygote its own pair.
-        let base = config.hako.uid_base + ID_SLOTS;
+        let range = config.id_ranges().zygote;
+        let base = config.hako.uid_base + range.0;
         spec.ids = RunIds {
             host_uid: base,
             host_gid: base,
         };
-        spec.id_pool = Some(id_pool(config, ID_SLOTS, 3 * ID_SLOTS));
+        spec.id_pool = Some(id_pool(config, range));
         spec.mapped_binds
             .push((library.to_path_buf(), PathBuf::from(ZYGOTE_LIBRARY_IN_JAIL)));
         let cache = hako_elf::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))

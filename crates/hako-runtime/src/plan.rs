@@ -2,7 +2,7 @@
 //! become its [`JailSpec`] here, and only here. Spawn runs, the warm pools' templates and the
 //! agent API's runs and sessions all start from [`Executor::spec`].
 
-use super::{id_pool, root_mountpoint, ExecError, ExecOptions, Executor, ID_SLOTS};
+use super::{id_pool, root_mountpoint, ExecError, ExecOptions, Executor};
 use crate::adapter::Adapter;
 use crate::language::Language;
 use crate::result::{LimitOverrides, RunRequest};
@@ -72,8 +72,9 @@ impl Executor {
     pub(super) fn spec(&self, adapter: &Adapter, request: &JailRequest) -> JailSpec {
         let config = &self.inner.config;
         let limits = self.limits(request.limits);
-        let slot = self.inner.next_id.fetch_add(1, Ordering::Relaxed) % ID_SLOTS;
-        let base = config.hako.uid_base;
+        let range = config.id_ranges().spawn;
+        let slot = self.inner.next_id.fetch_add(1, Ordering::Relaxed) % range.1;
+        let base = config.hako.uid_base + range.0;
         JailSpec {
             language: adapter.language,
             interpreter: adapter.interpreter.clone(),
@@ -96,7 +97,7 @@ impl Executor {
                 host_uid: base + slot,
                 host_gid: base + slot,
             },
-            id_pool: Some(id_pool(config, 0, ID_SLOTS)),
+            id_pool: Some(id_pool(config, range)),
             root_mountpoint: root_mountpoint(config),
             insecure: config.hako.insecure,
             zygote: false,

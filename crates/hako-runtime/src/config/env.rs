@@ -123,6 +123,7 @@ pub(super) const VARIABLES: &[EnvVar] = &[
     var!("HAKO_LOG_FORMAT" => "hako.log_format", log_format, |c| c.hako.log_format),
     var!("HAKO_MAX_BODY_BYTES" => "hako.max_body_bytes", positive, |c| c.hako.max_body_bytes),
     var!("HAKO_UID_BASE" => "hako.uid_base", integer, |c| c.hako.uid_base),
+    var!("HAKO_UID_COUNT" => "hako.uid_count", integer, |c| c.hako.uid_count),
     var!("HAKO_CGROUP_ROOT" => "hako.cgroup_root", path, |c| c.hako.cgroup_root),
     var!("HAKO_PACKAGES_WAIT_SECONDS" => "hako.packages_wait_seconds", seconds,
         |c| c.hako.packages_wait_seconds),

@@ -16,8 +16,9 @@ mod types;
 mod validate;
 
 pub use types::{
-    AgentConfig, AppConfig, Config, ExecMode, HakoConfig, HttpConfig, LimitsConfig, LogFormat,
-    NetworkConfig, NetworkPolicy, ProxyConfig, DEFAULT_API_KEY,
+    AgentConfig, AppConfig, Config, ExecMode, HakoConfig, HttpConfig, IdRanges, LimitsConfig,
+    LogFormat, NetworkConfig, NetworkPolicy, ProxyConfig, DEFAULT_API_KEY, DEFAULT_UID_COUNT,
+    MIN_UID_COUNT,
 };
 
 use hako_jail::seccomp::SeccompError;

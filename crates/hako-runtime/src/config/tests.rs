@@ -489,3 +489,42 @@ fn more_workers_than_a_zygote_parent_serves_are_refused_in_zygote_mode() {
     .unwrap();
     assert_eq!(c.config.max_workers, 65);
 }
+
+#[test]
+fn run_ids_split_uid_count_and_fit_a_pods_user_namespace() {
+    // The default keeps the long-standing layout: 65536 spawn ids, 196608 for zygotes, 65536
+    // for the Node pool.
+    let c = load_text("", &[]).unwrap().config;
+    let ranges = c.id_ranges();
+    assert_eq!(ranges.spawn, (0, 65536));
+    assert_eq!(ranges.zygote, (65536, 196608));
+    assert_eq!(ranges.node, (262144, 65536));
+    // A user-namespaced pod maps 65536 ids: every range lies inside 10000 .. 60000.
+    let c = load_text("hako:\n  uid_base: 10000\n  uid_count: 50000\n", &[])
+        .unwrap()
+        .config;
+    let ranges = c.id_ranges();
+    for (offset, count) in [ranges.spawn, ranges.zygote, ranges.node] {
+        assert!(count >= 1024, "{ranges:?}");
+        assert!(c.hako.uid_base + offset + count <= 60000, "{ranges:?}");
+    }
+    assert_eq!(ranges.spawn.0 + ranges.spawn.1, ranges.zygote.0);
+    assert_eq!(ranges.zygote.0 + ranges.zygote.1, ranges.node.0);
+    assert_eq!(
+        load_text("", &[("HAKO_UID_COUNT", "20000")])
+            .unwrap()
+            .config
+            .hako
+            .uid_count,
+        20000
+    );
+    // Too few ids, or a range past the last uid, are refused.
+    let e = err_text("hako:\n  uid_count: 5000\n", &[]);
+    assert!(e.contains("invalid value 5000 for hako.uid_count"), "{e}");
+    assert!(e.contains("must be at least 5120"), "{e}");
+    let e = err_text("", &[("HAKO_UID_BASE", "4294967000")]);
+    assert!(
+        e.starts_with("invalid value 4294967000 for HAKO_UID_BASE (environment)"),
+        "{e}"
+    );
+}

@@ -173,8 +173,10 @@ pub struct HakoConfig {
     pub log_format: LogFormat,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
-    /// First host uid/gid of the per-run identities; runs use `uid_base .. uid_base + 65536`.
+    /// First host uid/gid of the per-run identities.
     pub uid_base: u32,
+    /// How many host ids from `uid_base` runs use (see [`Config::id_ranges`]).
+    pub uid_count: u32,
     /// Root of the cgroup hierarchy (`/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
     /// How long a run waits for its language's first package environment (fresh start).
@@ -216,6 +218,7 @@ impl Default for HakoConfig {
             log_format: LogFormat::Human,
             max_body_bytes: 16 << 20,
             uid_base: 1_100_000,
+            uid_count: DEFAULT_UID_COUNT,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             packages_wait_seconds: 60,
             python_data: Vec::new(),
@@ -266,7 +269,36 @@ pub(super) struct Resolved {
     pub deps_update_interval: Option<Duration>,
 }
 
+/// `hako.uid_count`'s default: 5 × 65536 ids (spawn 65536, zygotes 196608, Node pool 65536).
+pub const DEFAULT_UID_COUNT: u32 = 5 * 65536;
+/// The fewest ids `hako.uid_count` may give: 1024 for spawned runs, 3072 for the zygotes
+/// (each preloaded parent leases 257, and a new package set starts new parents while the old
+/// ones finish), 1024 for the Node pool.
+pub const MIN_UID_COUNT: u32 = 5 * 1024;
+
+/// Where each kind of run takes its host ids: offsets from `hako.uid_base` and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRanges {
+    /// Spawned runs (one id each).
+    pub spawn: (u32, u32),
+    /// Zygotes: each preloaded parent takes one id for itself and 256 for its workers' runs.
+    pub zygote: (u32, u32),
+    /// Node pool workers (one id each).
+    pub node: (u32, u32),
+}
+
 impl Config {
+    /// `hako.uid_base .. + hako.uid_count` split into fifths: one for spawned runs, three
+    /// for the zygotes, one for the Node pool (the default count gives 65536 per fifth).
+    pub fn id_ranges(&self) -> IdRanges {
+        let fifth = self.hako.uid_count / 5;
+        IdRanges {
+            spawn: (0, fifth),
+            zygote: (fifth, 3 * fifth),
+            node: (4 * fifth, fifth),
+        }
+    }
+
     /// The numbers of `allowed_syscalls` on this machine's arch.
     pub(crate) fn allowed_syscall_numbers(&self) -> &[u32] {
         &self.resolved.syscalls

@@ -96,6 +96,26 @@ fn check_values(c: &Config, origin: &Origins) -> Result<(), ConfigError> {
         );
         return Err(invalid("max_workers", c.max_workers.to_string(), &reason));
     }
+    if c.hako.uid_count < super::MIN_UID_COUNT {
+        let reason = format!(
+            "must be at least {} (spawned runs, zygotes and the Node pool each need their own ids)",
+            super::MIN_UID_COUNT
+        );
+        return Err(invalid(
+            "hako.uid_count",
+            c.hako.uid_count.to_string(),
+            &reason,
+        ));
+    }
+    if c.hako.uid_base == 0 || c.hako.uid_base.checked_add(c.hako.uid_count).is_none() {
+        let reason = "must be at least 1 (the id below it owns provisioned data), and \
+                      hako.uid_base + hako.uid_count must stay below 2^32";
+        return Err(invalid(
+            "hako.uid_base",
+            c.hako.uid_base.to_string(),
+            reason,
+        ));
+    }
     if c.max_requests < c.max_workers {
         let reason = format!("must be at least max_workers ({})", c.max_workers);
         return Err(invalid("max_requests", c.max_requests.to_string(), &reason));
