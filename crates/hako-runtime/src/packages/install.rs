@@ -26,7 +26,7 @@ impl PackageManager {
                 })
             }
         };
-        if language == Language::Nodejs && npm_specs(&requirements).is_empty() {
+        if language == Language::Nodejs && requirement_lines(&requirements).is_empty() {
             return Ok(None);
         }
         let (interpreter, version) = interpreter
@@ -36,12 +36,14 @@ impl PackageManager {
             Language::Python3 => serde_json::to_string(&self.inner.python_data).unwrap_or_default(),
             Language::Nodejs => String::new(),
         };
+        // The key names what is installed: comments, blank lines and spacing change nothing
+        // (a requirements file of comments only is the image's pre-installed set).
         let mut hash = Fnv::new();
         for part in [
             language.as_str(),
             &interpreter.to_string_lossy(),
             &version,
-            &requirements,
+            &requirement_lines(&requirements).join("\n"),
             &defaults.join("\n"),
             &data,
         ] {
@@ -166,7 +168,7 @@ impl PackageManager {
                         "--omit=dev",
                         "--no-update-notifier",
                     ])
-                    .args(npm_specs(&inputs.requirements));
+                    .args(requirement_lines(&inputs.requirements));
                 if std::env::var_os("npm_config_cache").is_none() {
                     command.env("npm_config_cache", cache.join("npm"));
                 }
@@ -200,9 +202,10 @@ impl PackageManager {
     }
 }
 
-/// One npm spec per line; `#` starts a comment at the line start or after a space (a `#`
-/// inside a spec, as in `user/repo#tag`, is kept).
-pub(super) fn npm_specs(text: &str) -> Vec<String> {
+/// The requirements of a pip or npm file, one per line, trimmed; `#` starts a comment at
+/// the line start or after a space (a `#` inside a spec, as in `user/repo#tag` or
+/// `git+https://...#egg=name`, is kept), and blank lines are dropped.
+pub(super) fn requirement_lines(text: &str) -> Vec<String> {
     text.lines()
         .map(|line| {
             let line = line.trim();
@@ -253,9 +256,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn npm_specs_skip_comments_and_keep_git_refs() {
+    fn requirement_lines_skip_comments_and_keep_git_refs() {
         let text = "# tools\nlodash@4\n\n  dayjs # dates\nuser/repo#v1\n";
-        assert_eq!(npm_specs(text), vec!["lodash@4", "dayjs", "user/repo#v1"]);
+        assert_eq!(
+            requirement_lines(text),
+            vec!["lodash@4", "dayjs", "user/repo#v1"]
+        );
+        let pip = "requests==2.32.3  # http\ngit+https://example.com/x.git#egg=x\n";
+        assert_eq!(
+            requirement_lines(pip),
+            vec!["requests==2.32.3", "git+https://example.com/x.git#egg=x"]
+        );
+        assert!(requirement_lines("# only comments\n\n   \n# more\n").is_empty());
+    }
+
+    /// The Python environment key a manager gets for `requirements` (`None`: no file).
+    fn python_key(requirements: Option<&str>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("python-requirements.txt");
+        if let Some(text) = requirements {
+            std::fs::write(&path, text).unwrap();
+        }
+        let mut config = Config::default();
+        config.hako.state_dir = dir.path().join("state");
+        config.hako.python_requirements = path;
+        let python = Ok((PathBuf::from("/usr/bin/python3"), "3.11.2".to_string()));
+        let manager = PackageManager::new(&config, python, Err("none".into()));
+        manager.inputs(Language::Python3).unwrap().unwrap().key
+    }
+
+    #[test]
+    fn comments_and_spacing_do_not_change_the_environment_key() {
+        let absent = python_key(None);
+        assert_eq!(python_key(Some("")), absent);
+        // A file of comments only (as the Kubernetes ConfigMap ships) is the image's set.
+        assert_eq!(python_key(Some("# extra packages\n\n# none yet\n")), absent);
+        assert_eq!(
+            python_key(Some("  numpy   # arrays\n\npandas\n")),
+            python_key(Some("numpy\npandas"))
+        );
+        assert_ne!(python_key(Some("numpy\n")), absent);
+        assert_ne!(
+            python_key(Some("numpy\n")),
+            python_key(Some("numpy==2.0\n"))
+        );
     }
 
     #[test]
