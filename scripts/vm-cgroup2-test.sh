@@ -377,10 +377,17 @@ make_container_job() {
   [ "$ok" = 1 ] || die "loading the image into the guest's disk failed"
   ROOTFS=$JOB/disk.img
   case " $parts " in
-    *" kube "*)
-      local kubectl=kubectl
+    *" kube "* | *" pod "*)
+      local kubectl=kubectl python=python3
       command -v kubectl >/dev/null || kubectl=${HAKO_CI_CACHE:-/var/cache/hako-ci}/lint-venv/bin/kubectl
       "$kubectl" kustomize deploy/kubernetes >"$JOB/rendered.yaml" || die "kubectl kustomize failed"
+      # The pod's container as a podman command line (PyYAML: the lint venv's, or the host's).
+      [ -x "${HAKO_CI_CACHE:-/var/cache/hako-ci}/lint-venv/bin/python3" ] &&
+        python=${HAKO_CI_CACHE:-/var/cache/hako-ci}/lint-venv/bin/python3
+      "$python" scripts/kube-pod-to-podman.py "$JOB/rendered.yaml" "$JOB/pod" --repo "$REPO" \
+        --seen-as /job/pod || die "translating the pod spec failed"
+      # The guest has no Dify ssrf_proxy to chain to: the guard connects itself.
+      sed -i '/^proxy:$/,/^[^ ]/{/^proxy:$/d;/^  /d}' "$JOB/pod/volumes/conf/config.yaml"
       ;;
   esac
   {

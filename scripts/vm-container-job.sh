@@ -211,6 +211,50 @@ without_setfcap() {
   fi
 }
 
+# The ids `--userns auto` takes user namespaces from.
+auto_userns_ids() {
+  grep -q '^containers:' /etc/subuid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subuid
+  grep -q '^containers:' /etc/subgid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subgid
+}
+
+# The rendered pod spec's container as `podman run` (scripts/kube-pod-to-podman.py, on the
+# host): the pod's user namespace (hostUsers: false, 65536 ids), its securityContext,
+# limits, ConfigMaps and emptyDirs, a network namespace of its own (as a pod's); the checks
+# run inside it. What `podman kube play` would start, without its infra container.
+pod_run() {
+  [ -s /job/pod/args ] || { bad "pod: no translated pod spec"; return; }
+  auto_userns_ids
+  local args=() cmd=()
+  mapfile -t args </job/pod/args
+  mapfile -t cmd </job/pod/cmd
+  if ! "${P[@]}" run -d --name hako-pod --network none --no-healthcheck "${args[@]}" \
+      -e API_KEY="$KEY" -e WORKER_TIMEOUT=60 -e HAKO_NETWORK_ALLOW="$ALLOW_ADDR" \
+      "$IMAGE" "${cmd[@]}" >/dev/null 2>/tmp/pod.log; then
+    bad "pod: podman run: $(tail -3 /tmp/pod.log | tr '\n' ' ')"; return
+  fi
+  say "pod: uid map $("${P[@]}" exec hako-pod cat /proc/self/uid_map 2>&1 | tr -s ' ' | head -1)"
+  local t0 ready="" body=""
+  t0=$(date +%s)
+  while [ $(($(date +%s) - t0)) -lt 900 ]; do
+    body=$("${P[@]}" exec hako-pod curl -s -w ' %{http_code}' http://127.0.0.1:8194/ready 2>&1)
+    case "$body" in *" 200") ready=1; break ;; *"failed"*) break ;; esac
+    "${P[@]}" inspect -f '{{.State.Running}}' hako-pod 2>/dev/null | grep -q true || break
+    sleep 2
+  done
+  if [ -n "$ready" ]; then ok "pod: ready after about $(($(date +%s) - t0)) s"; else
+    bad "pod: not ready: $body"; "${P[@]}" logs hako-pod 2>&1 | tail -20 | cut -c1-400 | sed 's/^/    /'
+    "${P[@]}" exec hako-pod hako doctor 2>&1 | sed 's/^/    doctor: /'
+    "${P[@]}" rm -f hako-pod >/dev/null 2>&1; return; fi
+  INSIDE=1 checks pod hako-pod
+  "${P[@]}" logs hako-pod 2>&1 | grep -E '"level":"(WARN|ERROR)"' | head -10 | cut -c1-300 | sed 's/^/hako-vm: pod: log: /'
+  local t1 code
+  t1=$(date +%s)
+  "${P[@]}" stop -t 30 hako-pod >/dev/null 2>&1
+  code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' hako-pod 2>&1)
+  [ "$code" = 0 ] && ok "pod: clean stop in $(($(date +%s) - t1)) s" || bad "pod: stop: exit code $code"
+  "${P[@]}" rm -f hako-pod >/dev/null 2>&1
+}
+
 # Why a played pod did not start: its containers' states and errors, runc's log lines.
 kube_why() {
   local c
@@ -249,8 +293,7 @@ for d in keep:
     out.append(d)
 print("\n---\n".join(out))
 EOF
-  grep -q '^containers:' /etc/subuid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subuid
-  grep -q '^containers:' /etc/subgid 2>/dev/null || echo 'containers:200000:1000000' >>/etc/subgid
+  auto_userns_ids
   # podman 4.3 takes a secretKeyRef from a podman secret holding a JSON map of keys to
   # base64 values (not a Secret object: that fails with "not valid JSON: illegal base64").
   local userns played=""
@@ -291,9 +334,10 @@ for part in ${PARTS:-podman}; do
     podman) engine_run podman "${P[@]}" ;;
     setfcap) without_setfcap ;;
     docker) docker_run ;;
+    pod) pod_run ;;
     kube) kube_play ;;
     bench) ;;
-    *) bad "unknown part $part (podman, setfcap, docker, bench, kube)" ;;
+    *) bad "unknown part $part (podman, setfcap, docker, bench, pod, kube)" ;;
   esac
 done
 say "$passed passed, $failed failed"
