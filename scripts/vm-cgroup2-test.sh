@@ -25,12 +25,14 @@
 #                          Dify templates, attacks, SSRF, `hako doctor`
 #                          (scripts/vm-container-job.sh)
 #   HAKO_VM_CONTAINER_PARTS  what the container job runs (default "podman setfcap docker
-#                          bench": the checks under podman, `hako doctor` without
+#                          bench pod": the checks under podman, `hako doctor` without
 #                          CAP_SETFCAP, which must fall back to the memory guard, the checks
 #                          under Docker; "bench" adds, per engine, `hako bench` against the
-#                          container and against the image's binary run on the guest itself);
-#                          "kube" adds the Kubernetes pod spec under `podman kube play`, which
-#                          does not pass with Debian 12's podman 4.3 (docs/deploy.md)
+#                          container and against the image's binary run on the guest itself;
+#                          "pod" runs the rendered Kubernetes pod spec's container with the
+#                          pod's user namespace, scripts/kube-pod-to-podman.py); "kube" adds
+#                          the pod spec under `podman kube play`, which does not pass with
+#                          Debian 12's podman 4.3 (docs/deploy.md)
 #
 #   scripts/vm-cgroup2-test.sh --prepare   only fetches and builds the cached guest
 set -euo pipefail
@@ -366,7 +368,7 @@ make_container_job() {
   mount -o loop "$JOB/disk.img" "$mnt"
   mount --bind /proc "$mnt/proc" && mount --bind /dev "$mnt/dev" && mount --bind /sys "$mnt/sys" &&
     mount -t tmpfs tmpfs "$mnt/run"
-  local parts=${HAKO_VM_CONTAINER_PARTS:-podman setfcap docker bench}
+  local parts=${HAKO_VM_CONTAINER_PARTS:-podman setfcap docker bench pod}
   cp "$JOB/image.tar" "$mnt/var/tmp/image.tar"
   chroot "$mnt" podman --events-backend file load -q -i /var/tmp/image.tar >/dev/null && ok=1
   rm -f "$mnt/var/tmp/image.tar"
