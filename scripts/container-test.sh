@@ -2,7 +2,9 @@
 # Builds the hako image, starts it the way docs/deploy.md says (the shipped seccomp profile,
 # no --privileged, no CAP_SYS_ADMIN) under podman and under Docker, drives it over HTTP like
 # Dify (Python, JavaScript and Jinja2 templates) with attacks (host file read, fork and
-# thread bombs, a memory bomb beside a run that must survive it), measures it, and stops it.
+# thread bombs, a memory bomb beside a run that must survive it), measures it (with `hako
+# bench` against the container and against `hako serve` on this host, as a figure), and
+# stops it.
 #
 # HAKO_CONTAINER_ENGINES picks the engines (default "podman docker"). Docker is Debian's
 # docker.io; this script starts its own dockerd (own socket, data and exec roots) and stops
@@ -301,6 +303,7 @@ stop_container() {
 }
 
 cleanup() {
+  stop_host_server
   stop_container
   stop_dockerd
   return 0
@@ -441,6 +444,8 @@ print("survived", len(b) >> 20)')")
   check "the server still serves after the attacks" 'answer["code"] == 0 and json.loads('"$(result_of)"') == {"result": "stillserving"}'
 
   measure
+  bench_once container
+  CONTAINER_P50=$P50
   log "[$ENGINE_NAME] stopping $NAME (SIGTERM)"
   local stop0=$SECONDS
   bounded 60 "${ENGINE[@]}" stop -t 20 "$NAME" >/dev/null
@@ -463,6 +468,7 @@ print("survived", len(b) >> 20)')")
   else
     PASSED=$((PASSED + 1)); log "ok     warm workers started cleanly (no zygote error in the log)"
   fi
+  bench_host
   stop_container
   if [ "$FAILED" -ne 0 ]; then
     log "[$ENGINE_NAME] server log (last 40 lines):"; tail -40 "$server_log"
@@ -557,6 +563,51 @@ measure() {
     t1=$(date +%s%N)
     log "[$ENGINE_NAME] measure: $language $n sequential Dify runs: $(((t1 - t0) / 1000000 / n)) ms each"
   done
+}
+
+stop_host_server() {
+  [ -n "${HOST_SERVER:-}" ] || return 0
+  kill -TERM "$HOST_SERVER" 2>/dev/null
+  (sleep 30; kill -KILL "$HOST_SERVER" 2>/dev/null) &
+  wait "$HOST_SERVER" 2>/dev/null || true
+  HOST_SERVER=""
+}
+
+# bench_once WHERE: `hako bench` of Dify's python-hello (with network) against the server
+# on PORT; its report line is logged and its p50 left in P50.
+bench_once() {
+  P50=""
+  bounded 300 dist/hako bench --url "http://127.0.0.1:$PORT" --key "$KEY" --workload python-hello \
+    --duration "${HAKO_TEST_BENCH_SECONDS:-8}" --warmup 10 >"$LOGDIR/bench-$ENGINE_NAME-$1.log" 2>&1 || true
+  local line
+  line=$(grep -E '^server +runs' "$LOGDIR/bench-$ENGINE_NAME-$1.log" | tail -1) || true
+  log "[$ENGINE_NAME] measure: bench $1: ${line:-none ($(tail -1 "$LOGDIR/bench-$ENGINE_NAME-$1.log"))}"
+  P50=$(printf '%s\n' "$line" | sed -n 's/.* p50 *\([0-9.]*\) ms.*/\1/p')
+}
+
+# The same bench against `hako serve` on this host, same sitting, same binary, with the
+# container's package environment copied out of the stopped container: the container's
+# ratio to the host (a figure; speed is not asserted on a shared machine).
+bench_host() {
+  # Its environment must be reachable by run uids: not under the private log directory.
+  local state binary=$PWD/dist/hako
+  state=$(mktemp -d /var/tmp/hako-container-test-state.XXXXXX)
+  chmod 0755 "$state"
+  mkdir -p "$LOGDIR/host-wd"
+  if ! "${ENGINE[@]}" cp "$NAME:/var/lib/hako/packages" "$state/packages" >/dev/null 2>&1; then
+    log "[$ENGINE_NAME] measure: bench host: the container's environment could not be copied"; return
+  fi
+  (cd "$LOGDIR/host-wd" && API_KEY=$KEY SANDBOX_PORT=$PORT WORKER_TIMEOUT=10 HAKO_STATE_DIR=$state \
+    PIP_NO_INDEX=1 exec "$binary" serve) >"$LOGDIR/host-server-$ENGINE_NAME.log" 2>&1 &
+  HOST_SERVER=$!
+  bench_once host
+  stop_host_server
+  rm -rf "$state"
+  if [ -n "$CONTAINER_P50" ] && [ -n "$P50" ]; then
+    log "[$ENGINE_NAME] measure: bench python-hello p50 container $CONTAINER_P50 ms, host $P50 ms, container / host $(python3 -c "print(f'{$CONTAINER_P50 / $P50:.2f}')")"
+  else
+    tail -5 "$LOGDIR/host-server-$ENGINE_NAME.log"
+  fi
 }
 
 main "$@"
