@@ -443,13 +443,12 @@ impl Executor {
             spec.network = NetworkMode::None;
             spec.egress = None;
         }
-        let range = self.inner.config.id_ranges().node;
-        let base = self.inner.config.hako.uid_base + range.0;
+        let pool = id_pool(&self.inner.config, self.inner.config.id_ranges().node);
         spec.ids = RunIds {
-            host_uid: base,
-            host_gid: base,
+            host_uid: pool.first,
+            host_gid: pool.first,
         };
-        spec.id_pool = Some(id_pool(&self.inner.config, range));
+        spec.id_pool = Some(pool);
         spec.deferred = true;
         spec
     }
@@ -499,13 +498,12 @@ impl Executor {
             spec.ro_binds = probe.ro_binds;
         }
         // Zygote ids live above the spawn range; the pool gives each zygote its own pair.
-        let range = config.id_ranges().zygote;
-        let base = config.hako.uid_base + range.0;
+        let pool = id_pool(config, config.id_ranges().zygote);
         spec.ids = RunIds {
-            host_uid: base,
-            host_gid: base,
+            host_uid: pool.first,
+            host_gid: pool.first,
         };
-        spec.id_pool = Some(id_pool(config, range));
+        spec.id_pool = Some(pool);
         spec.mapped_binds
             .push((library.to_path_buf(), PathBuf::from(ZYGOTE_LIBRARY_IN_JAIL)));
         let cache = hako_elf::ldcache::LdCache::load(std::path::Path::new("/etc/ld.so.cache"))

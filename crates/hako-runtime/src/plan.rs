@@ -72,9 +72,8 @@ impl Executor {
     pub(super) fn spec(&self, adapter: &Adapter, request: &JailRequest) -> JailSpec {
         let config = &self.inner.config;
         let limits = self.limits(request.limits);
-        let range = config.id_ranges().spawn;
-        let slot = self.inner.next_id.fetch_add(1, Ordering::Relaxed) % range.1;
-        let base = config.hako.uid_base + range.0;
+        let pool = id_pool(config, config.id_ranges().spawn);
+        let first = pool.first + self.inner.next_id.fetch_add(1, Ordering::Relaxed) % pool.count;
         JailSpec {
             language: adapter.language,
             interpreter: adapter.interpreter.clone(),
@@ -94,10 +93,10 @@ impl Executor {
                 extra_allowed: self.inner.config.allowed_syscall_numbers().to_vec(),
             },
             ids: RunIds {
-                host_uid: base + slot,
-                host_gid: base + slot,
+                host_uid: first,
+                host_gid: first,
             },
-            id_pool: Some(id_pool(config, range)),
+            id_pool: Some(pool),
             root_mountpoint: root_mountpoint(config),
             insecure: config.hako.insecure,
             zygote: false,

@@ -255,25 +255,30 @@ impl ZygotePool {
     }
 
     pub fn status(&self) -> PoolStatus {
-        let state = self.lock();
-        let parent = state.parent.as_ref().map(|p| p.pid);
+        let (mut status, parent, idle) = {
+            let state = self.lock();
+            let status = PoolStatus {
+                warmed: state.warmed,
+                failed_starts: state.failed_starts,
+                start_error: state.last_error.clone(),
+                idle: state.idle.len(),
+                skipped_preload: state.skipped.clone(),
+                ..PoolStatus::default()
+            };
+            let idle: Vec<i32> = state.idle.iter().map(|z| z.pid).collect();
+            (status, state.parent.as_ref().map(|p| p.pid), idle)
+        };
+        // /proc is read with the pool unlocked: a metrics scrape never holds up a run.
         let memory_bytes = parent.map_or(0, crate::warm_python::pss_of_tree);
-        PoolStatus {
-            warmed: state.warmed,
-            failed_starts: state.failed_starts,
-            start_error: state.last_error.clone(),
-            idle: state.idle.len(),
-            node_idle: 0,
-            zygote_rss_bytes: state.idle.iter().map(|z| rss_of_tree(z.pid)).collect(),
-            zygote_pss_bytes: memory_bytes,
-            skipped_preload: state.skipped.clone(),
-            pools: vec![PoolMemory {
-                pool: self.name,
-                workers: state.idle.len(),
-                memory_bytes,
-                zygote_bytes: parent.map_or(0, rss_of_tree),
-            }],
-        }
+        status.zygote_rss_bytes = idle.iter().map(|&pid| rss_of_tree(pid)).collect();
+        status.zygote_pss_bytes = memory_bytes;
+        status.pools = vec![PoolMemory {
+            pool: self.name,
+            workers: idle.len(),
+            memory_bytes,
+            zygote_bytes: parent.map_or(0, rss_of_tree),
+        }];
+        status
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -96,11 +96,11 @@ impl PythonZygotes {
     /// pool on its own in `pools`.
     pub fn status(&self) -> PoolStatus {
         let all = [self.plain.status(), self.lean.status(), self.heavy.status()];
-        let [plain, lean, heavy] = all.clone();
         PoolStatus {
             warmed: all.iter().all(|p| p.warmed),
             failed_starts: all.iter().map(|p| p.failed_starts).sum(),
-            start_error: heavy.start_error.or(lean.start_error).or(plain.start_error),
+            // The heaviest pool's error first (it serves every run).
+            start_error: all.iter().rev().find_map(|p| p.start_error.clone()),
             idle: all.iter().map(|p| p.idle).sum(),
             node_idle: 0,
             zygote_rss_bytes: all
@@ -108,7 +108,7 @@ impl PythonZygotes {
                 .flat_map(|p| p.zygote_rss_bytes.clone())
                 .collect(),
             zygote_pss_bytes: all.iter().map(|p| p.zygote_pss_bytes).sum(),
-            skipped_preload: heavy.skipped_preload,
+            skipped_preload: all[2].skipped_preload.clone(),
             pools: all.into_iter().flat_map(|p| p.pools).collect(),
         }
     }
