@@ -29,9 +29,11 @@ impl Zygote {
         // Measure what a prepared child holds, and keep it for the first run.
         self.prepared = self.fork_child(&shape).ok();
         if let (Some(before), Some(cg), Some(child)) = (before, &self.cgroup, &self.prepared) {
-            // Its READY message arrives once it is confined.
+            // Its READY message arrives once it is confined; it copies the hot pages after
+            // that, so they are counted in full (some may be counted twice).
             wait_readable(child.control.as_fd(), 2_000);
-            self.prepared_bytes = cg.usage().memory_bytes.saturating_sub(before);
+            let hot_bytes: u64 = self.hot_pages.iter().map(|(_, len)| len).sum();
+            self.prepared_bytes = cg.usage().memory_bytes.saturating_sub(before) + hot_bytes;
         }
     }
 

@@ -95,7 +95,6 @@ fn confine_child_inner(
     // Preparing ahead of time must not slow the run in progress: the zygote forked this
     // child at the lowest priority, which the helper restores when a run waits for it.
     let params: ChildParams = serde_json::from_slice(params).map_err(ChildError::Params)?;
-    copy_hot_pages(&params.hot_pages);
     // Its own session and process group (the zygote's group holds the next tenant), and its
     // own uid: `kill(0, ...)` and `kill(-1, ...)` reach no other run.
     nix::unistd::setsid().map_err(ChildError::Session)?;
@@ -123,9 +122,11 @@ fn confine_child_inner(
         run_ctl,
         &[keep],
     )?;
-    // Confined. Wait for the run; the caller then reads the program.
+    // Confined. Until the run comes, take the faults it would take; then wait for it. The
+    // caller then reads the program.
     // SAFETY: run_ctl is open for the duration of this call.
     let control = unsafe { BorrowedFd::borrow_raw(run_ctl) };
+    copy_hot_pages_until(&params.hot_pages, control);
     loop {
         return match control::receive(control) {
             Ok(Received::Message(Message::Run, _)) => Ok(()),
@@ -198,10 +199,19 @@ fn enter_run_namespaces(
 }
 
 /// Copies (breaks copy-on-write sharing of) the pages most runs write, so the run does not
-/// take those faults on the clock. Ranges that are gone or not writable are skipped.
-fn copy_hot_pages(ranges: &[(u64, u64)]) {
-    const MADV_POPULATE_WRITE: libc::c_int = 23;
-    for &(start, len) in ranges {
+/// take those faults on the clock, until `control` has something to read: a run that arrives
+/// early starts at once and faults on the rest. Ranges that are gone or not writable are
+/// skipped.
+fn copy_hot_pages_until(ranges: &[(u64, u64)], control: BorrowedFd<'_>) {
+    let mut since_look = HOT_BATCH_BYTES;
+    for (start, len) in hot_page_pieces(ranges) {
+        if since_look >= HOT_BATCH_BYTES {
+            if has_input(control) {
+                return;
+            }
+            since_look = 0;
+        }
+        since_look += len;
         // SAFETY: MADV_POPULATE_WRITE only faults pages in as if written with their current
         // contents; it never changes memory contents and fails (EFAULT/EINVAL/ENOMEM) on ranges
         // that are unmapped or not writable.
@@ -212,6 +222,33 @@ fn copy_hot_pages(ranges: &[(u64, u64)]) {
                 MADV_POPULATE_WRITE,
             )
         };
+    }
+}
+
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// How much is copied between two looks at the control socket (about 0.1 ms of work).
+const HOT_BATCH_BYTES: u64 = 64 << 10;
+
+/// `ranges` with every range longer than [`HOT_BATCH_BYTES`] cut into pieces of at most that.
+fn hot_page_pieces(ranges: &[(u64, u64)]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    ranges.iter().flat_map(|&(start, len)| {
+        (0..len.div_ceil(HOT_BATCH_BYTES)).map(move |i| {
+            let offset = i * HOT_BATCH_BYTES;
+            (start + offset, (len - offset).min(HOT_BATCH_BYTES))
+        })
+    })
+}
+
+/// Whether `fd` is readable or hung up, without waiting.
+fn has_input(fd: BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(Errno::EINTR) => false,
+        Err(_) => true,
     }
 }
 

@@ -78,3 +78,60 @@ fn a_run_child_that_cannot_clear_its_groups_keeps_no_identity() {
         "{calls:?}"
     );
 }
+
+#[test]
+fn hot_ranges_are_cut_into_pieces_of_at_most_one_batch() {
+    let batch = HOT_BATCH_BYTES;
+    let pieces: Vec<_> =
+        hot_page_pieces(&[(0x1000, 0x1000), (0x10_0000, 2 * batch + 0x2000)]).collect();
+    assert_eq!(
+        pieces,
+        [
+            (0x1000, 0x1000),
+            (0x10_0000, batch),
+            (0x10_0000 + batch, batch),
+            (0x10_0000 + 2 * batch, 0x2000),
+        ]
+    );
+}
+
+/// Resident pages of `len` bytes at `start` (mincore).
+fn resident_pages(start: *mut libc::c_void, len: usize) -> usize {
+    let mut vec = vec![0u8; len / 4096];
+    // SAFETY: `start..start+len` is a mapping of this test; `vec` has one byte per page.
+    assert_eq!(unsafe { libc::mincore(start, len, vec.as_mut_ptr()) }, 0);
+    vec.iter().filter(|b| *b & 1 == 1).count()
+}
+
+#[test]
+fn hot_pages_are_copied_only_until_the_run_arrives() {
+    use std::os::fd::AsFd;
+    const LEN: usize = 4 * HOT_BATCH_BYTES as usize;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    for run_arrived in [false, true] {
+        // SAFETY: a fresh private anonymous mapping, unmapped below.
+        let start = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(start, libc::MAP_FAILED);
+        if run_arrived {
+            std::io::Write::write_all(&mut &theirs, b"R").unwrap();
+        }
+        copy_hot_pages_until(&[(start as u64, LEN as u64)], ours.as_fd());
+        let expected = if run_arrived { 0 } else { LEN / 4096 };
+        assert_eq!(
+            resident_pages(start, LEN),
+            expected,
+            "run arrived: {run_arrived}"
+        );
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(start, LEN) };
+    }
+}
