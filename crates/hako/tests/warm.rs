@@ -55,19 +55,48 @@ killed = 0\nfor pid in range(2, 4096):\n    try:\n        os.kill(pid, 9)\n     
     assert_forked_from_zygote(&jail);
 }
 
+/// The plain pool (no package imported) and the lean one (jinja2, which preloads `random`
+/// and `threading` in its zygote).
+const POOL_PREFIXES: [&str; 2] = ["", "import jinja2\n"];
+
 #[test]
 fn entropy_is_fresh_in_every_run() {
     let Some(jail) = zygote_server(1) else { return };
-    let code = "import random, uuid, os\nprint(random.random(), uuid.uuid4(), os.urandom(8).hex())";
-    let a = jail.run("python3", code, &[]);
-    let b = jail.run("python3", code, &[]);
-    assert_eq!(a.status(), "ok", "{:?}", a.json);
-    let (a, b): (Vec<&str>, Vec<&str>) = (
-        a.stdout().split(' ').collect(),
-        b.stdout().split(' ').collect(),
-    );
-    for i in 0..3 {
-        assert_ne!(a[i], b[i], "value {i} repeated across runs");
+    for prefix in POOL_PREFIXES {
+        let code = format!(
+            "{prefix}import random, uuid, os\nprint(random.random(), uuid.uuid4(), os.urandom(8).hex())"
+        );
+        let a = jail.run("python3", &code, &[]);
+        let b = jail.run("python3", &code, &[]);
+        assert_eq!(a.status(), "ok", "{:?}", a.json);
+        let (a, b): (Vec<&str>, Vec<&str>) = (
+            a.stdout().split(' ').collect(),
+            b.stdout().split(' ').collect(),
+        );
+        for i in 0..3 {
+            assert_ne!(a[i], b[i], "value {i} repeated across runs ({prefix:?})");
+        }
+    }
+}
+
+#[test]
+fn a_programs_threads_finish_before_its_answer() {
+    let Some(jail) = zygote_server(1) else { return };
+    // As when the interpreter exits: non-daemon threads are waited for, then atexit runs.
+    for prefix in POOL_PREFIXES {
+        let code = format!(
+            "{prefix}import atexit, threading, time\n\
+def late():\n    time.sleep(0.3)\n    print('thread done', flush=True)\n\
+atexit.register(lambda: print('atexit'))\n\
+threading.Thread(target=late).start()\nprint('main done', flush=True)"
+        );
+        let r = jail.run("python3", &code, &[]);
+        assert_eq!(
+            r.stdout(),
+            "main done\nthread done\natexit\n",
+            "{prefix:?}: {:?}",
+            r.json
+        );
     }
 }
 

@@ -10,7 +10,6 @@ import os
 import resource
 import struct
 import sys
-import threading
 import time
 from base64 import b64decode, b64encode
 
@@ -32,7 +31,9 @@ with contextlib.redirect_stdout(io.StringIO()):
         pass
 
 # What the loader does after every program (without reporting an exit).
-threading._shutdown()
+threading = sys.modules.get("threading")
+if threading is not None:
+    threading._shutdown()
 atexit._run_exitfuncs()
 sys.stdout.flush()
 sys.stderr.flush()

@@ -16,16 +16,17 @@ import ctypes
 import json
 import linecache
 import os
-import random
 import resource
 import select
 import signal
 import socket
 import struct
 import sys
-import threading
 import traceback
 import types
+# Not imported here: threading and random. Each registers a fork handler that every run child
+# would pay for (about 100 page copies for threading) before its program starts; a program
+# that uses them imports them itself.
 
 LIBRARY = os.environ.pop("HAKO_ZYGOTE_LIBRARY")
 PROGRAM_PATH = "/sandbox/main.py"
@@ -91,11 +92,11 @@ sys.stderr.flush()
 
 
 def _reseed():
-    # Anything that drew entropy at import time gets fresh entropy in every child.
-    random.seed()
-    numpy_random = sys.modules.get("numpy.random")
-    if numpy_random is not None:
-        numpy_random.seed()
+    # Anything that drew entropy in the zygote gets fresh entropy in every child.
+    for name in ("random", "numpy.random"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.seed()
 
 
 def _run_program(source):
@@ -116,7 +117,10 @@ def _run_program(source):
         traceback.print_exception(type(e), e, tb)
         status = 1
     try:
-        threading._shutdown()
+        # Like the interpreter at exit: wait for threads only if threading was imported.
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
