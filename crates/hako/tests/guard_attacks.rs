@@ -3,7 +3,7 @@
 //! user-namespaced pod whose cgroup is not delegated). The guard sums what it can read of
 //! the run from `/proc`; each attack keeps memory where that sum did not look: pages of a
 //! memfd written and never mapped, page tables of sparse mappings, and data queued in the
-//! sockets of the run's own network namespace. Every attack runs for real, in every mode it
+//! sockets (TCP and unix) of the run's own network namespace. Every attack runs for real, in every mode it
 //! applies to: the CLI (spawn), a server in spawn mode, a server in zygote mode (Python
 //! zygote, Node pool), and the agent API's runs.
 
@@ -239,14 +239,48 @@ time.sleep(4)
 print("held")
 "#;
 
+/// Data queued on unix socket pairs the run never reads (no `/proc` table shows their
+/// queues); every other pair's sending end is closed, so only its receiver holds the data.
+const QUEUE_ON_UNIX_PAIRS: &str = r#"
+import socket, time
+keep, queued, chunk = [], 0, b"x" * 65536
+for i in range(400):
+    try:
+        a, b = socket.socketpair()
+    except OSError:
+        break
+    try:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    except OSError:
+        pass
+    a.setblocking(False)
+    while True:
+        try:
+            queued += a.send(chunk)
+        except OSError:
+            break
+    if i % 2:
+        a.close()
+        keep.append(b)
+    else:
+        keep.append((a, b))
+    if queued > 256 << 20:
+        break
+print("queued", queued >> 20, flush=True)
+time.sleep(4)
+print("held")
+"#;
+
 fn socket_buffers_are_counted(jail: &Guarded, mode: &str) {
-    let r = jail.run(
-        "python3",
-        QUEUE_ON_LOOPBACK,
-        &["--memory-mb", "64", "--timeout", "20"],
-    );
-    assert_eq!(r.status(), "memory_limit", "{mode}: {:?}", r.json);
-    assert!(!r.stdout().contains("held"), "{mode}: {:?}", r.json);
+    for (attack, code) in [("tcp", QUEUE_ON_LOOPBACK), ("unix", QUEUE_ON_UNIX_PAIRS)] {
+        let r = jail.run("python3", code, &["--memory-mb", "64", "--timeout", "20"]);
+        assert_eq!(r.status(), "memory_limit", "{mode}, {attack}: {:?}", r.json);
+        assert!(
+            !r.stdout().contains("held"),
+            "{mode}, {attack}: {:?}",
+            r.json
+        );
+    }
 }
 
 #[test]

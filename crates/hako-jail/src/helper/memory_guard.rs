@@ -7,10 +7,11 @@
 //! byte every 2 MiB of a sparse mapping takes a 4 KiB page table and no resident page). The
 //! tree is found from the run's pid 1 through `/proc/<pid>/task/<tid>/children` (orphans are
 //! re-parented to that pid 1, so no process of the run leaves the tree). To that it adds the
-//! bytes queued in the TCP and UDP sockets of the run's own network namespace (send and
-//! receive queues of `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`), which belong to no process; those
-//! tables are read every [`SOCKET_INTERVAL`] from the run's first second on, so a short run
-//! never pays for them. The run is killed once the sum passes the limit.
+//! bytes queued in the sockets of the run's own network namespace, which belong to no
+//! process: TCP and UDP (send and receive queues of `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`) and
+//! unix sockets (the kernel's socket diagnostics, see [`super::unix_diag`]). Those are read
+//! every [`SOCKET_INTERVAL`] from the run's first second on, so a short run never pays for
+//! them. The run is killed once the sum passes the limit.
 //!
 //! It is a poll: a run can overshoot by what it allocates within one interval (for socket
 //! queues, one [`SOCKET_INTERVAL`]), which the rlimits (`RLIMIT_AS` per process) and the pod's
@@ -20,8 +21,8 @@
 //! What the sum cannot see is kept out of the run's reach or bounded instead: memfd pages,
 //! which stay allocated after they are unmapped, are refused by the seccomp policy of a
 //! guarded run (see `crate::seccomp::policy::MEMORY_GUARD`); `/tmp` and `/dev/shm` are tmpfs
-//! mounts capped at the run's `tmp_mb` each; SysV shared memory is not in the policy. Unix
-//! socket buffers and pipe buffers are not counted (see docs/security.md).
+//! mounts capped at the run's `tmp_mb` each; SysV shared memory is not in the policy. Pipe
+//! buffers are not counted (see docs/security.md).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -29,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
+
+use super::unix_diag::UnixDiag;
 
 /// How often the run's memory is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -41,8 +44,13 @@ pub const SOCKET_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_PROCESSES: usize = 4096;
 
 /// The socket tables of a network namespace whose queues the guard counts (the policy allows
-/// TCP and UDP over IPv4 and IPv6, and unix sockets, which these tables do not show).
+/// TCP and UDP over IPv4 and IPv6, and unix sockets, which these tables do not show: those
+/// are read through [`UnixDiag`]).
 const SOCKET_TABLES: [&str; 4] = ["tcp", "tcp6", "udp", "udp6"];
+
+/// Whether the guard already said that it cannot read unix sockets.
+static UNIX_UNREADABLE_SAID: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Whether the guard, rather than a memory cgroup, limits a run's memory: the run has a
 /// memory limit and no memory cgroup holds it. Such a run's seccomp policy also refuses what
@@ -68,6 +76,10 @@ struct SocketQueues {
     bytes: u64,
     /// Whether the run has a network namespace of its own; decided at the first read.
     own_namespace: Option<bool>,
+    /// Whether to read the namespace's unix sockets (a real `/proc` only).
+    read_unix: bool,
+    /// The socket that reads them, made at the first read.
+    unix: Option<std::sync::Arc<UnixDiag>>,
 }
 
 /// What the guard saw when the run went over its limit.
@@ -81,8 +93,11 @@ impl MemoryGuard {
     /// A guard for the run whose pid 1 (host pid) is `root`, unless a memory cgroup already
     /// limits it or it has no memory limit.
     pub fn for_run(cgroup_limits_memory: bool, limit_bytes: u64, root: Pid) -> Option<Self> {
-        guards(cgroup_limits_memory, limit_bytes)
-            .then(|| MemoryGuard::with_proc(Path::new("/proc"), limit_bytes, root))
+        guards(cgroup_limits_memory, limit_bytes).then(|| {
+            let mut guard = MemoryGuard::with_proc(Path::new("/proc"), limit_bytes, root);
+            guard.sockets.read_unix = true;
+            guard
+        })
     }
 
     /// A guard reading `proc_root` instead of `/proc` (tests).
@@ -96,6 +111,8 @@ impl MemoryGuard {
                 next_read: Instant::now() + SOCKET_INTERVAL,
                 bytes: 0,
                 own_namespace: None,
+                read_unix: false,
+                unix: None,
             },
         }
     }
@@ -132,8 +149,8 @@ impl MemoryGuard {
             .sum()
     }
 
-    /// Bytes queued in the TCP and UDP sockets of the run's network namespace; 0 when the
-    /// run shares the supervisor's namespace (host network mode: those sockets are the
+    /// Bytes queued in the TCP, UDP and unix sockets of the run's network namespace; 0 when
+    /// the run shares the supervisor's namespace (host network mode: those sockets are the
     /// host's, not the run's) or when that cannot be told.
     fn socket_queues(&mut self) -> u64 {
         let root = self.root.as_raw();
@@ -144,7 +161,7 @@ impl MemoryGuard {
         if !own {
             return 0;
         }
-        SOCKET_TABLES
+        let tables = SOCKET_TABLES
             .iter()
             .filter_map(|table| {
                 fs::read_to_string(
@@ -156,7 +173,32 @@ impl MemoryGuard {
                 .ok()
             })
             .map(|text| queued_bytes(&text))
-            .fold(0, u64::saturating_add)
+            .fold(0, u64::saturating_add);
+        tables.saturating_add(self.unix_queues())
+    }
+
+    /// Bytes queued in the unix sockets of the run's network namespace (0 if they cannot be
+    /// read; said once per process).
+    fn unix_queues(&mut self) -> u64 {
+        if !self.sockets.read_unix {
+            return 0;
+        }
+        if self.sockets.unix.is_none() {
+            match UnixDiag::in_namespace_of(&self.proc_root, self.root.as_raw()) {
+                Ok(diag) => self.sockets.unix = Some(std::sync::Arc::new(diag)),
+                Err(err) => {
+                    self.sockets.read_unix = false;
+                    if !UNIX_UNREADABLE_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!(
+                            "hako jail: the memory guard cannot read runs' unix sockets: {err}"
+                        );
+                    }
+                    return 0;
+                }
+            }
+        }
+        let diag = self.sockets.unix.as_ref();
+        diag.and_then(|d| d.queued_bytes().ok()).unwrap_or(0)
     }
 }
 

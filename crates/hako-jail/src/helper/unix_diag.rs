@@ -1,0 +1,348 @@
+//! The bytes queued in the unix sockets of a run's network namespace, for the memory guard.
+//! `/proc/net/unix` shows no queue sizes, so the guard asks the kernel's socket diagnostics
+//! (`NETLINK_SOCK_DIAG`, `unix_diag`) through a netlink socket made inside that namespace:
+//! a dump lists only the sockets of the namespace the netlink socket belongs to.
+//!
+//! Every queued buffer sits in one receive queue and is charged, at its full size, to the
+//! socket that sent it (`SK_MEMINFO_WMEM_ALLOC`), as long as that socket is open. So the sum
+//! is what every listed socket has sent and not yet had read, plus, for a stream or
+//! seqpacket socket whose peer is gone (closed after sending), the bytes in its own receive
+//! queue (`UNIX_DIAG_RQLEN`), which nobody listed is charged for.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sched::CloneFlags;
+use nix::sys::socket::{
+    recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol,
+    SockType,
+};
+use nix::sys::time::TimeVal;
+
+use crate::sys::Kernel;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const AF_UNIX: u8 = 1;
+const UDIAG_SHOW_PEER: u32 = 0x4;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
+const UDIAG_SHOW_MEMINFO: u32 = 0x20;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_MEMINFO: u16 = 5;
+const SK_MEMINFO_WMEM_ALLOC: usize = 2;
+const SOCK_STREAM: u8 = 1;
+const SOCK_SEQPACKET: u8 = 5;
+const TCP_LISTEN: u8 = 10;
+const HEADER: usize = 16;
+const DIAG_MSG: usize = 16;
+
+/// A netlink socket of the sock_diag family inside one run's network namespace.
+#[derive(Debug)]
+pub(crate) struct UnixDiag {
+    socket: OwnedFd,
+}
+
+/// One unix socket as the dump shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnixSocket {
+    pub inode: u32,
+    pub kind: u8,
+    pub state: u8,
+    pub peer: Option<u32>,
+    /// Bytes in its receive queue (for a listening socket: its backlog, not bytes).
+    pub receive_queue: u32,
+    /// Bytes it sent that are still queued somewhere, at their full size.
+    pub sent_queued: u32,
+}
+
+impl UnixDiag {
+    /// A sock_diag socket in the network namespace of `pid`. It is made on a thread of its
+    /// own that joins that namespace first: `setns` moves only the calling thread, and the
+    /// socket keeps the namespace it was made in.
+    pub(crate) fn in_namespace_of(proc_root: &Path, pid: i32) -> io::Result<UnixDiag> {
+        let namespace = File::open(proc_root.join(pid.to_string()).join("ns/net"))?;
+        let made = std::thread::spawn(move || -> nix::Result<OwnedFd> {
+            crate::sys::REAL.setns(namespace.as_fd(), CloneFlags::CLONE_NEWNET)?;
+            let socket = socket(
+                AddressFamily::Netlink,
+                SockType::Datagram,
+                SockFlag::SOCK_CLOEXEC,
+                SockProtocol::NetlinkSockDiag,
+            )?;
+            // A dump answers at once; never let the supervisor wait long on it.
+            setsockopt(
+                &socket,
+                sockopt::ReceiveTimeout,
+                &TimeVal::from(libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: Duration::from_millis(200).as_micros() as libc::suseconds_t,
+                }),
+            )?;
+            Ok(socket)
+        })
+        .join()
+        .map_err(|_| io::Error::other("the namespace thread panicked"))?;
+        Ok(UnixDiag { socket: made? })
+    }
+
+    /// The bytes queued in the namespace's unix sockets (see the module's comment).
+    pub(crate) fn queued_bytes(&self) -> io::Result<u64> {
+        Ok(queued_bytes(&self.dump()?))
+    }
+
+    fn dump(&self) -> io::Result<Vec<UnixSocket>> {
+        send(self.socket.as_raw_fd(), &dump_request(), MsgFlags::empty())?;
+        let mut sockets = Vec::new();
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let n = recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::empty())?;
+            if n == 0 || parse_dump(&buffer[..n], &mut sockets)? {
+                return Ok(sockets);
+            }
+        }
+    }
+}
+
+/// A request to dump every unix socket with its peer, receive queue and memory counters.
+fn dump_request() -> [u8; HEADER + 24] {
+    let mut request = [0u8; HEADER + 24];
+    request[0..4].copy_from_slice(&((HEADER + 24) as u32).to_ne_bytes());
+    request[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    request[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // struct unix_diag_req: family, protocol, pad, states, ino, show, cookie[2].
+    request[HEADER] = AF_UNIX;
+    request[HEADER + 4..HEADER + 8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    let show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_MEMINFO;
+    request[HEADER + 12..HEADER + 16].copy_from_slice(&show.to_ne_bytes());
+    request[HEADER + 16..HEADER + 24].fill(0xff);
+    request
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn malformed(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("unix_diag: {what}"))
+}
+
+/// Adds the sockets of one datagram of a dump's answer to `sockets`; true once the dump is
+/// done.
+fn parse_dump(mut datagram: &[u8], sockets: &mut Vec<UnixSocket>) -> io::Result<bool> {
+    while datagram.len() >= HEADER {
+        let length = u32_at(datagram, 0).unwrap_or(0) as usize;
+        let kind = u16_at(datagram, 4).unwrap_or(0);
+        if length < HEADER || length > datagram.len() {
+            return Err(malformed("bad message length"));
+        }
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let errno = u32_at(datagram, HEADER).map(|e| -(e as i32)).unwrap_or(0);
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            SOCK_DIAG_BY_FAMILY => sockets.push(parse_socket(&datagram[HEADER..length])?),
+            _ => {}
+        }
+        datagram = &datagram[(length + 3) & !3..];
+    }
+    Ok(false)
+}
+
+/// One `unix_diag_msg` and its attributes.
+fn parse_socket(message: &[u8]) -> io::Result<UnixSocket> {
+    if message.len() < DIAG_MSG {
+        return Err(malformed("short socket message"));
+    }
+    let mut socket = UnixSocket {
+        inode: u32_at(message, 4).unwrap_or(0),
+        kind: message[1],
+        state: message[2],
+        peer: None,
+        receive_queue: 0,
+        sent_queued: 0,
+    };
+    let mut attributes = &message[DIAG_MSG..];
+    while attributes.len() >= 4 {
+        let length = u16_at(attributes, 0).unwrap_or(0) as usize;
+        let kind = u16_at(attributes, 2).unwrap_or(0);
+        if length < 4 || length > attributes.len() {
+            return Err(malformed("bad attribute length"));
+        }
+        let value = &attributes[4..length];
+        match kind {
+            UNIX_DIAG_PEER => socket.peer = u32_at(value, 0),
+            UNIX_DIAG_RQLEN => socket.receive_queue = u32_at(value, 0).unwrap_or(0),
+            UNIX_DIAG_MEMINFO => {
+                socket.sent_queued = u32_at(value, SK_MEMINFO_WMEM_ALLOC * 4).unwrap_or(0)
+            }
+            _ => {}
+        }
+        attributes = attributes.get((length + 3) & !3..).unwrap_or_default();
+    }
+    Ok(socket)
+}
+
+/// What `sockets` keep queued: what each sent and is still charged for, plus the receive
+/// queues of stream and seqpacket sockets whose sender is not listed any more.
+pub(crate) fn queued_bytes(sockets: &[UnixSocket]) -> u64 {
+    let listed: BTreeSet<u32> = sockets.iter().map(|s| s.inode).collect();
+    sockets
+        .iter()
+        .map(|s| {
+            let orphaned = matches!(s.kind, SOCK_STREAM | SOCK_SEQPACKET)
+                && s.state != TCP_LISTEN
+                && !s.peer.is_some_and(|peer| listed.contains(&peer));
+            u64::from(s.sent_queued)
+                + if orphaned {
+                    u64::from(s.receive_queue)
+                } else {
+                    0
+                }
+        })
+        .fold(0, u64::saturating_add)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket(inode: u32, kind: u8, peer: Option<u32>, receive: u32, sent: u32) -> UnixSocket {
+        UnixSocket {
+            inode,
+            kind,
+            state: 1,
+            peer,
+            receive_queue: receive,
+            sent_queued: sent,
+        }
+    }
+
+    #[test]
+    fn data_is_counted_once_at_its_sender_or_at_its_receiver_once_the_sender_is_gone() {
+        // A pair 1 <-> 2: 1 sent 9000 bytes (at full size) that 2 holds as 8192 bytes.
+        let pair = [
+            socket(1, SOCK_STREAM, Some(2), 0, 9000),
+            socket(2, SOCK_STREAM, Some(1), 8192, 1),
+        ];
+        assert_eq!(queued_bytes(&pair), 9001);
+        // The sender closed: only the receiver is listed, with its queue.
+        let orphan = [socket(2, SOCK_STREAM, Some(1), 8192, 1)];
+        assert_eq!(queued_bytes(&orphan), 8193);
+        // A datagram receiver's queue figure is its first datagram only: never added.
+        let datagram = [socket(3, 2, None, 5000, 0)];
+        assert_eq!(queued_bytes(&datagram), 0);
+        // A listening socket's queue is a backlog of connections.
+        let mut listening = socket(4, SOCK_STREAM, None, 3, 0);
+        listening.state = TCP_LISTEN;
+        assert_eq!(queued_bytes(&[listening]), 0);
+    }
+
+    /// One answer message as the kernel writes it.
+    fn answer(inode: u32, peer: u32, receive: u32, wmem: u32) -> Vec<u8> {
+        let mut body = vec![AF_UNIX, SOCK_STREAM, 1, 0];
+        body.extend_from_slice(&inode.to_ne_bytes());
+        body.extend_from_slice(&[0xff; 8]);
+        let mut attribute = |kind: u16, value: &[u8]| {
+            body.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+            body.extend_from_slice(&kind.to_ne_bytes());
+            body.extend_from_slice(value);
+        };
+        attribute(UNIX_DIAG_PEER, &peer.to_ne_bytes());
+        let rqlen: Vec<u8> = [receive, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        attribute(UNIX_DIAG_RQLEN, &rqlen);
+        let meminfo: Vec<u8> = [0, 0, wmem, 0, 0, 0, 0, 0, 0]
+            .iter()
+            .flat_map(|v: &u32| v.to_ne_bytes())
+            .collect();
+        attribute(UNIX_DIAG_MEMINFO, &meminfo);
+        let mut message = Vec::new();
+        message.extend_from_slice(&((HEADER + body.len()) as u32).to_ne_bytes());
+        message.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        message.extend_from_slice(&[0; 10]);
+        message.extend_from_slice(&body);
+        message
+    }
+
+    #[test]
+    fn a_dump_is_read_until_done_and_bad_lengths_are_errors() {
+        let mut datagram = answer(7, 8, 100, 4096);
+        datagram.extend(answer(8, 7, 0, 1));
+        let mut sockets = Vec::new();
+        assert!(!parse_dump(&datagram, &mut sockets).unwrap());
+        assert_eq!(sockets.len(), 2);
+        assert_eq!(
+            sockets[0],
+            UnixSocket {
+                inode: 7,
+                kind: SOCK_STREAM,
+                state: 1,
+                peer: Some(8),
+                receive_queue: 100,
+                sent_queued: 4096
+            }
+        );
+        let mut done = vec![0u8; HEADER];
+        done[0..4].copy_from_slice(&(HEADER as u32).to_ne_bytes());
+        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        assert!(parse_dump(&done, &mut sockets).unwrap());
+        let mut bad = answer(9, 1, 0, 0);
+        bad[0..4].copy_from_slice(&9999u32.to_ne_bytes());
+        assert!(parse_dump(&bad, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_real_namespace_shows_what_its_sockets_keep_queued() {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // A process in a network namespace of its own sends 100,000 bytes over a socket
+        // pair nobody reads, then closes the sending end.
+        let script = "import socket, sys\na, b = socket.socketpair()\na.sendall(b'x' * 100000)\n\
+print('sent', flush=True)\nsys.stdin.readline()\na.close()\nprint('closed', flush=True)\n\
+sys.stdin.readline()";
+        let mut child = Command::new("unshare")
+            .args(["--net", "/usr/bin/python3", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let mut input = child.stdin.take().unwrap();
+        let mut output = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        assert_eq!(line, "sent\n");
+        // unshare execs python3 in place: the pid is the namespace's.
+        let diag = UnixDiag::in_namespace_of(Path::new("/proc"), child.id() as i32)
+            .expect("a sock_diag socket in the child's namespace");
+        let sent = diag.queued_bytes().unwrap();
+        writeln!(input).unwrap();
+        line.clear();
+        output.read_line(&mut line).unwrap();
+        assert_eq!(line, "closed\n");
+        let orphaned = diag.queued_bytes().unwrap();
+        writeln!(input).unwrap();
+        child.wait().unwrap();
+        // Counted once (at full buffer size while the sender is open), never twice.
+        assert!((100_000..150_000).contains(&sent), "sender open: {sent}");
+        assert!(
+            (100_000..150_000).contains(&orphaned),
+            "sender closed: {orphaned}"
+        );
+    }
+}
