@@ -8,7 +8,7 @@
 //! |---|---|---|---|---|
 //! | [`Message::Go`] | `G` | – | – | helper → jail init: id maps and cgroup are in place (and again, for a proxy-mode run, once the guard took its egress listener) |
 //! | [`Message::Egress`] | `N` | – | 1: a listening TCP socket on `127.0.0.1:3128` of the run's network namespace | jail init of a proxy-mode run, or every zygote run child (hako's Rust code, before any program) → supervisor |
-//! | [`Message::Ready`] | `R` | – | 0 or 1 (seccomp listener) | confined process (hako's Rust code, before any program) → supervisor |
+//! | [`Message::Ready`] | `R` | – | 0 to 2: the seccomp listener, and where the memory guard limits the run a sock_diag socket of its network namespace (told apart by kind) | confined process (hako's Rust code, before any program) → supervisor |
 //! | [`Message::Run`] | `S` | – | – | zygote helper → prepared run child: the program is in place |
 //! | [`Message::Error`] | `E` | UTF-8 text | – | jail init, a process being confined, or the zygote → supervisor: setup failed |
 //! | [`Message::Exited`] | `X` | `i32 code, i32 signal, u64 cpu_ms, u64 max_rss_bytes` (LE; the two u64 optional) | – | the program's reaper (jail init, or the zygote after `wait4`) → supervisor |
@@ -132,7 +132,7 @@ impl Kind {
     /// How many descriptors the message carries: (fewest, most).
     fn fds(self) -> (usize, usize) {
         match self {
-            Kind::Ready => (0, 1),
+            Kind::Ready => (0, 2),
             Kind::Egress => (1, 1),
             Kind::Fork => (MAX_FDS, MAX_FDS),
             Kind::Forked | Kind::Worker => (1, 1),

@@ -271,8 +271,42 @@ time.sleep(4)
 print("held")
 "#;
 
+/// One-byte buffers (about 1 KiB each in the kernel) on unix pairs whose sending end is then
+/// closed: the receiver's queue shows one byte per buffer.
+const ONE_BYTE_BUFFERS_ON_UNIX_PAIRS: &str = r#"
+import socket, time
+keep, buffers = [], 0
+for i in range(900):
+    try:
+        a, b = socket.socketpair()
+    except OSError:
+        break
+    try:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    except OSError:
+        pass
+    a.setblocking(False)
+    while True:
+        try:
+            a.send(b"x")
+            buffers += 1
+        except OSError:
+            break
+    a.close()
+    keep.append(b)
+    if buffers > 300000:
+        break
+print("buffers", buffers, flush=True)
+time.sleep(4)
+print("held")
+"#;
+
 fn socket_buffers_are_counted(jail: &Guarded, mode: &str) {
-    for (attack, code) in [("tcp", QUEUE_ON_LOOPBACK), ("unix", QUEUE_ON_UNIX_PAIRS)] {
+    for (attack, code) in [
+        ("tcp", QUEUE_ON_LOOPBACK),
+        ("unix", QUEUE_ON_UNIX_PAIRS),
+        ("unix, one-byte buffers", ONE_BYTE_BUFFERS_ON_UNIX_PAIRS),
+    ] {
         let r = jail.run("python3", code, &["--memory-mb", "64", "--timeout", "20"]);
         assert_eq!(r.status(), "memory_limit", "{mode}, {attack}: {:?}", r.json);
         assert!(

@@ -9,7 +9,8 @@
 //! re-parented to that pid 1, so no process of the run leaves the tree). To that it adds the
 //! bytes queued in the sockets of the run's own network namespace, which belong to no
 //! process: TCP and UDP (send and receive queues of `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`) and
-//! unix sockets (the kernel's socket diagnostics, see [`super::unix_diag`]). Those are read
+//! unix sockets (the kernel's socket diagnostics through a socket the run's READY brings, see
+//! [`super::unix_diag`]). Those are read
 //! every [`SOCKET_INTERVAL`] from the run's first second on, so a short run never pays for
 //! them. The run is killed once the sum passes the limit.
 //!
@@ -78,8 +79,10 @@ struct SocketQueues {
     own_namespace: Option<bool>,
     /// Whether to read the namespace's unix sockets (a real `/proc` only).
     read_unix: bool,
-    /// The socket that reads them, made at the first read.
+    /// The socket that reads them (made in the run, handed over with READY).
     unix: Option<std::sync::Arc<UnixDiag>>,
+    /// The unix sockets' last good figure.
+    unix_bytes: u64,
 }
 
 /// What the guard saw when the run went over its limit.
@@ -113,6 +116,7 @@ impl MemoryGuard {
                 own_namespace: None,
                 read_unix: false,
                 unix: None,
+                unix_bytes: 0,
             },
         }
     }
@@ -177,28 +181,36 @@ impl MemoryGuard {
         tables.saturating_add(self.unix_queues())
     }
 
-    /// Bytes queued in the unix sockets of the run's network namespace (0 if they cannot be
-    /// read; said once per process).
+    /// Bytes queued in the unix sockets of the run's network namespace: 0 without the
+    /// sock_diag socket the run's READY brings, or when a dump fails (said once per process;
+    /// the last good figure is kept then).
     fn unix_queues(&mut self) -> u64 {
         if !self.sockets.read_unix {
             return 0;
         }
-        if self.sockets.unix.is_none() {
-            match UnixDiag::in_namespace_of(&self.proc_root, self.root.as_raw()) {
-                Ok(diag) => self.sockets.unix = Some(std::sync::Arc::new(diag)),
-                Err(err) => {
-                    self.sockets.read_unix = false;
-                    if !UNIX_UNREADABLE_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        eprintln!(
-                            "hako jail: the memory guard cannot read runs' unix sockets: {err}"
-                        );
-                    }
-                    return 0;
+        let read = match &self.sockets.unix {
+            Some(diag) => diag.queued_bytes(),
+            None => Err(std::io::Error::other("the run brought no sock_diag socket")),
+        };
+        match read {
+            Ok(bytes) => {
+                self.sockets.unix_bytes = bytes;
+                bytes
+            }
+            Err(err) => {
+                if !UNIX_UNREADABLE_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!(
+                        "hako jail: the memory guard cannot read a run's unix sockets: {err}"
+                    );
                 }
+                self.sockets.unix_bytes
             }
         }
-        let diag = self.sockets.unix.as_ref();
-        diag.and_then(|d| d.queued_bytes().ok()).unwrap_or(0)
+    }
+
+    /// Takes the sock_diag socket of the run's network namespace (it comes with READY).
+    pub(crate) fn take_unix_diag(&mut self, socket: std::os::fd::OwnedFd) {
+        self.sockets.unix = Some(std::sync::Arc::new(UnixDiag::new(socket)));
     }
 }
 

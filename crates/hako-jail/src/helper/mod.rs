@@ -38,7 +38,7 @@ pub mod ids;
 pub mod live;
 pub mod memory_guard;
 mod supervise;
-mod unix_diag;
+pub(crate) mod unix_diag;
 
 pub(crate) use supervise::*;
 

@@ -141,7 +141,13 @@ pub(crate) fn supervise(
                         return Err(HelperError::Setup(text));
                     }
                     Ok(Some((Message::Ready, fds))) => {
-                        listener = fds.into_iter().next();
+                        let ready = super::unix_diag::ReadyFds::split(fds);
+                        listener = ready.listener;
+                        if let (Some(guard), Some(socket)) =
+                            (memory_guard.as_mut(), ready.unix_diag)
+                        {
+                            guard.take_unix_diag(socket);
+                        }
                         outcome.confined = true;
                     }
                     Ok(Some((Message::Exited(exit), _))) => status = Some(exit),

@@ -1,7 +1,8 @@
 //! The last confinement steps of every run, shared by spawn mode (right before the
 //! interpreter is exec'd) and the zygote's run children (right before the request is read):
 //! descriptor cleanup, rlimits, no_new_privs, Landlock, dropping every capability, and
-//! seccomp, whose listener is handed to the supervisor.
+//! seccomp, whose listener is handed to the supervisor (with, where the memory guard limits
+//! the run, a sock_diag socket of the run's network namespace).
 
 use crate::seccomp::notify;
 use crate::spec::Limits;
@@ -54,6 +55,13 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
     let mut keep: Vec<RawFd> = keep.to_vec();
     keep.push(control);
     close_other_fds(&keep);
+    // Where the memory guard limits the run, it counts the unix sockets of the run's network
+    // namespace through a sock_diag socket made here, in that namespace (see
+    // `crate::helper::unix_diag`). Without one the guard says so and counts none.
+    let unix_diag =
+        crate::helper::memory_guard::guards(plan.coverage.memory, plan.limits.memory_bytes)
+            .then(crate::helper::unix_diag::socket_here)
+            .and_then(Result::ok);
     set_rlimits(plan)?;
     crate::sys::REAL
         .prctl(Prctl::SetNoNewPrivs)
@@ -71,10 +79,15 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
     let listener =
         notify::install(plan.seccomp, plan.use_listener).map_err(LockDownError::Seccomp)?;
     // From here on only calls the policy allows. READY tells the supervisor the process is
-    // confined; the seccomp listener (if any) rides along.
+    // confined; the seccomp listener and the sock_diag socket (if any) ride along, and this
+    // process closes its copies.
     // SAFETY: `control` is open for the duration of this call (the caller owns it).
     let control = unsafe { BorrowedFd::borrow_raw(control) };
-    let fds: Vec<BorrowedFd<'_>> = listener.iter().map(|fd| fd.as_fd()).collect();
+    let fds: Vec<BorrowedFd<'_>> = listener
+        .iter()
+        .chain(unix_diag.iter())
+        .map(|fd| fd.as_fd())
+        .collect();
     control::send(control, &Message::Ready, &fds).map_err(LockDownError::Listener)?;
     Ok(())
 }

@@ -45,7 +45,7 @@ impl Zygote {
     ) -> Result<Vec<(u64, u64)>, ZygoteError> {
         let mut child = self.fork_child(shape)?;
         // Kept open while it runs: hako's own program, never denied a call it makes.
-        let _listener = child.await_ready(Instant::now() + Duration::from_secs(10))?;
+        let _ready = child.await_ready(Instant::now() + Duration::from_secs(10))?;
         // The environment runs get (the zygote's own, without its settings).
         let env: Vec<(String, String)> = env
             .iter()

@@ -18,6 +18,7 @@
 //! is forked and confines itself. A child is never reused. The messages are
 //! [`hako_wire::control`]'s.
 
+use crate::helper::unix_diag::ReadyFds;
 use crate::helper::{self, HelperError, KillOnDrop, Supervised, Watch};
 use crate::lockdown::CgroupCoverage;
 use crate::protocol::{self, ProtocolError};
@@ -247,8 +248,8 @@ struct Handover<'a> {
     order: &'a RunOrder,
     code: &'a [u8],
     started: Instant,
-    /// The child's seccomp listener (it came with READY).
-    listener: Option<OwnedFd>,
+    /// The child's seccomp listener and sock_diag socket (they came with READY).
+    ready: ReadyFds,
 }
 
 /// A fork request the zygote has yet to answer.
@@ -295,10 +296,10 @@ impl RunChild {
         }
     }
 
-    /// Waits (until `deadline`) for the child's READY: it is confined. Returns its seccomp
-    /// listener, if any. Anything else means the child cannot take a run.
-    /// Its egress listener comes first (kept in `egress`).
-    fn await_ready(&mut self, deadline: Instant) -> Result<Option<OwnedFd>, ZygoteError> {
+    /// Waits (until `deadline`) for the child's READY: it is confined. Returns what READY
+    /// brought (its seccomp listener and sock_diag socket, each if any). Anything else means
+    /// the child cannot take a run. Its egress listener comes first (kept in `egress`).
+    fn await_ready(&mut self, deadline: Instant) -> Result<ReadyFds, ZygoteError> {
         // The zygote prepares children at the lowest priority; one that something waits for
         // gets the normal priority, or a loaded host starves it.
         // SAFETY: setpriority only changes the nice value of the child our pidfd names.
@@ -315,7 +316,7 @@ impl RunChild {
                 self.egress = fds.into_iter().next();
                 self.await_ready(deadline)
             }
-            Ok(Some((Message::Ready, fds))) => Ok(fds.into_iter().next()),
+            Ok(Some((Message::Ready, fds))) => Ok(ReadyFds::split(fds)),
             Ok(Some((Message::Error(text), _))) => Err(ZygoteError::Start(text)),
             Ok(Some(_)) | Ok(None) => Err(ZygoteError::Child {
                 zygote: self.host_pid.as_raw(),
@@ -483,7 +484,7 @@ impl Zygote {
                 zombies = 1;
             }
         }
-        let (mut child, listener) = self.confined_child(&RunShape::of(order), deadline)?;
+        let (mut child, ready) = self.confined_child(&RunShape::of(order), deadline)?;
         self.runs += 1;
         // The child runs inside the zygote's own group (no migration): see
         // `cgroup::zygote_headroom` for the group's limits during the run.
@@ -521,7 +522,7 @@ impl Zygote {
             order,
             code,
             started,
-            listener,
+            ready,
         };
         let outcome = self.hand_over_and_supervise(child, handover, output);
         let mut outcome = crate::netns::finish(link, outcome)?;
@@ -539,17 +540,17 @@ impl Zygote {
         Ok(outcome)
     }
 
-    /// A confined child of `shape` (the prepared one, or else a fresh one) and its seccomp
-    /// listener: its READY has arrived.
+    /// A confined child of `shape` (the prepared one, or else a fresh one) and what its
+    /// READY brought.
     fn confined_child(
         &mut self,
         shape: &RunShape,
         deadline: Instant,
-    ) -> Result<(RunChild, Option<OwnedFd>), ZygoteError> {
+    ) -> Result<(RunChild, ReadyFds), ZygoteError> {
         if let Some(mut child) = self.prepared.take() {
             if child.shape == *shape && !child.has_exited() {
                 match child.await_ready(deadline) {
-                    Ok(listener) => return Ok((child, listener)),
+                    Ok(ready) => return Ok((child, ready)),
                     Err(err) => eprintln!("hako zygote: the prepared child failed: {err}"),
                 }
             }
@@ -557,7 +558,7 @@ impl Zygote {
         }
         let mut child = self.fork_child(shape)?;
         match child.await_ready(deadline) {
-            Ok(listener) => Ok((child, listener)),
+            Ok(ready) => Ok((child, ready)),
             Err(err) => {
                 child.retire();
                 Err(err)
@@ -645,7 +646,7 @@ impl Zygote {
             order,
             code,
             started,
-            listener,
+            ready,
         } = handover;
         write_program(&child.program, &order.env, code)?;
         // Best effort: without it the answer only waits for the unmounting.
@@ -668,7 +669,13 @@ impl Zygote {
                 self.coverage.memory,
                 order.limits.memory_bytes,
                 child.host_pid,
-            ),
+            )
+            .map(|mut guard| {
+                if let Some(socket) = ready.unix_diag {
+                    guard.take_unix_diag(socket);
+                }
+                guard
+            }),
         };
         // The child closed its end before reading the program; its end is reported by the
         // zygote, after reaping it, on the zygote's copy of that socket.
@@ -676,7 +683,7 @@ impl Zygote {
         let channel = Supervised {
             control: &child.control,
             receiver: child.receiver,
-            listener,
+            listener: ready.listener,
         };
         let outcome = helper::supervise(&watch, channel, stdout, stderr);
         // A killed run's child never outlives its run. The next run waits until it is gone.
