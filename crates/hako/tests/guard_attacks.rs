@@ -240,42 +240,14 @@ print("held")
 "#;
 
 /// Data queued on unix socket pairs the run never reads (no `/proc` table shows their
-/// queues); every other pair's sending end is closed, so only its receiver holds the data.
-const QUEUE_ON_UNIX_PAIRS: &str = r#"
+/// queues), `chunk` bytes per send, with the sending end of every `close_every`-th pair
+/// closed so that only its receiver holds the data. With one-byte sends each buffer takes
+/// about 1 KiB in the kernel while the receiver's queue shows one byte.
+fn queue_on_unix_pairs(chunk: usize, close_every: usize) -> String {
+    format!(
+        r#"
 import socket, time
-keep, queued, chunk = [], 0, b"x" * 65536
-for i in range(400):
-    try:
-        a, b = socket.socketpair()
-    except OSError:
-        break
-    try:
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-    except OSError:
-        pass
-    a.setblocking(False)
-    while True:
-        try:
-            queued += a.send(chunk)
-        except OSError:
-            break
-    if i % 2:
-        a.close()
-        keep.append(b)
-    else:
-        keep.append((a, b))
-    if queued > 256 << 20:
-        break
-print("queued", queued >> 20, flush=True)
-time.sleep(4)
-print("held")
-"#;
-
-/// One-byte buffers (about 1 KiB each in the kernel) on unix pairs whose sending end is then
-/// closed: the receiver's queue shows one byte per buffer.
-const ONE_BYTE_BUFFERS_ON_UNIX_PAIRS: &str = r#"
-import socket, time
-keep, buffers = [], 0
+keep, queued, buffers = [], 0, 0
 for i in range(900):
     try:
         a, b = socket.socketpair()
@@ -288,26 +260,37 @@ for i in range(900):
     a.setblocking(False)
     while True:
         try:
-            a.send(b"x")
+            queued += a.send(b"x" * {chunk})
             buffers += 1
         except OSError:
             break
-    a.close()
-    keep.append(b)
-    if buffers > 300000:
+    if i % {close_every} == {close_every} - 1:
+        a.close()
+        keep.append(b)
+    else:
+        keep.append((a, b))
+    if queued > 256 << 20 or buffers > 300000:
         break
-print("buffers", buffers, flush=True)
+print("queued", queued >> 20, "buffers", buffers, flush=True)
 time.sleep(4)
 print("held")
-"#;
+"#
+    )
+}
 
 fn socket_buffers_are_counted(jail: &Guarded, mode: &str) {
     for (attack, code) in [
-        ("tcp", QUEUE_ON_LOOPBACK),
-        ("unix", QUEUE_ON_UNIX_PAIRS),
-        ("unix, one-byte buffers", ONE_BYTE_BUFFERS_ON_UNIX_PAIRS),
+        ("tcp", QUEUE_ON_LOOPBACK.to_string()),
+        (
+            "unix, half the senders closed",
+            queue_on_unix_pairs(65536, 2),
+        ),
+        (
+            "unix, one-byte buffers, every sender closed",
+            queue_on_unix_pairs(1, 1),
+        ),
     ] {
-        let r = jail.run("python3", code, &["--memory-mb", "64", "--timeout", "20"]);
+        let r = jail.run("python3", &code, &["--memory-mb", "64", "--timeout", "20"]);
         assert_eq!(r.status(), "memory_limit", "{mode}, {attack}: {:?}", r.json);
         assert!(
             !r.stdout().contains("held"),
