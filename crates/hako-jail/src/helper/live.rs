@@ -258,13 +258,8 @@ impl<'a> Relay<'a> {
                             return Err(HelperError::Setup(text));
                         }
                         Ok(Some((Message::Ready, fds))) => {
-                            let ready = super::unix_diag::ReadyFds::split(fds);
-                            self.listener = ready.listener;
-                            if let (Some(guard), Some(socket)) =
-                                (self.memory_guard.as_mut(), ready.unix_diag)
-                            {
-                                guard.take_unix_diag(socket);
-                            }
+                            self.listener = super::unix_diag::ReadyFds::split(fds)
+                                .listener_after_giving_diag(self.memory_guard.as_mut());
                             self.outcome.confined = true;
                         }
                         Ok(Some((Message::Exited(exit), _))) => status = Some(exit),

@@ -141,13 +141,8 @@ pub(crate) fn supervise(
                         return Err(HelperError::Setup(text));
                     }
                     Ok(Some((Message::Ready, fds))) => {
-                        let ready = super::unix_diag::ReadyFds::split(fds);
-                        listener = ready.listener;
-                        if let (Some(guard), Some(socket)) =
-                            (memory_guard.as_mut(), ready.unix_diag)
-                        {
-                            guard.take_unix_diag(socket);
-                        }
+                        listener = super::unix_diag::ReadyFds::split(fds)
+                            .listener_after_giving_diag(memory_guard.as_mut());
                         outcome.confined = true;
                     }
                     Ok(Some((Message::Exited(exit), _))) => status = Some(exit),

@@ -105,6 +105,7 @@ pub(crate) struct ReadyFds {
 }
 
 impl ReadyFds {
+    /// Tells apart the descriptors of a READY.
     pub(crate) fn split(fds: Vec<OwnedFd>) -> ReadyFds {
         let mut ready = ReadyFds::default();
         for fd in fds {
@@ -115,6 +116,18 @@ impl ReadyFds {
             }
         }
         ready
+    }
+
+    /// Gives the sock_diag socket to the run's memory guard (if it has one) and returns the
+    /// seccomp listener.
+    pub(crate) fn listener_after_giving_diag(
+        self,
+        guard: Option<&mut super::memory_guard::MemoryGuard>,
+    ) -> Option<OwnedFd> {
+        if let (Some(guard), Some(socket)) = (guard, self.unix_diag) {
+            guard.take_unix_diag(socket);
+        }
+        self.listener
     }
 }
 

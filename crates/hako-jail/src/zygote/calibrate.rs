@@ -32,8 +32,7 @@ impl Zygote {
             // Its READY message arrives once it is confined; it copies the hot pages after
             // that, so they are counted in full (some may be counted twice).
             wait_readable(child.control.as_fd(), 2_000);
-            let hot_bytes: u64 = self.hot_pages.iter().map(|(_, len)| len).sum();
-            self.prepared_bytes = cg.usage().memory_bytes.saturating_sub(before) + hot_bytes;
+            self.prepared_bytes = cg.usage().memory_bytes.saturating_sub(before) + self.hot_bytes();
         }
     }
 

@@ -206,7 +206,7 @@ fn copy_hot_pages_until(ranges: &[(u64, u64)], control: BorrowedFd<'_>) {
     let mut since_look = HOT_BATCH_BYTES;
     for (start, len) in hot_page_pieces(ranges) {
         if since_look >= HOT_BATCH_BYTES {
-            if has_input(control) {
+            if super::wait_readable(control, 0) {
                 return;
             }
             since_look = 0;
@@ -238,18 +238,6 @@ fn hot_page_pieces(ranges: &[(u64, u64)]) -> impl Iterator<Item = (u64, u64)> + 
             (start + offset, (len - offset).min(HOT_BATCH_BYTES))
         })
     })
-}
-
-/// Whether `fd` is readable or hung up, without waiting.
-fn has_input(fd: BorrowedFd<'_>) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(Errno::EINTR) => false,
-        Err(_) => true,
-    }
 }
 
 #[cfg(test)]

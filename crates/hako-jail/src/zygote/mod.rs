@@ -121,7 +121,7 @@ fn serve(mut zygote: Zygote, input: &mut impl io::Read, output: &mut impl Write)
         error: None,
         skipped: zygote.skipped.clone(),
         zygote_pid: zygote.pid.as_raw(),
-        hot_pages: zygote.hot_pages.iter().map(|(_, len)| len / 4096).sum(),
+        hot_pages: zygote.hot_bytes() / 4096,
         prepared_bytes: zygote.prepared_bytes,
     };
     if protocol::write_json(&mut *output, &report).is_err() {
@@ -448,6 +448,11 @@ impl Zygote {
         })
     }
 
+    /// The bytes of the calibrated hot pages.
+    fn hot_bytes(&self) -> u64 {
+        self.hot_pages.iter().map(|(_, len)| len).sum()
+    }
+
     fn alive(&self) -> bool {
         nix::sys::signal::kill(self.pid, None).is_ok()
     }
@@ -660,22 +665,18 @@ impl Zygote {
         child.start()?;
         // The next run's child forks and confines itself while this one runs.
         let next = self.request_child(&child.shape.clone());
+        let mut memory_guard = crate::helper::memory_guard::MemoryGuard::for_run(
+            self.coverage.memory,
+            order.limits.memory_bytes,
+            child.host_pid,
+        );
+        let listener = ready.listener_after_giving_diag(memory_guard.as_mut());
         let watch = Watch {
             limits: &order.limits,
             mode: order.seccomp.mode,
             target: child.host_pid,
             started,
-            memory_guard: crate::helper::memory_guard::MemoryGuard::for_run(
-                self.coverage.memory,
-                order.limits.memory_bytes,
-                child.host_pid,
-            )
-            .map(|mut guard| {
-                if let Some(socket) = ready.unix_diag {
-                    guard.take_unix_diag(socket);
-                }
-                guard
-            }),
+            memory_guard,
         };
         // The child closed its end before reading the program; its end is reported by the
         // zygote, after reaping it, on the zygote's copy of that socket.
@@ -683,7 +684,7 @@ impl Zygote {
         let channel = Supervised {
             control: &child.control,
             receiver: child.receiver,
-            listener: ready.listener,
+            listener,
         };
         let outcome = helper::supervise(&watch, channel, stdout, stderr);
         // A killed run's child never outlives its run. The next run waits until it is gone.
