@@ -24,8 +24,8 @@
 //! ([`Receiver::accept`]); anything else is tampering.
 
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    recv, recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
@@ -300,7 +300,18 @@ pub fn send(
 /// Receives one message and its descriptors (close-on-exec). A message that is unknown,
 /// malformed or came with the wrong descriptors is an error; its descriptors are closed.
 pub fn receive(socket: impl AsFd) -> Result<Received, ControlError> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // The message's length first (nothing is taken), so that a buffer of its size, not of
+    // MAX_MESSAGE, is zeroed for it; a longer one still arrives truncated and is refused.
+    let length = match recv(
+        socket.as_fd(),
+        &mut [0u8; 1][..],
+        RecvFlags::PEEK | RecvFlags::TRUNC,
+    ) {
+        Ok((_, length)) => length,
+        Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => return Ok(Received::Nothing),
+        Err(err) => return Err(ControlError::Io(err.into())),
+    };
+    let mut buf = vec![0u8; length.clamp(1, MAX_MESSAGE)];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);

@@ -234,3 +234,30 @@ fn messages_and_descriptors_cross_a_socket() {
     .unwrap();
     assert!(receive(&b).is_err());
 }
+
+#[test]
+fn a_message_is_received_whole_at_any_size_and_a_closed_peer_reads_as_closed() {
+    use rustix::net::{socketpair, sockopt, AddressFamily, SocketFlags, SocketType};
+    let (a, b) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    sockopt::set_socket_send_buffer_size(&a, 1 << 20).unwrap();
+    // Larger than any buffer a first guess would use, then the smallest, in order.
+    let settings = Message::Settings(vec![b'x'; 300 << 10]);
+    send(a.as_fd(), &settings, &[]).unwrap();
+    send(a.as_fd(), &Message::Run, &[]).unwrap();
+    match receive(&b).unwrap() {
+        Received::Message(message, _) => assert_eq!(message, settings),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        receive(&b).unwrap(),
+        Received::Message(Message::Run, _)
+    ));
+    drop(a);
+    assert!(matches!(receive(&b).unwrap(), Received::Closed));
+}
