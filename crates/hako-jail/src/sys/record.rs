@@ -1,7 +1,8 @@
 //! The recording double of [`Kernel`] (tests only): every call is written down, in order, as
 //! one line of text; chosen calls fail with a scripted errno. Over a temp directory it also
 //! acts like cgroupfs there (mkdir, rmdir and writes happen, a new group gets its control
-//! files), and touches nothing outside it.
+//! files; a mount onto a path missing there fails with `ENOENT` and, having changed nothing,
+//! is not written down), and touches nothing outside it.
 
 use super::{Kernel, Prctl, ResIds};
 use nix::errno::Errno;
@@ -214,6 +215,10 @@ impl Kernel for Recorder {
         flags: MsFlags,
         data: Option<&str>,
     ) -> nix::Result<()> {
+        // Like the kernel: a mount onto a path that is not there fails, and changes nothing.
+        if self.under_root(target) && !target.exists() {
+            return Err(Errno::ENOENT);
+        }
         let mut line = format!(
             "mount {} {}",
             source.map_or("-".to_string(), |s| self.show(s)),
