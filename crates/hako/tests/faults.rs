@@ -29,7 +29,7 @@ fn parent(pid: u32) -> u32 {
 
 /// The name a test's program gives itself (`/proc/<pid>/comm`) before it sleeps, so that only
 /// the test's own programs are counted: hako's own interpreters sleep too (a new zygote's
-/// calibration run ends in `time.sleep`, an operator's warm-up may sleep), and a pre-started
+/// calibration run ends in a wait, an operator's warm-up may sleep), and a pre-started
 /// worker is an interpreter that has not run any program yet.
 const PROGRAM_NAME: &str = "hako-test-prog";
 
