@@ -13,7 +13,7 @@
 //! | [`Message::Error`] | `E` | UTF-8 text | – | jail init, a process being confined, or the zygote → supervisor: setup failed |
 //! | [`Message::Exited`] | `X` | `i32 code, i32 signal, u64 cpu_ms, u64 max_rss_bytes` (LE; the two u64 optional) | – | the program's reaper (jail init, or the zygote after `wait4`) → supervisor |
 //! | [`Message::Fork`] | `F` | JSON [`crate::zygote::ChildParams`] | 4: control, stdout, stderr, program memfd | zygote helper → zygote |
-//! | [`Message::Forked`] | `P` | – | 1: the child's pidfd | zygote → zygote helper |
+//! | [`Message::Forked`] | `P` | – | 2: the child's pidfd, then its pid namespace's reaper's (pid 1) | zygote → zygote helper |
 //! | [`Message::Settings`] | `W` | JSON [`crate::zygote::ZygoteSettings`] | – | zygote helper → zygote, once, first (the operator's preload and warm-up code, never in the environment) |
 //! | [`Message::ZygoteReady`] | `Z` | JSON list of skipped preload modules | 0 or 1 (a worker zygote's pidfd of itself) | zygote → zygote helper, once |
 //! | [`Message::Worker`] | `A` | – | 1: the new worker's control socket | zygote helper → preloaded parent zygote: fork a worker zygote that speaks on this socket |
@@ -135,7 +135,8 @@ impl Kind {
             Kind::Ready => (0, 2),
             Kind::Egress => (1, 1),
             Kind::Fork => (MAX_FDS, MAX_FDS),
-            Kind::Forked | Kind::Worker => (1, 1),
+            Kind::Forked => (2, 2),
+            Kind::Worker => (1, 1),
             Kind::ZygoteReady => (0, 1),
             _ => (0, 0),
         }

@@ -3,16 +3,24 @@
 
 use std::os::raw::c_int;
 
-/// Makes the zygote's next child pid 1 of a fresh pid namespace. Returns 0 or -1.
+/// Makes the zygote's next child pid 2 of a fresh pid namespace whose pid 1 is a reaper.
+/// Returns the reaper's pid, or -1.
 #[no_mangle]
 pub extern "C" fn hako_prepare_fork() -> c_int {
     match hako_jail::zygote::prepare_fork() {
-        Ok(()) => 0,
+        Ok(reaper) => reaper.as_raw(),
         Err(err) => {
             eprintln!("hako zygote: {err}");
             -1
         }
     }
+}
+
+/// Ends the pid namespace of the reaper `pid` (from [`hako_prepare_fork`]): returns once
+/// every process in it is gone.
+#[no_mangle]
+pub extern "C" fn hako_end_pid_namespace(pid: c_int) {
+    hako_jail::zygote::end_pid_namespace(pid);
 }
 
 /// Confines a freshly forked run child (see [`hako_jail::zygote::confine_child`]) and

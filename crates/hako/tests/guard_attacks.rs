@@ -54,6 +54,23 @@ impl Guarded {
         }
     }
 
+    /// [`Guarded::server`] whose runs may fork (`ALLOWED_SYSCALLS`).
+    fn server_forking(mode: &str) -> Guarded {
+        let no_cgroups = tempfile::tempdir().unwrap();
+        let config = format!(
+            "worker_timeout: 20\nmax_workers: 2\nhako:\n  mode: {mode}\n  cgroup_root: {}\n",
+            no_cgroups.path().display()
+        );
+        let server = Server::start(&config, &[FORKING]);
+        if mode == "zygote" {
+            server.wait_warm();
+        }
+        Guarded {
+            runner: Runner::Server(server),
+            no_cgroups,
+        }
+    }
+
     fn run(&self, language: &str, code: &str, extra: &[&str]) -> Run {
         match &self.runner {
             Runner::Cli => {
@@ -101,6 +118,49 @@ const pte = fs.readFileSync('/proc/self/status', 'utf8').match(/VmPTE:\s+(\d+)/)
 console.log('hidden', pte >> 10, sum);
 setTimeout(() => console.log('held'), 2000);
 "#;
+
+/// What a run needs to fork, which the default Python policy refuses.
+const FORKING: (&str, &str) = ("ALLOWED_SYSCALLS", "clone,clone3,wait4");
+
+/// 150 MiB held by an orphan: a grandchild whose parent exited, so it hangs under the run's
+/// pid 1. In zygote mode that pid 1 is a reaper, not the run, and outside the run's tree.
+const ORPHAN_HOG: &str = r#"
+import os, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        hog = b"x" * (150 << 20)
+        time.sleep(5)
+        os._exit(0)
+    os._exit(0)
+os.wait()
+time.sleep(5)
+print("survived")
+"#;
+
+/// The orphan's memory counts against the run's 64 MiB.
+fn orphans_are_counted(jail: &Guarded, mode: &str) {
+    let r = jail.run(
+        "python3",
+        ORPHAN_HOG,
+        &["--memory-mb", "64", "--timeout", "20"],
+    );
+    assert_eq!(r.status(), "memory_limit", "{mode}: {:?}", r.json);
+    assert!(!r.stdout().contains("survived"), "{mode}: {:?}", r.json);
+}
+
+#[test]
+fn orphans_cannot_hide_from_the_guard_server_spawn() {
+    if can_run_jail() {
+        orphans_are_counted(&Guarded::server_forking("spawn"), "server spawn");
+    }
+}
+
+#[test]
+fn orphans_cannot_hide_from_the_guard_server_zygote() {
+    if can_run_jail() {
+        orphans_are_counted(&Guarded::server_forking("zygote"), "server zygote");
+    }
+}
 
 /// A memfd's pages are refused where the guard limits the run (they would be nobody's), and
 /// the refusal is named like any other denied call.
@@ -165,9 +225,10 @@ fn memory_outside_processes_cannot_hide_from_the_guard_server_zygote_and_node_po
         return;
     }
     let jail = Guarded::server("zygote");
-    // Really a zygote child (pid 1 of its own namespace; spawn-mode programs are pid 2).
-    let r = jail.run("python3", "import os\nprint(os.getpid())", &[]);
-    assert_eq!(r.stdout(), "1\n", "not a zygote child: {:?}", r.json);
+    // Really a zygote child: its parent (the zygote) is outside its pid namespace, so it
+    // reads as 0 (a spawn-mode program's parent is its jail's init, pid 1).
+    let r = jail.run("python3", "import os\nprint(os.getppid())", &[]);
+    assert_eq!(r.stdout(), "0\n", "not a zygote child: {:?}", r.json);
     memfd_is_refused(&jail, "server zygote");
     page_tables_are_counted(&jail, "node pool");
     // The zygote still serves after both.

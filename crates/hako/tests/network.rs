@@ -602,12 +602,13 @@ fn the_guard_serves_warm_runs_too() {
         let whoami = post_with_network(
             &server,
             "python3",
-            "import os\nprint(os.getpid(), os.getuid())",
+            "import os\nprint(os.getppid(), os.getuid())",
         );
-        // pid 1 of its own namespace, with one of the zygote's run uids (1001 and up).
+        // Its parent (the zygote) outside its pid namespace, and one of the zygote's run uids
+        // (1001 and up).
         let text = whoami["stdout"].as_str().unwrap_or_default();
         assert!(
-            text.starts_with("1 10"),
+            text.starts_with("0 10"),
             "not forked from a zygote: {whoami}"
         );
         let py = post_with_network(&server, "python3", &python_clients(&urls));
@@ -749,9 +750,9 @@ fn proxy_runs_need_no_cap_sys_admin_in_any_mode() {
         let server = Server::start_wrapped(dir, port, key, &[], &CONTAINER_CAPS);
         if mode == "zygote" {
             server.wait_warm();
-            let whoami = post_with_network(&server, "python3", "import os\nprint(os.getpid())");
+            let whoami = post_with_network(&server, "python3", "import os\nprint(os.getppid())");
             assert_eq!(
-                whoami["stdout"], "1\n",
+                whoami["stdout"], "0\n",
                 "not forked from a zygote: {whoami}"
             );
         }

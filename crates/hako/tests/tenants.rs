@@ -23,6 +23,7 @@ in_modes!(
         socket_buffers_count_against_the_memory_limit,
         proc_shows_no_host_details,
         proc_masks_are_read_only,
+        a_programs_own_signals_end_it,
     ],
     server_spawn => super::Runner::server("spawn") => [
         inotify_exhaustion_stays_inside_the_run,
@@ -31,6 +32,7 @@ in_modes!(
         socket_buffers_count_against_the_memory_limit,
         proc_shows_no_host_details,
         proc_masks_are_read_only,
+        a_programs_own_signals_end_it,
     ],
     server_zygote => super::Runner::server("zygote") => [
         inotify_exhaustion_stays_inside_the_run,
@@ -38,6 +40,7 @@ in_modes!(
         socket_buffers_count_against_the_memory_limit,
         proc_shows_no_host_details,
         proc_masks_are_read_only,
+        a_programs_own_signals_end_it,
     ],
     node_pool => super::Runner::server("zygote") => [node_proc_shows_no_host_details],
 );
@@ -288,6 +291,85 @@ fn zygote_child_cannot_signal_the_prepared_next_child() {
         Some(attack.stdout().split_whitespace().last().unwrap_or("")),
         "two children of one zygote had one uid"
     );
+}
+
+/// A zygote run was pid 1 of its pid namespace, where the kernel drops every signal a process
+/// sends itself with the default action: `os.kill(os.getpid(), SIGTERM)` and `signal.alarm`
+/// without a handler were ignored, and `abort()` (a native library's failed assertion) ended
+/// as a segmentation fault. In every mode the program is pid 2, under a reaper.
+fn a_programs_own_signals_end_it(jail: &Runner) {
+    let cases = [
+        (
+            "import os, signal, time\nprint(os.getpid(), flush=True)\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(5)\nprint('survived')\n",
+            "error: signal: terminated\n",
+        ),
+        (
+            "import os, signal, time\nprint(os.getpid(), flush=True)\nsignal.alarm(1)\ntime.sleep(5)\nprint('survived')\n",
+            "error: signal: signal 14\n",
+        ),
+        (
+            "import os\nprint(os.getpid(), flush=True)\nos.abort()\n",
+            "error: signal: aborted\n",
+        ),
+    ];
+    for (code, ending) in cases {
+        let r = jail.run("python3", code, &["--timeout", "15"]);
+        assert_eq!(r.stdout(), "2\n", "{code}\n{:?}", r.json);
+        assert!(
+            r.error().contains(ending) && r.exit_code() == -1 && r.status() == "error",
+            "{code}\n{:?}",
+            r.json
+        );
+    }
+}
+
+/// Where the policy lets a program fork (here with `ALLOWED_SYSCALLS`), its orphans are
+/// reaped while it runs (a zygote run, pid 1 of its namespace, left them zombies, each
+/// holding a pid of the run's limit), and none outlives the run: the program's end ends its
+/// pid namespace.
+fn orphans_are_reaped_and_never_outlive_their_run(mode: &str) {
+    let jail = Runner::server_with_env(mode, &[("ALLOWED_SYSCALLS", "clone,clone3,wait4")]);
+    let name = format!("orphan{}", std::process::id() % 100_000);
+    let code = format!(
+        "import ctypes, os, time\n\
+def orphan(seconds, name):\n    if os.fork() == 0:\n        if os.fork() == 0:\n            ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)\n            time.sleep(seconds)\n            os._exit(0)\n        os._exit(0)\n    os.wait()\n\
+orphan(0.1, 'short')\norphan(60, '{name}')\ntime.sleep(0.8)\n\
+states = []\nfor p in os.listdir('/proc'):\n    if p.isdigit() and p != str(os.getpid()):\n        try:\n            stat = open('/proc/%s/stat' % p).read()\n        except OSError:\n            continue\n        states.append(stat.split(') ')[1][0] + ':' + stat.split('(')[1].split(')')[0])\n\
+print(sorted(states))\n"
+    );
+    let r = jail.run("python3", &code, &["--timeout", "15"]);
+    // Pid 1 (the reaper, asleep) and the long orphan; the short one is gone, not a zombie.
+    assert_eq!(
+        r.stdout(),
+        format!("['S:hako-init', 'S:{name}']\n"),
+        "{:?}",
+        r.json
+    );
+    assert_eq!(r.status(), "ok", "{:?}", r.json);
+    let alive = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+            .any(|comm| comm.trim() == name)
+    };
+    // The answer is out only once the run's namespace is empty.
+    assert!(!alive(), "the orphan {name} outlived its run");
+}
+
+#[test]
+fn orphans_are_reaped_and_never_outlive_their_run_server_spawn() {
+    if can_run_jail() {
+        orphans_are_reaped_and_never_outlive_their_run("spawn");
+    }
+}
+
+#[test]
+fn orphans_are_reaped_and_never_outlive_their_run_server_zygote() {
+    if can_run_jail() {
+        orphans_are_reaped_and_never_outlive_their_run("zygote");
+    }
 }
 
 /// Finding 4: on cgroup v1, TCP buffers were not charged to the run, so a 64 MiB run queued

@@ -11,9 +11,10 @@ use std::collections::BTreeSet;
 /// (Python zygote, Node pool).
 fn every_mode() -> Vec<(&'static str, Runner)> {
     let zygote = Runner::server("zygote");
-    // Really a zygote child (pid 1 of its own namespace; spawn-mode programs are pid 2).
-    let r = zygote.run("python3", "import os\nprint(os.getpid())", &[]);
-    assert_eq!(r.stdout(), "1\n", "not a zygote child: {:?}", r.json);
+    // Really a zygote child: its parent (the zygote) is outside its pid namespace, so it
+    // reads as 0 (a spawn-mode program's parent is its jail's init, pid 1).
+    let r = zygote.run("python3", "import os\nprint(os.getppid())", &[]);
+    assert_eq!(r.stdout(), "0\n", "not a zygote child: {:?}", r.json);
     vec![
         ("cli", Runner::cli()),
         ("server spawn", Runner::server("spawn")),
@@ -46,8 +47,8 @@ try:
 except OSError:
     print("fork refused")
 print("sockets", socks)
-# A zygote child is pid 1 of its namespace: a run re-run in spawn mode would say 2.
-print("pid", os.getpid())
+# A zygote child's parent is outside its pid namespace: a run re-run in spawn mode would say 1.
+print("parent", os.getppid())
 "#;
 
 const FORGE_JS: &str = r#"const fs = require('fs');
@@ -78,10 +79,10 @@ fn no_run_holds_a_channel_to_its_supervisor_in_any_mode() {
         for round in 0..2 {
             let r = jail.run("python3", FORGE_PY, &[]);
             assert_eq!(r.status(), "ok", "{mode} round {round}: {:?}", r.json);
-            let pid = if mode == "server zygote" { 1 } else { 2 };
+            let parent = if mode == "server zygote" { 0 } else { 1 };
             assert_eq!(
                 r.stdout(),
-                format!("fork refused\nsockets 0\npid {pid}\n"),
+                format!("fork refused\nsockets 0\nparent {parent}\n"),
                 "{mode} round {round}: {:?}",
                 r.json
             );
@@ -184,9 +185,9 @@ fn consecutive_warm_runs_do_not_see_each_others_sockets() {
     let config = "worker_timeout: 20\nmax_workers: 1\nhako:\n  mode: zygote\n";
     let jail = Runner::warm_server(config);
     assert_eq!(
-        jail.run("python3", "import os\nprint(os.getpid())", &[])
+        jail.run("python3", "import os\nprint(os.getppid())", &[])
             .stdout(),
-        "1\n"
+        "0\n"
     );
     // A closed loopback connection leaves a TIME_WAIT entry for a minute.
     let leave = "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nc = socket.create_connection(s.getsockname())\na, _ = s.accept()\nc.close()\na.close()\ns.close()\nprint(len(open('/proc/net/tcp').read().splitlines()) - 1)";
@@ -207,9 +208,9 @@ fn runs_cannot_read_the_warmup_code_or_the_preload_list() {
     let config = "worker_timeout: 20\nmax_workers: 1\nhako:\n  mode: zygote\n  python_preload: [json, colorsys]\n  python_warmup: \"HIDDEN = 'warmup-canary-7f3a'\"\n";
     let jail = Runner::warm_server(config);
     assert_eq!(
-        jail.run("python3", "import os\nprint(os.getpid())", &[])
+        jail.run("python3", "import os\nprint(os.getppid())", &[])
             .stdout(),
-        "1\n"
+        "0\n"
     );
     // Where a run could find them: the environment (now and as inherited: the block between
     // argv[0] and AT_EXECFN at the top of the stack), and the globals of every frame and

@@ -6,7 +6,9 @@
 //! (`RssAnon` + `RssShmem` of `/proc/<pid>/status`) and the page tables (`VmPTE`: reading one
 //! byte every 2 MiB of a sparse mapping takes a 4 KiB page table and no resident page). The
 //! tree is found from the run's pid 1 through `/proc/<pid>/task/<tid>/children` (orphans are
-//! re-parented to that pid 1, so no process of the run leaves the tree). To that it adds the
+//! re-parented to that pid 1, so no process of the run leaves the tree; a zygote run is
+//! pid 2 under a reaper that shares the zygote's memory, so there the run's tree and the
+//! trees of the reaper's children count, not the reaper itself). To that it adds the
 //! bytes queued in the sockets of the run's own network namespace, which belong to no
 //! process: TCP and UDP (send and receive queues of `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`) and
 //! unix sockets (the kernel's socket diagnostics through a socket the run's READY brings, see
@@ -65,6 +67,9 @@ pub fn guards(cgroup_limits_memory: bool, limit_bytes: u64) -> bool {
 pub struct MemoryGuard {
     limit_bytes: u64,
     root: Pid,
+    /// Pid 1 of the run's pid namespace where that is not `root` (a zygote run's reaper):
+    /// its children are the run's orphans.
+    orphans_under: Option<Pid>,
     proc_root: PathBuf,
     peak_bytes: u64,
     sockets: SocketQueues,
@@ -108,6 +113,7 @@ impl MemoryGuard {
         MemoryGuard {
             limit_bytes,
             root,
+            orphans_under: None,
             proc_root: proc_root.to_path_buf(),
             peak_bytes: 0,
             sockets: SocketQueues {
@@ -119,6 +125,12 @@ impl MemoryGuard {
                 unix_bytes: 0,
             },
         }
+    }
+
+    /// Also counts the children of `reaper` (and their descendants), but not `reaper`.
+    pub fn with_orphans_under(mut self, reaper: Pid) -> Self {
+        self.orphans_under = Some(reaper);
+        self
     }
 
     /// Reads the run's memory now; `Some` once it is over the limit.
@@ -147,8 +159,13 @@ impl MemoryGuard {
 
     /// Private resident memory and page tables of the run's whole process tree, in bytes.
     pub fn usage(&self) -> u64 {
+        let orphans = self
+            .orphans_under
+            .map(|reaper| process_tree(&self.proc_root, reaper.as_raw()))
+            .unwrap_or_default();
         process_tree(&self.proc_root, self.root.as_raw())
             .into_iter()
+            .chain(orphans.into_iter().skip(1))
             .map(|pid| private_resident(&self.proc_root, pid))
             .sum()
     }
@@ -331,6 +348,24 @@ mod tests {
         process(p, 14, &[(14, "")], 50_000, 0);
         let guard = MemoryGuard::with_proc(p, 1 << 30, Pid::from_raw(10));
         assert_eq!(guard.usage(), (100 + 1000 + 24 + 2000 + 3000) * 1024);
+    }
+
+    /// A zygote run (2) is pid 2 under a reaper (1) that shares the zygote's memory: the
+    /// orphans the reaper inherited (3, and 4 below it) count, the reaper and its other
+    /// relatives (5, outside the run) do not.
+    #[test]
+    fn a_zygote_runs_orphans_count_and_its_reaper_does_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        process(p, 1, &[(1, "3 ")], 400_000, 0);
+        process(p, 2, &[(2, "")], 100, 0);
+        process(p, 3, &[(3, "4")], 1000, 0);
+        process(p, 4, &[(4, "")], 2000, 8);
+        process(p, 5, &[(5, "")], 50_000, 0);
+        let guard = MemoryGuard::with_proc(p, 1 << 30, Pid::from_raw(2));
+        assert_eq!(guard.usage(), 100 * 1024);
+        let guard = guard.with_orphans_under(Pid::from_raw(1));
+        assert_eq!(guard.usage(), (100 + 1000 + 2000 + 8) * 1024);
     }
 
     /// Page tables are memory of the run that no resident figure shows: a sparse mapping

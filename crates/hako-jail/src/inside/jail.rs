@@ -137,8 +137,10 @@ pub(crate) fn jail_init(
 }
 
 /// Overwrites this process's argument area, which the run reads as `/proc/1/cmdline`: it
-/// held the host path of the hako binary. Best effort (nothing secret is in it).
+/// held the host path of the hako binary. Best effort (nothing secret is in it). Its name
+/// is the one a zygote run's pid 1 has.
 fn hide_command_line() {
+    let _ = nix::sys::prctl::set_name(c"hako-init");
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return;
     };

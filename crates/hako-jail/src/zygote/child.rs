@@ -2,6 +2,7 @@
 //! at start (`libhako_zygote.so`). Everything here runs in the zygote or in a freshly forked
 //! run child, before any request data is read.
 
+use super::reaper::Reaper;
 use crate::lockdown::{self, LockDown, LockDownError};
 use crate::seccomp;
 use crate::spec::{RUN_GID, RUN_UID, ZYGOTE_RUN_IDS};
@@ -9,6 +10,7 @@ use crate::sys::Kernel;
 use hako_wire::control::{self, Message, Received};
 use hako_wire::zygote::ChildParams;
 use nix::errno::Errno;
+use nix::unistd::Pid;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::Path;
 
@@ -38,11 +40,14 @@ pub enum ChildError {
     Scratch(#[from] crate::mounts::MountError),
     #[error("{0}")]
     Egress(#[from] crate::netns::NetnsError),
+    #[error("{0}")]
+    Reaper(#[from] super::reaper::ReaperError),
 }
 
-/// Called in the zygote right before it forks: the next child becomes pid 1 of a fresh pid
-/// namespace.
-pub fn prepare_fork() -> Result<(), ChildError> {
+/// Called in the zygote right before it forks: the next child enters a fresh pid namespace
+/// whose pid 1 is a [`Reaper`], so the run child is pid 2 (as in spawn mode). Returns the
+/// reaper's pid; [`end_pid_namespace`] ends it once the child is reaped.
+pub fn prepare_fork() -> Result<Pid, ChildError> {
     let own = std::fs::File::open("/proc/self/ns/pid").map_err(|e| ChildError::Namespace {
         what: "pid",
         source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
@@ -59,7 +64,28 @@ pub fn prepare_fork() -> Result<(), ChildError> {
         .map_err(|source| ChildError::Namespace {
             what: "pid",
             source,
-        })
+        })?;
+    let reaper = Reaper::start()?;
+    let pid = reaper.pid();
+    reapers().push(reaper);
+    Ok(pid)
+}
+
+/// Kills the reaper `pid` (from [`prepare_fork`]) and waits until its namespace is empty.
+/// Unknown pids are ignored.
+pub fn end_pid_namespace(pid: i32) {
+    let mut reapers = reapers();
+    if let Some(at) = reapers.iter().position(|r| r.pid().as_raw() == pid) {
+        drop(reapers.swap_remove(at));
+    }
+}
+
+/// The zygote's running reapers (one per child it has forked and not yet reaped).
+fn reapers() -> std::sync::MutexGuard<'static, Vec<Reaper>> {
+    static REAPERS: std::sync::Mutex<Vec<Reaper>> = std::sync::Mutex::new(Vec::new());
+    REAPERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Confines a freshly forked run child, says READY and waits for RUN. Descriptors other

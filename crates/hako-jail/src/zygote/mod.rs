@@ -5,7 +5,8 @@
 //! zygote helper (`hako __zygote`, host side, single-threaded)
 //!  └─ init (pid 1 of the zygote's namespaces)
 //!      └─ zygote (python, pid 2; keeps namespace capabilities, no seccomp)
-//!          └─ run child (pid 1 of its own pid/mount/ipc/uts namespaces, uid RUN_UID)
+//!          ├─ reaper (pid 1 of a run's pid namespace: see `reaper`)
+//!          └─ run child (pid 2 there; its own mount/ipc/uts/net namespaces, uid RUN_UID)
 //! ```
 //! The helper keeps one child prepared: it asks the zygote to fork (passing pipes, a control
 //! socket and an empty memfd), and the child calls [`confine_child`] (Rust, through the small
@@ -68,12 +69,14 @@ mod calibrate;
 mod child;
 mod family;
 mod process;
-pub use child::{confine_child, prepare_fork, ChildError};
+mod reaper;
+pub use child::{confine_child, end_pid_namespace, prepare_fork, ChildError};
 pub use family::{parent_main, worker_main, MAX_WORKERS};
 use process::{
     empty_memfd, only_child, set_nice, wait_readable, write_program, zygote_cgroup, ProcessHandle,
     PRELOAD_NICE,
 };
+pub use reaper::ReaperError;
 
 /// The Python side of the zygote, run as the zygote's program (after the shared
 /// [`EXIT_STATUS_PY`]).
@@ -264,6 +267,8 @@ struct PendingChild {
 struct RunChild {
     host_pid: Pid,
     handle: ProcessHandle,
+    /// Pid 1 of the child's pid namespace (host pid): the run's orphans are its children.
+    reaper_pid: Pid,
     control: OwnedFd,
     /// Where the child's control channel stands.
     receiver: Receiver,
@@ -481,12 +486,12 @@ impl Zygote {
         let deadline = started + Duration::from_millis(order.limits.timeout_ms);
         self.settle();
         // The previous run's child is gone (its memory uncharged) before we measure. Until
-        // the zygote has reaped it, it still counts as a pid.
+        // the zygote has reaped it, it and its reaper (ended after it) still count as pids.
         let mut zombies = 0;
         if let Some(last) = self.last.take() {
             last.handle.wait_exit(5_000);
             if !last.is_reaped() {
-                zombies = 1;
+                zombies = 2;
             }
         }
         let (mut child, ready) = self.confined_child(&RunShape::of(order), deadline)?;
@@ -613,11 +618,16 @@ impl Zygote {
         })
     }
 
-    /// The zygote's answer to a fork request: FORKED with a pidfd of the child.
+    /// The zygote's answer to a fork request: FORKED with pidfds of the child and of its
+    /// pid namespace's reaper.
     fn receive_child(&mut self, pending: PendingChild) -> Result<RunChild, ZygoteError> {
-        let handle = match helper::take_control(&self.socket, &mut self.receiver) {
+        let (handle, reaper) = match helper::take_control(&self.socket, &mut self.receiver) {
             Ok(Some((Message::Forked, fds))) => {
-                ProcessHandle(fds.into_iter().next().ok_or(ZygoteError::Gone)?)
+                let mut fds = fds.into_iter().map(ProcessHandle);
+                match (fds.next(), fds.next()) {
+                    (Some(child), Some(reaper)) => (child, reaper),
+                    _ => return Err(ZygoteError::Gone),
+                }
             }
             Ok(Some((Message::Error(text), _))) => return Err(ZygoteError::Start(text)),
             Ok(_) => return Err(ZygoteError::Gone),
@@ -627,9 +637,14 @@ impl Zygote {
             zygote: self.pid.as_raw(),
             detail: "the child ended at once".into(),
         })?;
+        let reaper_pid = reaper.pid().ok_or_else(|| ZygoteError::Child {
+            zygote: self.pid.as_raw(),
+            detail: "the reaper of its pid namespace ended at once".into(),
+        })?;
         Ok(RunChild {
             host_pid,
             handle,
+            reaper_pid,
             control: pending.control,
             receiver: Receiver::zygote_child(),
             output: Some(pending.output),
@@ -669,7 +684,8 @@ impl Zygote {
             self.coverage.memory,
             order.limits.memory_bytes,
             child.host_pid,
-        );
+        )
+        .map(|guard| guard.with_orphans_under(child.reaper_pid));
         let listener = ready.listener_after_giving_diag(memory_guard.as_mut());
         let watch = Watch {
             limits: &order.limits,

@@ -5,11 +5,12 @@
 # Protocol: the control messages are hako-wire's `control::Message` (crates/hako-wire/src/
 # control.rs), its only specification: one SEQPACKET datagram per message, first byte the
 # message's name, then its body; descriptors as SCM_RIGHTS. This file speaks SETTINGS ("W",
-# received once, first), ZYGOTE_READY ("Z"), FORK ("F", 4 descriptors), FORKED ("P", a
-# pidfd), WORKER ("A", 1 descriptor: fork a worker zygote that speaks on it; it says
-# ZYGOTE_READY with a pidfd of itself), ERROR ("E") and EXITED ("X", i32 code, i32 signal,
-# u64 cpu_ms, u64 max_rss_bytes, little-endian, sent after wait4). A run child's program
-# never holds a control socket.
+# received once, first), ZYGOTE_READY ("Z"), FORK ("F", 4 descriptors), FORKED ("P", pidfds
+# of the child and of its pid namespace's reaper), WORKER ("A", 1 descriptor: fork a worker
+# zygote that speaks on it; it says ZYGOTE_READY with a pidfd of itself), ERROR ("E") and
+# EXITED ("X", i32 code, i32 signal, u64 cpu_ms, u64 max_rss_bytes, little-endian, sent after
+# wait4 of the child and the end of its reaper). A run child's program never holds a control
+# socket.
 import atexit
 import builtins
 import ctypes
@@ -38,6 +39,8 @@ _control = socket.socket(fileno=3)
 
 _hako = ctypes.PyDLL(LIBRARY)
 _hako.hako_prepare_fork.restype = ctypes.c_int
+_hako.hako_end_pid_namespace.restype = None
+_hako.hako_end_pid_namespace.argtypes = [ctypes.c_int]
 _hako.hako_confine.restype = ctypes.c_int
 _hako.hako_confine.argtypes = [
     ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
@@ -218,7 +221,9 @@ def _fork(poller, children):
             os.close(fd)
         _control.sendall(MSG_ERROR + b"bad fork request")
         return
-    if _hako.hako_prepare_fork() != 0:
+    # The child is pid 2 of a fresh pid namespace; pid 1 is a reaper, ended after the child.
+    reaper = _hako.hako_prepare_fork()
+    if reaper < 0:
         for fd in fds:
             os.close(fd)
         _control.sendall(MSG_ERROR + b"cannot prepare a pid namespace")
@@ -226,6 +231,7 @@ def _fork(poller, children):
     try:
         pid = os.fork()
     except OSError as e:  # e.g. the run in progress holds the group's last pid
+        _hako.hako_end_pid_namespace(reaper)
         for fd in fds:
             os.close(fd)
         _control.sendall(MSG_ERROR + b"cannot fork: %s" % str(e).encode())
@@ -245,16 +251,21 @@ def _fork(poller, children):
         pass
     # Keep the child's control socket: its end is reported there after reaping.
     pidfd = os.pidfd_open(pid)
-    children[pidfd] = (pid, fds[0])
+    children[pidfd] = (pid, fds[0], reaper)
     poller.register(pidfd, select.POLLIN)
-    _control.sendmsg([MSG_FORKED], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pidfd))])
+    reaper_fd = os.pidfd_open(reaper)
+    _control.sendmsg([MSG_FORKED], [
+        (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("2i", pidfd, reaper_fd))])
+    os.close(reaper_fd)
 
 
 def _reap(poller, children, pidfd):
-    pid, run_ctl = children.pop(pidfd)
+    pid, run_ctl, reaper = children.pop(pidfd)
     poller.unregister(pidfd)
     os.close(pidfd)
     _, status, usage = os.wait4(pid, 0)
+    # Whatever the run left behind dies with its pid 1, before its end is reported.
+    _hako.hako_end_pid_namespace(reaper)
     if os.WIFSIGNALED(status):
         code, signal = 0, os.WTERMSIG(status)
     else:

@@ -203,6 +203,7 @@ fn short_exit_report_still_decodes_and_bad_ones_do_not() {
     assert!(Message::decode(b"R", 2).is_ok());
     assert!(Message::decode(b"R", 3).is_err());
     assert!(Message::decode(b"P", 0).is_err());
+    assert!(Message::decode(b"P", 1).is_err());
     assert!(Message::decode(b"F{}", 1).is_err());
     assert!(Message::decode(b"?", 0).is_err());
     assert!(Message::decode(b"", 0).is_err());
@@ -212,9 +213,9 @@ fn short_exit_report_still_decodes_and_bad_ones_do_not() {
 fn messages_and_descriptors_cross_a_socket() {
     let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
-    send(a.as_fd(), &Message::Forked, &[file.as_fd()]).unwrap();
+    send(a.as_fd(), &Message::Forked, &[file.as_fd(), file.as_fd()]).unwrap();
     match receive(&b).unwrap() {
-        Received::Message(Message::Forked, fds) => assert_eq!(fds.len(), 1),
+        Received::Message(Message::Forked, fds) => assert_eq!(fds.len(), 2),
         other => panic!("{other:?}"),
     }
     send(a.as_fd(), &sample(Kind::Exited), &[]).unwrap();

@@ -84,8 +84,8 @@ pub fn rlimit_fallback(
 /// group (no migration), so the group may hold what is in use now (`in_use`, without the
 /// `zombies` the zygote has yet to reap), plus the run's limits, plus room for the next
 /// prepared child (`prepared_bytes`), which is forked while this one runs. The run's own
-/// task is already in use; the next child takes its place in the count. A run limit of 0
-/// stays 0 (no limit).
+/// task and its pid namespace's reaper are already in use; the next child takes the run's
+/// place in the count, and the next reaper one more. A run limit of 0 stays 0 (no limit).
 pub fn zygote_headroom(
     in_use: CgroupUsage,
     zombies: u64,
@@ -101,7 +101,7 @@ pub fn zygote_headroom(
     };
     CgroupLimits {
         memory_bytes: above(in_use.memory_bytes, run.memory_bytes, prepared_bytes),
-        pids: above(in_use.tasks.saturating_sub(zombies), run.pids, 0),
+        pids: above(in_use.tasks.saturating_sub(zombies), run.pids, 1),
         cpu_percent: run.cpu_percent,
     }
 }

@@ -584,7 +584,7 @@ fn zygote_headroom_is_in_use_plus_the_run_plus_the_next_child() {
         zygote_headroom(in_use, 1, &run, 7),
         CgroupLimits {
             memory_bytes: 1107,
-            pids: 12,
+            pids: 13,
             cpu_percent: 50,
         }
     );
