@@ -307,8 +307,13 @@ impl RunChild {
     fn await_ready(&mut self, deadline: Instant) -> Result<ReadyFds, ZygoteError> {
         // The zygote prepares children at the lowest priority; one that something waits for
         // gets the normal priority, or a loaded host starves it.
-        // SAFETY: setpriority only changes the nice value of the child our pidfd names.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, self.host_pid.as_raw() as u32, 0) };
+        // SAFETY: setpriority only changes the nice value of the child our pidfd names, and
+        // of its reaper (whose exit the run's answer waits for; it may have been started by a
+        // zygote still at its preload priority).
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, self.host_pid.as_raw() as u32, 0);
+            libc::setpriority(libc::PRIO_PROCESS, self.reaper_pid.as_raw() as u32, 0);
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = left.as_millis().min(u16::MAX as u128) as u16;
         if !wait_readable(self.control.as_fd(), ms) {

@@ -6,11 +6,12 @@
 //!
 //! It is cloned from the zygote with `CLONE_VM` (no copy of the interpreter's page tables:
 //! a fork would cost as much as the run's own), on a small stack of its own, with every
-//! signal blocked from its first instruction. It sets its parent-death signal, closes its
-//! copies of the zygote's descriptors, ignores SIGCHLD (so the kernel reaps the orphans it
-//! inherits) and sleeps until the zygote kills it after reaping the run; its death ends
-//! everything left in the namespace. It makes raw system calls only: it shares the
-//! zygote's memory, including the C library's per-thread state, and writes none of it.
+//! signal blocked from its first instruction. It shares the zygote's descriptor table (no
+//! copy, and no descriptor of its own), sets its parent-death signal, ignores SIGCHLD (so
+//! the kernel reaps the orphans it inherits) and sleeps until the zygote kills it after
+//! reaping the run; its death ends everything left in the namespace. It makes raw system
+//! calls only: it shares the zygote's memory, including the C library's per-thread state,
+//! and writes none of it.
 //!
 //! The run cannot reach it: it runs as the zygote's root, so the run's uid may neither
 //! signal nor trace it (and signals from inside its namespace never reach a pid 1 that has
@@ -19,7 +20,8 @@
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::Pid;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
+use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReaperError {
@@ -47,28 +49,8 @@ impl Reaper {
     /// Starts the first process of the namespace the caller's next children enter (set up
     /// with `unshare(CLONE_NEWPID)`).
     pub fn start() -> Result<Reaper, ReaperError> {
-        // The reaper's copy of it tells whether the zygote died before the reaper's parent-death
-        // signal was set.
-        // SAFETY: pidfd_open takes a pid and flags; no pointers.
-        let zygote =
-            Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) })
-                .map_err(ReaperError::PidFd)?;
-        // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
-        let zygote = unsafe { OwnedFd::from_raw_fd(zygote as RawFd) };
-        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
-        let stack = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                STACK_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if stack == libc::MAP_FAILED {
-            return Err(ReaperError::Stack(Errno::last()));
-        }
+        let zygote = own_pidfd()?;
+        let stack = take_stack()?;
         // The clone starts with the caller's signal mask: every signal is blocked before the
         // reaper's first instruction, so no handler of the zygote ever runs in it.
         let mut saved = SigSet::empty();
@@ -77,18 +59,18 @@ impl Reaper {
             Some(&SigSet::all()),
             Some(&mut saved),
         );
-        // SAFETY: `reap_orphans` runs on its own stack (the top of the mapping above, which
-        // outlives the reaper: it is unmapped only after the reaper is reaped), touches no
-        // memory but that stack, and makes raw system calls only. CLONE_VM shares the
-        // zygote's memory, which it never writes; without CLONE_SETTLS it never uses the
-        // C library's per-thread state either (no errno: its calls are not checked). Its
-        // descriptor table is a copy (no CLONE_FILES), which it empties.
+        // SAFETY: `reap_orphans` runs on its own stack (the top of a mapping no other live
+        // process uses, kept until the reaper is reaped), touches no memory but that stack,
+        // and makes raw system calls only. CLONE_VM shares the zygote's memory, which it never
+        // writes; without CLONE_SETTLS it never uses the C library's per-thread state either
+        // (no errno: its calls are not checked). CLONE_FILES shares the zygote's descriptor
+        // table (no copy; it holds no descriptor of its own), where `zygote` stays open.
         let pid = unsafe {
             libc::clone(
                 reap_orphans,
-                stack.cast::<u8>().add(STACK_BYTES).cast(),
-                libc::CLONE_VM | libc::SIGCHLD,
-                zygote.as_raw_fd() as usize as *mut libc::c_void,
+                (stack as *mut u8).add(STACK_BYTES).cast(),
+                libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD,
+                zygote as usize as *mut libc::c_void,
             )
         };
         let cloned = Errno::result(pid);
@@ -98,11 +80,10 @@ impl Reaper {
         match cloned {
             Ok(pid) => Ok(Reaper {
                 pid: Pid::from_raw(pid),
-                stack: stack as usize,
+                stack,
             }),
             Err(errno) => {
-                // SAFETY: the mapping made above, used by no process.
-                unsafe { libc::munmap(stack, STACK_BYTES) };
+                give_back_stack(stack);
                 Err(ReaperError::Clone(errno))
             }
         }
@@ -116,17 +97,92 @@ impl Reaper {
 impl Drop for Reaper {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-        // Returns once pid 1 is gone, which is after every process of its namespace (ECHILD
-        // where SIGCHLD is ignored: the kernel reaped it).
-        while nix::sys::wait::waitpid(self.pid, None) == Err(Errno::EINTR) {}
-        // SAFETY: the reaper that ran on this stack is gone, or killed (a killed process
-        // runs no more instructions of its own); nothing else uses the stack.
-        unsafe { libc::munmap(self.stack as *mut libc::c_void, STACK_BYTES) };
+        // Returns once pid 1 is gone, which is after every process of its namespace.
+        loop {
+            match nix::sys::wait::waitpid(self.pid, None) {
+                Err(Errno::EINTR) => continue,
+                Ok(_) => return give_back_stack(self.stack),
+                // ECHILD where SIGCHLD is ignored (the kernel reaped it). The stack is not
+                // reused: unmapped, which a killed process that still ran would fault on.
+                Err(_) => return unmap_stack(self.stack),
+            }
+        }
     }
 }
 
+/// A pidfd of this process, opened once per process and never closed: the reapers share
+/// the descriptor table and look at it when they start.
+fn own_pidfd() -> Result<RawFd, ReaperError> {
+    static OWN: Mutex<Option<(libc::pid_t, RawFd)>> = Mutex::new(None);
+    let mut own = OWN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // SAFETY: getpid has no arguments.
+    let me = unsafe { libc::getpid() };
+    match *own {
+        Some((pid, fd)) if pid == me => Ok(fd),
+        inherited => {
+            if let Some((_, fd)) = inherited {
+                // A forked copy of the parent's: this process has no use for it.
+                // SAFETY: the descriptor this process inherited and nothing else owns.
+                unsafe { libc::close(fd) };
+            }
+            // SAFETY: pidfd_open takes a pid and flags; no pointers.
+            let fd = Errno::result(unsafe { libc::syscall(libc::SYS_pidfd_open, me, 0) })
+                .map_err(ReaperError::PidFd)? as RawFd;
+            *own = Some((me, fd));
+            Ok(fd)
+        }
+    }
+}
+
+/// Stacks of reapers that have been reaped, for the next ones (no map and unmap per run).
+static SPARE_STACKS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+fn take_stack() -> Result<usize, ReaperError> {
+    let spare = SPARE_STACKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .pop();
+    if let Some(stack) = spare {
+        return Ok(stack);
+    }
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(ReaperError::Stack(Errno::last()));
+    }
+    Ok(stack as usize)
+}
+
+/// Keeps the stack of a reaper that is gone (a few at most; the rest are unmapped).
+fn give_back_stack(stack: usize) {
+    let mut spare = SPARE_STACKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if spare.len() < 4 {
+        spare.push(stack);
+    } else {
+        drop(spare);
+        unmap_stack(stack);
+    }
+}
+
+fn unmap_stack(stack: usize) {
+    // SAFETY: a stack mapping made by `take_stack`, whose reaper is gone or killed; nothing
+    // else uses it.
+    unsafe { libc::munmap(stack as *mut libc::c_void, STACK_BYTES) };
+}
+
 /// The reaper's whole life. Every signal is blocked (inherited from the clone). `zygote` is
-/// its copy of a pidfd of its parent.
+/// a pidfd of its parent, in the descriptor table they share.
 extern "C" fn reap_orphans(zygote: *mut libc::c_void) -> libc::c_int {
     // Integer arguments of the variadic `syscall` are passed as full registers.
     const NONE: libc::c_long = 0;
@@ -166,13 +222,6 @@ extern "C" fn reap_orphans(zygote: *mut libc::c_void) -> libc::c_int {
         if parent_gone {
             libc::syscall(libc::SYS_exit, NONE);
         }
-        // Holds none of the zygote's descriptors (no run's pipe end stays open through it).
-        libc::syscall(
-            libc::SYS_close_range,
-            NONE,
-            libc::c_uint::MAX as libc::c_long,
-            NONE,
-        );
         // The kernel reaps what exits below it: no zombie holds a pid of the run's limit.
         libc::syscall(
             libc::SYS_rt_sigaction,

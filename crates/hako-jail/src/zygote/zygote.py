@@ -263,16 +263,18 @@ def _reap(poller, children, pidfd):
     pid, run_ctl, reaper = children.pop(pidfd)
     poller.unregister(pidfd)
     os.close(pidfd)
+    # Whatever the run left behind dies with its pid 1, before its end is reported. The
+    # reaper is told first, so that it dies while the child is reaped.
+    os.kill(reaper, signal.SIGKILL)
     _, status, usage = os.wait4(pid, 0)
-    # Whatever the run left behind dies with its pid 1, before its end is reported.
     _hako.hako_end_pid_namespace(reaper)
     if os.WIFSIGNALED(status):
-        code, signal = 0, os.WTERMSIG(status)
+        code, signo = 0, os.WTERMSIG(status)
     else:
-        code, signal = os.WEXITSTATUS(status), 0
+        code, signo = os.WEXITSTATUS(status), 0
     cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
     try:
-        os.write(run_ctl, MSG_EXITED + struct.pack("<iiQQ", code, signal, cpu_ms, usage.ru_maxrss * 1024))
+        os.write(run_ctl, MSG_EXITED + struct.pack("<iiQQ", code, signo, cpu_ms, usage.ru_maxrss * 1024))
     except OSError:
         pass
     os.close(run_ctl)
