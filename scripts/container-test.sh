@@ -377,11 +377,11 @@ test_engine() {
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(dify_jinja2 'Hello {{ name }}! {% for i in items %}{{ i }},{% endfor %}' '{"name":"Dify","items":[1,2,3]}')")")
   check "Dify Jinja2 template (jinja2 pre-installed in the image)" 'answer["code"] == 0 and answer["data"]["error"] == "" and '"$(result_of)"' == "Hello Dify! 1,2,3,"'
 
-  # Warm mode works in the container: a Python run without network forks from a zygote and
-  # is pid 1 of its own pid namespace (a spawned program is pid 2).
+  # Warm mode works in the container: a Python run without network forks from a zygote, whose
+  # pid is outside the run's pid namespace (a spawned program's parent is its init, pid 1).
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import os
-print(os.getpid())' 0)")
-  check "warm: a Python run forks from a working zygote" 'answer["code"] == 0 and answer["data"]["stdout"] == "1\n"'
+print(os.getppid())' 0)")
+  check "warm: a Python run forks from a working zygote" 'answer["code"] == 0 and answer["data"]["stdout"] == "0\n"'
 
   # Attacks: each must fail inside the sandbox while the server keeps serving.
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import os
@@ -493,7 +493,7 @@ for u in %s:
         print("reached", u)
     except Exception as e:
         print("refused" if "403" in str(e) else "failed", u, str(e)[:160])
-print("pid", os.getpid())
+print("parent", os.getppid())
 ' "$(ssrf_urls)"
 }
 
@@ -511,7 +511,7 @@ const urls = %s;
 
 # What every SSRF run must show, as a Python expression on `answer`.
 SSRF_EXPECTED='(answer["code"] == 0
-  and [l.split()[0] for l in answer["data"]["stdout"].splitlines() if not l.startswith("pid")] == ["refused", "refused", "refused", "reached"]
+  and [l.split()[0] for l in answer["data"]["stdout"].splitlines() if not l.startswith("parent")] == ["refused", "refused", "refused", "reached"]
   and {"169.254.169.254:80", "127.0.0.1:8194", "10.0.0.1:80"} <= set(answer["data"].get("refused_destinations") or []))'
 
 ssrf_checks() {
@@ -525,7 +525,7 @@ ssrf_checks() {
   [ -n "$up" ] || log "note   the allow-listed service did not come up"
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 "$(ssrf_python)")")
   check "ssrf: warm Python (zygote): metadata, own port, private refused and listed; allowed service reached" \
-    "$SSRF_EXPECTED"' and "pid 1\n" in answer["data"]["stdout"]'
+    "$SSRF_EXPECTED"' and "parent 0\n" in answer["data"]["stdout"]'
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body nodejs "$(ssrf_node)")")
   check "ssrf: Node (pool): metadata, own port, private refused and listed; allowed service reached" "$SSRF_EXPECTED"
   # Spawn: `hako run` in the container (same capabilities and seccomp profile as the server).

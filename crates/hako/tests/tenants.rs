@@ -372,6 +372,37 @@ fn orphans_are_reaped_and_never_outlive_their_run_server_zygote() {
     }
 }
 
+/// A zygote run is pid 2, so the kernel lets it clone with CLONE_PARENT: the new process
+/// is a child of the zygote, outside the run's process tree, and the end of the run's pid
+/// namespace waits until the zygote reaps it while the zygote waits for that end (an
+/// attack review: that run and the next two timed out, the zygote stayed stuck). A zygote
+/// run's `clone` refuses CLONE_PARENT even where the operator allows `clone`, `clone3`
+/// stays ENOSYS, and the zygote serves on.
+#[test]
+fn a_zygote_run_cannot_give_the_zygote_children() {
+    if !can_run_jail() {
+        return;
+    }
+    let jail = Runner::server_with_env("zygote", &[("ALLOWED_SYSCALLS", "clone,clone3,wait4")]);
+    let code = "import ctypes, os, time\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+r = libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0)\nif r == 0:\n    time.sleep(2)\n    os._exit(0)\n\
+print('clone', r, ctypes.get_errno())\n\
+print('clone3', libc.syscall(435, 0, 0), ctypes.get_errno())\n";
+    let r = jail.run("python3", code, &["--timeout", "10"]);
+    assert_eq!(r.stdout(), "clone -1 1\nclone3 -1 38\n", "{:?}", r.json);
+    assert!(r.blocked().contains(&"clone".to_string()), "{:?}", r.json);
+    assert_ne!(r.status(), "timeout", "{:?}", r.json);
+    for _ in 0..2 {
+        let next = jail.run("python3", "print('next')", &[]);
+        assert_eq!(
+            (next.stdout(), next.status()),
+            ("next\n", "ok"),
+            "{:?}",
+            next.json
+        );
+    }
+}
+
 /// Finding 4: on cgroup v1, TCP buffers were not charged to the run, so a 64 MiB run queued
 /// hundreds of MiB on loopback. The run fills connections it never reads and reports what it
 /// queued and how far the host's TCP memory (`/proc/net/sockstat`, pages) rose.

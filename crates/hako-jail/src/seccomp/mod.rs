@@ -215,18 +215,59 @@ pub(crate) fn build_program(
     listener: bool,
     memory_guarded: bool,
 ) -> Result<Vec<libc::sock_filter>, SeccompError> {
-    let on_deny = match (mode, listener) {
-        (SeccompMode::Enforce, true) | (SeccompMode::Learn, true) => bpf::DenyAction::UserNotif,
-        (SeccompMode::Enforce, false) => bpf::DenyAction::Errno(libc::EPERM as u32),
-        (SeccompMode::Learn, false) => return Err(SeccompError::LearnNeedsListener),
-    };
-    let policy = policy::effective_policy(language, NATIVE_ARCH, extra_allowed)?;
-    let policy = if memory_guarded {
-        policy.under_memory_guard()?
-    } else {
-        policy
-    };
-    policy.compile(on_deny)
+    build(
+        language,
+        extra_allowed,
+        mode,
+        listener,
+        memory_guarded,
+        false,
+    )
+}
+
+/// [`build_program`] for a zygote's run child: see
+/// [`policy::EffectivePolicy::for_zygote_child`].
+pub(crate) fn build_zygote_child_program(
+    language: &str,
+    extra_allowed: &[u32],
+    mode: SeccompMode,
+    listener: bool,
+    memory_guarded: bool,
+) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    build(
+        language,
+        extra_allowed,
+        mode,
+        listener,
+        memory_guarded,
+        true,
+    )
+}
+
+fn build(
+    language: &str,
+    extra_allowed: &[u32],
+    mode: SeccompMode,
+    listener: bool,
+    memory_guarded: bool,
+    zygote_child: bool,
+) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let mut policy = policy::effective_policy(language, NATIVE_ARCH, extra_allowed)?;
+    if memory_guarded {
+        policy = policy.under_memory_guard()?;
+    }
+    if zygote_child {
+        policy = policy.for_zygote_child()?;
+    }
+    policy.compile(deny_action(mode, listener)?)
+}
+
+fn deny_action(mode: SeccompMode, listener: bool) -> Result<bpf::DenyAction, SeccompError> {
+    match (mode, listener) {
+        (SeccompMode::Enforce, true) | (SeccompMode::Learn, true) => Ok(bpf::DenyAction::UserNotif),
+        (SeccompMode::Enforce, false) => Ok(bpf::DenyAction::Errno(libc::EPERM as u32)),
+        (SeccompMode::Learn, false) => Err(SeccompError::LearnNeedsListener),
+    }
 }
 
 /// True for syscalls the filter answers with `ENOSYS` on this machine: expected failures

@@ -113,6 +113,8 @@ pub const EXEC_FD: i32 = 1000;
 pub const LANGUAGES: &[&str] = &["python3", "nodejs"];
 
 const CLONE_THREAD: u64 = 0x0001_0000;
+/// Makes the new process a sibling of the caller: a child of the caller's parent.
+const CLONE_PARENT: u64 = 0x0000_8000;
 /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
 const CLONE_NEW_NAMESPACES: u64 = 0x7E02_0000;
 /// seccomp(SECCOMP_SET_MODE_FILTER, flags, ...): the flag that asks for a listener fd.
@@ -829,6 +831,33 @@ impl EffectivePolicy {
         Ok(self)
     }
 
+    /// The policy of a zygote's run child. Its parent is the zygote, outside the run's pid
+    /// namespace, so `CLONE_PARENT` would give the zygote children that the run made (which
+    /// the namespace's end waits for, and which no process tree of the run shows): `clone`
+    /// refuses that flag even where the operator allowed `clone` (there, processes still
+    /// fork), and `clone3`, whose flags seccomp cannot read, stays `ENOSYS` even where
+    /// allowed (glibc falls back to `clone`).
+    pub fn for_zygote_child(mut self) -> Result<EffectivePolicy, SeccompError> {
+        let clone = number(self.arch, "conditional", "clone")?;
+        let clone3 = number(self.arch, ENOSYS.name, "clone3")?;
+        self.allowed.remove(&clone3);
+        let no_parent = ArgCheck::masked_eq(0, CLONE_PARENT, 0);
+        if self.allowed.remove(&clone) {
+            self.rules.retain(|rule| rule.nr != clone);
+            self.rules.push(ArgFilter {
+                nr: clone,
+                any_of: vec![vec![no_parent]],
+            });
+        } else {
+            for rule in self.rules.iter_mut().filter(|rule| rule.nr == clone) {
+                for alternative in &mut rule.any_of {
+                    alternative.push(no_parent);
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// The argument rules, resolved to numbers on this policy's arch.
     #[cfg(test)]
     pub(crate) fn rules(&self) -> &[ArgFilter] {
@@ -935,6 +964,37 @@ mod tests {
             "AARCH64_ONLY" => vec![Arch::Aarch64],
             _ => Arch::ALL.to_vec(),
         }
+    }
+
+    /// A zygote's run child may never clone with CLONE_PARENT (its parent is the zygote),
+    /// whether `clone` is checked (threads only) or the operator allowed it, and `clone3`
+    /// stays ENOSYS even where the operator allowed it.
+    #[test]
+    fn a_zygote_child_never_clones_with_clone_parent() {
+        let x86 = Arch::X86_64;
+        let (clone, clone3) = (56, 435);
+        let no_parent = ArgCheck::masked_eq(0, CLONE_PARENT, 0);
+        let clone_rule = |p: &EffectivePolicy| {
+            p.rules()
+                .iter()
+                .filter(|r| r.nr == clone)
+                .flat_map(|r| r.any_of.clone())
+                .collect::<Vec<_>>()
+        };
+        let checked = effective_policy("python3", x86.name(), &[])
+            .unwrap()
+            .for_zygote_child()
+            .unwrap();
+        let alternatives = clone_rule(&checked);
+        assert!(!alternatives.is_empty());
+        assert!(alternatives.iter().all(|alt| alt.contains(&no_parent)
+            && alt.contains(&ArgCheck::masked_eq(0, CLONE_THREAD, CLONE_THREAD))));
+        let opened = effective_policy("python3", x86.name(), &[clone, clone3]).unwrap();
+        assert!(opened.allowed.contains(&clone) && opened.allowed.contains(&clone3));
+        let child = opened.for_zygote_child().unwrap();
+        assert!(!child.allowed.contains(&clone) && !child.allowed.contains(&clone3));
+        assert_eq!(clone_rule(&child), vec![vec![no_parent]]);
+        assert!(child.enosys_numbers().contains(&clone3));
     }
 
     #[test]

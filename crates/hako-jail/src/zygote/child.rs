@@ -129,7 +129,7 @@ fn confine_child_inner(
     // its program exists (see `crate::netns`); the helper closes it for other runs.
     // SAFETY: run_ctl is open for the duration of this call.
     crate::netns::hand_over_listener(unsafe { BorrowedFd::borrow_raw(run_ctl) })?;
-    let program = seccomp::build_program(
+    let program = seccomp::build_zygote_child_program(
         params.language.as_str(),
         &params.seccomp.extra_allowed,
         params.seccomp.mode,
