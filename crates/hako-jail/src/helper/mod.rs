@@ -280,9 +280,12 @@ pub(crate) fn prepare_run(spec: &JailSpec) -> Result<PreparedRun, HelperError> {
     let filter = seccomp::build_program(
         spec.language.as_str(),
         &spec.seccomp.extra_allowed,
-        spec.seccomp.mode,
-        use_listener,
-        memory_guard::guards(coverage.memory, spec.limits.memory_bytes),
+        seccomp::FilterFor {
+            mode: spec.seccomp.mode,
+            listener: use_listener,
+            memory_guarded: memory_guard::guards(coverage.memory, spec.limits.memory_bytes),
+            zygote_child: false,
+        },
     )?;
     Ok(PreparedRun {
         use_listener,

@@ -195,6 +195,32 @@ impl Arch {
     }
 }
 
+/// What a filter is built for, besides the language and the operator's additions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FilterFor {
+    pub mode: SeccompMode,
+    /// Denied calls become user notifications for the supervisor's listener.
+    pub listener: bool,
+    /// The supervisor's memory guard, not a memory cgroup, limits the run: the calls whose
+    /// memory it cannot see are refused ([`policy::MEMORY_GUARD`]).
+    pub memory_guarded: bool,
+    /// A zygote's run child ([`policy::EffectivePolicy::for_zygote_child`]).
+    pub zygote_child: bool,
+}
+
+#[cfg(test)]
+impl FilterFor {
+    /// A spawn jail's filter without the memory guard.
+    pub(crate) fn jail(mode: SeccompMode, listener: bool) -> FilterFor {
+        FilterFor {
+            mode,
+            listener,
+            memory_guarded: false,
+            zygote_child: false,
+        }
+    }
+}
+
 /// Builds the filter program the jail installs for `language` on this machine.
 ///
 /// - `Enforce` with `listener`: calls outside the policy become user notifications; the
@@ -204,62 +230,20 @@ impl Arch {
 ///
 /// `extra_allowed` (numbers on this machine) are allowed without argument checks, even for
 /// calls that the default policy checks or answers with `ENOSYS` (allowing `clone3` lets
-/// processes fork; that is the operator's choice).
-///
-/// `memory_guarded`: the supervisor's memory guard, not a memory cgroup, limits the run;
-/// the calls whose memory it cannot see are refused ([`policy::MEMORY_GUARD`]).
+/// processes fork; that is the operator's choice), except in a zygote's run child.
 pub(crate) fn build_program(
     language: &str,
     extra_allowed: &[u32],
-    mode: SeccompMode,
-    listener: bool,
-    memory_guarded: bool,
-) -> Result<Vec<libc::sock_filter>, SeccompError> {
-    build(
-        language,
-        extra_allowed,
-        mode,
-        listener,
-        memory_guarded,
-        false,
-    )
-}
-
-/// [`build_program`] for a zygote's run child: see
-/// [`policy::EffectivePolicy::for_zygote_child`].
-pub(crate) fn build_zygote_child_program(
-    language: &str,
-    extra_allowed: &[u32],
-    mode: SeccompMode,
-    listener: bool,
-    memory_guarded: bool,
-) -> Result<Vec<libc::sock_filter>, SeccompError> {
-    build(
-        language,
-        extra_allowed,
-        mode,
-        listener,
-        memory_guarded,
-        true,
-    )
-}
-
-fn build(
-    language: &str,
-    extra_allowed: &[u32],
-    mode: SeccompMode,
-    listener: bool,
-    memory_guarded: bool,
-    zygote_child: bool,
+    target: FilterFor,
 ) -> Result<Vec<libc::sock_filter>, SeccompError> {
     let mut policy = policy::effective_policy(language, NATIVE_ARCH, extra_allowed)?;
-    if memory_guarded {
+    if target.memory_guarded {
         policy = policy.under_memory_guard()?;
     }
-    if zygote_child {
+    if target.zygote_child {
         policy = policy.for_zygote_child()?;
     }
-    policy.compile(deny_action(mode, listener)?)
+    policy.compile(deny_action(target.mode, target.listener)?)
 }
 
 fn deny_action(mode: SeccompMode, listener: bool) -> Result<bpf::DenyAction, SeccompError> {
@@ -311,9 +295,10 @@ mod tests {
 
     #[test]
     fn learn_mode_needs_a_listener() {
-        let err = build_program("python3", &[], SeccompMode::Learn, false, false).unwrap_err();
+        let err =
+            build_program("python3", &[], FilterFor::jail(SeccompMode::Learn, false)).unwrap_err();
         assert!(matches!(err, SeccompError::LearnNeedsListener), "{err}");
-        assert!(build_program("python3", &[], SeccompMode::Learn, true, false).is_ok());
-        assert!(build_program("ruby", &[], SeccompMode::Enforce, false, false).is_err());
+        assert!(build_program("python3", &[], FilterFor::jail(SeccompMode::Learn, true)).is_ok());
+        assert!(build_program("ruby", &[], FilterFor::jail(SeccompMode::Enforce, false)).is_err());
     }
 }

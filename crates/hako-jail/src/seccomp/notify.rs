@@ -249,7 +249,7 @@ pub(crate) fn id_valid(listener: BorrowedFd<'_>, id: u64) -> Result<bool, Seccom
 mod tests {
     use super::*;
     use crate::seccomp::bpf::{self, DenyAction};
-    use crate::seccomp::{build_program, policy, Arch, NATIVE_ARCH};
+    use crate::seccomp::{build_program, policy, Arch, FilterFor, NATIVE_ARCH};
     use crate::spec::SeccompMode;
     use std::collections::BTreeSet;
     use std::ffi::CString;
@@ -321,7 +321,8 @@ mod tests {
     }
 
     fn child_without_nnp() {
-        let program = build_program("python3", &[], SeccompMode::Enforce, false, false).unwrap();
+        let program =
+            build_program("python3", &[], FilterFor::jail(SeccompMode::Enforce, false)).unwrap();
         let err = install(&program, false).unwrap_err();
         println!("HAKO_RESULT={}", matches!(err, SeccompError::NoNewPrivs));
     }
@@ -409,7 +410,8 @@ w.on('message', () => {
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
-        let program = build_program(language, &[], SeccompMode::Enforce, true, false).unwrap();
+        let program =
+            build_program(language, &[], FilterFor::jail(SeccompMode::Enforce, true)).unwrap();
         set_no_new_privs();
         let listener = install(&program, true).unwrap().expect("listener");
         println!("{FD_LINE}{}", listener.as_raw_fd());

@@ -129,12 +129,18 @@ fn confine_child_inner(
     // its program exists (see `crate::netns`); the helper closes it for other runs.
     // SAFETY: run_ctl is open for the duration of this call.
     crate::netns::hand_over_listener(unsafe { BorrowedFd::borrow_raw(run_ctl) })?;
-    let program = seccomp::build_zygote_child_program(
+    let program = seccomp::build_program(
         params.language.as_str(),
         &params.seccomp.extra_allowed,
-        params.seccomp.mode,
-        params.use_listener,
-        crate::helper::memory_guard::guards(params.coverage.memory, params.limits.memory_bytes),
+        seccomp::FilterFor {
+            mode: params.seccomp.mode,
+            listener: params.use_listener,
+            memory_guarded: crate::helper::memory_guard::guards(
+                params.coverage.memory,
+                params.limits.memory_bytes,
+            ),
+            zygote_child: true,
+        },
     )?;
     lockdown::lock_down(
         &LockDown {
