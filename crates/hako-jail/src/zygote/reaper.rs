@@ -9,9 +9,10 @@
 //! signal blocked from its first instruction. It shares the zygote's descriptor table (no
 //! copy, and no descriptor of its own), sets its parent-death signal, ignores SIGCHLD (so
 //! the kernel reaps the orphans it inherits) and sleeps until the zygote kills it after
-//! reaping the run; its death ends everything left in the namespace. It makes raw system
-//! calls only: it shares the zygote's memory, including the C library's per-thread state,
-//! and writes none of it.
+//! reaping the run; its death ends everything left in the namespace. It makes system calls
+//! only, none of which can fail: it shares the zygote's memory, including the C library's
+//! per-thread state (a failing call would set the zygote thread's errno), and writes none
+//! of it.
 //!
 //! The run cannot reach it: it runs as the zygote's root, so the run's uid may neither
 //! signal nor trace it (and signals from inside its namespace never reach a pid 1 that has
@@ -61,10 +62,12 @@ impl Reaper {
         );
         // SAFETY: `reap_orphans` runs on its own stack (the top of a mapping no other live
         // process uses, kept until the reaper is reaped), touches no memory but that stack,
-        // and makes raw system calls only. CLONE_VM shares the zygote's memory, which it never
-        // writes; without CLONE_SETTLS it never uses the C library's per-thread state either
-        // (no errno: its calls are not checked). CLONE_FILES shares the zygote's descriptor
-        // table (no copy; it holds no descriptor of its own), where `zygote` stays open.
+        // and makes system calls through `libc::syscall` only. CLONE_VM shares the zygote's
+        // memory, which it never writes; without CLONE_SETTLS its per-thread state is the
+        // calling zygote thread's, which only a failing call would touch (errno), and none of
+        // its calls can fail with the arguments it passes. CLONE_FILES shares the zygote's
+        // descriptor table (no copy; it holds no descriptor of its own), where `zygote` stays
+        // open.
         let pid = unsafe {
             libc::clone(
                 reap_orphans,
@@ -202,8 +205,8 @@ extern "C" fn reap_orphans(zygote: *mut libc::c_void) -> libc::c_int {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: raw system calls whose arguments are constants or live on this stack, and
-    // which write nothing but this stack.
+    // SAFETY: system calls whose arguments are constants or live on this stack, which write
+    // nothing but this stack and cannot fail (so `libc::syscall` sets no errno).
     unsafe {
         libc::syscall(
             libc::SYS_prctl,
