@@ -26,12 +26,17 @@ impl Guarded {
 
     /// A server in `mode` (spawn | zygote) that allows runs up to 20 s.
     fn server(mode: &str) -> Guarded {
+        Guarded::server_with_env(mode, &[])
+    }
+
+    /// [`Guarded::server`] with `env` (e.g. [`FORKING`]).
+    fn server_with_env(mode: &str, env: &[(&str, &str)]) -> Guarded {
         let no_cgroups = tempfile::tempdir().unwrap();
         let config = format!(
             "worker_timeout: 20\nmax_workers: 2\nhako:\n  mode: {mode}\n  cgroup_root: {}\n",
             no_cgroups.path().display()
         );
-        let server = Server::start(&config, &[]);
+        let server = Server::start(&config, env);
         if mode == "zygote" {
             server.wait_warm();
         }
@@ -50,23 +55,6 @@ impl Guarded {
         );
         Guarded {
             runner: Runner::V2Runs(Server::start(&config, &[])),
-            no_cgroups,
-        }
-    }
-
-    /// [`Guarded::server`] whose runs may fork (`ALLOWED_SYSCALLS`).
-    fn server_forking(mode: &str) -> Guarded {
-        let no_cgroups = tempfile::tempdir().unwrap();
-        let config = format!(
-            "worker_timeout: 20\nmax_workers: 2\nhako:\n  mode: {mode}\n  cgroup_root: {}\n",
-            no_cgroups.path().display()
-        );
-        let server = Server::start(&config, &[FORKING]);
-        if mode == "zygote" {
-            server.wait_warm();
-        }
-        Guarded {
-            runner: Runner::Server(server),
             no_cgroups,
         }
     }
@@ -151,14 +139,20 @@ fn orphans_are_counted(jail: &Guarded, mode: &str) {
 #[test]
 fn orphans_cannot_hide_from_the_guard_server_spawn() {
     if can_run_jail() {
-        orphans_are_counted(&Guarded::server_forking("spawn"), "server spawn");
+        orphans_are_counted(
+            &Guarded::server_with_env("spawn", &[FORKING]),
+            "server spawn",
+        );
     }
 }
 
 #[test]
 fn orphans_cannot_hide_from_the_guard_server_zygote() {
     if can_run_jail() {
-        orphans_are_counted(&Guarded::server_forking("zygote"), "server zygote");
+        orphans_are_counted(
+            &Guarded::server_with_env("zygote", &[FORKING]),
+            "server zygote",
+        );
     }
 }
 
