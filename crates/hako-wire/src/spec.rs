@@ -23,8 +23,9 @@ pub struct JailSpec {
     pub code_path: PathBuf,
     /// Host paths bind-mounted read-only at the same path inside the jail.
     pub ro_binds: Vec<PathBuf>,
-    /// `(host source, jail target)`: directories bound read-only at another path inside the
-    /// jail (package environments at a fixed path).
+    /// `(host source, jail target)`: read-only at another path inside the jail, without the
+    /// host path in the run's mount table (package environments as overlays, hako's own
+    /// files as copies in the root).
     #[serde(default)]
     pub mapped_binds: Vec<(PathBuf, PathBuf)>,
     /// Per-run limits.

@@ -446,16 +446,25 @@ const MASKED: &[&str] = &[
     "/sys/firmware",
 ];
 
-/// Finding 9: host details in /proc. Masked files read empty (or not at all) and init's
-/// command line names no host path. (The mount table still shows bind sources: see
-/// docs/security.md.)
+/// Finding 9: host details in /proc. Masked files read empty (or not at all), init's
+/// command line names no host path, and the mount table names no host path of hako's (the
+/// package environment, the zygote library): every mount's root is the path it has inside.
 fn proc_shows_no_host_details(jail: &Runner) {
     let code = format!(
         "import os\npaths = {MASKED:?}\nfor p in paths:\n    try:\n        data = open(p, 'rb').read(4096) if not os.path.isdir(p) else ''.join(os.listdir(p)).encode()\n    except OSError:\n        data = b''\n    print(p, len(data))\n\
-print('cmdline', open('/proc/1/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n"
+print('cmdline', open('/proc/1/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n\
+for line in open('/proc/self/mountinfo'):\n    print('mount', line.strip())\n"
     );
     let r = jail.run("python3", &code, &[]);
     check_proc_report(&r);
+    // Not vacuous: the package environment is in the table, at its jail path.
+    assert!(
+        r.stdout()
+            .lines()
+            .any(|l| l.starts_with("mount ") && l.contains(" /opt/hako/python/site-packages ")),
+        "no package environment in the mount table: {}",
+        r.stdout()
+    );
 }
 
 /// Finding 9: every mask over /proc is read-only, nosuid, nodev and noexec (most are binds
@@ -483,7 +492,8 @@ print('masks', masks)\n";
 fn node_proc_shows_no_host_details(jail: &Runner) {
     let code = format!(
         "const fs = require('fs');\nfor (const p of {MASKED:?}) {{\n  let n = 0;\n  try {{ n = fs.statSync(p).isDirectory() ? fs.readdirSync(p).join('').length : fs.readFileSync(p).length; }} catch (e) {{}}\n  console.log(p, n);\n}}\n\
-console.log('cmdline', fs.readFileSync('/proc/1/cmdline').toString().split('\\0').join(' '));\n"
+console.log('cmdline', fs.readFileSync('/proc/1/cmdline').toString().split('\\0').join(' '));\n\
+for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').trim().split('\\n')) console.log('mount', line);\n"
     );
     let r = jail.run("nodejs", &code, &[]);
     check_proc_report(&r);
@@ -506,6 +516,36 @@ fn check_proc_report(r: &Run) {
         !cmdline.contains(HAKO) && !cmdline.contains("target/"),
         "init shows a host path: {cmdline}"
     );
+    let mounts: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("mount "))
+        .collect();
+    assert!(mounts.len() > 5, "{out}\n{:?}", r.json);
+    for line in mounts {
+        assert_no_host_path(line);
+    }
+}
+
+/// One line of /proc/self/mountinfo: its root (the path inside the source file system) is
+/// `/`, the mount point itself (the same path inside and out), or a device node; overlay
+/// layers are named by descriptor.
+fn assert_no_host_path(line: &str) {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (root, point) = (fields[3], fields[4]);
+    let devices = ["/null", "/zero", "/full", "/random", "/urandom"];
+    assert!(
+        root == "/" || root == point || devices.contains(&root),
+        "the mount table names a host path: {line}"
+    );
+    let options = fields.last().copied().unwrap_or_default();
+    for option in options.split(',') {
+        if let Some(layers) = option.strip_prefix("lowerdir=") {
+            assert!(
+                layers.split(':').all(|l| l.starts_with("/proc/self/fd/")),
+                "an overlay names a host path: {line}"
+            );
+        }
+    }
 }
 
 /// Finding 3, Node pool: Node cannot call `inotify_init1` itself, but every worker thread's

@@ -5,6 +5,7 @@ use super::*;
 use crate::helper::seqpacket_pair;
 use crate::sys::record::Recorder;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 /// A root to build in, host paths to bind, and the recording kernel over the root.
 struct Jail {
@@ -19,7 +20,8 @@ impl Jail {
         let host = tempfile::tempdir().unwrap();
         fs::create_dir(host.path().join("lib")).unwrap();
         fs::write(host.path().join("lib/libx.so"), b"x").unwrap();
-        fs::write(host.path().join("pkg.py"), b"").unwrap();
+        fs::write(host.path().join("pkg.py"), b"print(2)").unwrap();
+        fs::create_dir(host.path().join("site")).unwrap();
         // What the kernel's /proc would show, for the masks.
         fs::create_dir_all(root.path().join("proc/acpi")).unwrap();
         fs::write(root.path().join("proc/kcore"), b"").unwrap();
@@ -30,10 +32,16 @@ impl Jail {
     fn spec(&self) -> JailSpec {
         let mut spec = crate::testing::spec(self.root.path());
         spec.ro_binds = vec![self.host.path().join("lib")];
-        spec.mapped_binds = vec![(
-            self.host.path().join("pkg.py"),
-            PathBuf::from("/opt/hako/pkg.py"),
-        )];
+        spec.mapped_binds = vec![
+            (
+                self.host.path().join("pkg.py"),
+                PathBuf::from("/opt/hako/pkg.py"),
+            ),
+            (
+                self.host.path().join("site"),
+                PathBuf::from("/opt/hako/site"),
+            ),
+        ];
         spec
     }
 
@@ -46,7 +54,7 @@ impl Jail {
 }
 
 impl Jail {
-    /// The calls so far, the host temp dir shown as `$HOST`.
+    /// The calls so far, the host temp dir shown as `$HOST` and descriptor numbers as `N`.
     fn calls(&self) -> Vec<String> {
         let host = self.host.path().display().to_string();
         let host_in_root = format!("$ROOT{host}");
@@ -54,8 +62,16 @@ impl Jail {
             .take()
             .into_iter()
             .map(|c| {
-                c.replace(&host_in_root, "$ROOT$HOST")
-                    .replace(&host, "$HOST")
+                let c = c
+                    .replace(&host_in_root, "$ROOT$HOST")
+                    .replace(&host, "$HOST");
+                let mut parts = c.split("/proc/self/fd/");
+                let mut shown = parts.next().unwrap_or_default().to_string();
+                for part in parts {
+                    shown.push_str("/proc/self/fd/N");
+                    shown.push_str(part.trim_start_matches(|ch: char| ch.is_ascii_digit()));
+                }
+                shown
             })
             .collect()
     }
@@ -79,12 +95,12 @@ fn init_takes_its_identity_then_builds_the_root_in_order() {
             "loopback up",
             // The root: nothing propagates back to the host, a tmpfs to build in.
             "mount - / [rec,private]",
-            "mount tmpfs $ROOT type tmpfs [nosuid,nodev] size=4194312,mode=0755",
-            // Host paths read-only, at the same path and at a mapped one.
+            "mount tmpfs $ROOT type tmpfs [nosuid,nodev] size=4194320,mode=0755",
+            // Host paths read-only at the same path; a mapped directory as an overlay whose
+            // layers the mount table names by descriptor (a mapped file is copied).
             "mount $HOST/lib $ROOT$HOST/lib [bind]",
             "mount - $ROOT$HOST/lib [rdonly,nosuid,nodev,remount,bind]",
-            "mount $HOST/pkg.py $ROOT/opt/hako/pkg.py [bind]",
-            "mount - $ROOT/opt/hako/pkg.py [rdonly,nosuid,nodev,remount,bind]",
+            "mount overlay $ROOT/opt/hako/site type overlay [rdonly,nosuid,nodev] lowerdir=/proc/self/fd/N:/proc/self/fd/N",
             // A minimal /dev.
             "mount tmpfs $ROOT/dev type tmpfs [nosuid,noexec] size=65536,mode=0755",
             "mount /dev/null $ROOT/dev/null [bind]",
@@ -121,15 +137,41 @@ fn init_takes_its_identity_then_builds_the_root_in_order() {
             "write /proc/sys/user/max_user_namespaces \"0\"",
         ]
     );
-    // The program text and the synthetic /etc are in the root.
+    // The program text, the copy of the mapped file and the synthetic /etc are in the root.
     let root = jail.root.path();
     assert_eq!(
         fs::read(root.join("opt/hako/main.py")).unwrap(),
         b"print(1)"
     );
+    assert_eq!(fs::read(root.join("opt/hako/pkg.py")).unwrap(), b"print(2)");
+    let mode = fs::metadata(root.join("opt/hako/pkg.py"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o444);
     assert!(fs::read_to_string(root.join("etc/passwd"))
         .unwrap()
         .contains("sandbox:x:1000:1000"));
+}
+
+#[test]
+fn a_mapped_directory_is_bound_where_the_kernel_refuses_the_overlay() {
+    let jail = Jail::new();
+    jail.kernel.fail("mount overlay", Errno::EINVAL);
+    jail.prepare(&jail.spec()).unwrap();
+    let calls = jail.calls();
+    let overlay = calls
+        .iter()
+        .position(|c| c.starts_with("mount overlay"))
+        .unwrap_or_else(|| panic!("{calls:?}"));
+    assert_eq!(
+        calls[overlay..overlay + 3],
+        [
+            "mount overlay $ROOT/opt/hako/site type overlay [rdonly,nosuid,nodev] lowerdir=/proc/self/fd/N:/proc/self/fd/N = EINVAL",
+            "mount $HOST/site $ROOT/opt/hako/site [bind]",
+            "mount - $ROOT/opt/hako/site [rdonly,nosuid,nodev,remount,bind]",
+        ]
+    );
 }
 
 #[test]

@@ -51,7 +51,8 @@ pub struct RootPlan<'a> {
     /// Host paths (files or directories, possibly through symlinks) bound read-only at the
     /// same path.
     pub ro_binds: &'a [PathBuf],
-    /// `(host source, jail target)` bound read-only at a different path.
+    /// `(host source, jail target)` placed read-only at a different path, where the mount
+    /// table does not name the source: a directory as an overlay, a file as a copy.
     pub mapped_binds: &'a [(PathBuf, PathBuf)],
     /// Where the program text goes, and the text.
     pub code_path: &'a Path,
@@ -79,8 +80,9 @@ pub fn build_root(kernel: &dyn Kernel, plan: &RootPlan<'_>) -> Result<(), MountE
         )
         .map_err(MountError::MakePrivate)?;
     let root = plan.mountpoint;
-    // The root holds directories, symlinks, /etc files and the program text.
-    let root_size = plan.code.len() as u64 + (4 << 20);
+    // The root holds directories, symlinks, /etc files, the program text and the copies of
+    // mapped files.
+    let root_size = plan.code.len() as u64 + mapped_file_bytes(plan.mapped_binds) + (4 << 20);
     mount_tmpfs(
         kernel,
         root,
@@ -91,7 +93,7 @@ pub fn build_root(kernel: &dyn Kernel, plan: &RootPlan<'_>) -> Result<(), MountE
 
     bind_closure(kernel, root, plan.ro_binds)?;
     for (src, target) in plan.mapped_binds {
-        bind_mapped(kernel, root, src, target)?;
+        place_mapped(kernel, root, src, target)?;
     }
     write_etc(root)?;
     build_dev(kernel, root)?;
@@ -342,7 +344,12 @@ fn recreate_symlinks(root: &Path, path: &Path) -> Result<(), MountError> {
 
 /// Binds host `src` read-only at `target` inside the jail. The target must be absolute and
 /// without `..`; a target under a (read-only) host bind fails to be created.
-fn bind_mapped(
+/// Places a host path at another jail path without showing the host path in the run's
+/// mount table: a directory as a read-only overlay whose layers are named by descriptor
+/// (`/proc/self/fd/N`, closed once mounted), a file as a read-only copy in the root. Where
+/// the kernel refuses the overlay (no overlayfs, file systems stacked too deep), a bind,
+/// whose mount table entry names its source.
+fn place_mapped(
     kernel: &dyn Kernel,
     root: &Path,
     src: &Path,
@@ -357,11 +364,64 @@ fn bind_mapped(
             path: target.to_path_buf(),
         });
     }
-    let real = fs::canonicalize(src).map_err(|source| MountError::Source {
+    let source = |source| MountError::Source {
         path: src.to_path_buf(),
         source,
-    })?;
-    bind_read_only_at(kernel, root, &real, target)
+    };
+    let real = fs::canonicalize(src).map_err(source)?;
+    if !fs::metadata(&real).map_err(source)?.is_dir() {
+        return copy_read_only(root, &real, target);
+    }
+    let at = mkdirs(root, target)?;
+    match overlay_read_only(kernel, &real, &at) {
+        Ok(()) => Ok(()),
+        Err(_) => bind_read_only_at(kernel, root, &real, target),
+    }
+}
+
+/// A read-only overlay of `dir` at `at`. Its second layer is `at` itself, still empty (an
+/// overlay without an upper layer needs two).
+fn overlay_read_only(kernel: &dyn Kernel, dir: &Path, at: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let layer = fs::File::open(dir)?;
+    let empty = fs::File::open(at)?;
+    let data = format!(
+        "lowerdir=/proc/self/fd/{}:/proc/self/fd/{}",
+        layer.as_raw_fd(),
+        empty.as_raw_fd()
+    );
+    kernel.mount(
+        Some(Path::new("overlay")),
+        at,
+        Some("overlay"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&data),
+    )?;
+    Ok(())
+}
+
+/// A copy of the file `real` at `at` in the root, read-only for everyone.
+fn copy_read_only(root: &Path, real: &Path, at: &Path) -> Result<(), MountError> {
+    if let Some(parent) = at.parent() {
+        mkdirs(root, parent)?;
+    }
+    let target = inside(root, at);
+    let create = |source| MountError::Create {
+        path: target.clone(),
+        source,
+    };
+    fs::copy(real, &target).map_err(create)?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o444)).map_err(create)
+}
+
+/// Bytes the root needs for copies of the mapped files.
+fn mapped_file_bytes(mapped: &[(PathBuf, PathBuf)]) -> u64 {
+    mapped
+        .iter()
+        .filter_map(|(src, _)| fs::metadata(src).ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum()
 }
 
 fn bind_read_only_at(
