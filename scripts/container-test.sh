@@ -383,6 +383,21 @@ test_engine() {
 print(os.getppid())' 0)")
   check "warm: a Python run forks from a working zygote" 'answer["code"] == 0 and answer["data"]["stdout"] == "0\n"'
 
+  # The run's mount table names no path of the container's hako files: every mount's root is
+  # "/", its own mount point or a device, and the package environment is an overlay whose
+  # layers are named by descriptor (a bind would name its host path).
+  RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'shown, env = [], None
+for line in open("/proc/self/mountinfo"):
+    f = line.split()
+    root, point, kind = f[3], f[4], f[f.index("-") + 1]
+    if point == "/opt/hako/python/site-packages":
+        env = kind
+    layers = [l for o in f[-1].split(",") if o.startswith("lowerdir=") for l in o[9:].split(":")]
+    if root not in ("/", point, "/null", "/zero", "/full", "/random", "/urandom") or any(not l.startswith("/proc/self/fd/") for l in layers):
+        shown.append(root)
+print(env, shown)')")
+  check "the mount table names no host path (package environment: overlay)" 'answer["code"] == 0 and answer["data"]["stdout"] == "overlay []\n"'
+
   # Attacks: each must fail inside the sandbox while the server keeps serving.
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'import os
 for path in ["/usr/local/bin/hako", "/etc/shadow", "/proc/1/environ", "/conf", "/var/lib/hako"]:
