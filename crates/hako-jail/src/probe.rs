@@ -108,6 +108,7 @@ pub fn probe_all(cgroup_root: &Path) -> Vec<LayerReport> {
         detail: "setrlimit is always available".to_string(),
     });
     reports.push(probe_no_new_privs());
+    reports.push(probe_mount_table());
     reports
 }
 
@@ -131,6 +132,16 @@ enum ChildAction<'a> {
     SeccompFilter(&'a libc::sock_fprog),
     /// The first `steps` of what a proxy-mode run's network needs (see [`EGRESS_STEPS`]).
     EgressListener { steps: usize },
+    /// `unshare(CLONE_NEWUSER | CLONE_NEWNS)`, then a read-only overlay of `layer` at
+    /// `target`, with the mount options `data`, which name the two directories as
+    /// `/proc/self/fd/{layer_fd}` and `/proc/self/fd/{target_fd}`.
+    Overlay {
+        layer: &'a std::ffi::CStr,
+        target: &'a std::ffi::CStr,
+        layer_fd: libc::c_int,
+        target_fd: libc::c_int,
+        data: &'a std::ffi::CStr,
+    },
 }
 
 /// What a proxy-mode run's network takes, in order, as the probe tries it.
@@ -188,6 +199,44 @@ fn child_main(action: ChildAction<'_>) -> libc::c_int {
             0
         }
         ChildAction::EgressListener { steps } => egress_steps(steps).err().unwrap_or(0),
+        ChildAction::Overlay {
+            layer,
+            target,
+            layer_fd,
+            target_fd,
+            data,
+        } => {
+            // The layers must be opened in the new mount namespace (the kernel refuses a
+            // layer of another), at the numbers `data` names.
+            let open_at = |path: &std::ffi::CStr, fd: libc::c_int| {
+                // SAFETY: open reads a string of this child's copy of the parent's memory;
+                // dup2 replaces a descriptor of this child only.
+                unsafe {
+                    let opened = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+                    opened >= 0 && libc::dup2(opened, fd) == fd
+                }
+            };
+            // SAFETY: unshare only changes this child's namespaces; mount reads the strings,
+            // which live in this child's copy of the parent's memory, and mounts in the
+            // child's own mount namespace, which ends with it.
+            let mounted = unsafe {
+                libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) == 0
+                    && open_at(layer, layer_fd)
+                    && open_at(target, target_fd)
+                    && libc::mount(
+                        c"overlay".as_ptr(),
+                        target.as_ptr(),
+                        c"overlay".as_ptr(),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                        data.as_ptr().cast(),
+                    ) == 0
+            };
+            if mounted {
+                0
+            } else {
+                errno()
+            }
+        }
         ChildAction::SeccompFilter(prog) => {
             // SAFETY: prctl with integer arguments only.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -496,6 +545,64 @@ fn probe_landlock() -> LayerReport {
     }
 }
 
+/// Whether package environments can be overlays whose layers are named by descriptor, as
+/// the jail mounts them (in a new user and mount namespace): then a run's mount table names
+/// no host path of hako's. Otherwise they are bound, and the table names their host paths.
+fn probe_mount_table() -> LayerReport {
+    let layer = "mount table";
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("hako-probe-overlay-{}-{n}", std::process::id()));
+    match try_overlay(&base) {
+        Ok(()) => LayerReport {
+            layer,
+            state: LayerState::Enforced,
+            detail: "package environments are overlays named by descriptor: a run's mount table names no host path".to_string(),
+        },
+        Err(why) => LayerReport {
+            layer,
+            state: LayerState::Degraded,
+            detail: format!(
+                "{why}; package environments are bound instead, and a run's mount table names their host paths"
+            ),
+        },
+    }
+}
+
+/// Mounts a read-only overlay of a fresh directory in a probe child, as the jail does, in
+/// `base` (made here, and removed).
+fn try_overlay(base: &Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let (layer, at) = (base.join("layer"), base.join("at"));
+    let tried = (|| {
+        for dir in [base, &layer, &at] {
+            std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        let open = |dir: &Path| {
+            std::fs::File::open(dir).map_err(|e| format!("open {}: {e}", dir.display()))
+        };
+        // Held open to reserve two descriptor numbers for the child.
+        let (layer_fd, at_fd) = (open(&layer)?, open(&at)?);
+        let (layer_fd, target_fd) = (layer_fd.as_raw_fd(), at_fd.as_raw_fd());
+        let c_path = |path: &Path| {
+            std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())
+        };
+        let data = c_path(Path::new(&format!(
+            "lowerdir=/proc/self/fd/{layer_fd}:/proc/self/fd/{target_fd}"
+        )))?;
+        in_child(ChildAction::Overlay {
+            layer: &c_path(&layer)?,
+            target: &c_path(&at)?,
+            layer_fd,
+            target_fd,
+            data: &data,
+        })
+        .map_err(|errno| format!("mount overlay: {errno} ({})", errno.desc()))
+    })();
+    let _ = std::fs::remove_dir_all(base);
+    tried
+}
+
 fn probe_no_new_privs() -> LayerReport {
     let layer = "no_new_privs";
     // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointers and changes nothing.
@@ -577,6 +684,7 @@ mod tests {
                 "landlock",
                 "rlimits",
                 "no_new_privs",
+                "mount table",
             ]
         );
         let cgroups = &reports[7];
@@ -639,6 +747,28 @@ mod tests {
         }
         assert_eq!(r.state, LayerState::Enforced, "{}", r.detail);
         assert!(r.detail.contains("SSRF guard"), "{}", r.detail);
+    }
+
+    /// Where overlayfs is there (this machine's kernels have it), the probe mounts one as the
+    /// jail does: layers opened in the new mount namespace and named by descriptor. A layer
+    /// opened before the unshare fails with EINVAL ("failed to clone lowerpath").
+    #[test]
+    fn mount_table_probe_mounts_an_overlay_as_the_jail_does() {
+        let overlayfs = std::fs::read_to_string("/proc/filesystems")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some("overlay"));
+        let mount_ns = probe_namespace("mnt", libc::CLONE_NEWNS, "mnt", None);
+        if !overlayfs || mount_ns.state != LayerState::Enforced {
+            eprintln!("skipped: no overlayfs or no mount namespace here");
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let probe = base.path().join("probe");
+        assert_eq!(try_overlay(&probe), Ok(()));
+        assert!(!probe.exists(), "the probe left its directories behind");
+        let r = probe_mount_table();
+        assert_eq!(r.state, LayerState::Enforced, "{}", r.detail);
     }
 
     /// The user namespace probe also works for an unprivileged user.
