@@ -385,16 +385,17 @@ print(os.getppid())' 0)")
 
   # The run's mount table names no path of the container's hako files: every mount's root is
   # "/", its own mount point or a device, and the package environment is an overlay whose
-  # layers are named by descriptor (a bind would name its host path).
+  # layers are named by descriptor (a bind would name its path). Binds from the container's
+  # own root carry its options, which name the engine's storage (as in every container).
   RESPONSE=$(api POST /v1/sandbox/run "$(run_body python3 'shown, env = [], None
 for line in open("/proc/self/mountinfo"):
     f = line.split()
     root, point, kind = f[3], f[4], f[f.index("-") + 1]
     if point == "/opt/hako/python/site-packages":
         env = kind
-    layers = [l for o in f[-1].split(",") if o.startswith("lowerdir=") for l in o[9:].split(":")]
+    layers = [l for o in f[-1].split(",") if o.startswith("lowerdir=") for l in o[9:].split(":")] if point.startswith("/opt/hako/") else []
     if root not in ("/", point, "/null", "/zero", "/full", "/random", "/urandom") or any(not l.startswith("/proc/self/fd/") for l in layers):
-        shown.append(root)
+        shown.append(" ".join(f[3:5]))
 print(env, shown)')")
   check "the mount table names no host path (package environment: overlay)" 'answer["code"] == 0 and answer["data"]["stdout"] == "overlay []\n"'
 
