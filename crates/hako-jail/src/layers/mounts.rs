@@ -342,13 +342,12 @@ fn recreate_symlinks(root: &Path, path: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Binds host `src` read-only at `target` inside the jail. The target must be absolute and
-/// without `..`; a target under a (read-only) host bind fails to be created.
-/// Places a host path at another jail path without showing the host path in the run's
-/// mount table: a directory as a read-only overlay whose layers are named by descriptor
-/// (`/proc/self/fd/N`, closed once mounted), a file as a read-only copy in the root. Where
-/// the kernel refuses the overlay (no overlayfs, file systems stacked too deep), a bind,
-/// whose mount table entry names its source.
+/// Places host `src` read-only at `target` inside the jail without showing the host path in
+/// the run's mount table: a directory as an overlay whose layers are named by descriptor
+/// (`/proc/self/fd/N`, closed once mounted), a file as a copy in the root. Where the kernel
+/// refuses the overlay (no overlayfs, file systems stacked too deep), a bind, whose mount
+/// table entry names its source. The target must be absolute and without `..`; a target
+/// under a (read-only) host bind fails to be created.
 fn place_mapped(
     kernel: &dyn Kernel,
     root: &Path,
