@@ -24,6 +24,7 @@ in_modes!(
         proc_shows_no_host_details,
         proc_masks_are_read_only,
         a_programs_own_signals_end_it,
+        a_run_cannot_watch_what_a_concurrent_run_reads_from_the_environment,
     ],
     server_spawn => super::Runner::server("spawn") => [
         inotify_exhaustion_stays_inside_the_run,
@@ -33,6 +34,7 @@ in_modes!(
         proc_shows_no_host_details,
         proc_masks_are_read_only,
         a_programs_own_signals_end_it,
+        a_run_cannot_watch_what_a_concurrent_run_reads_from_the_environment,
     ],
     server_zygote => super::Runner::server("zygote") => [
         inotify_exhaustion_stays_inside_the_run,
@@ -377,19 +379,39 @@ fn orphans_are_reaped_and_never_outlive_their_run_server_zygote() {
 /// namespace waits until the zygote reaps it while the zygote waits for that end (an
 /// attack review: that run and the next two timed out, the zygote stayed stuck). A zygote
 /// run's `clone` refuses CLONE_PARENT even where the operator allows `clone`, `clone3`
-/// stays ENOSYS, and the zygote serves on.
+/// stays ENOSYS, and the zygote serves on. `hako.insecure` keeps that filter (it relaxes
+/// only the layers a host lacks), so the refusal holds there too.
 #[test]
 fn a_zygote_run_cannot_give_the_zygote_children() {
     if !can_run_jail() {
         return;
     }
-    let jail = Runner::server_with_env("zygote", &[("ALLOWED_SYSCALLS", "clone,clone3,wait4")]);
+    for insecure in ["false", "true"] {
+        let jail = Runner::server_with_env(
+            "zygote",
+            &[
+                ("ALLOWED_SYSCALLS", "clone,clone3,wait4"),
+                ("HAKO_INSECURE", insecure),
+            ],
+        );
+        zygote_run_cannot_give_the_zygote_children(&jail);
+    }
+}
+
+fn zygote_run_cannot_give_the_zygote_children(jail: &Runner) {
     let code = "import ctypes, os, time\nlibc = ctypes.CDLL(None, use_errno=True)\n\
 r = libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0)\nif r == 0:\n    time.sleep(2)\n    os._exit(0)\n\
 print('clone', r, ctypes.get_errno())\n\
-print('clone3', libc.syscall(435, 0, 0), ctypes.get_errno())\n";
+print('clone3', libc.syscall(435, 0, 0), ctypes.get_errno())\n\
+print('parent', os.getppid())\n";
     let r = jail.run("python3", code, &["--timeout", "10"]);
-    assert_eq!(r.stdout(), "clone -1 1\nclone3 -1 38\n", "{:?}", r.json);
+    // A parent outside the run's pid namespace: the zygote ran it.
+    assert_eq!(
+        r.stdout(),
+        "clone -1 1\nclone3 -1 38\nparent 0\n",
+        "{:?}",
+        r.json
+    );
     assert!(r.blocked().contains(&"clone".to_string()), "{:?}", r.json);
     assert_ne!(r.status(), "timeout", "{:?}", r.json);
     for _ in 0..2 {
@@ -401,6 +423,39 @@ print('clone3', libc.syscall(435, 0, 0), ctypes.get_errno())\n";
             next.json
         );
     }
+}
+
+/// A file of the package environment that every run can read.
+const ENV_FILE: &str = "/opt/hako/python/site-packages/jinja2/__init__.py";
+
+/// A run that watches a file of the package environment with inotify sees no access by a
+/// concurrent run (which modules a tenant imports): each spawned run has its own overlay of
+/// the environment, whose inodes are its own. Its own reads are seen (the watch works).
+/// With a bind, the inode was the host's, shared by every run.
+fn a_run_cannot_watch_what_a_concurrent_run_reads_from_the_environment(jail: &Runner) {
+    let watcher = format!(
+        "import ctypes, os, select, time\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+fd = libc.inotify_init1(os.O_NONBLOCK)\n\
+print('watch', libc.inotify_add_watch(fd, b'{ENV_FILE}', 0x1 | 0x20) > 0)\n\
+def events(seconds):\n    n, end = 0, time.monotonic() + seconds\n    while time.monotonic() < end:\n        if select.select([fd], [], [], 0.05)[0]:\n            n += len(os.read(fd, 65536)) // 16\n    return n\n\
+print('others', events(4))\nopen('{ENV_FILE}').read()\nprint('own', events(0.5) > 0)\n"
+    );
+    let reader = format!(
+        "import time\nfor _ in range(20):\n    open('{ENV_FILE}').read()\n    time.sleep(0.05)\nprint('read')\n"
+    );
+    std::thread::scope(|s| {
+        let watching = s.spawn(|| jail.run("python3", &watcher, &[]));
+        std::thread::sleep(Duration::from_millis(1500));
+        let read = jail.run("python3", &reader, &[]);
+        assert_eq!(read.stdout(), "read\n", "{:?}", read.json);
+        let watched = watching.join().unwrap();
+        assert_eq!(
+            watched.stdout(),
+            "watch True\nothers 0\nown True\n",
+            "{:?}",
+            watched.json
+        );
+    });
 }
 
 /// Finding 4: on cgroup v1, TCP buffers were not charged to the run, so a 64 MiB run queued
