@@ -550,10 +550,7 @@ fn probe_landlock() -> LayerReport {
 /// no host path of hako's. Otherwise they are bound, and the table names their host paths.
 fn probe_mount_table() -> LayerReport {
     let layer = "mount table";
-    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let base = std::env::temp_dir().join(format!("hako-probe-overlay-{}-{n}", std::process::id()));
-    match try_overlay(&base) {
+    match try_overlay(&std::env::temp_dir()) {
         Ok(()) => LayerReport {
             layer,
             state: LayerState::Enforced,
@@ -569,13 +566,15 @@ fn probe_mount_table() -> LayerReport {
     }
 }
 
-/// Mounts a read-only overlay of a fresh directory in a probe child, as the jail does, in
-/// `base` (made here, and removed).
-fn try_overlay(base: &Path) -> Result<(), String> {
+/// Mounts a read-only overlay of a fresh directory in a probe child, as the jail does, in a
+/// directory it makes under `parent` and removes (nothing else under `parent` is touched).
+fn try_overlay(parent: &Path) -> Result<(), String> {
     use std::os::fd::AsRawFd;
+    let base = fresh_dir(parent)
+        .map_err(|e| format!("create a directory in {}: {e}", parent.display()))?;
     let (layer, at) = (base.join("layer"), base.join("at"));
     let tried = (|| {
-        for dir in [base, &layer, &at] {
+        for dir in [&layer, &at] {
             std::fs::create_dir(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         }
         let open = |dir: &Path| {
@@ -599,8 +598,34 @@ fn try_overlay(base: &Path) -> Result<(), String> {
         })
         .map_err(|errno| format!("mount overlay: {errno} ({})", errno.desc()))
     })();
-    let _ = std::fs::remove_dir_all(base);
+    let _ = std::fs::remove_dir_all(&base);
     tried
+}
+
+/// A new directory under `parent`, made by this call (mode 0700), with a name nobody can
+/// guess: one that exists already is never taken over.
+fn fresh_dir(parent: &Path) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut taken = None;
+    for _ in 0..8 {
+        let mut random = [0u8; 8];
+        // SAFETY: getrandom writes at most `random.len()` bytes into `random`.
+        unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = parent.join(format!(
+            "hako-probe-{}-{nanos:08x}-{:016x}",
+            std::process::id(),
+            u64::from_ne_bytes(random)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => taken = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(taken.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into()))
 }
 
 fn probe_no_new_privs() -> LayerReport {
@@ -763,10 +788,15 @@ mod tests {
             eprintln!("skipped: no overlayfs or no mount namespace here");
             return;
         }
-        let base = tempfile::tempdir().unwrap();
-        let probe = base.path().join("probe");
-        assert_eq!(try_overlay(&probe), Ok(()));
-        assert!(!probe.exists(), "the probe left its directories behind");
+        // It removes only what it made: what was there before stays, nothing is added.
+        let parent = tempfile::tempdir().unwrap();
+        std::fs::create_dir(parent.path().join("before")).unwrap();
+        assert_eq!(try_overlay(parent.path()), Ok(()));
+        let left: Vec<_> = std::fs::read_dir(parent.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["before"], "the probe changed its parent directory");
         let r = probe_mount_table();
         assert_eq!(r.state, LayerState::Enforced, "{}", r.detail);
     }
