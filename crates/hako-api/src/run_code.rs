@@ -96,7 +96,7 @@ type Gauge = (&'static str, &'static str, fn(&PoolMemory) -> u64);
 /// counted once) and what its preloaded parent alone weighs, so the two can be compared.
 fn pool_metrics(pools: &[PoolMemory]) -> String {
     let mut text = String::new();
-    let gauges: [Gauge; 3] = [
+    let gauges: [Gauge; 4] = [
         (
             "hako_pool_workers",
             "Worker zygotes of the pool ready to fork a run.",
@@ -111,6 +111,11 @@ fn pool_metrics(pools: &[PoolMemory]) -> String {
             "hako_pool_zygote_bytes",
             "Resident memory of the pool's preloaded parent: what one zygote of the pool weighs.",
             |p| p.zygote_bytes,
+        ),
+        (
+            "hako_pool_hot_pages",
+            "Pages the newest worker's calibration found a run writes; its children copy them before their run (0: calibration failed).",
+            |p| p.hot_pages,
         ),
     ];
     for (name, help, value) in gauges {
@@ -138,12 +143,14 @@ mod tests {
                 workers: 2,
                 memory_bytes: 30 << 20,
                 zygote_bytes: 20 << 20,
+                hot_pages: 570,
             },
             PoolMemory {
                 pool: "heavy",
                 workers: 1,
                 memory_bytes: 200 << 20,
                 zygote_bytes: 150 << 20,
+                hot_pages: 0,
             },
         ];
         let text = pool_metrics(&pools);
@@ -152,6 +159,8 @@ mod tests {
             "hako_pool_workers{pool=\"heavy\"} 1",
             "hako_pool_memory_bytes{pool=\"heavy\"} 209715200",
             "hako_pool_zygote_bytes{pool=\"lean\"} 20971520",
+            "hako_pool_hot_pages{pool=\"lean\"} 570",
+            "hako_pool_hot_pages{pool=\"heavy\"} 0",
             "# TYPE hako_pool_memory_bytes gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");

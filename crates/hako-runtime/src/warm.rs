@@ -115,6 +115,8 @@ struct State {
     /// Zygotes serving a run right now (they come back to `idle`).
     busy: usize,
     skipped: Vec<String>,
+    /// Pages the newest worker's calibration listed (its children copy them before a run).
+    hot_pages: u64,
     /// Each zygote gets its own pair of host ids.
     next_ids: u32,
     /// A zygote has started at least once (readiness: busy zygotes are not idle).
@@ -166,6 +168,9 @@ pub struct PoolMemory {
     pub memory_bytes: u64,
     /// Resident memory of the preloaded parent: what one zygote of the pool weighs.
     pub zygote_bytes: u64,
+    /// Pages the newest worker's children copy before their run (0: its calibration failed,
+    /// and runs take those copy-on-write faults while they run).
+    pub hot_pages: u64,
 }
 
 #[derive(Clone)]
@@ -198,6 +203,7 @@ impl ZygotePool {
                 starting: 0,
                 busy: 0,
                 skipped: Vec::new(),
+                hot_pages: 0,
                 next_ids: 0,
                 warmed: false,
                 parent: None,
@@ -255,7 +261,7 @@ impl ZygotePool {
     }
 
     pub fn status(&self) -> PoolStatus {
-        let (mut status, parent, idle) = {
+        let (mut status, parent, idle, hot_pages) = {
             let state = self.lock();
             let status = PoolStatus {
                 warmed: state.warmed,
@@ -266,7 +272,7 @@ impl ZygotePool {
                 ..PoolStatus::default()
             };
             let idle: Vec<i32> = state.idle.iter().map(|z| z.pid).collect();
-            (status, state.parent.as_ref().map(|p| p.pid), idle)
+            (status, state.parent.as_ref().map(|p| p.pid), idle, state.hot_pages)
         };
         // /proc is read with the pool unlocked: a metrics scrape never holds up a run.
         let memory_bytes = parent.map_or(0, crate::warm_python::pss_of_tree);
@@ -277,6 +283,7 @@ impl ZygotePool {
             workers: idle.len(),
             memory_bytes,
             zygote_bytes: parent.map_or(0, rss_of_tree),
+            hot_pages,
         }];
         status
     }
@@ -331,6 +338,7 @@ impl ZygotePool {
                 let stale = match started {
                     Ok((zygote, report)) => {
                         state.skipped = report.skipped;
+                        state.hot_pages = report.hot_pages;
                         state.failures_in_a_row = 0;
                         state.last_error = None;
                         let current = state.template.as_ref().map(|t| t.generation);

@@ -56,6 +56,10 @@ pub struct ChildParams {
     /// The child's own run id: `RUN_UID + uid_slot` (below [`crate::spec::ZYGOTE_RUN_IDS`]).
     #[serde(default)]
     pub uid_slot: u32,
+    /// Set for hako's calibration run only: the child stays dumpable under its run uid, so
+    /// that its `/proc/self/pagemap` (mode 0400) is its own to read.
+    #[serde(default)]
+    pub reads_own_page_map: bool,
 }
 
 /// The byte the zygote helper writes before each run's outcome frame: whether the program

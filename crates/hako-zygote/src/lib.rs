@@ -48,3 +48,20 @@ pub unsafe extern "C" fn hako_confine(
         Err(_) => -1,
     }
 }
+
+/// Writes the listing of the pages this process has written since its fork to `out` (see
+/// [`hako_jail::zygote::list_written_pages`]); only hako's calibration program calls it.
+/// Returns 0, or -1.
+#[no_mangle]
+pub extern "C" fn hako_list_written_pages(out: c_int) -> c_int {
+    if out < 0 {
+        return -1;
+    }
+    // SAFETY: the descriptor is only written to while this call lasts; an invalid one fails
+    // the write with EBADF.
+    let out = unsafe { std::os::fd::BorrowedFd::borrow_raw(out) };
+    match hako_jail::zygote::list_written_pages(out) {
+        Ok(()) => 0,
+        Err(_) => -1,
+    }
+}

@@ -651,6 +651,11 @@ async fn each_pool_reports_its_workers_and_memory() {
             value("hako_pool_zygote_bytes", pool) > 0.0,
             "{pool}:\n{metrics}"
         );
+        // Each worker's calibration listed the pages a run writes.
+        assert!(
+            value("hako_pool_hot_pages", pool) > 0.0,
+            "{pool}:\n{metrics}"
+        );
     }
     // The heavy parent imported requests, httpx and six; the plain one none of them.
     assert!(

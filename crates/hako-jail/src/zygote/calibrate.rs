@@ -4,14 +4,13 @@
 
 use super::{wait_readable, write_program, RunShape, Zygote, ZygoteError};
 use crate::spec::{JailSpec, SeccompSpec};
-use nix::unistd::{read, Pid};
-use std::io;
+use nix::unistd::read;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 impl Zygote {
-    /// Runs hako's own calibration program once and keeps the pages it wrote: every later
-    /// child copies them before its run. No request ever influences this set.
+    /// Runs hako's own calibration program once and keeps the pages it lists as written:
+    /// every later child copies them before its run. No request ever influences this set.
     pub(super) fn calibrate(&mut self, spec: &JailSpec, warmup: &str) {
         let shape = RunShape {
             limits: spec.limits,
@@ -20,6 +19,7 @@ impl Zygote {
                 extra_allowed: spec.seccomp.extra_allowed.clone(),
             },
             insecure: spec.insecure,
+            reads_own_page_map: false,
         };
         let before = self.cgroup.as_ref().map(|cg| cg.usage().memory_bytes);
         match self.calibration_run(&shape, &spec.env, warmup) {
@@ -42,9 +42,18 @@ impl Zygote {
         env: &[(String, String)],
         warmup: &str,
     ) -> Result<Vec<(u64, u64)>, ZygoteError> {
-        let mut child = self.fork_child(shape)?;
+        let mut child = self.fork_child(&RunShape {
+            reads_own_page_map: true,
+            ..shape.clone()
+        })?;
         // Kept open while it runs: hako's own program, never denied a call it makes.
         let _ready = child.await_ready(Instant::now() + Duration::from_secs(10))?;
+        // The library the zygote loaded lists the pages (its path in the jail).
+        let library = env
+            .iter()
+            .find(|(name, _)| name == "HAKO_ZYGOTE_LIBRARY")
+            .map(|(_, path)| path.clone())
+            .unwrap_or_default();
         // The environment runs get (the zygote's own, without its settings).
         let env: Vec<(String, String)> = env
             .iter()
@@ -52,9 +61,11 @@ impl Zygote {
             .cloned()
             .collect();
         // A JSON string is a Python string literal.
+        let literal = |text: &str| serde_json::Value::String(text.to_string());
         let program = format!(
-            "WARMUP = {}\n{CALIBRATION}",
-            serde_json::Value::String(warmup.to_string())
+            "WARMUP = {}\nLIBRARY = {}\n{CALIBRATION}",
+            literal(warmup),
+            literal(&library)
         );
         write_program(&child.program, &env, program.as_bytes())?;
         child.start()?;
@@ -71,69 +82,103 @@ impl Zygote {
                     "the calibration run did not finish".into(),
                 ));
             }
-            let mut buf = [0u8; 256];
+            let mut buf = [0u8; 4096];
             match read(stdout.as_raw_fd(), &mut buf) {
                 Ok(0) | Err(_) => {
                     child.retire();
                     return Err(ZygoteError::Start("the calibration run ended early".into()));
                 }
+                Ok(n) if seen.len() + n > MAX_OUTPUT => {
+                    child.retire();
+                    return Err(ZygoteError::Calibration(CalibrationError::TooLong));
+                }
                 Ok(n) => seen.extend_from_slice(&buf[..n]),
             }
         }
-        let pages = written_pages(child.host_pid);
         child.retire();
-        pages.map_err(ZygoteError::CalibrationPages)
+        hot_ranges(&seen).map_err(ZygoteError::Calibration)
     }
 }
 
-/// The pages `pid` has written since it was forked, as (address, length) ranges: present
-/// pages of its private writable mappings that only it maps. At most 64 MiB.
-fn written_pages(pid: Pid) -> io::Result<Vec<(u64, u64)>> {
-    use std::os::unix::fs::FileExt;
-    const PAGE: u64 = 4096;
-    const PRESENT: u64 = 1 << 63;
-    const EXCLUSIVE: u64 = 1 << 56;
-    const LIMIT: u64 = 16_384;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+/// What a calibration run may print in all: its program's output and at most
+/// [`HOT_PAGE_LIMIT`] ranges of about 30 bytes each.
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// At most this many pages (64 MiB) are copied before a run.
+const HOT_PAGE_LIMIT: u64 = 16_384;
+
+const PAGE: u64 = 4096;
+
+/// Above any user-space address (x86-64 with 5-level paging ends below 2^56).
+const USER_TOP: u64 = 1 << 56;
+
+/// Why the listing of a calibration run was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CalibrationError {
+    #[error("it printed more than 1 MiB")]
+    TooLong,
+    #[error("it printed no \"hako hot pages\" line")]
+    NoListing,
+    #[error("line {line} of its listing is not \"hot <start> <length>\" in hex")]
+    Malformed { line: usize },
+    #[error("line {line} of its listing is not a page-aligned range of user space")]
+    NotPages { line: usize },
+    #[error("line {line} of its listing is not above the range before it")]
+    Unordered { line: usize },
+}
+
+/// The ranges a calibration run listed after its last "hako hot pages" line and before
+/// "calibrated": page-aligned, non-empty, ascending and apart, in user space, cut after
+/// [`HOT_PAGE_LIMIT`] pages. The run is hako's own program and the operator's warm-up, but
+/// what a process prints is read as untrusted all the same: a bad line refuses the whole
+/// listing (the zygote then runs without hot pages).
+pub(super) fn hot_ranges(output: &[u8]) -> Result<Vec<(u64, u64)>, CalibrationError> {
+    const HEADER: &[u8] = b"\nhako hot pages\n";
+    let at = output
+        .windows(HEADER.len())
+        .rposition(|w| w == HEADER)
+        .ok_or(CalibrationError::NoListing)?;
+    let listing = &output[at + HEADER.len()..];
+    let listing = listing
+        .strip_suffix(b"calibrated\n")
+        .ok_or(CalibrationError::NoListing)?;
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     let mut total = 0;
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(span), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if !(perms.starts_with("rw") && perms.ends_with('p')) {
-            continue;
+    for (index, line) in listing.split_inclusive(|&b| b == b'\n').enumerate() {
+        let line_number = index + 1;
+        let (start, len) = line
+            .strip_suffix(b"\n")
+            .and_then(parse_hot_line)
+            .ok_or(CalibrationError::Malformed { line: line_number })?;
+        let end = start.checked_add(len).filter(|&end| end <= USER_TOP);
+        if start % PAGE != 0 || len % PAGE != 0 || len == 0 || end.is_none() {
+            return Err(CalibrationError::NotPages { line: line_number });
         }
-        let Some((start, end)) = span.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-        else {
-            continue;
-        };
-        let mut entries = vec![0u8; ((end - start) / PAGE * 8) as usize];
-        pagemap.read_exact_at(&mut entries, start / PAGE * 8)?;
-        for (i, entry) in entries.chunks_exact(8).enumerate() {
-            let entry = u64::from_le_bytes(entry.try_into().unwrap_or([0; 8]));
-            if entry & PRESENT == 0 || entry & EXCLUSIVE == 0 {
-                continue;
-            }
-            if total == LIMIT {
-                return Ok(ranges);
-            }
-            total += 1;
-            let address = start + i as u64 * PAGE;
-            match ranges.last_mut() {
-                Some((first, len)) if *first + *len == address => *len += PAGE,
-                _ => ranges.push((address, PAGE)),
-            }
+        if ranges.last().is_some_and(|&(first, l)| start < first + l) {
+            return Err(CalibrationError::Unordered { line: line_number });
+        }
+        let len = len.min((HOT_PAGE_LIMIT - total) * PAGE);
+        if len > 0 {
+            ranges.push((start, len));
+            total += len / PAGE;
         }
     }
     Ok(ranges)
 }
 
-/// hako's calibration program: a Dify-style template with a trivial `main`; then it says
-/// "calibrated" and waits to be inspected.
+/// `hot <start> <length>`, both hex without a prefix.
+fn parse_hot_line(line: &[u8]) -> Option<(u64, u64)> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut fields = line.strip_prefix("hot ")?.split(' ');
+    let start = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let len = u64::from_str_radix(fields.next()?, 16).ok()?;
+    fields.next().is_none().then_some((start, len))
+}
+
+/// hako's calibration program: a Dify-style template with a trivial `main`; then it lists
+/// the pages it wrote, says "calibrated" and waits.
 const CALIBRATION: &str = include_str!("calibration.py");
+
+#[cfg(test)]
+#[path = "calibrate_tests.rs"]
+mod tests;

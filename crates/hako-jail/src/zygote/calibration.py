@@ -1,8 +1,9 @@
 # hako calibration: runs once per zygote, in a run child like any program. It is Dify's
 # template with a trivial `main` (decode inputs, call main, print the JSON result) and the
 # loader's epilogue, and nothing more, so that the pages it writes are those a run of the
-# template writes. Then it says so and waits: the helper notes which pages this child has
-# written, and later children copy those pages before their run instead of faulting on them.
+# template writes. Then it lists the pages it has written and waits: later children copy
+# those pages before their run instead of faulting on them. It reads its own page map: its
+# supervisor may not read another uid's (root without CAP_SYS_PTRACE, as in a container).
 import json
 from base64 import b64decode
 
@@ -37,5 +38,11 @@ atexit._run_exitfuncs()
 sys.stdout.flush()
 sys.stderr.flush()
 
-os.write(1, b"\ncalibrated\n")
+
+# The pages written since the fork, listed by the zygote library (zygote/written.rs), whose
+# buffers leave this process's heaps alone; LIBRARY is set by the helper above this program.
+import ctypes
+
+ctypes.CDLL(LIBRARY).hako_list_written_pages(1)
+os.write(1, b"calibrated\n")
 select.select([], [], [], 30)

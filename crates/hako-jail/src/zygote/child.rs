@@ -26,6 +26,8 @@ pub enum ChildError {
     Mount { what: &'static str, source: Errno },
     #[error("switch to the run uid: {0}")]
     Identity(#[source] LockDownError),
+    #[error("stay dumpable to read its own page map: {0}")]
+    Dumpable(#[source] Errno),
     #[error("redirect standard streams: {0}")]
     Stdio(Errno),
     #[error("start a session of its own: {0}")]
@@ -210,6 +212,14 @@ fn enter_run_namespaces(
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = kernel.write_file(Path::new("/proc/self/oom_score_adj"), "0");
     lockdown::switch_identity(kernel, uid, gid, true).map_err(ChildError::Identity)?;
+    if params.reads_own_page_map {
+        // hako's calibration run only: the new uid made it undumpable, which gives its /proc
+        // files to root, and its page map (mode 0400) would be closed to it. No other process
+        // runs as this uid, and its seccomp filter denies ptrace.
+        kernel
+            .prctl(crate::sys::Prctl::SetDumpable(true))
+            .map_err(ChildError::Dumpable)?;
+    }
     // As the run's user: its home and cache links are its own without CAP_CHOWN.
     crate::mounts::fill_scratch(kernel, root, None)?;
     kernel

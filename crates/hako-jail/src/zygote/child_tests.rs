@@ -16,6 +16,7 @@ fn params(uid_slot: u32) -> ChildParams {
         insecure: false,
         hot_pages: Vec::new(),
         uid_slot,
+        reads_own_page_map: false,
     }
 }
 
@@ -134,4 +135,25 @@ fn hot_pages_are_copied_only_until_the_run_arrives() {
         // SAFETY: the mapping made above.
         unsafe { libc::munmap(start, LEN) };
     }
+}
+
+#[test]
+fn only_the_calibration_child_stays_dumpable_after_taking_its_uid() {
+    let root = root();
+    let kernel = Recorder::over(root.path());
+    let calibration = ChildParams {
+        reads_own_page_map: true,
+        ..params(0)
+    };
+    enter_run_namespaces(&kernel, &calibration, root.path(), 7, 8).unwrap();
+    let calls = kernel.take();
+    let uid = calls
+        .iter()
+        .position(|c| c.starts_with("setresuid "))
+        .unwrap();
+    assert_eq!(calls[uid + 1], "prctl dumpable 1", "{calls:?}");
+    // A run's child (the test above lists every call) never asks for it.
+    enter_run_namespaces(&kernel, &params(0), root.path(), 7, 8).unwrap();
+    let calls = kernel.take();
+    assert!(!calls.iter().any(|c| c.contains("dumpable")), "{calls:?}");
 }

@@ -55,8 +55,8 @@ pub enum ZygoteError {
     Receiver(#[source] control::OutOfState),
     #[error("the zygote did not start: dup stderr: {0}")]
     DupStderr(#[source] io::Error),
-    #[error("the zygote did not start: read the calibration run's pages: {0}")]
-    CalibrationPages(#[source] io::Error),
+    #[error("the calibration run's listing of its pages was refused: {0}")]
+    Calibration(#[source] calibrate::CalibrationError),
     #[error("the run child sent no egress listener")]
     NoListener,
     #[error("find the run child of zygote {zygote}: {detail}")]
@@ -70,6 +70,7 @@ mod child;
 mod family;
 mod process;
 mod reaper;
+mod written;
 pub use child::{confine_child, end_pid_namespace, prepare_fork, ChildError};
 pub use family::{parent_main, worker_main, MAX_WORKERS};
 use process::{
@@ -77,6 +78,7 @@ use process::{
     PRELOAD_NICE,
 };
 pub use reaper::ReaperError;
+pub use written::list_written_pages;
 
 /// The Python side of the zygote, run as the zygote's program (after the shared
 /// [`EXIT_STATUS_PY`]).
@@ -234,6 +236,8 @@ struct RunShape {
     limits: Limits,
     seccomp: SeccompSpec,
     insecure: bool,
+    /// Only hako's calibration run: it reads its own page map (see [`ChildParams`]).
+    reads_own_page_map: bool,
 }
 
 impl RunShape {
@@ -242,6 +246,7 @@ impl RunShape {
             limits: order.limits,
             seccomp: order.seccomp.clone(),
             insecure: order.insecure,
+            reads_own_page_map: false,
         }
     }
 }
@@ -601,6 +606,7 @@ impl Zygote {
             insecure: shape.insecure,
             hot_pages: self.hot_pages.clone(),
             uid_slot: self.slots.0 + self.forks % self.slots.1.max(1),
+            reads_own_page_map: shape.reads_own_page_map,
         };
         // At most three children live at once (the last, dying; the current; the prepared).
         self.forks = self.forks.wrapping_add(1);
