@@ -272,7 +272,12 @@ impl ZygotePool {
                 ..PoolStatus::default()
             };
             let idle: Vec<i32> = state.idle.iter().map(|z| z.pid).collect();
-            (status, state.parent.as_ref().map(|p| p.pid), idle, state.hot_pages)
+            (
+                status,
+                state.parent.as_ref().map(|p| p.pid),
+                idle,
+                state.hot_pages,
+            )
         };
         // /proc is read with the pool unlocked: a metrics scrape never holds up a run.
         let memory_bytes = parent.map_or(0, crate::warm_python::pss_of_tree);
