@@ -586,8 +586,8 @@ fn try_overlay(parent: &Path) -> Result<(), String> {
         let c_path = |path: &Path| {
             std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())
         };
-        let data = c_path(Path::new(&format!(
-            "lowerdir=/proc/self/fd/{layer_fd}:/proc/self/fd/{target_fd}"
+        let data = c_path(Path::new(&crate::mounts::overlay_layers(
+            layer_fd, target_fd,
         )))?;
         in_child(ChildAction::Overlay {
             layer: &c_path(&layer)?,

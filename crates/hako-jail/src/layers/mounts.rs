@@ -384,11 +384,7 @@ fn overlay_read_only(kernel: &dyn Kernel, dir: &Path, at: &Path) -> std::io::Res
     use std::os::fd::AsRawFd;
     let layer = fs::File::open(dir)?;
     let empty = fs::File::open(at)?;
-    let data = format!(
-        "lowerdir=/proc/self/fd/{}:/proc/self/fd/{}",
-        layer.as_raw_fd(),
-        empty.as_raw_fd()
-    );
+    let data = overlay_layers(layer.as_raw_fd(), empty.as_raw_fd());
     kernel.mount(
         Some(Path::new("overlay")),
         at,
@@ -397,6 +393,12 @@ fn overlay_read_only(kernel: &dyn Kernel, dir: &Path, at: &Path) -> std::io::Res
         Some(&data),
     )?;
     Ok(())
+}
+
+/// The options of a read-only overlay of the directory open as `layer` over the empty mount
+/// point open as `empty`: named by descriptor, so the mount table shows no host path.
+pub(crate) fn overlay_layers(layer: std::os::fd::RawFd, empty: std::os::fd::RawFd) -> String {
+    format!("lowerdir=/proc/self/fd/{layer}:/proc/self/fd/{empty}")
 }
 
 /// A copy of the file `real` at `at` in the root, read-only for everyone.
