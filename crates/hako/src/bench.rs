@@ -312,6 +312,8 @@ struct Measured {
     overloaded: usize,
     elapsed: Duration,
     cpu_ms: Option<f64>,
+    /// `cpu_ms` by part of the server's tree.
+    cpu_parts: Option<TreeCpu>,
     server_rss: Option<u64>,
 }
 
@@ -333,24 +335,105 @@ impl Measured {
     }
 }
 
-/// CPU time (ms) of a process and all its descendants, including reaped children.
-fn tree_cpu_ms(root: u32) -> f64 {
+/// CPU time (ms) of the server's process tree by part. A process's own time goes to its part;
+/// the time of the children it has reaped goes to `runs` when it is an interpreter (a zygote,
+/// a pool worker, a jail's init) and to its own part otherwise. A process that ends between
+/// two readings moves its time from one part to another: the parts are right over many runs,
+/// the total always.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct TreeCpu {
+    /// The server process itself (HTTP, scheduling, the egress guard).
+    server: f64,
+    /// hako's helpers: jails, zygote supervisors.
+    helpers: f64,
+    /// Zygotes and pool workers, their own work (forking, serving).
+    interpreters: f64,
+    /// Finished runs: the children the interpreters reaped.
+    runs: f64,
+}
+
+/// Which part a process's own time belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Server,
+    Helper,
+    Interpreter,
+}
+
+impl Part {
+    /// `cmdline` as `/proc/PID/cmdline` has it (NUL-separated).
+    fn of(pid: u32, root: u32, cmdline: &[u8]) -> Part {
+        let mut args = cmdline.split(|&b| b == 0);
+        let program = args.next().unwrap_or_default();
+        let hako = program.ends_with(b"/hako") || program == b"hako";
+        match args.next() {
+            _ if pid == root => Part::Server,
+            Some(sub) if hako && sub.starts_with(b"__") => Part::Helper,
+            _ => Part::Interpreter,
+        }
+    }
+}
+
+impl TreeCpu {
+    fn total(&self) -> f64 {
+        self.server + self.helpers + self.interpreters + self.runs
+    }
+
+    fn add(&mut self, part: Part, own: f64, reaped: f64) {
+        match part {
+            Part::Server => self.server += own + reaped,
+            Part::Helper => self.helpers += own + reaped,
+            Part::Interpreter => {
+                self.interpreters += own;
+                self.runs += reaped;
+            }
+        }
+    }
+
+    /// What was spent since `before`, per run.
+    fn per_run_since(&self, before: &TreeCpu, runs: f64) -> TreeCpu {
+        TreeCpu {
+            server: (self.server - before.server) / runs,
+            helpers: (self.helpers - before.helpers) / runs,
+            interpreters: (self.interpreters - before.interpreters) / runs,
+            runs: (self.runs - before.runs) / runs,
+        }
+    }
+}
+
+/// A process's own CPU time and that of the children it reaped (ms), from `/proc/PID/stat`.
+fn stat_times(stat: &str) -> Option<(f64, f64)> {
     let ticks = 100.0; // USER_HZ on Linux
-    let mut total = 0.0;
+                       // After the name: utime, stime, cutime and cstime are the 12th to 15th fields.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse::<f64>().ok())
+        .collect::<Option<_>>()?;
+    let [utime, stime, cutime, cstime] = fields[..] else {
+        return None;
+    };
+    Some((
+        (utime + stime) / ticks * 1000.0,
+        (cutime + cstime) / ticks * 1000.0,
+    ))
+}
+
+/// CPU time of a process and all its descendants, including reaped children, by part.
+fn tree_cpu(root: u32) -> TreeCpu {
+    let mut total = TreeCpu::default();
     let mut stack = vec![root];
     while let Some(pid) = stack.pop() {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            if let Some(rest) = stat.rsplit(')').next() {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                // Fields after the name: utime=12, stime=13, cutime=14, cstime=15 (1-based 14..17).
-                let sum: f64 = f
-                    .iter()
-                    .skip(11)
-                    .take(4)
-                    .filter_map(|v| v.parse::<f64>().ok())
-                    .sum();
-                total += sum / ticks * 1000.0;
-            }
+        if let Some((own, reaped)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .as_deref()
+            .and_then(stat_times)
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            total.add(Part::of(pid, root, &cmdline), own, reaped);
         }
         // Children hang off the thread that started them: look at every thread.
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -401,7 +484,7 @@ async fn measure(
         }
     }
     let server_rss = server_pid.and_then(rss_bytes);
-    let cpu_before = server_pid.map(tree_cpu_ms);
+    let cpu_before = server_pid.map(tree_cpu);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
     let remaining = Arc::new(std::sync::atomic::AtomicIsize::new(
@@ -460,7 +543,9 @@ async fn measure(
     total.elapsed = started.elapsed();
     if let (Some(pid), Some(before)) = (server_pid, cpu_before) {
         let runs = (total.latencies.len() + total.errors).max(1) as f64;
-        total.cpu_ms = Some((tree_cpu_ms(pid) - before) / runs);
+        let parts = tree_cpu(pid).per_run_since(&before, runs);
+        total.cpu_ms = Some(parts.total());
+        total.cpu_parts = Some(parts);
     }
     total.server_rss = server_rss;
     Ok(total)
@@ -500,6 +585,16 @@ fn report(label: &str, m: &Measured) {
         m.cpu_ms.map_or("n/a".into(), |c| format!("{c:.1} ms")),
         m.server_rss.map_or("n/a".into(), |r| format!("{:.1} MiB", r as f64 / 1048576.0)),
     );
+    if let Some(parts) = &m.cpu_parts {
+        outln!(
+            "{:<8} cpu/run by part: server {:.2} ms, helpers {:.2} ms, zygotes and workers {:.2} ms, finished runs {:.2} ms",
+            "",
+            parts.server,
+            parts.helpers,
+            parts.interpreters,
+            parts.runs
+        );
+    }
 }
 
 pub fn bench(args: BenchArgs) -> Result<i32> {
@@ -698,5 +793,67 @@ fn print_workers(runtime: &tokio::runtime::Runtime, url: &str) {
         {
             outln!("  {line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_process_of_the_tree_has_its_part() {
+        let root = 100;
+        assert_eq!(Part::of(100, root, b"/usr/bin/hako\0serve\0"), Part::Server);
+        for helper in [
+            &b"/usr/bin/hako\0__zygote-worker\0"[..],
+            b"/opt/x/hako\0__jail\0",
+            b"hako\0__zygote-parent\0",
+        ] {
+            assert_eq!(Part::of(7, root, helper), Part::Helper, "{helper:?}");
+        }
+        for interpreter in [
+            &b"/usr/bin/python3\0-s\0-B\0/opt/hako/zygote.py\0"[..],
+            b"hako-init\0",
+            b"/usr/bin/node\0--require\0/opt/hako/net/node-egress.js\0",
+            // A program named like a helper's argument is not hako.
+            b"/usr/bin/python3\0__jail\0",
+            b"/usr/bin/hako\0serve\0",
+            b"",
+        ] {
+            assert_eq!(
+                Part::of(7, root, interpreter),
+                Part::Interpreter,
+                "{interpreter:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stat_gives_own_and_reaped_time_even_with_a_parenthesis_in_the_name() {
+        let stat = "42 (py (x)) S 1 42 42 0 -1 4194560 100 0 0 0 150 50 300 100 20 0 1 0 5 0 0";
+        assert_eq!(stat_times(stat), Some((2000.0, 4000.0)));
+        assert_eq!(stat_times("42 (short) S 1 2"), None);
+        assert_eq!(stat_times("no name"), None);
+    }
+
+    #[test]
+    fn an_interpreters_reaped_children_are_finished_runs() {
+        let mut before = TreeCpu::default();
+        before.add(Part::Server, 10.0, 0.0);
+        let mut after = before;
+        after.add(Part::Server, 5.0, 1.0);
+        after.add(Part::Helper, 4.0, 2.0);
+        after.add(Part::Interpreter, 3.0, 40.0);
+        let per_run = after.per_run_since(&before, 2.0);
+        assert_eq!(
+            per_run,
+            TreeCpu {
+                server: 3.0,
+                helpers: 3.0,
+                interpreters: 1.5,
+                runs: 20.0
+            }
+        );
+        assert_eq!(per_run.total(), 27.5);
     }
 }
