@@ -128,10 +128,10 @@ pub enum CalibrationError {
 }
 
 /// The ranges a calibration run listed after its last "hako hot pages" line and before
-/// "calibrated": page-aligned, non-empty, ascending and apart, in user space, cut after
-/// [`HOT_PAGE_LIMIT`] pages. The run is hako's own program and the operator's warm-up, but
-/// what a process prints is read as untrusted all the same: a bad line refuses the whole
-/// listing (the zygote then runs without hot pages).
+/// "calibrated": page-aligned, non-empty, ascending, not overlapping, in user space, cut
+/// after [`HOT_PAGE_LIMIT`] pages. The run is hako's own program and the operator's
+/// warm-up, but what a process prints is read as untrusted all the same: a bad line refuses
+/// the whole listing (the zygote then runs without hot pages).
 pub(super) fn hot_ranges(output: &[u8]) -> Result<Vec<(u64, u64)>, CalibrationError> {
     const HEADER: &[u8] = b"\nhako hot pages\n";
     let at = output
