@@ -56,8 +56,8 @@ pub struct ChildParams {
     /// The child's own run id: `RUN_UID + uid_slot` (below [`crate::spec::ZYGOTE_RUN_IDS`]).
     #[serde(default)]
     pub uid_slot: u32,
-    /// Set for hako's calibration run only: the child stays dumpable under its run uid, so
-    /// that its `/proc/self/pagemap` (mode 0400) is its own to read.
+    /// Set for hako's calibration run only: the child opens its own `/proc/self/maps` and
+    /// `/proc/self/pagemap` before it takes its run uid, and lists its pages from them later.
     #[serde(default)]
     pub reads_own_page_map: bool,
 }

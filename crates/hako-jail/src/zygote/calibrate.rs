@@ -105,7 +105,7 @@ impl Zygote {
 const MAX_OUTPUT: usize = 1 << 20;
 
 /// At most this many pages (64 MiB) are copied before a run.
-const HOT_PAGE_LIMIT: u64 = 16_384;
+pub(super) const HOT_PAGE_LIMIT: u64 = 16_384;
 
 const PAGE: u64 = 4096;
 
@@ -170,8 +170,13 @@ pub(super) fn hot_ranges(output: &[u8]) -> Result<Vec<(u64, u64)>, CalibrationEr
 fn parse_hot_line(line: &[u8]) -> Option<(u64, u64)> {
     let line = std::str::from_utf8(line).ok()?;
     let mut fields = line.strip_prefix("hot ")?.split(' ');
-    let start = u64::from_str_radix(fields.next()?, 16).ok()?;
-    let len = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let mut hex = || {
+        let field = fields
+            .next()
+            .filter(|f| f.bytes().all(|b| b.is_ascii_hexdigit()))?;
+        u64::from_str_radix(field, 16).ok()
+    };
+    let (start, len) = (hex()?, hex()?);
     fields.next().is_none().then_some((start, len))
 }
 

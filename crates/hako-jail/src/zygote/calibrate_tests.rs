@@ -49,6 +49,8 @@ fn a_malformed_line_refuses_the_listing() {
         ("hot 1000 1000 1000\n", 1),
         ("hot 0x1000 1000\n", 1),
         ("hot -1000 1000\n", 1),
+        ("hot +1000 +1000\n", 1),
+        ("hot 1000 \n", 1),
         ("hot 1000 1000\ncold 2000 1000\n", 2),
         ("hot 1000 1000\n\n", 2),
         ("hot 1000  1000\n", 1),

@@ -26,8 +26,8 @@ pub enum ChildError {
     Mount { what: &'static str, source: Errno },
     #[error("switch to the run uid: {0}")]
     Identity(#[source] LockDownError),
-    #[error("stay dumpable to read its own page map: {0}")]
-    Dumpable(#[source] Errno),
+    #[error("open its own page map: {0}")]
+    PageMap(#[source] std::io::Error),
     #[error("redirect standard streams: {0}")]
     Stdio(Errno),
     #[error("start a session of its own: {0}")]
@@ -154,7 +154,7 @@ fn confine_child_inner(
             insecure: params.insecure,
         },
         run_ctl,
-        &[keep],
+        &[&[keep][..], &super::written::page_map_fds()].concat(),
     )?;
     // Confined. Until the run comes, take the faults it would take; then wait for it. The
     // caller then reads the program.
@@ -211,15 +211,13 @@ fn enter_run_namespaces(
     let _ = kernel.sethostname("hako");
     // The zygote is exempt from the OOM killer; a run child must not be.
     let _ = kernel.write_file(Path::new("/proc/self/oom_score_adj"), "0");
-    lockdown::switch_identity(kernel, uid, gid, true).map_err(ChildError::Identity)?;
     if params.reads_own_page_map {
-        // hako's calibration run only: the new uid made it undumpable, which gives its /proc
-        // files to root, and its page map (mode 0400) would be closed to it. No other process
-        // runs as this uid, and its seccomp filter denies ptrace.
-        kernel
-            .prctl(crate::sys::Prctl::SetDumpable(true))
-            .map_err(ChildError::Dumpable)?;
+        // hako's calibration run only: its page map (mode 0400) is opened while it is still
+        // its own. The new uid makes the process undumpable, which gives its /proc files to
+        // root; the open descriptors stay readable (see `written`).
+        super::written::open_page_map(&proc).map_err(ChildError::PageMap)?;
     }
+    lockdown::switch_identity(kernel, uid, gid, true).map_err(ChildError::Identity)?;
     // As the run's user: its home and cache links are its own without CAP_CHOWN.
     crate::mounts::fill_scratch(kernel, root, None)?;
     kernel

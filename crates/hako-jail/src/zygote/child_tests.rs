@@ -138,22 +138,34 @@ fn hot_pages_are_copied_only_until_the_run_arrives() {
 }
 
 #[test]
-fn only_the_calibration_child_stays_dumpable_after_taking_its_uid() {
+fn only_the_calibration_child_opens_its_page_map_and_before_taking_its_uid() {
+    let _alone = crate::zygote::written::PAGE_MAP_TESTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let root = root();
+    fs::create_dir_all(root.path().join("proc/self")).unwrap();
+    for file in ["maps", "pagemap"] {
+        fs::write(root.path().join("proc/self").join(file), b"").unwrap();
+    }
     let kernel = Recorder::over(root.path());
+    // A run's child (the test above lists every call) opens nothing.
+    enter_run_namespaces(&kernel, &params(0), root.path(), 7, 8).unwrap();
+    assert!(crate::zygote::written::page_map_fds().is_empty());
+    kernel.take();
     let calibration = ChildParams {
         reads_own_page_map: true,
         ..params(0)
     };
+    // Without its page map the calibration child does not take its uid at all.
+    fs::remove_file(root.path().join("proc/self/pagemap")).unwrap();
+    let err = enter_run_namespaces(&kernel, &calibration, root.path(), 7, 8).unwrap_err();
+    assert!(matches!(err, ChildError::PageMap(_)), "{err}");
+    assert!(!kernel.take().iter().any(|c| c.starts_with("setresuid")));
+    fs::write(root.path().join("proc/self/pagemap"), b"").unwrap();
     enter_run_namespaces(&kernel, &calibration, root.path(), 7, 8).unwrap();
     let calls = kernel.take();
-    let uid = calls
-        .iter()
-        .position(|c| c.starts_with("setresuid "))
-        .unwrap();
-    assert_eq!(calls[uid + 1], "prctl dumpable 1", "{calls:?}");
-    // A run's child (the test above lists every call) never asks for it.
-    enter_run_namespaces(&kernel, &params(0), root.path(), 7, 8).unwrap();
-    let calls = kernel.take();
     assert!(!calls.iter().any(|c| c.contains("dumpable")), "{calls:?}");
+    assert_eq!(crate::zygote::written::page_map_fds().len(), 2);
+    assert!(crate::zygote::written::take_page_map().is_some());
+    assert!(crate::zygote::written::page_map_fds().is_empty());
 }

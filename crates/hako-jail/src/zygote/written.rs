@@ -1,6 +1,9 @@
 //! The calibration run's own listing of the pages it has written, made in the run child
 //! through the zygote library. A process may read its own page map; its supervisor may not
-//! read another uid's without `CAP_SYS_PTRACE`, which a container's root lacks.
+//! read another uid's without `CAP_SYS_PTRACE`, which a container's root lacks. The child
+//! opens its page map before it takes its run uid ([`open_page_map`]): afterwards the file
+//! (mode 0400) is root's, as the uid change makes the process undumpable, while descriptors
+//! opened before stay readable. The child never becomes dumpable again.
 //!
 //! The listing allocates nothing on the heaps the run shares with its zygote: its buffers
 //! are one fresh mapping, left out of the listing, so that the listing adds no page of its
@@ -8,8 +11,12 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::calibrate::HOT_PAGE_LIMIT;
 
 const PAGE: u64 = 4096;
 /// Page map entry bits: the page is present, and mapped by this process only.
@@ -20,16 +27,65 @@ const MAPS_BYTES: usize = 1 << 20;
 const ENTRIES: usize = 1 << 15;
 const LISTING_BYTES: usize = 1 << 20;
 
+/// This process's `maps` and `pagemap`, opened by [`open_page_map`].
+struct PageMap {
+    maps: File,
+    pagemap: File,
+}
+
+static PAGE_MAP: Mutex<Option<PageMap>> = Mutex::new(None);
+
+fn page_map() -> std::sync::MutexGuard<'static, Option<PageMap>> {
+    PAGE_MAP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Opens `<proc>/self/maps` and `<proc>/self/pagemap` for a later [`list_written_pages`].
+pub(super) fn open_page_map(proc: &Path) -> io::Result<()> {
+    let maps = File::open(proc.join("self/maps"))?;
+    let pagemap = File::open(proc.join("self/pagemap"))?;
+    *page_map() = Some(PageMap { maps, pagemap });
+    Ok(())
+}
+
+/// The descriptors [`open_page_map`] holds, to keep open through the lock-down.
+pub(super) fn page_map_fds() -> Vec<RawFd> {
+    page_map()
+        .as_ref()
+        .map(|p| vec![p.maps.as_raw_fd(), p.pagemap.as_raw_fd()])
+        .unwrap_or_default()
+}
+
+/// Held by the tests that use the process-wide page map, one at a time.
+#[cfg(test)]
+pub(super) static PAGE_MAP_TESTS: Mutex<()> = Mutex::new(());
+
+#[cfg(test)]
+pub(super) fn take_page_map() -> Option<(File, File)> {
+    page_map().take().map(|p| (p.maps, p.pagemap))
+}
+
 /// Writes to `out` a line "hako hot pages" (after a newline), then one line
 /// "hot <start> <length>" (hex) per range of present pages of its private writable mappings
-/// that only this process maps: the pages it has written since its fork.
+/// that only this process maps: the pages it has written since its fork, at most
+/// [`HOT_PAGE_LIMIT`]. Only once, and only in a child that opened its page map.
 pub fn list_written_pages(out: BorrowedFd<'_>) -> io::Result<()> {
+    let Some(PageMap { mut maps, pagemap }) = page_map().take() else {
+        return Err(io::Error::other(
+            "the page map was not opened before the run uid",
+        ));
+    };
+    list(&mut maps, &pagemap, HOT_PAGE_LIMIT, out)
+}
+
+/// The listing of at most `limit` pages.
+fn list(maps: &mut File, pagemap: &File, limit: u64, out: BorrowedFd<'_>) -> io::Result<()> {
     let mut scratch = Scratch::map(MAPS_BYTES + ENTRIES * 8 + LISTING_BYTES)?;
     let own = scratch.span();
     let (maps_buf, rest) = scratch.bytes().split_at_mut(MAPS_BYTES);
     let (entries, listing_buf) = rest.split_at_mut(ENTRIES * 8);
-    let maps = read_whole(&mut File::open("/proc/self/maps")?, maps_buf)?;
-    let pagemap = File::open("/proc/self/pagemap")?;
+    let maps = read_whole(maps, maps_buf)?;
     let mut listing = Listing::new(listing_buf);
     listing.line(format_args!("\nhako hot pages"))?;
     for (start, end) in maps.split(|&b| b == b'\n').filter_map(private_writable) {
@@ -42,6 +98,10 @@ pub fn list_written_pages(out: BorrowedFd<'_>) -> io::Result<()> {
                 let entry = u64::from_le_bytes(entry.try_into().unwrap_or([0; 8]));
                 let address = chunk + index as u64 * PAGE;
                 if entry & PRESENT != 0 && entry & EXCLUSIVE != 0 && !own.contains(&address) {
+                    if listing.pages == limit {
+                        listing.finish()?;
+                        return write_all(out, listing.written());
+                    }
                     listing.page(address)?;
                 }
             }
@@ -95,6 +155,7 @@ struct Listing<'a> {
     buf: &'a mut [u8],
     len: usize,
     current: Option<(u64, u64)>,
+    pages: u64,
 }
 
 impl<'a> Listing<'a> {
@@ -103,10 +164,12 @@ impl<'a> Listing<'a> {
             buf,
             len: 0,
             current: None,
+            pages: 0,
         }
     }
 
     fn page(&mut self, address: u64) -> io::Result<()> {
+        self.pages += 1;
         match &mut self.current {
             Some((start, len)) if *start + *len == address => *len += PAGE,
             _ => {
@@ -210,7 +273,11 @@ mod tests {
         let span = page.span();
         // Only the middle page is written.
         page.bytes()[PAGE as usize] = 1;
-        let lister = std::thread::spawn(move || list_written_pages(writer.as_fd()));
+        let lister = std::thread::spawn(move || {
+            let mut maps = File::open("/proc/self/maps")?;
+            let pagemap = File::open("/proc/self/pagemap")?;
+            list(&mut maps, &pagemap, u64::MAX, writer.as_fd())
+        });
         let mut output = Vec::new();
         File::from(reader).read_to_end(&mut output).unwrap();
         lister.join().unwrap().unwrap();
@@ -225,6 +292,29 @@ mod tests {
         assert!(!covers(span.start + 2 * PAGE), "{ranges:x?}");
         // Ascending and apart, as the helper requires.
         assert!(ranges.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0));
+    }
+
+    #[test]
+    fn the_listing_stops_at_its_page_limit() {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        let lister = std::thread::spawn(move || {
+            let mut maps = File::open("/proc/self/maps")?;
+            let pagemap = File::open("/proc/self/pagemap")?;
+            list(&mut maps, &pagemap, 3, writer.as_fd())
+        });
+        let mut output = Vec::new();
+        File::from(reader).read_to_end(&mut output).unwrap();
+        lister.join().unwrap().unwrap();
+        let pages: u64 = listed(&output).iter().map(|(_, len)| len / PAGE).sum();
+        assert_eq!(pages, 3, "{}", String::from_utf8_lossy(&output));
+    }
+
+    #[test]
+    fn without_a_page_map_opened_before_there_is_no_listing() {
+        let _alone = PAGE_MAP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let (_reader, writer) = nix::unistd::pipe().unwrap();
+        assert!(take_page_map().is_none());
+        assert!(list_written_pages(writer.as_fd()).is_err());
     }
 
     #[test]
