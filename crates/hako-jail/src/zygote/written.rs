@@ -266,22 +266,28 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_page_this_process_wrote_is_listed_and_the_listing_leaves_itself_out() {
+    /// This test process's listing of at most `limit` pages, read from a pipe as the helper
+    /// reads it (the listing may be larger than the pipe holds).
+    fn listing_of_this_process(limit: u64) -> Vec<u8> {
         let (reader, writer) = nix::unistd::pipe().unwrap();
-        let mut page = Scratch::map(3 * PAGE as usize).unwrap();
-        let span = page.span();
-        // Only the middle page is written.
-        page.bytes()[PAGE as usize] = 1;
         let lister = std::thread::spawn(move || {
             let mut maps = File::open("/proc/self/maps")?;
             let pagemap = File::open("/proc/self/pagemap")?;
-            list(&mut maps, &pagemap, u64::MAX, writer.as_fd())
+            list(&mut maps, &pagemap, limit, writer.as_fd())
         });
         let mut output = Vec::new();
         File::from(reader).read_to_end(&mut output).unwrap();
         lister.join().unwrap().unwrap();
-        let ranges = listed(&output);
+        output
+    }
+
+    #[test]
+    fn a_page_this_process_wrote_is_listed_and_the_listing_leaves_itself_out() {
+        let mut page = Scratch::map(3 * PAGE as usize).unwrap();
+        let span = page.span();
+        // Only the middle page is written.
+        page.bytes()[PAGE as usize] = 1;
+        let ranges = listed(&listing_of_this_process(u64::MAX));
         let covers = |address: u64| {
             ranges
                 .iter()
@@ -296,15 +302,7 @@ mod tests {
 
     #[test]
     fn the_listing_stops_at_its_page_limit() {
-        let (reader, writer) = nix::unistd::pipe().unwrap();
-        let lister = std::thread::spawn(move || {
-            let mut maps = File::open("/proc/self/maps")?;
-            let pagemap = File::open("/proc/self/pagemap")?;
-            list(&mut maps, &pagemap, 3, writer.as_fd())
-        });
-        let mut output = Vec::new();
-        File::from(reader).read_to_end(&mut output).unwrap();
-        lister.join().unwrap().unwrap();
+        let output = listing_of_this_process(3);
         let pages: u64 = listed(&output).iter().map(|(_, len)| len / PAGE).sum();
         assert_eq!(pages, 3, "{}", String::from_utf8_lossy(&output));
     }
