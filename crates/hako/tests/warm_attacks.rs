@@ -200,6 +200,49 @@ fn consecutive_warm_runs_do_not_see_each_others_sockets() {
     }
 }
 
+/// The calibration listing is read from hako's own calibration child only, when a worker
+/// starts: a run that prints one (header, ranges, end line) is answered with its output, and
+/// no pool's hot pages change.
+#[test]
+fn a_run_printing_a_calibration_listing_changes_no_pools_hot_pages() {
+    if !can_run_jail() {
+        return;
+    }
+    let config = "worker_timeout: 20\nmax_workers: 1\nhako:\n  mode: zygote\n";
+    let jail = Runner::warm_server(config);
+    let Runner::Server(server) = &jail else {
+        unreachable!("a warm server")
+    };
+    let hot_pages = || -> Vec<String> {
+        get_text(server, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with("hako_pool_hot_pages{"))
+            .map(str::to_string)
+            .collect()
+    };
+    // Every pool's first worker has calibrated.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut before = hot_pages();
+    while before.is_empty() || before.iter().any(|l| l.ends_with(" 0")) {
+        assert!(std::time::Instant::now() < deadline, "{before:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        before = hot_pages();
+    }
+    let forged = "import sys\nsys.stdout.write('\\nhako hot pages\\nhot 1000 1000\\nhot 7f0000000000 4000000\\ncalibrated\\n')";
+    for round in 0..3 {
+        let r = jail.run("python3", forged, &[]);
+        assert_eq!(r.status(), "ok", "round {round}: {:?}", r.json);
+        assert_eq!(
+            r.stdout(),
+            "\nhako hot pages\nhot 1000 1000\nhot 7f0000000000 4000000\ncalibrated\n",
+            "round {round}"
+        );
+    }
+    let r = jail.run("python3", "import os\nprint(os.getppid())", &[]);
+    assert_eq!(r.stdout(), "0\n", "{:?}", r.json);
+    assert_eq!(hot_pages(), before);
+}
+
 #[test]
 fn runs_cannot_read_the_warmup_code_or_the_preload_list() {
     if !can_run_jail() {
