@@ -23,6 +23,7 @@
 use std::str::FromStr;
 
 use crate::spec::SeccompMode;
+use hako_wire::zygote::{FilterInstruction, FilterProgram};
 
 pub mod bpf;
 pub mod notify;
@@ -246,6 +247,35 @@ pub(crate) fn build_program(
     policy.compile(deny_action(target.mode, target.listener)?)
 }
 
+/// `program` as it is sent to a zygote's run child, which installs what its helper built.
+pub(crate) fn to_wire(program: &[libc::sock_filter]) -> FilterProgram {
+    FilterProgram(
+        program
+            .iter()
+            .map(|i| FilterInstruction {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect(),
+    )
+}
+
+/// The program a run child received (see [`to_wire`]).
+pub(crate) fn from_wire(program: &FilterProgram) -> Vec<libc::sock_filter> {
+    program
+        .0
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect()
+}
+
 fn deny_action(mode: SeccompMode, listener: bool) -> Result<bpf::DenyAction, SeccompError> {
     match (mode, listener) {
         (SeccompMode::Enforce, true) | (SeccompMode::Learn, true) => Ok(bpf::DenyAction::UserNotif),
@@ -291,6 +321,26 @@ mod tests {
     fn clone3_is_expected_enosys_and_openat_is_not() {
         assert!(is_expected_enosys(resolve_syscall("clone3").unwrap()));
         assert!(!is_expected_enosys(resolve_syscall("openat").unwrap()));
+    }
+
+    #[test]
+    fn a_program_crosses_the_wire_unchanged() {
+        let program = build_program(
+            "python3",
+            &[],
+            FilterFor {
+                zygote_child: true,
+                ..FilterFor::jail(SeccompMode::Enforce, true)
+            },
+        )
+        .unwrap();
+        let text = serde_json::to_vec(&to_wire(&program)).unwrap();
+        let back = from_wire(&serde_json::from_slice(&text).unwrap());
+        let fields = |p: &[libc::sock_filter]| -> Vec<_> {
+            p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+        };
+        assert!(program.len() > 10);
+        assert_eq!(fields(&back), fields(&program));
     }
 
     #[test]

@@ -34,8 +34,6 @@ pub enum ChildError {
     Session(#[source] Errno),
     #[error(transparent)]
     MaskProc(#[from] crate::procmask::MaskError),
-    #[error("build the seccomp policy: {0}")]
-    Seccomp(#[from] seccomp::SeccompError),
     #[error("{0}")]
     LockDown(#[from] LockDownError),
     #[error("{0}")]
@@ -131,19 +129,8 @@ fn confine_child_inner(
     // its program exists (see `crate::netns`); the helper closes it for other runs.
     // SAFETY: run_ctl is open for the duration of this call.
     crate::netns::hand_over_listener(unsafe { BorrowedFd::borrow_raw(run_ctl) })?;
-    let program = seccomp::build_program(
-        params.language.as_str(),
-        &params.seccomp.extra_allowed,
-        seccomp::FilterFor {
-            mode: params.seccomp.mode,
-            listener: params.use_listener,
-            memory_guarded: crate::helper::memory_guard::guards(
-                params.coverage.memory,
-                params.limits.memory_bytes,
-            ),
-            zygote_child: true,
-        },
-    )?;
+    // Compiled by the helper, as for a spawned jail: nothing to build here.
+    let program = seccomp::from_wire(&params.seccomp_filter);
     lockdown::lock_down(
         &LockDown {
             language: params.language,

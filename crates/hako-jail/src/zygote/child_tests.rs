@@ -11,7 +11,7 @@ fn params(uid_slot: u32) -> ChildParams {
         language: spec.language,
         limits: spec.limits,
         coverage: Default::default(),
-        seccomp: spec.seccomp,
+        seccomp_filter: Default::default(),
         use_listener: false,
         insecure: false,
         hot_pages: Vec::new(),

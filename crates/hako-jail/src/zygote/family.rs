@@ -174,6 +174,7 @@ impl Zygote {
             last: None,
             prepared_bytes: 0,
             hot_pages: Vec::new(),
+            filter: None,
         };
         zygote.calibrate(spec, warmup);
         set_nice(pid, 0);

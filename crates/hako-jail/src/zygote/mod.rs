@@ -23,10 +23,11 @@ use crate::helper::unix_diag::ReadyFds;
 use crate::helper::{self, HelperError, KillOnDrop, Supervised, Watch};
 use crate::lockdown::CgroupCoverage;
 use crate::protocol::{self, ProtocolError};
-use crate::seccomp::notify;
+use crate::seccomp::{self, notify};
 use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec, ZYGOTE_RUN_IDS};
 use crate::sys::{Kernel, REAL};
 use hako_wire::control::{self, Message, Received, Receiver};
+use hako_wire::zygote::FilterProgram;
 pub use hako_wire::zygote::{ChildParams, RunOrder, Stage, ZygoteReport, ZygoteSettings};
 use hako_wire::Language;
 use nix::errno::Errno;
@@ -225,9 +226,19 @@ struct Zygote {
     /// Pages every run writes (learnt from hako's own calibration run); prepared children
     /// copy them ahead of time, off the clock.
     hot_pages: Vec<(u64, u64)>,
+    /// The last seccomp filter compiled for its children, and what it was compiled from.
+    filter: Option<(FilterInputs, FilterProgram)>,
     /// The run ids its children take: `first .. first + count` (a worker zygote shares its
     /// parent's user namespace with the other workers and has a range of its own).
     slots: (u32, u32),
+}
+
+/// What a run child's seccomp filter is compiled from, besides the language (Python) and
+/// whether the helper listens for denied calls (fixed per zygote).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FilterInputs {
+    seccomp: SeccompSpec,
+    memory_guarded: bool,
 }
 
 /// What a run child is confined with. A prepared child takes a run of the same shape only.
@@ -460,6 +471,7 @@ impl Zygote {
             held_mounts: None,
             prepared_bytes: 0,
             hot_pages: Vec::new(),
+            filter: None,
         })
     }
 
@@ -593,15 +605,47 @@ impl Zygote {
         self.receive_child(pending)
     }
 
+    /// The filter a child of `shape` installs: compiled here (as for a spawned jail), once
+    /// per distinct policy, so that no child builds one.
+    fn filter_for(&mut self, shape: &RunShape) -> Result<FilterProgram, ZygoteError> {
+        let inputs = FilterInputs {
+            seccomp: shape.seccomp.clone(),
+            memory_guarded: crate::helper::memory_guard::guards(
+                self.coverage.memory,
+                shape.limits.memory_bytes,
+            ),
+        };
+        if let Some((compiled_from, program)) = &self.filter {
+            if *compiled_from == inputs {
+                return Ok(program.clone());
+            }
+        }
+        let program = seccomp::build_program(
+            Language::Python3.as_str(),
+            &inputs.seccomp.extra_allowed,
+            seccomp::FilterFor {
+                mode: inputs.seccomp.mode,
+                listener: self.use_listener,
+                memory_guarded: inputs.memory_guarded,
+                zygote_child: true,
+            },
+        )
+        .map_err(HelperError::from)?;
+        let program = seccomp::to_wire(&program);
+        self.filter = Some((inputs, program.clone()));
+        Ok(program)
+    }
+
     /// Sends the fork request; the zygote forks while we do other things.
     fn request_child(&mut self, shape: &RunShape) -> Result<PendingChild, ZygoteError> {
+        let seccomp_filter = self.filter_for(shape)?;
         let pipes = helper::channels()?;
         let program = empty_memfd()?;
         let params = ChildParams {
             language: Language::Python3,
             limits: shape.limits,
             coverage: self.coverage,
-            seccomp: shape.seccomp.clone(),
+            seccomp_filter,
             use_listener: self.use_listener,
             insecure: shape.insecure,
             hot_pages: self.hot_pages.clone(),
