@@ -379,6 +379,7 @@ fn prepare_and_run(
             control: &control,
             receiver: Receiver::jail(),
             listener: None,
+            egress: None,
         };
         let mut outcome = supervise(&watch, channel, pipes.stdout.0, pipes.stderr.0)?;
         guard.0 = None;

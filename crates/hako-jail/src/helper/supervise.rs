@@ -32,11 +32,13 @@ pub(crate) struct Watch<'a> {
 }
 
 /// The supervisor's end of a run's control channel: the socket, where its protocol stands,
-/// and the seccomp listener if READY already brought it.
+/// the seccomp listener if READY already brought it, and the run's egress if it waits for
+/// the run's first connection.
 pub(crate) struct Supervised<'a> {
     pub control: &'a OwnedFd,
     pub receiver: Receiver,
     pub listener: Option<OwnedFd>,
+    pub egress: Option<&'a mut crate::netns::Egress>,
 }
 
 /// What the supervisor says when a run sent a control message no state expects.
@@ -56,6 +58,7 @@ pub(crate) fn supervise(
         control,
         mut receiver,
         mut listener,
+        mut egress,
     } = channel;
     let init = watch.target;
     let deadline = watch.started + Duration::from_millis(watch.limits.timeout_ms);
@@ -107,6 +110,10 @@ pub(crate) fn supervise(
                 streams[1].open.then_some(&stderr),
             ],
             listener: listener.as_ref(),
+            first_connection: egress
+                .as_deref()
+                .filter(|_| !killed)
+                .and_then(crate::netns::Egress::first_connection),
             cancel: !killed,
         };
         let events = match wait_for_events(
@@ -135,6 +142,11 @@ pub(crate) fn supervise(
                     }
                 }
                 Role::Listener => listener_event(&mut listener, revents, watch.mode, &mut blocked),
+                Role::FirstConnection => {
+                    if let Some(egress) = egress.as_deref_mut() {
+                        egress.link();
+                    }
+                }
                 Role::Control => match take_control(control, &mut receiver) {
                     Ok(Some((Message::Error(text), _))) => {
                         let _ = kill(init, Signal::SIGKILL);
@@ -228,6 +240,8 @@ struct Open<'a> {
     control: Option<&'a OwnedFd>,
     streams: [Option<&'a OwnedFd>; 2],
     listener: Option<&'a OwnedFd>,
+    /// The egress listener of a run that has not connected yet.
+    first_connection: Option<&'a OwnedFd>,
     /// The caller's cancellation (SIGTERM), until the run is killed.
     cancel: bool,
 }
@@ -238,8 +252,8 @@ fn wait_for_events(
     open: Open<'_>,
     wait: PollTimeout,
 ) -> Result<Option<Vec<(Role, PollFlags)>>, HelperError> {
-    let mut fds = Vec::with_capacity(4);
-    let mut roles = Vec::with_capacity(4);
+    let mut fds = Vec::with_capacity(6);
+    let mut roles = Vec::with_capacity(6);
     if let Some(control) = open.control {
         fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
         roles.push(Role::Control);
@@ -253,6 +267,10 @@ fn wait_for_events(
     if let Some(l) = open.listener {
         fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         roles.push(Role::Listener);
+    }
+    if let Some(l) = open.first_connection {
+        fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        roles.push(Role::FirstConnection);
     }
     let cancel = CANCEL_FD.load(std::sync::atomic::Ordering::Relaxed);
     if cancel >= 0 && open.cancel {
@@ -383,6 +401,7 @@ enum Role {
     Control,
     Stream(usize),
     Listener,
+    FirstConnection,
     Cancel,
 }
 

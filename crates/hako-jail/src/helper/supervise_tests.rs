@@ -46,6 +46,7 @@ fn supervise_after(
         control: &ours,
         receiver,
         listener: None,
+        egress: None,
     };
     // The output pipes close once the run is gone (the test holds their write ends).
     let closer = std::thread::spawn(move || {

@@ -7,7 +7,8 @@
 //! loopback up, listens on `127.0.0.1:EGRESS_PORT` ([`hand_over_listener`]) and passes that
 //! socket to the helper on its control channel ([`hako_wire::control::Message::Egress`]).
 //! The helper hands it to the egress guard over the guard's unix socket (SCM_RIGHTS; a path
-//! socket works across network namespaces) with [`register`]. The namespace has no other
+//! socket works across network namespaces) with [`register`]: a spawned jail's before its
+//! program starts, a zygote run's when the run first connects ([`Egress`]). The namespace has no other
 //! interface and no route, so the listener is the run's only way out; the program holds no
 //! capability in its user namespace and seccomp refuses it new namespaces, so it can neither
 //! add a way out nor reach the helper's namespace.
@@ -65,6 +66,60 @@ pub enum NetnsError {
 #[derive(Debug)]
 pub struct EgressLink {
     stream: UnixStream,
+}
+
+/// A zygote run's egress in proxy mode. Its listener goes to the guard when the run first
+/// connects ([`Egress::link`]): a run that never connects (most of them) costs the guard
+/// nothing. Until then the run's connections wait in the listener's backlog.
+#[derive(Debug)]
+pub enum Egress {
+    /// No connection yet; the helper holds the listener.
+    Waiting {
+        listener: OwnedFd,
+        spec: EgressSpec,
+    },
+    Linked(EgressLink),
+    /// The guard did not take the listener, which is closed: the run's connections are
+    /// refused, and its report says why.
+    Failed(String),
+}
+
+impl Egress {
+    /// The listener to watch for the run's first connection, while it waits for one.
+    pub fn first_connection(&self) -> Option<&OwnedFd> {
+        match self {
+            Egress::Waiting { listener, .. } => Some(listener),
+            Egress::Linked(_) | Egress::Failed(_) => None,
+        }
+    }
+
+    /// Hands a waiting listener to the guard (the run is connecting).
+    pub fn link(&mut self) {
+        let taken = std::mem::replace(self, Egress::Failed(String::new()));
+        *self = match taken {
+            Egress::Waiting { listener, spec } => match register(listener, &spec) {
+                Ok(link) => Egress::Linked(link),
+                Err(err) => {
+                    eprintln!("hako jail: {err}; the run's connections are refused");
+                    Egress::Failed(err.to_string())
+                }
+            },
+            other => other,
+        };
+    }
+
+    /// What the guard saw (None if it did not answer). A run that never connected opened no
+    /// connection.
+    pub fn finish(self) -> Option<NetworkReport> {
+        match self {
+            Egress::Waiting { .. } => Some(NetworkReport::default()),
+            Egress::Linked(link) => link.finish(),
+            Egress::Failed(why) => Some(NetworkReport {
+                failed: vec![format!("egress guard: {why}")],
+                ..NetworkReport::default()
+            }),
+        }
+    }
 }
 
 /// Inside a run's fresh network namespace (loopback up), before any program: listens on
@@ -212,6 +267,7 @@ pub fn recv_with_fd(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn a_descriptor_crosses_a_socket_pair() {
@@ -237,5 +293,96 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/guard.sock"));
+    }
+
+    /// A stand-in for the guard on a real unix socket, and a waiting egress whose listener
+    /// is a real TCP listener on loopback.
+    fn waiting_run() -> (
+        tempfile::TempDir,
+        std::os::unix::net::UnixListener,
+        Egress,
+        u16,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("guard.sock");
+        let guard = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        guard.set_nonblocking(true).unwrap();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let egress = Egress::Waiting {
+            listener: OwnedFd::from(listener),
+            spec: EgressSpec {
+                socket,
+                run_id: "run#1".into(),
+            },
+        };
+        (dir, guard, egress, port)
+    }
+
+    #[test]
+    fn a_run_that_never_connects_never_reaches_the_guard() {
+        let (_dir, guard, egress, _) = waiting_run();
+        assert!(egress.first_connection().is_some());
+        assert_eq!(egress.finish(), Some(NetworkReport::default()));
+        let err = guard.accept().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+    }
+
+    #[test]
+    fn the_first_connection_hands_the_listener_to_the_guard() {
+        let (_dir, guard, mut egress, port) = waiting_run();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let served = std::thread::spawn(move || {
+            guard.set_nonblocking(false).unwrap();
+            let (stream, _) = guard.accept().unwrap();
+            let mut frame = [0u8; 256];
+            let (n, listener) = recv_with_fd(stream.as_fd(), &mut frame).unwrap();
+            (&stream).write_all(&Answer::Accepted.encode()).unwrap();
+            // The run's waiting connection is there to accept on the listener it got.
+            let listener = std::net::TcpListener::from(listener.unwrap());
+            listener.accept().unwrap();
+            let mut rest = Vec::new();
+            (&stream).read_to_end(&mut rest).unwrap();
+            let report = NetworkReport {
+                connections: 1,
+                ..NetworkReport::default()
+            };
+            (&stream)
+                .write_all(&hako_wire::egress::encode_report(&report).unwrap())
+                .unwrap();
+            String::from_utf8_lossy(&frame[4..n]).into_owned()
+        });
+        egress.link();
+        assert!(matches!(egress, Egress::Linked(_)), "{egress:?}");
+        assert!(egress.first_connection().is_none());
+        let report = egress.finish().unwrap();
+        assert_eq!(report.connections, 1);
+        assert_eq!(served.join().unwrap(), r#"{"run_id":"run#1"}"#);
+    }
+
+    #[test]
+    fn a_guard_that_is_gone_refuses_the_connections_and_the_report_says_so() {
+        let (dir, guard, mut egress, port) = waiting_run();
+        drop(guard);
+        std::fs::remove_file(dir.path().join("guard.sock")).unwrap();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        egress.link();
+        // The listener is closed: the connection waiting on it is reset.
+        let mut buf = [0u8; 1];
+        let read = (&client).read(&mut buf);
+        assert!(
+            matches!(&read, Ok(0))
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset),
+            "{read:?}"
+        );
+        let report = egress.finish().unwrap();
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        assert!(
+            report.failed[0].starts_with("egress guard: connect to the egress guard at")
+                && report.failed[0].contains("guard.sock"),
+            "{report:?}"
+        );
     }
 }

@@ -22,6 +22,7 @@
 use crate::helper::unix_diag::ReadyFds;
 use crate::helper::{self, HelperError, KillOnDrop, Supervised, Watch};
 use crate::lockdown::CgroupCoverage;
+use crate::netns::Egress;
 use crate::protocol::{self, ProtocolError};
 use crate::seccomp::{self, notify};
 use crate::spec::{JailOutcome, JailSpec, Limits, SeccompSpec, ZYGOTE_RUN_IDS};
@@ -269,6 +270,7 @@ struct Handover<'a> {
     started: Instant,
     /// The child's seccomp listener and sock_diag socket (they came with READY).
     ready: ReadyFds,
+    egress: Option<&'a mut Egress>,
 }
 
 /// A fork request the zygote has yet to answer.
@@ -542,11 +544,13 @@ impl Zygote {
             .unwrap_or_default();
         // The group outlives the run: its own peak needs a count restarted now.
         let peak = self.cgroup.as_ref().and_then(|cg| cg.peak_counter());
-        // A run without proxy network keeps no listener: nothing answers on 3128.
-        let link = match (&order.egress, child.egress.take()) {
-            (Some(egress), Some(listener)) => {
-                Some(crate::netns::register(listener, egress).map_err(HelperError::from)?)
-            }
+        // A run without proxy network keeps no listener: nothing answers on 3128. A run with
+        // it reaches the guard once it connects (see `Egress`).
+        let mut egress = match (&order.egress, child.egress.take()) {
+            (Some(spec), Some(listener)) => Some(Egress::Waiting {
+                listener,
+                spec: spec.clone(),
+            }),
             (Some(_), None) => return Err(ZygoteError::NoListener),
             (None, _) => None,
         };
@@ -555,9 +559,10 @@ impl Zygote {
             code,
             started,
             ready,
+            egress: egress.as_mut(),
         };
-        let outcome = self.hand_over_and_supervise(child, handover, output);
-        let mut outcome = crate::netns::finish(link, outcome)?;
+        let mut outcome = self.hand_over_and_supervise(child, handover, output)?;
+        outcome.network = egress.and_then(Egress::finish);
         if let Some(cg) = &self.cgroup {
             helper::account_limits(&mut outcome, &cg.stats().since(&before));
             // The run's own peak: the larger of what its group grew by since the count
@@ -722,6 +727,7 @@ impl Zygote {
             code,
             started,
             ready,
+            egress,
         } = handover;
         write_program(&child.program, &order.env, code)?;
         // Best effort: without it the answer only waits for the unmounting.
@@ -756,6 +762,7 @@ impl Zygote {
             control: &child.control,
             receiver: child.receiver,
             listener,
+            egress,
         };
         let outcome = helper::supervise(&watch, channel, stdout, stderr);
         // A killed run's child never outlives its run. The next run waits until it is gone.
