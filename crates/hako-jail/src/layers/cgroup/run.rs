@@ -1,8 +1,11 @@
 //! What a run does with its groups: add a process, account, retune, kill, remove.
 
-use std::fs;
+use std::collections::hash_map::{Entry, HashMap};
+use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -20,11 +23,48 @@ use crate::sys::Kernel;
 pub struct RunCgroup {
     dirs: Vec<(Controller, PathBuf)>,
     kernel: &'static dyn Kernel,
+    /// The files read at every run, opened once: a zygote's group serves many runs.
+    readers: Mutex<HashMap<PathBuf, File>>,
+    /// The limits the last [`RunCgroup::retune`] set.
+    retuned: Mutex<Option<CgroupLimits>>,
 }
+
+/// Longer files are read whole, through a path.
+const SHORT_FILE: usize = 1024;
 
 impl RunCgroup {
     pub(super) fn new(dirs: Vec<(Controller, PathBuf)>, kernel: &'static dyn Kernel) -> RunCgroup {
-        RunCgroup { dirs, kernel }
+        RunCgroup {
+            dirs,
+            kernel,
+            readers: Mutex::default(),
+            retuned: Mutex::default(),
+        }
+    }
+
+    /// `dir/file` now, through a descriptor kept open (a cgroup file read from offset 0 is
+    /// generated afresh); None when unreadable.
+    fn read(&self, dir: &Path, file: &str) -> Option<String> {
+        let path = dir.join(file);
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        let reader = match readers.entry(path) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(new) => {
+                let file = File::open(new.key()).ok()?;
+                new.insert(file)
+            }
+        };
+        let mut buf = [0u8; SHORT_FILE];
+        let n = reader.read_at(&mut buf, 0).ok()?;
+        if n == buf.len() {
+            return fs::read_to_string(dir.join(file)).ok();
+        }
+        String::from_utf8(buf[..n].to_vec()).ok()
+    }
+
+    /// `dir/file` as a number.
+    fn read_number(&self, dir: &Path, file: &str) -> Option<u64> {
+        self.read(dir, file)?.trim().parse().ok()
     }
 
     pub(super) fn push(&mut self, kind: Controller, dir: PathBuf) {
@@ -46,17 +86,14 @@ impl RunCgroup {
     pub fn stats(&self) -> CgroupStats {
         let mut stats = CgroupStats::default();
         for (kind, dir) in &self.dirs {
-            let read = |file: &str| fs::read_to_string(dir.join(file)).ok();
+            let read = |file: &str| self.read(dir, file);
             match kind {
                 Controller::Memory => {
-                    stats.peak_memory_bytes =
-                        read("memory.max_usage_in_bytes").and_then(|s| s.trim().parse().ok());
+                    stats.peak_memory_bytes = self.read_number(dir, "memory.max_usage_in_bytes");
                     stats.oom_kills = read("memory.oom_control")
                         .and_then(|s| keyed_value(&s, "oom_kill"))
                         .unwrap_or(0);
-                    stats.memory_limit_hits = read("memory.failcnt")
-                        .and_then(|s| s.trim().parse().ok())
-                        .unwrap_or(0);
+                    stats.memory_limit_hits = self.read_number(dir, "memory.failcnt").unwrap_or(0);
                 }
                 Controller::Pids => {
                     stats.pids_limit_hits = read("pids.events")
@@ -65,8 +102,7 @@ impl RunCgroup {
                 }
                 Controller::Cpu => {}
                 Controller::Unified => {
-                    stats.peak_memory_bytes =
-                        read("memory.peak").and_then(|s| s.trim().parse().ok());
+                    stats.peak_memory_bytes = self.read_number(dir, "memory.peak");
                     let events = read("memory.events").unwrap_or_default();
                     stats.oom_kills = keyed_value(&events, "oom_kill").unwrap_or(0);
                     stats.memory_limit_hits = keyed_value(&events, "max").unwrap_or(0);
@@ -93,11 +129,7 @@ impl RunCgroup {
     pub fn usage(&self) -> CgroupUsage {
         let mut usage = CgroupUsage::default();
         for (kind, dir) in &self.dirs {
-            let read = |file: &str| {
-                fs::read_to_string(dir.join(file))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-            };
+            let read = |file: &str| self.read_number(dir, file);
             match kind {
                 Controller::Memory => {
                     usage.memory_bytes = read("memory.usage_in_bytes").unwrap_or(0)
@@ -113,23 +145,33 @@ impl RunCgroup {
         usage
     }
 
-    /// Sets new limits on the existing group and (v1) restarts its peak-memory count. A zygote
-    /// keeps its run children in its own group and retunes it before each run, which avoids a
-    /// task migration (milliseconds on v1) per run.
+    /// Sets new limits on the existing group. A zygote keeps its run children in its own
+    /// group and retunes it before each run, which avoids a task migration (milliseconds on
+    /// v1) per run. Limits equal to the last retune's are not written again (the helper is
+    /// their only writer); the memory limit follows the group's use and changes every run.
     pub fn retune(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let mut retuned = self.retuned.lock().unwrap_or_else(|e| e.into_inner());
+        let last = retuned.take();
+        let changed = |field: fn(&CgroupLimits) -> u64| {
+            last.as_ref().is_none_or(|l| field(l) != field(limits))
+        };
+        let pids = changed(|l| l.pids);
+        let cpu = changed(|l| l.cpu_percent);
         for (kind, dir) in &self.dirs {
             match kind {
                 Controller::Memory => v1::retune_memory(self.kernel, dir, limits.memory_bytes)?,
-                Controller::Pids => super::set(
+                Controller::Pids if pids => super::set(
                     self.kernel,
                     dir,
                     "pids.max",
                     &super::limits::max_or(limits.pids),
                 )?,
-                Controller::Cpu => v1::set_cfs_quota(self.kernel, dir, limits.cpu_percent)?,
-                Controller::Unified => v2::retune(self.kernel, dir, limits)?,
+                Controller::Cpu if cpu => v1::set_cfs_quota(self.kernel, dir, limits.cpu_percent)?,
+                Controller::Pids | Controller::Cpu => {}
+                Controller::Unified => v2::retune(self.kernel, dir, limits, pids, cpu)?,
             }
         }
+        *retuned = Some(*limits);
         Ok(())
     }
 
@@ -189,6 +231,10 @@ impl RunCgroup {
 
     /// Kills the run's processes and removes its groups, retrying rmdir on EBUSY for ~1 s.
     pub fn remove(self) -> Result<(), CgroupError> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.kill_all()?;
         for (_, dir) in &self.dirs {
             remove_dir_retrying(self.kernel, dir)?;

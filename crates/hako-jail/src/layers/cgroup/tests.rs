@@ -316,6 +316,92 @@ fn v1_stats_read_oom_control_failcnt_and_pids_events() {
     assert_eq!(stats.oom_kills, 2);
     assert_eq!(stats.memory_limit_hits, 9);
     assert_eq!(stats.pids_limit_hits, 4);
+    // The descriptors stay open; every read is of the file as it is now, a long one whole.
+    let padding = format!("{}\n", "x".repeat(2000));
+    touch(
+        &mem.join("memory.oom_control"),
+        &format!("{padding}oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+    );
+    touch(&mem.join("memory.failcnt"), "10\n");
+    touch(&pids.join("pids.events"), "max 5\n");
+    let stats = run.stats();
+    assert_eq!(stats.oom_kills, 3);
+    assert_eq!(stats.memory_limit_hits, 10);
+    assert_eq!(stats.pids_limit_hits, 5);
+    touch(&mem.join("memory.usage_in_bytes"), "4096\n");
+    touch(&pids.join("pids.current"), "3\n");
+    assert_eq!(
+        run.usage(),
+        CgroupUsage {
+            memory_bytes: 4096,
+            tasks: 3
+        }
+    );
+    touch(&mem.join("memory.usage_in_bytes"), "8192\n");
+    assert_eq!(run.usage().memory_bytes, 8192);
+}
+
+#[test]
+fn a_retune_writes_only_the_limits_that_changed_since_the_last() {
+    let host = Host::v1(true);
+    let limits = CgroupLimits {
+        cpu_percent: 50,
+        ..LIMITS
+    };
+    let run = host.cgroups().create_run("r", &limits).unwrap();
+    host.calls();
+    // The first retune writes everything; the memory limit is written every time.
+    run.retune(&limits).unwrap();
+    assert_eq!(
+        host.calls().len(),
+        6,
+        "memory, memsw, tcp, pids, cfs period, cfs quota"
+    );
+    run.retune(&CgroupLimits {
+        memory_bytes: 96 << 20,
+        ..limits
+    })
+    .unwrap();
+    assert_eq!(
+        host.calls(),
+        [
+            "write $ROOT/memory/hako/r/memory.limit_in_bytes \"100663296\"",
+            "write $ROOT/memory/hako/r/memory.memsw.limit_in_bytes \"100663296\"",
+            "write $ROOT/memory/hako/r/memory.kmem.tcp.limit_in_bytes \"100663296\"",
+        ]
+    );
+    run.retune(&CgroupLimits {
+        pids: 20,
+        cpu_percent: 0,
+        ..limits
+    })
+    .unwrap();
+    let calls = host.calls();
+    assert!(
+        calls.contains(&"write $ROOT/pids/hako/r/pids.max \"20\"".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"write $ROOT/cpu/hako/r/cpu.cfs_quota_us \"-1\"".to_string()),
+        "{calls:?}"
+    );
+    // A failed retune is written again in full the next time.
+    host.kernel
+        .fail("write $ROOT/pids/hako/r/pids.max", Errno::EINVAL);
+    let higher = CgroupLimits { pids: 30, ..limits };
+    assert!(run.retune(&higher).is_err());
+    host.calls();
+    run.retune(&CgroupLimits {
+        pids: 20,
+        cpu_percent: 0,
+        ..limits
+    })
+    .unwrap();
+    let calls = host.calls();
+    assert!(
+        calls.contains(&"write $ROOT/pids/hako/r/pids.max \"20\"".to_string()),
+        "{calls:?}"
+    );
 }
 
 #[test]
@@ -447,7 +533,6 @@ fn v1_create_limit_remove_sequence() {
             "write $ROOT/memory/hako/r/memory.memsw.limit_in_bytes \"134217728\"",
             "write $ROOT/memory/hako/r/memory.limit_in_bytes \"134217728\"",
             "write $ROOT/memory/hako/r/memory.kmem.tcp.limit_in_bytes \"134217728\"",
-            "write $ROOT/memory/hako/r/memory.max_usage_in_bytes \"0\"",
             "write $ROOT/pids/hako/r/pids.max \"max\"",
             "write $ROOT/cpu/hako/r/cpu.cfs_period_us \"100000\"",
             "write $ROOT/cpu/hako/r/cpu.cfs_quota_us \"-1\"",

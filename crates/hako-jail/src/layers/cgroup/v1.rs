@@ -58,7 +58,8 @@ pub(super) fn create(
     run.unless(result)
 }
 
-/// Sets a new memory limit on an existing v1 group and restarts its peak-memory count.
+/// Sets a new memory limit on an existing v1 group (its peak count restarts with
+/// [`crate::peak::PeakCounter::v1`]).
 pub(super) fn retune_memory(
     kernel: &dyn Kernel,
     dir: &Path,
@@ -73,9 +74,7 @@ pub(super) fn retune_memory(
     } else if memsw {
         set(kernel, dir, "memory.memsw.limit_in_bytes", &value)?;
     }
-    limit_tcp_memory(kernel, dir, &value)?;
-    let _ = kernel.write_file(&dir.join("memory.max_usage_in_bytes"), "0");
-    Ok(())
+    limit_tcp_memory(kernel, dir, &value)
 }
 
 /// Counts the group's TCP socket buffers against `value` (cgroup v1 only: v2 charges socket

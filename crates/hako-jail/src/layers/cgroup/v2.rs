@@ -73,10 +73,14 @@ pub(super) fn retune(
     kernel: &dyn Kernel,
     dir: &Path,
     limits: &CgroupLimits,
+    pids: bool,
+    cpu: bool,
 ) -> Result<(), CgroupError> {
     set(kernel, dir, "memory.max", &max_or(limits.memory_bytes))?;
-    set(kernel, dir, "pids.max", &max_or(limits.pids))?;
-    if dir.join("cpu.max").exists() {
+    if pids {
+        set(kernel, dir, "pids.max", &max_or(limits.pids))?;
+    }
+    if cpu && dir.join("cpu.max").exists() {
         set(kernel, dir, "cpu.max", &cpu_max(limits.cpu_percent))?;
     }
     Ok(())
