@@ -441,3 +441,29 @@ fn a_killed_helper_never_runs_the_program_again() {
     );
     assert_eq!(probes.len(), 1, "spawn: executions {probes:?}: {answer}");
 }
+
+/// A run holds no capability in any set, the bounding set included (a zygote keeps five
+/// in its own; each run child empties it), and cannot gain one.
+#[test]
+fn a_run_holds_no_capability_in_any_mode() {
+    if !can_run_jail() {
+        return;
+    }
+    let code = r#"import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+bounding = [cap for cap in range(64) if libc.prctl(23, cap, 0, 0, 0) == 1]
+sets = {}
+for line in open("/proc/self/status"):
+    key, _, value = line.partition(":")
+    if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"):
+        sets[key] = value.strip()
+print(bounding, sorted(sets.items()))
+"#;
+    let none = "[] [('CapAmb', '0000000000000000'), ('CapBnd', '0000000000000000'), \
+                ('CapEff', '0000000000000000'), ('CapInh', '0000000000000000'), \
+                ('CapPrm', '0000000000000000'), ('NoNewPrivs', '1')]\n";
+    for (mode, jail) in every_mode() {
+        let r = jail.run("python3", code, &[]);
+        assert_eq!(r.stdout(), none, "{mode}: {:?}", r.json);
+    }
+}

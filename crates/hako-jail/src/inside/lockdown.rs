@@ -166,12 +166,55 @@ fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
 
 pub fn drop_all_caps() -> Result<(), LockDownError> {
     let err = LockDownError::Caps;
+    // One system call per capability: only those still in the bounding set (a zygote's
+    // holds five), all of them where the set cannot be read.
+    let bounding = bounding_set();
     for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap).map_err(err)?;
+        if bounding.is_none_or(|set| set & cap.bitmask() != 0) {
+            caps::drop(None, caps::CapSet::Bounding, cap).map_err(err)?;
+        }
     }
     caps::clear(None, caps::CapSet::Ambient).map_err(err)?;
     caps::clear(None, caps::CapSet::Inheritable).map_err(err)?;
     caps::clear(None, caps::CapSet::Effective).map_err(err)?;
     caps::clear(None, caps::CapSet::Permitted).map_err(err)?;
     Ok(())
+}
+
+/// This process's bounding set (`CapBnd` of `/proc/self/status`), if readable.
+fn bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_bounding_set(&status)
+}
+
+fn status_bounding_set(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))?
+        .trim();
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bounding_set_is_read_from_the_status_file() {
+        let status =
+            "Name:\tpython3\nCapPrm:\t0000000000000000\nCapBnd:\t00000000002011c0\nCapAmb:\t0\n";
+        assert_eq!(status_bounding_set(status), Some(0x2011c0));
+        for bad in [
+            "CapBnd:\t\n",
+            "CapBnd:\t-1\n",
+            "CapBnd:\tzz\n",
+            "Name:\tx\n",
+        ] {
+            assert_eq!(status_bounding_set(bad), None, "{bad:?}");
+        }
+        assert!(bounding_set().is_some());
+    }
 }
