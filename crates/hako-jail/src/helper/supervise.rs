@@ -144,7 +144,7 @@ pub(crate) fn supervise(
                 Role::Listener => listener_event(&mut listener, revents, watch.mode, &mut blocked),
                 Role::FirstConnection => {
                     if let Some(egress) = egress.as_deref_mut() {
-                        egress.link();
+                        egress.link(deadline);
                     }
                 }
                 Role::Control => match take_control(control, &mut receiver) {

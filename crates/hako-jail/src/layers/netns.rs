@@ -32,10 +32,12 @@ use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the helper waits for the guard to accept a run.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The least a run whose deadline has come gives the guard (the deadline is enforced next).
+const MIN_REGISTER_WAIT: Duration = Duration::from_millis(10);
 /// How long the helper waits for the report at the end of a run.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -93,11 +95,15 @@ impl Egress {
         }
     }
 
-    /// Hands a waiting listener to the guard (the run is connecting).
-    pub fn link(&mut self) {
+    /// Hands a waiting listener to the guard (the run is connecting), waiting for the guard
+    /// until `deadline` at most: the run goes on meanwhile, unsupervised.
+    pub fn link(&mut self, deadline: Instant) {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(MIN_REGISTER_WAIT, REGISTER_TIMEOUT);
         let taken = std::mem::replace(self, Egress::Failed(String::new()));
         *self = match taken {
-            Egress::Waiting { listener, spec } => match register(listener, &spec) {
+            Egress::Waiting { listener, spec } => match register_within(listener, &spec, wait) {
                 Ok(link) => Egress::Linked(link),
                 Err(err) => {
                     eprintln!("hako jail: {err}; the run's connections are refused");
@@ -145,14 +151,21 @@ pub fn finish<E>(
 /// Hands a run's listener to the guard for the run `egress` names. Fails closed: a run whose
 /// listener the guard did not take must not start.
 pub fn register(listener: OwnedFd, egress: &EgressSpec) -> Result<EgressLink, NetnsError> {
+    register_within(listener, egress, REGISTER_TIMEOUT)
+}
+
+/// [`register`], waiting at most `wait` for the guard (to connect, and for its answer).
+fn register_within(
+    listener: OwnedFd,
+    egress: &EgressSpec,
+    wait: Duration,
+) -> Result<EgressLink, NetnsError> {
     let connect = |source| NetnsError::Connect {
         path: egress.socket.clone(),
         source,
     };
-    let mut stream = UnixStream::connect(&egress.socket).map_err(connect)?;
-    stream
-        .set_read_timeout(Some(REGISTER_TIMEOUT))
-        .map_err(connect)?;
+    let mut stream = connect_within(&egress.socket, wait).map_err(connect)?;
+    stream.set_read_timeout(Some(wait)).map_err(connect)?;
     let frame = Registration {
         run_id: egress.run_id.clone(),
     }
@@ -166,6 +179,25 @@ pub fn register(listener: OwnedFd, egress: &EgressSpec) -> Result<EgressLink, Ne
         Answer::Accepted => Ok(EgressLink { stream }),
         Answer::Refused(why) => Err(NetnsError::Refused(why)),
     }
+}
+
+/// A unix stream connected to `path`; connecting and sending give up after `wait` (a guard
+/// that does not accept fills its backlog).
+fn connect_within(path: &std::path::Path, wait: Duration) -> io::Result<UnixStream> {
+    use nix::sys::socket::{connect, setsockopt, sockopt, UnixAddr};
+    let socket = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let timeout = nix::sys::time::TimeVal::new(
+        wait.as_secs() as libc::time_t,
+        wait.subsec_micros() as libc::suseconds_t,
+    );
+    setsockopt(&socket, sockopt::SendTimeout, &timeout)?;
+    connect(socket.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(UnixStream::from(socket))
 }
 
 impl EgressLink {
@@ -352,7 +384,7 @@ mod tests {
                 .unwrap();
             String::from_utf8_lossy(&frame[4..n]).into_owned()
         });
-        egress.link();
+        egress.link(Instant::now() + Duration::from_secs(5));
         assert!(matches!(egress, Egress::Linked(_)), "{egress:?}");
         assert!(egress.first_connection().is_none());
         let report = egress.finish().unwrap();
@@ -366,7 +398,7 @@ mod tests {
         drop(guard);
         std::fs::remove_file(dir.path().join("guard.sock")).unwrap();
         let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        egress.link();
+        egress.link(Instant::now() + Duration::from_secs(5));
         // The listener is closed: the connection waiting on it is reset.
         let mut buf = [0u8; 1];
         let read = (&client).read(&mut buf);
@@ -384,5 +416,24 @@ mod tests {
                 && report.failed[0].contains("guard.sock"),
             "{report:?}"
         );
+    }
+
+    #[test]
+    fn a_guard_that_never_answers_holds_the_run_only_until_its_deadline() {
+        let (_dir, guard, mut egress, _) = waiting_run();
+        // Accepts the registration and never answers.
+        guard.set_nonblocking(false).unwrap();
+        let silent = std::thread::spawn(move || guard.accept().map(|(stream, _)| stream));
+        let deadline = Instant::now() + Duration::from_millis(200);
+        egress.link(deadline);
+        assert!(
+            Instant::now() < deadline + REGISTER_TIMEOUT / 2,
+            "waited past the run's deadline"
+        );
+        let Egress::Failed(why) = &egress else {
+            panic!("{egress:?}");
+        };
+        assert!(why.contains("connect to the egress guard at"), "{why}");
+        drop(silent.join().unwrap());
     }
 }
