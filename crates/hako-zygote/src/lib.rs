@@ -3,49 +3,15 @@
 
 use std::os::raw::c_int;
 
-/// Makes the zygote's next child pid 2 of a fresh pid namespace whose pid 1 is a reaper.
-/// Returns the reaper's pid, or -1.
+/// The zygote's loop (see [`hako_jail::zygote::serve_orders`]) on its control socket
+/// `control`: forks, reaps and reports until the socket closes, then exits the process.
+/// Returns only in a forked run child: its program's descriptor once it is confined and
+/// given its run, or -1 after the failure went to its supervisor.
 #[no_mangle]
-pub extern "C" fn hako_prepare_fork() -> c_int {
-    match hako_jail::zygote::prepare_fork() {
-        Ok(reaper) => reaper.as_raw(),
-        Err(err) => {
-            eprintln!("hako zygote: {err}");
-            -1
-        }
-    }
-}
-
-/// Ends the pid namespace of the reaper `pid` (from [`hako_prepare_fork`]): returns once
-/// every process in it is gone.
-#[no_mangle]
-pub extern "C" fn hako_end_pid_namespace(pid: c_int) {
-    hako_jail::zygote::end_pid_namespace(pid);
-}
-
-/// Confines a freshly forked run child (see [`hako_jail::zygote::confine_child`]) and
-/// waits for RUN. Returns 0, or -1 after reporting the error to the supervisor. Either way
-/// `run_ctl` is closed on return: the program never holds a channel to its supervisor.
-///
-/// # Safety
-/// `params` must point to `len` readable bytes.
-#[no_mangle]
-pub unsafe extern "C" fn hako_confine(
-    params: *const u8,
-    len: usize,
-    run_ctl: c_int,
-    stdout: c_int,
-    stderr: c_int,
-    program: c_int,
-) -> c_int {
-    if params.is_null() {
-        return -1;
-    }
-    // SAFETY: the caller guarantees `params` points to `len` readable bytes.
-    let params = unsafe { std::slice::from_raw_parts(params, len) };
-    match hako_jail::zygote::confine_child(params, run_ctl, stdout, stderr, program) {
-        Ok(()) => 0,
-        Err(_) => -1,
+pub extern "C" fn hako_serve(control: c_int) -> c_int {
+    match hako_jail::zygote::serve_orders(control) {
+        hako_jail::zygote::ChildStart::Program(program) => program,
+        hako_jail::zygote::ChildStart::Failed => -1,
     }
 }
 

@@ -613,7 +613,11 @@ fn the_guard_serves_warm_runs_too() {
         );
         // It never connected: the guard never saw it, and its report says so.
         assert_eq!(whoami["network"]["connections"], 0, "{whoami}");
-        assert_eq!(whoami["network"]["failed"], serde_json::json!([]), "{whoami}");
+        assert_eq!(
+            whoami["network"]["failed"],
+            serde_json::json!([]),
+            "{whoami}"
+        );
         let py = post_with_network(&server, "python3", &python_clients(&urls));
         let out = py["stdout"].as_str().unwrap_or_default();
         assert_eq!(lines_with(out, expect).len(), 6, "{py}");

@@ -9,8 +9,9 @@
 //!          └─ run child (pid 2 there; its own mount/ipc/uts/net namespaces, uid RUN_UID)
 //! ```
 //! The helper keeps one child prepared: it asks the zygote to fork (passing pipes, a control
-//! socket and an empty memfd), and the child calls [`confine_child`] (Rust, through the small
-//! library the zygote loaded at start): it copies the calibrated hot pages, unshares its
+//! socket and an empty memfd). The zygote's loop is Rust ([`forker`], in the small library
+//! the zygote loaded at start): it forks, and the child calls [`child::confine_child`]: it
+//! copies the calibrated hot pages, unshares its
 //! mount/ipc/uts/network namespaces, mounts a fresh /tmp and /proc, switches to the run uid
 //! and applies [`crate::lockdown`], says READY, then waits. When a run arrives the helper
 //! takes READY, writes the program into the memfd and says RUN; the child closes its control
@@ -70,11 +71,13 @@ pub enum ZygoteError {
 mod calibrate;
 mod child;
 mod family;
+mod forker;
 mod process;
 mod reaper;
 mod written;
-pub use child::{confine_child, end_pid_namespace, prepare_fork, ChildError};
+pub use child::ChildError;
 pub use family::{parent_main, worker_main, MAX_WORKERS};
+pub use forker::{serve as serve_orders, ChildStart};
 use process::{
     empty_memfd, only_child, set_nice, wait_readable, write_program, zygote_cgroup, ProcessHandle,
     PRELOAD_NICE,

@@ -1,16 +1,16 @@
 # hako zygote: imports the preload modules once, then forks one child per run.
 # Runs inside the jail with namespace capabilities only. It never touches request data:
-# each child confines itself through the hako library (Rust) before reading the program.
+# each child is confined by the hako library (Rust) before it reads the program.
 #
 # Protocol: the control messages are hako-wire's `control::Message` (crates/hako-wire/src/
 # control.rs), its only specification: one SEQPACKET datagram per message, first byte the
 # message's name, then its body; descriptors as SCM_RIGHTS. This file speaks SETTINGS ("W",
-# received once, first), ZYGOTE_READY ("Z"), FORK ("F", 4 descriptors), FORKED ("P", pidfds
-# of the child and of its pid namespace's reaper), WORKER ("A", 1 descriptor: fork a worker
-# zygote that speaks on it; it says ZYGOTE_READY with a pidfd of itself), ERROR ("E") and
-# EXITED ("X", i32 code, i32 signal, u64 cpu_ms, u64 max_rss_bytes, little-endian, sent after
-# wait4 of the child and the end of its reaper). A run child's program never holds a control
-# socket.
+# received once, first) and ZYGOTE_READY ("Z"); the library's loop (crates/hako-jail/src/
+# zygote/forker.rs) speaks the rest: FORK ("F", 4 descriptors), FORKED ("P", pidfds of the
+# child and of its pid namespace's reaper), WORKER ("A", 1 descriptor: fork a worker zygote
+# that speaks on it; it says ZYGOTE_READY with a pidfd of itself), ERROR ("E") and EXITED
+# ("X", sent after wait4 of the child and the end of its reaper). A run child's program
+# never holds a control socket.
 import atexit
 import builtins
 import ctypes
@@ -18,8 +18,6 @@ import json
 import linecache
 import os
 import resource
-import select
-import signal
 import socket
 import struct
 import sys
@@ -32,19 +30,13 @@ import types
 LIBRARY = os.environ.pop("HAKO_ZYGOTE_LIBRARY")
 PROGRAM_PATH = "/sandbox/main.py"
 
-MSG_SETTINGS, MSG_ZYGOTE_READY, MSG_FORK, MSG_FORKED, MSG_ERROR, MSG_EXITED, MSG_WORKER = (
-    b"W", b"Z", b"F", b"P", b"E", b"X", b"A")
+MSG_SETTINGS, MSG_ZYGOTE_READY = b"W", b"Z"
 
 _control = socket.socket(fileno=3)
 
 _hako = ctypes.PyDLL(LIBRARY)
-_hako.hako_prepare_fork.restype = ctypes.c_int
-_hako.hako_end_pid_namespace.restype = None
-_hako.hako_end_pid_namespace.argtypes = [ctypes.c_int]
-_hako.hako_confine.restype = ctypes.c_int
-_hako.hako_confine.argtypes = [
-    ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-]
+_hako.hako_serve.restype = ctypes.c_int
+_hako.hako_serve.argtypes = [ctypes.c_int]
 
 
 
@@ -161,15 +153,10 @@ def _run_program(source):
     os._exit(status & 0xFF)
 
 
-def _child(params, fds):
-    run_ctl, out, err, program = fds
-    _control.detach()  # the Rust side closes fd 3; Python must not close it again later
-    # Confines this process, waits until the run is handed over, and closes run_ctl: from
-    # here on this process holds no channel to its supervisor.
-    if _hako.hako_confine(params, len(params), run_ctl, out, err, program) != 0:
-        os._exit(126)
-    del run_ctl
-    # Confined: only now is the request read (u32 length, environment JSON, program).
+def _run_child(program):
+    # A run child, confined by the library and given its run; it holds no channel to its
+    # supervisor. Only now is the request read (u32 length, environment JSON, program).
+    _control.detach()  # the library closed fd 3; Python must not close it again later
     chunks = []
     while True:
         chunk = os.read(program, 1 << 20)
@@ -187,110 +174,10 @@ def _child(params, fds):
     _run_program(data[4 + env_len:].decode("utf-8", "surrogateescape"))
 
 
-def _worker(fd):
-    # A worker zygote: a copy of this preloaded process (its pages shared copy-on-write) that
-    # forks run children for a helper of its own, on the socket `fd`.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
-    if os.fork() != 0:
-        os.close(fd)
-        return
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a worker reaps its run children itself
-    os.dup2(fd, _control.fileno())  # its own socket replaces the parent's
-    os.close(fd)
-    pidfd = os.pidfd_open(os.getpid())
-    _control.sendmsg([MSG_ZYGOTE_READY + b"[]"],
-                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", pidfd))])
-    os.close(pidfd)
-
-
-def _fork(poller, children):
-    fd_size = struct.calcsize("i")
-    message, ancillary, _flags, _addr = _control.recvmsg(1 << 20, socket.CMSG_SPACE(4 * fd_size))
-    if not message:
-        os._exit(0)
-    fds = []
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(data) - len(data) % fd_size
-            fds.extend(struct.unpack("%di" % (usable // fd_size), data[:usable]))
-    if message == MSG_WORKER and len(fds) == 1 and not children:
-        _worker(fds[0])
-        return
-    if message[:1] != MSG_FORK or len(fds) != 4:
-        for fd in fds:
-            os.close(fd)
-        _control.sendall(MSG_ERROR + b"bad fork request")
-        return
-    # The child is pid 2 of a fresh pid namespace; pid 1 is a reaper, ended after the child.
-    reaper = _hako.hako_prepare_fork()
-    if reaper < 0:
-        for fd in fds:
-            os.close(fd)
-        _control.sendall(MSG_ERROR + b"cannot prepare a pid namespace")
-        return
-    try:
-        pid = os.fork()
-    except OSError as e:  # e.g. the run in progress holds the group's last pid
-        _hako.hako_end_pid_namespace(reaper)
-        for fd in fds:
-            os.close(fd)
-        _control.sendall(MSG_ERROR + b"cannot fork: %s" % str(e).encode())
-        return
-    if pid == 0:
-        try:
-            _child(message[1:], fds)
-        finally:
-            os._exit(126)
-    for fd in fds[1:]:
-        os.close(fd)
-    # Prepared at the lowest priority (before the helper can restore it when a run waits for
-    # this child), so preparing never slows the run in progress.
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, 19)
-    except OSError:
-        pass
-    # Keep the child's control socket: its end is reported there after reaping.
-    pidfd = os.pidfd_open(pid)
-    children[pidfd] = (pid, fds[0], reaper)
-    poller.register(pidfd, select.POLLIN)
-    reaper_fd = os.pidfd_open(reaper)
-    _control.sendmsg([MSG_FORKED], [
-        (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("2i", pidfd, reaper_fd))])
-    os.close(reaper_fd)
-
-
-def _reap(poller, children, pidfd):
-    pid, run_ctl, reaper = children.pop(pidfd)
-    poller.unregister(pidfd)
-    os.close(pidfd)
-    # Whatever the run left behind dies with its pid 1, before its end is reported. The
-    # reaper is told first, so that it dies while the child is reaped.
-    os.kill(reaper, signal.SIGKILL)
-    _, status, usage = os.wait4(pid, 0)
-    _hako.hako_end_pid_namespace(reaper)
-    if os.WIFSIGNALED(status):
-        code, signo = 0, os.WTERMSIG(status)
-    else:
-        code, signo = os.WEXITSTATUS(status), 0
-    cpu_ms = int((usage.ru_utime + usage.ru_stime) * 1000)
-    try:
-        os.write(run_ctl, MSG_EXITED + struct.pack("<iiQQ", code, signo, cpu_ms, usage.ru_maxrss * 1024))
-    except OSError:
-        pass
-    os.close(run_ctl)
-
-
-def _serve():
-    # Children run (and are prepared) while the zygote waits for the next fork request.
-    poller = select.poll()
-    poller.register(_control.fileno(), select.POLLIN)
-    children = {}
-    while True:
-        for fd, _events in poller.poll():
-            if fd in children:
-                _reap(poller, children, fd)
-            else:
-                _fork(poller, children)
-
-
-_serve()
+# The loop (fork, reap, report; workers too) is the library's: between runs this interpreter
+# runs no bytecode, so it writes none of the pages it shares with its children. It returns
+# in a run child only.
+_program = _hako.hako_serve(_control.fileno())
+if _program < 0:
+    os._exit(126)
+_run_child(_program)
