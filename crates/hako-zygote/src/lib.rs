@@ -3,6 +3,19 @@
 
 use std::os::raw::c_int;
 
+/// 0 if this interpreter lets [`hako_serve`] fork; otherwise -1, and the reason is on
+/// standard error.
+#[no_mangle]
+pub extern "C" fn hako_can_serve() -> c_int {
+    match hako_jail::zygote::can_serve() {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("hako zygote: {err}");
+            -1
+        }
+    }
+}
+
 /// The zygote's loop (see [`hako_jail::zygote::serve_orders`]) on its control socket
 /// `control`: forks, reaps and reports until the socket closes, then exits the process.
 /// Returns only in a forked run child: its program's descriptor once it is confined and

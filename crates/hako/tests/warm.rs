@@ -292,3 +292,21 @@ fn each_run_reports_its_own_peak_memory() {
         );
     }
 }
+
+/// An exception that escapes the interpreter's epilogue (here from a signal handler while
+/// the program's thread is waited for) ends the run quietly with 126, never with a
+/// traceback through hako's loader.
+#[test]
+fn what_escapes_the_epilogue_ends_the_run_without_the_loaders_lines() {
+    let Some(jail) = zygote_server(1) else { return };
+    assert_forked_from_zygote(&jail);
+    let code = "import signal, threading, time\n\
+def boom(*_):\n    raise RuntimeError('from the handler')\n\
+signal.signal(signal.SIGALRM, boom)\n\
+threading.Thread(target=time.sleep, args=(1.5,)).start()\n\
+signal.alarm(1)\nprint('main done', flush=True)";
+    let r = jail.run("python3", code, &[]);
+    assert_eq!(r.stdout(), "main done\n", "{:?}", r.json);
+    assert_eq!(r.exit_code(), 126, "{:?}", r.json);
+    assert!(!r.stderr().contains("zygote.py"), "{:?}", r.json);
+}

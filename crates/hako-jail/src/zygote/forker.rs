@@ -96,6 +96,12 @@ pub enum ChildStart {
     Failed,
 }
 
+/// Whether this interpreter lets [`serve`] fork (it exports CPython's fork steps); the
+/// zygote asks before it says it is ready.
+pub fn can_serve() -> Result<(), ForkerError> {
+    PythonFork::find().map(|_| ())
+}
+
 /// Serves orders on `control` until it closes (then the process exits). Returns only in a
 /// forked run child.
 pub fn serve(control: RawFd) -> ChildStart {
@@ -276,8 +282,16 @@ fn reap(pid: Pid, reaper: Pid, control: BorrowedFd<'_>) {
     loop {
         // SAFETY: wait4 writes into `status` and `usage`, which outlive the call.
         let reaped = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut usage) };
-        if reaped >= 0 || Errno::last() != Errno::EINTR {
+        if reaped >= 0 {
             break;
+        }
+        let errno = Errno::last();
+        if errno != Errno::EINTR {
+            // No status to report, and none may be made up: the helper replaces a zygote
+            // that is gone.
+            eprintln!("hako zygote: cannot reap run child {pid}: {errno}");
+            // SAFETY: as in `serve`.
+            unsafe { libc::_exit(70) };
         }
     }
     end_pid_namespace(reaper.as_raw());
@@ -286,11 +300,11 @@ fn reap(pid: Pid, reaper: Pid, control: BorrowedFd<'_>) {
     } else {
         (libc::WEXITSTATUS(status), 0)
     };
-    let millis = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     let exit = ExitStatus {
         code,
         signal,
-        cpu_ms: millis(usage.ru_utime) + millis(usage.ru_stime),
+        cpu_ms: (micros(usage.ru_utime) + micros(usage.ru_stime)) / 1000,
         max_rss_bytes: usage.ru_maxrss as u64 * 1024,
     };
     let _ = control::send(control, &Message::Exited(exit), &[]);

@@ -77,7 +77,7 @@ mod reaper;
 mod written;
 pub use child::ChildError;
 pub use family::{parent_main, worker_main, MAX_WORKERS};
-pub use forker::{serve as serve_orders, ChildStart};
+pub use forker::{can_serve, serve as serve_orders, ChildStart, ForkerError};
 use process::{
     empty_memfd, only_child, set_nice, wait_readable, write_program, zygote_cgroup, ProcessHandle,
     PRELOAD_NICE,

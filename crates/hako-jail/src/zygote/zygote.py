@@ -37,6 +37,7 @@ _control = socket.socket(fileno=3)
 _hako = ctypes.PyDLL(LIBRARY)
 _hako.hako_serve.restype = ctypes.c_int
 _hako.hako_serve.argtypes = [ctypes.c_int]
+_hako.hako_can_serve.restype = ctypes.c_int
 
 
 
@@ -106,6 +107,8 @@ _warm_the_loader()
 import gc
 gc.collect()
 gc.freeze()
+if _hako.hako_can_serve() != 0:
+    raise SystemExit("hako zygote: this interpreter cannot serve runs (see above)")
 _control.sendall(MSG_ZYGOTE_READY + json.dumps(_skipped).encode())
 del _skipped
 sys.stdout.flush()
@@ -178,6 +181,10 @@ def _run_child(program):
 # runs no bytecode, so it writes none of the pages it shares with its children. It returns
 # in a run child only.
 _program = _hako.hako_serve(_control.fileno())
-if _program < 0:
+try:
+    if _program >= 0:
+        _run_child(_program)
+finally:
+    # Whatever escapes the program's own handling (an exception raised during the
+    # interpreter's epilogue) ends it here, quietly, as it ended before this loader existed.
     os._exit(126)
-_run_child(_program)
