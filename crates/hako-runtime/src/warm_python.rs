@@ -198,29 +198,71 @@ pub fn light_spec(
 const ID_HINT_SPAN: u32 = 1 << 15;
 
 /// Proportional memory (shared pages split between the processes sharing them) of `pid` and
-/// its descendants, in bytes.
+/// its descendants, in bytes. A child that shares its parent's memory (a zygote run's reaper,
+/// cloned with `CLONE_VM`) adds nothing of its own: its memory is its parent's, counted once.
 pub fn pss_of_tree(pid: i32) -> u64 {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
+    tree_pss(pid, None)
+}
+
+fn tree_pss(pid: i32, parent: Option<i32>) -> u64 {
+    let own = if parent.is_some_and(|p| shares_memory(p, pid) == Some(true)) {
+        0
+    } else {
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            * 1024
+    };
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     own + children
         .split_whitespace()
         .filter_map(|c| c.parse::<i32>().ok())
-        .map(pss_of_tree)
+        .map(|child| tree_pss(child, Some(pid)))
         .sum::<u64>()
+}
+
+/// Whether `a` and `b` share one address space (`kcmp(KCMP_VM)`); None where the kernel
+/// does not say (no permission to inspect them, or either is gone).
+fn shares_memory(a: i32, b: i32) -> Option<bool> {
+    const KCMP_VM: libc::c_long = 1;
+    // SAFETY: kcmp compares two processes' kernel objects; it takes integers only.
+    let order = unsafe { libc::syscall(libc::SYS_kcmp, a, b, KCMP_VM, 0, 0) };
+    (order >= 0).then_some(order == 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_is_shared_by_threads_and_not_by_forked_processes() {
+        let me = std::process::id() as i32;
+        assert_eq!(shares_memory(me, me), Some(true));
+        // SAFETY: gettid takes no arguments.
+        let tid = std::thread::spawn(|| unsafe { libc::gettid() }).join().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid takes no arguments.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            let _ = done_rx.recv();
+        });
+        let live = rx.recv().unwrap();
+        assert_eq!(shares_memory(me, live), Some(true));
+        drop(done_tx);
+        thread.join().unwrap();
+        assert_eq!(shares_memory(me, tid), None, "an ended thread");
+        let mut other = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert_eq!(shares_memory(me, other.id() as i32), Some(false));
+        let _ = other.kill();
+        let _ = other.wait();
+    }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
