@@ -245,7 +245,9 @@ mod tests {
         let me = std::process::id() as i32;
         assert_eq!(shares_memory(me, me), Some(true));
         // SAFETY: gettid takes no arguments.
-        let tid = std::thread::spawn(|| unsafe { libc::gettid() }).join().unwrap();
+        let tid = std::thread::spawn(|| unsafe { libc::gettid() })
+            .join()
+            .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -258,7 +260,10 @@ mod tests {
         drop(done_tx);
         thread.join().unwrap();
         assert_eq!(shares_memory(me, tid), None, "an ended thread");
-        let mut other = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         assert_eq!(shares_memory(me, other.id() as i32), Some(false));
         let _ = other.kill();
         let _ = other.wait();
