@@ -7,52 +7,43 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// A count of peak memory use that started when it was made.
+/// A count of peak memory use that started when it was made, read through the descriptor
+/// that restarted it.
 #[derive(Debug)]
-pub enum PeakCounter {
-    /// v1 `memory.max_usage_in_bytes`, reset by writing 0.
-    V1(PathBuf),
-    /// v2 `memory.peak`, reset through this descriptor.
-    V2(File),
-}
+pub struct PeakCounter(File);
 
 impl PeakCounter {
-    /// Restarts the v1 count of the memory group at `dir`; None if the kernel refuses.
+    /// Restarts the v1 count of the memory group at `dir` (`memory.max_usage_in_bytes`,
+    /// reset by writing 0); None if the kernel refuses.
     pub fn v1(dir: &Path) -> Option<PeakCounter> {
-        let path = dir.join("memory.max_usage_in_bytes");
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .ok()?;
-        file.write_all(b"0").ok()?;
-        Some(PeakCounter::V1(path))
+        PeakCounter::restart(&dir.join("memory.max_usage_in_bytes"), b"0", true)
     }
 
     /// Opens and restarts the v2 count of the group at `dir`; None before Linux 6.12, where
-    /// `memory.peak` cannot be written.
+    /// `memory.peak` cannot be written (since then a write restarts the count for reads
+    /// through the same open file only).
     pub fn v2(dir: &Path) -> Option<PeakCounter> {
+        PeakCounter::restart(&dir.join("memory.peak"), b"reset", false)
+    }
+
+    fn restart(path: &Path, reset: &[u8], truncate: bool) -> Option<PeakCounter> {
         let mut file = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(dir.join("memory.peak"))
+            .truncate(truncate)
+            .open(path)
             .ok()?;
-        file.write_all(b"reset").ok()?;
-        Some(PeakCounter::V2(file))
+        file.write_all(reset).ok()?;
+        Some(PeakCounter(file))
     }
 
     /// Peak memory in bytes since the counter was made; None when unreadable.
     pub fn read(&self) -> Option<u64> {
-        match self {
-            PeakCounter::V1(path) => fs::read_to_string(path).ok()?.trim().parse().ok(),
-            PeakCounter::V2(file) => {
-                let mut buf = [0u8; 32];
-                let n = file.read_at(&mut buf, 0).ok()?;
-                std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
-            }
-        }
+        let mut buf = [0u8; 32];
+        let n = self.0.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
     }
 }
 
