@@ -370,17 +370,16 @@ fn a_retune_writes_only_the_limits_that_changed_since_the_last() {
             "write $ROOT/memory/hako/r/memory.kmem.tcp.limit_in_bytes \"100663296\"",
         ]
     );
-    run.retune(&CgroupLimits {
+    let fewer_pids_no_quota = CgroupLimits {
         pids: 20,
         cpu_percent: 0,
         ..limits
-    })
-    .unwrap();
+    };
+    let sets_pids =
+        |calls: &[String]| calls.contains(&"write $ROOT/pids/hako/r/pids.max \"20\"".to_string());
+    run.retune(&fewer_pids_no_quota).unwrap();
     let calls = host.calls();
-    assert!(
-        calls.contains(&"write $ROOT/pids/hako/r/pids.max \"20\"".to_string()),
-        "{calls:?}"
-    );
+    assert!(sets_pids(&calls), "{calls:?}");
     assert!(
         calls.contains(&"write $ROOT/cpu/hako/r/cpu.cfs_quota_us \"-1\"".to_string()),
         "{calls:?}"
@@ -391,17 +390,9 @@ fn a_retune_writes_only_the_limits_that_changed_since_the_last() {
     let higher = CgroupLimits { pids: 30, ..limits };
     assert!(run.retune(&higher).is_err());
     host.calls();
-    run.retune(&CgroupLimits {
-        pids: 20,
-        cpu_percent: 0,
-        ..limits
-    })
-    .unwrap();
+    run.retune(&fewer_pids_no_quota).unwrap();
     let calls = host.calls();
-    assert!(
-        calls.contains(&"write $ROOT/pids/hako/r/pids.max \"20\"".to_string()),
-        "{calls:?}"
-    );
+    assert!(sets_pids(&calls), "{calls:?}");
 }
 
 #[test]
