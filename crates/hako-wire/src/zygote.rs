@@ -82,6 +82,7 @@ pub struct FilterProgram(pub Vec<FilterInstruction>);
 pub const MAX_FILTER_INSTRUCTIONS: usize = 4096;
 
 const HEX_PER_INSTRUCTION: usize = 16;
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 impl FilterProgram {
     fn to_hex(&self) -> String {
@@ -91,7 +92,10 @@ impl FilterProgram {
                 | (u64::from(i.jt) << 40)
                 | (u64::from(i.jf) << 32)
                 | u64::from(i.k);
-            hex.push_str(&format!("{word:016x}"));
+            // Sixteen digits, most significant first (no formatter: this runs per fork).
+            for shift in (0..HEX_PER_INSTRUCTION).rev() {
+                hex.push(char::from(HEX_DIGITS[(word >> (shift * 4)) as usize & 0xf]));
+            }
         }
         hex
     }
