@@ -27,6 +27,8 @@ pub struct RunCgroup {
     readers: Mutex<HashMap<PathBuf, File>>,
     /// The limits the last [`RunCgroup::retune`] set.
     retuned: Mutex<Option<CgroupLimits>>,
+    /// The v1 memory group's optional files (None without a v1 memory group).
+    pub(super) memory_files: Option<v1::MemoryFiles>,
 }
 
 /// Longer files are read whole, through a path.
@@ -39,6 +41,7 @@ impl RunCgroup {
             kernel,
             readers: Mutex::default(),
             retuned: Mutex::default(),
+            memory_files: None,
         }
     }
 
@@ -148,7 +151,7 @@ impl RunCgroup {
     /// Sets new limits on the existing group. A zygote keeps its run children in its own
     /// group and retunes it before each run, which avoids a task migration (milliseconds on
     /// v1) per run. Limits equal to the last retune's are not written again (the helper is
-    /// their only writer); the memory limit follows the group's use and changes every run.
+    /// their only writer); the memory limit follows the group's use and changes most runs.
     pub fn retune(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
         let mut retuned = self.retuned.lock().unwrap_or_else(|e| e.into_inner());
         let last = retuned.take();
@@ -159,7 +162,12 @@ impl RunCgroup {
         let cpu = changed(|l| l.cpu_percent);
         for (kind, dir) in &self.dirs {
             match kind {
-                Controller::Memory => v1::retune_memory(self.kernel, dir, limits.memory_bytes)?,
+                Controller::Memory => {
+                    if let Some(files) = self.memory_files {
+                        let last = last.as_ref().map(|l| l.memory_bytes);
+                        v1::retune_memory(self.kernel, dir, files, limits.memory_bytes, last)?
+                    }
+                }
                 Controller::Pids if pids => super::set(
                     self.kernel,
                     dir,
@@ -168,7 +176,10 @@ impl RunCgroup {
                 )?,
                 Controller::Cpu if cpu => v1::set_cfs_quota(self.kernel, dir, limits.cpu_percent)?,
                 Controller::Pids | Controller::Cpu => {}
-                Controller::Unified => v2::retune(self.kernel, dir, limits, pids, cpu)?,
+                Controller::Unified => {
+                    let memory = changed(|l| l.memory_bytes);
+                    v2::retune(self.kernel, dir, limits, [memory, pids, cpu])?
+                }
             }
         }
         *retuned = Some(*limits);

@@ -350,26 +350,39 @@ fn a_retune_writes_only_the_limits_that_changed_since_the_last() {
     };
     let run = host.cgroups().create_run("r", &limits).unwrap();
     host.calls();
-    // The first retune writes everything; the memory limit is written every time.
+    // The first retune writes everything.
     run.retune(&limits).unwrap();
     assert_eq!(
         host.calls().len(),
         6,
         "memory, memsw, tcp, pids, cfs period, cfs quota"
     );
-    run.retune(&CgroupLimits {
-        memory_bytes: 96 << 20,
+    run.retune(&limits).unwrap();
+    assert_eq!(host.calls(), Vec::<String>::new());
+    // A higher memory limit raises memsw first, a lower one lowers it last: the kernel
+    // refuses memsw below limit_in_bytes.
+    let memory = |mib: u64| CgroupLimits {
+        memory_bytes: mib << 20,
         ..limits
-    })
-    .unwrap();
-    assert_eq!(
-        host.calls(),
-        [
-            "write $ROOT/memory/hako/r/memory.limit_in_bytes \"100663296\"",
-            "write $ROOT/memory/hako/r/memory.memsw.limit_in_bytes \"100663296\"",
-            "write $ROOT/memory/hako/r/memory.kmem.tcp.limit_in_bytes \"100663296\"",
-        ]
-    );
+    };
+    let writes = |value: &str, order: [&str; 2]| {
+        order
+            .iter()
+            .chain(&["kmem.tcp."])
+            .map(|file| {
+                format!("write $ROOT/memory/hako/r/memory.{file}limit_in_bytes \"{value}\"")
+            })
+            .collect::<Vec<_>>()
+    };
+    run.retune(&memory(96)).unwrap();
+    assert_eq!(host.calls(), writes("100663296", ["memsw.", ""]));
+    run.retune(&memory(32)).unwrap();
+    assert_eq!(host.calls(), writes("33554432", ["", "memsw."]));
+    // No limit (0, written -1) is above every limit.
+    run.retune(&memory(0)).unwrap();
+    assert_eq!(host.calls(), writes("-1", ["memsw.", ""]));
+    run.retune(&memory(96)).unwrap();
+    assert_eq!(host.calls(), writes("100663296", ["", "memsw."]));
     let fewer_pids_no_quota = CgroupLimits {
         pids: 20,
         cpu_percent: 0,
@@ -393,6 +406,22 @@ fn a_retune_writes_only_the_limits_that_changed_since_the_last() {
     run.retune(&fewer_pids_no_quota).unwrap();
     let calls = host.calls();
     assert!(sets_pids(&calls), "{calls:?}");
+}
+
+#[test]
+fn a_v2_retune_writes_only_the_limits_that_changed_since_the_last() {
+    let host = Host::v2("");
+    let run = host.cgroups().create_run("r", &LIMITS).unwrap();
+    run.retune(&LIMITS).unwrap();
+    host.calls();
+    run.retune(&LIMITS).unwrap();
+    assert_eq!(host.calls(), Vec::<String>::new());
+    run.retune(&CgroupLimits {
+        memory_bytes: 32 << 20,
+        ..LIMITS
+    })
+    .unwrap();
+    assert_eq!(host.calls(), ["write $ROOT/hako/r/memory.max \"33554432\""]);
 }
 
 #[test]

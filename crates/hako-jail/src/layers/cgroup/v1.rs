@@ -29,13 +29,15 @@ pub(super) fn create(
             let dir = make_run_dir(kernel, hierarchy, name)?;
             run.push(Controller::Memory, dir.clone());
             let value = v1_memory(limits.memory_bytes);
+            let files = MemoryFiles::of(&dir);
+            run.memory_files = Some(files);
             set(kernel, &dir, "memory.limit_in_bytes", &value)?;
             // Same value for memory+swap, so the run cannot swap. Must come after
             // limit_in_bytes: the kernel rejects memsw below the memory limit.
-            if dir.join("memory.memsw.limit_in_bytes").exists() {
+            if files.memsw {
                 set(kernel, &dir, "memory.memsw.limit_in_bytes", &value)?;
             }
-            limit_tcp_memory(kernel, &dir, &value)?;
+            limit_tcp_memory(kernel, &dir, files, &value)?;
         }
         if let Some(hierarchy) = pids {
             let dir = make_run_dir(kernel, hierarchy, name)?;
@@ -58,30 +60,73 @@ pub(super) fn create(
     run.unless(result)
 }
 
-/// Sets a new memory limit on an existing v1 group (its peak count restarts with
-/// [`crate::peak::PeakCounter::v1`]).
+/// The optional files of a v1 memory group, looked up once when it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MemoryFiles {
+    /// `memory.memsw.limit_in_bytes` (swap accounting is on).
+    memsw: bool,
+    /// `memory.kmem.tcp.limit_in_bytes`.
+    tcp: bool,
+}
+
+impl MemoryFiles {
+    fn of(dir: &Path) -> MemoryFiles {
+        MemoryFiles {
+            memsw: dir.join("memory.memsw.limit_in_bytes").exists(),
+            tcp: dir.join("memory.kmem.tcp.limit_in_bytes").exists(),
+        }
+    }
+}
+
+/// Sets a new memory limit on an existing v1 group whose files are `files` (its peak count
+/// restarts with [`crate::peak::PeakCounter::v1`]). `last` is the limit the previous retune
+/// set, if it succeeded: an equal limit is not written again, and memsw, which may never be
+/// below limit_in_bytes, is raised first and lowered last. Without `last` the order is
+/// found by trying.
 pub(super) fn retune_memory(
     kernel: &dyn Kernel,
     dir: &Path,
+    files: MemoryFiles,
     memory_bytes: u64,
+    last: Option<u64>,
 ) -> Result<(), CgroupError> {
+    // 0 is no limit: above every other.
+    let order = |bytes: u64| if bytes == 0 { u64::MAX } else { bytes };
     let value = v1_memory(memory_bytes);
-    let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
-    // memsw may never be below limit_in_bytes: raise it first, lower it last.
-    if set(kernel, dir, "memory.limit_in_bytes", &value).is_err() && memsw {
-        set(kernel, dir, "memory.memsw.limit_in_bytes", &value)?;
-        set(kernel, dir, "memory.limit_in_bytes", &value)?;
-    } else if memsw {
-        set(kernel, dir, "memory.memsw.limit_in_bytes", &value)?;
+    let limit = |file| set(kernel, dir, file, &value);
+    match last.map(|last| order(memory_bytes).cmp(&order(last))) {
+        Some(std::cmp::Ordering::Equal) => return Ok(()),
+        _ if !files.memsw => limit("memory.limit_in_bytes")?,
+        Some(std::cmp::Ordering::Greater) => {
+            limit("memory.memsw.limit_in_bytes")?;
+            limit("memory.limit_in_bytes")?;
+        }
+        Some(std::cmp::Ordering::Less) => {
+            limit("memory.limit_in_bytes")?;
+            limit("memory.memsw.limit_in_bytes")?;
+        }
+        None => {
+            if limit("memory.limit_in_bytes").is_err() {
+                limit("memory.memsw.limit_in_bytes")?;
+                limit("memory.limit_in_bytes")?;
+            } else {
+                limit("memory.memsw.limit_in_bytes")?;
+            }
+        }
     }
-    limit_tcp_memory(kernel, dir, &value)
+    limit_tcp_memory(kernel, dir, files, &value)
 }
 
 /// Counts the group's TCP socket buffers against `value` (cgroup v1 only: v2 charges socket
 /// memory to `memory.current` by itself). Without it a run could queue hundreds of MiB in
 /// socket buffers outside its memory limit.
-fn limit_tcp_memory(kernel: &dyn Kernel, dir: &Path, value: &str) -> Result<(), CgroupError> {
-    if dir.join("memory.kmem.tcp.limit_in_bytes").exists() {
+fn limit_tcp_memory(
+    kernel: &dyn Kernel,
+    dir: &Path,
+    files: MemoryFiles,
+    value: &str,
+) -> Result<(), CgroupError> {
+    if files.tcp {
         set(kernel, dir, "memory.kmem.tcp.limit_in_bytes", value)?;
     }
     Ok(())

@@ -68,15 +68,17 @@ pub(super) fn create(
     run.unless(result)
 }
 
-/// Sets `limits` on an existing v2 group.
+/// Sets `limits` on an existing v2 group: the memory, pids and cpu limits where flagged as
+/// changed.
 pub(super) fn retune(
     kernel: &dyn Kernel,
     dir: &Path,
     limits: &CgroupLimits,
-    pids: bool,
-    cpu: bool,
+    [memory, pids, cpu]: [bool; 3],
 ) -> Result<(), CgroupError> {
-    set(kernel, dir, "memory.max", &max_or(limits.memory_bytes))?;
+    if memory {
+        set(kernel, dir, "memory.max", &max_or(limits.memory_bytes))?;
+    }
     if pids {
         set(kernel, dir, "pids.max", &max_or(limits.pids))?;
     }
