@@ -181,10 +181,15 @@ pub fn drop_all_caps() -> Result<(), LockDownError> {
     Ok(())
 }
 
-/// This process's bounding set (`CapBnd` of `/proc/self/status`), if readable.
-fn bounding_set() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status_bounding_set(&status)
+/// This process's bounding set (`CapBnd` of `/proc/self/status`), if readable, as first
+/// read in this process or an ancestor it was forked from: a zygote reads it once for all
+/// its run children. The set only ever shrinks, so dropping what it lists misses nothing.
+pub(crate) fn bounding_set() -> Option<u64> {
+    static BOUNDING: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BOUNDING.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        status_bounding_set(&status)
+    })
 }
 
 fn status_bounding_set(status: &str) -> Option<u64> {

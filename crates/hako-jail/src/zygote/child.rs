@@ -48,10 +48,19 @@ pub enum ChildError {
 /// whose pid 1 is a [`Reaper`], so the run child is pid 2 (as in spawn mode). Returns the
 /// reaper's pid; [`end_pid_namespace`] ends it once the child is reaped.
 pub fn prepare_fork() -> Result<Pid, ChildError> {
-    let own = std::fs::File::open("/proc/self/ns/pid").map_err(|e| ChildError::Namespace {
-        what: "pid",
-        source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })?;
+    // The zygote's own pid namespace, opened at its first fork.
+    static OWN: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    let own = match OWN.get() {
+        Some(own) => own,
+        None => {
+            let file =
+                std::fs::File::open("/proc/self/ns/pid").map_err(|e| ChildError::Namespace {
+                    what: "pid",
+                    source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                })?;
+            OWN.get_or_init(|| file)
+        }
+    };
     // Reset "pid namespace for children" to our own, then ask for a new one.
     crate::sys::REAL
         .setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID)

@@ -113,6 +113,8 @@ pub fn serve(control: RawFd) -> ChildStart {
             unsafe { libc::_exit(70) };
         }
     };
+    // Read once here rather than by every run child (its bounding set is this one).
+    let _ = crate::lockdown::bounding_set();
     let mut children: Vec<RunChild> = Vec::new();
     loop {
         match next_event(control, &children) {

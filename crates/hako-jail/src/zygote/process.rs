@@ -18,8 +18,11 @@ pub(super) struct ProcessHandle(pub(super) OwnedFd);
 impl ProcessHandle {
     /// The process's pid in our namespace; `None` once it has been reaped.
     pub(super) fn pid(&self) -> Option<Pid> {
-        let info =
-            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.0.as_raw_fd())).ok()?;
+        // A pidfd's fdinfo is a few short lines: one read takes it whole.
+        let file = std::fs::File::open(format!("/proc/self/fdinfo/{}", self.0.as_raw_fd())).ok()?;
+        let mut buf = [0u8; 1024];
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut buf, 0).ok()?;
+        let info = std::str::from_utf8(&buf[..n]).ok()?;
         let pid = info
             .lines()
             .find_map(|l| l.strip_prefix("Pid:"))?
