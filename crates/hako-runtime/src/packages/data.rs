@@ -89,6 +89,14 @@ pub(super) fn load_env(language: Language, dir: &Path) -> Result<Env, PackageErr
             .collect(),
         missing_libraries: manifest.missing_libraries,
         data_env: manifest.data_env,
+        prepared_dirs: [
+            (crate::provision::SEED_DIR, hako_jail::mounts::SEED_IN_JAIL),
+            (crate::provision::DATA_DIR, crate::provision::DATA_IN_JAIL),
+        ]
+        .into_iter()
+        .filter(|(name, _)| dir.join(name).is_dir())
+        .map(|(name, at)| (dir.join(name), PathBuf::from(at)))
+        .collect(),
     })
 }
 

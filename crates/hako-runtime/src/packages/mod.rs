@@ -135,6 +135,9 @@ pub struct Env {
     pub missing_libraries: Vec<String>,
     /// Variables pointing runs at the provisioned data (`NLTK_DATA`, ...).
     pub data_env: Vec<(String, String)>,
+    /// Its prepared caches and data (host directory, path in the jail), found when it was
+    /// loaded; Python environments only have them.
+    pub prepared_dirs: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Env {
@@ -149,16 +152,7 @@ impl Env {
     pub fn apply(&self, spec: &mut JailSpec) {
         spec.mapped_binds
             .push((self.content.clone(), PathBuf::from(self.jail_path())));
-        // Prepared caches and data (Python environments only have them).
-        for (dir, at) in [
-            (crate::provision::SEED_DIR, hako_jail::mounts::SEED_IN_JAIL),
-            (crate::provision::DATA_DIR, crate::provision::DATA_IN_JAIL),
-        ] {
-            if self.dir.join(dir).is_dir() {
-                spec.mapped_binds
-                    .push((self.dir.join(dir), PathBuf::from(at)));
-            }
-        }
+        spec.mapped_binds.extend(self.prepared_dirs.iter().cloned());
         for (name, value) in &self.data_env {
             spec.env.retain(|(k, _)| k != name);
             spec.env.push((name.clone(), value.clone()));
@@ -548,6 +542,10 @@ mod tests {
             system_libs: vec![PathBuf::from("/usr/lib/libx.so")],
             missing_libraries: Vec::new(),
             data_env: vec![("NLTK_DATA".into(), "/opt/hako/data/nltk_data".into())],
+            prepared_dirs: vec![(
+                PathBuf::from("/state/k/seed"),
+                PathBuf::from(hako_jail::mounts::SEED_IN_JAIL),
+            )],
         };
         let mut spec: JailSpec = serde_json::from_value(serde_json::json!({
             "language": "python3", "interpreter": "/usr/bin/python3", "args": [],
@@ -560,10 +558,16 @@ mod tests {
         env.apply(&mut spec);
         assert_eq!(
             spec.mapped_binds,
-            vec![(
-                PathBuf::from("/state/k/site-packages"),
-                PathBuf::from(PYTHON_SITE)
-            )]
+            vec![
+                (
+                    PathBuf::from("/state/k/site-packages"),
+                    PathBuf::from(PYTHON_SITE)
+                ),
+                (
+                    PathBuf::from("/state/k/seed"),
+                    PathBuf::from(hako_jail::mounts::SEED_IN_JAIL)
+                ),
+            ]
         );
         assert_eq!(
             spec.env,
