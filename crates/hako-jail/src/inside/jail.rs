@@ -385,6 +385,7 @@ fn confine_and_exec(
                 seccomp: program,
                 use_listener,
                 insecure: spec.insecure,
+                bounding_set: None,
             },
             control.as_raw_fd(),
             keep,

@@ -46,6 +46,10 @@ pub struct LockDown<'a> {
     pub seccomp: &'a [libc::sock_filter],
     pub use_listener: bool,
     pub insecure: bool,
+    /// The process's bounding set where the caller already knows it: a zygote reads its own
+    /// once, and its run children, which stay in its user namespace, hold the same. None
+    /// reads it here.
+    pub bounding_set: Option<u64>,
 }
 
 /// Applies the final layers to the calling (single-threaded) process. Descriptors other
@@ -75,7 +79,7 @@ pub fn lock_down(plan: &LockDown<'_>, control: RawFd, keep: &[RawFd]) -> Result<
             return Err(LockDownError::Landlock(err));
         }
     }
-    drop_all_caps()?;
+    drop_caps(plan.bounding_set.or_else(bounding_set))?;
     let listener =
         notify::install(plan.seccomp, plan.use_listener).map_err(LockDownError::Seccomp)?;
     // From here on only calls the policy allows. READY tells the supervisor the process is
@@ -165,10 +169,14 @@ fn set_rlimits(plan: &LockDown<'_>) -> Result<(), LockDownError> {
 }
 
 pub fn drop_all_caps() -> Result<(), LockDownError> {
+    drop_caps(bounding_set())
+}
+
+/// Drops every capability; `bounding` is this process's bounding set (None: unknown).
+fn drop_caps(bounding: Option<u64>) -> Result<(), LockDownError> {
     let err = LockDownError::Caps;
     // One system call per capability: only those still in the bounding set (a zygote's
-    // holds five), all of them where the set cannot be read.
-    let bounding = bounding_set();
+    // holds five), all of them where the set is unknown.
     for cap in caps::all() {
         if bounding.is_none_or(|set| set & cap.bitmask() != 0) {
             caps::drop(None, caps::CapSet::Bounding, cap).map_err(err)?;
@@ -181,15 +189,10 @@ pub fn drop_all_caps() -> Result<(), LockDownError> {
     Ok(())
 }
 
-/// This process's bounding set (`CapBnd` of `/proc/self/status`), if readable, as first
-/// read in this process or an ancestor it was forked from: a zygote reads it once for all
-/// its run children. The set only ever shrinks, so dropping what it lists misses nothing.
+/// This process's bounding set (`CapBnd` of `/proc/self/status`), if readable.
 pub(crate) fn bounding_set() -> Option<u64> {
-    static BOUNDING: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    *BOUNDING.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        status_bounding_set(&status)
-    })
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_bounding_set(&status)
 }
 
 fn status_bounding_set(status: &str) -> Option<u64> {

@@ -1,9 +1,9 @@
 //! The egress listener of a proxy-mode run.
 //!
-//! Every run's network namespace is created together with the run's own user namespace
-//! (`CLONE_NEWUSER | CLONE_NEWNET`: a spawn-mode jail when it is cloned, a zygote run child
-//! when it unshares), so no step needs `CAP_SYS_ADMIN` in the namespaces hako itself runs in
-//! (a container's). Before any code of the run exists, hako's own code inside it brings
+//! Every run's network namespace is owned by a user namespace of hako's own (a spawn-mode
+//! jail creates both when it is cloned, `CLONE_NEWUSER | CLONE_NEWNET`; a zygote run child
+//! unshares its network namespace inside its zygote's), so no step needs `CAP_SYS_ADMIN` in
+//! the namespaces hako itself runs in (a container's). Before any code of the run exists, hako's own code inside it brings
 //! loopback up, listens on `127.0.0.1:EGRESS_PORT` ([`hand_over_listener`]) and passes that
 //! socket to the helper on its control channel ([`hako_wire::control::Message::Egress`]).
 //! The helper hands it to the egress guard over the guard's unix socket (SCM_RIGHTS; a path

@@ -48,19 +48,10 @@ pub enum ChildError {
 /// whose pid 1 is a [`Reaper`], so the run child is pid 2 (as in spawn mode). Returns the
 /// reaper's pid; [`end_pid_namespace`] ends it once the child is reaped.
 pub fn prepare_fork() -> Result<Pid, ChildError> {
-    // The zygote's own pid namespace, opened at its first fork.
-    static OWN: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
-    let own = match OWN.get() {
-        Some(own) => own,
-        None => {
-            let file =
-                std::fs::File::open("/proc/self/ns/pid").map_err(|e| ChildError::Namespace {
-                    what: "pid",
-                    source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                })?;
-            OWN.get_or_init(|| file)
-        }
-    };
+    let own = std::fs::File::open("/proc/self/ns/pid").map_err(|e| ChildError::Namespace {
+        what: "pid",
+        source: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
     // Reset "pid namespace for children" to our own, then ask for a new one.
     crate::sys::REAL
         .setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID)
@@ -99,15 +90,14 @@ fn reapers() -> std::sync::MutexGuard<'static, Vec<Reaper>> {
 
 /// Confines a freshly forked run child, says READY and waits for RUN. Descriptors other
 /// than stdio and `keep` are closed, and `run_ctl` too once this returns (also on error,
-/// after the message went to the supervisor).
+/// after the message went to the supervisor). `bounding_set` is the zygote's (see
+/// [`LockDown::bounding_set`]).
 pub fn confine_child(
     params: &[u8],
-    run_ctl: RawFd,
-    stdout: RawFd,
-    stderr: RawFd,
-    keep: RawFd,
+    [run_ctl, stdout, stderr, keep]: [RawFd; 4],
+    bounding_set: Option<u64>,
 ) -> Result<(), ChildError> {
-    let result = confine_child_inner(params, run_ctl, stdout, stderr, keep);
+    let result = confine_child_inner(params, [run_ctl, stdout, stderr, keep], bounding_set);
     if let Err(err) = &result {
         // SAFETY: run_ctl is open for the duration of this call.
         let control = unsafe { BorrowedFd::borrow_raw(run_ctl) };
@@ -122,10 +112,8 @@ pub fn confine_child(
 
 fn confine_child_inner(
     params: &[u8],
-    run_ctl: RawFd,
-    stdout: RawFd,
-    stderr: RawFd,
-    keep: RawFd,
+    [run_ctl, stdout, stderr, keep]: [RawFd; 4],
+    bounding_set: Option<u64>,
 ) -> Result<(), ChildError> {
     // Preparing ahead of time must not slow the run in progress: the zygote forked this
     // child at the lowest priority, which the helper restores when a run waits for it.
@@ -148,6 +136,7 @@ fn confine_child_inner(
             seccomp: &program,
             use_listener: params.use_listener,
             insecure: params.insecure,
+            bounding_set,
         },
         run_ctl,
         &[&[keep][..], &super::written::page_map_fds()].concat(),
@@ -179,7 +168,8 @@ fn enter_run_namespaces(
     let (uid, gid) = (RUN_UID + slot, RUN_GID + slot);
     use nix::sched::CloneFlags;
     // Its own network namespace too: no socket (not even TIME_WAIT) of an earlier run of
-    // this zygote is visible.
+    // this zygote is visible. No user namespace of its own: its bounding set stays the
+    // zygote's (see `LockDown::bounding_set`).
     kernel
         .unshare(
             CloneFlags::CLONE_NEWNS

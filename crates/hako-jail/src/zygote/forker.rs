@@ -113,8 +113,9 @@ pub fn serve(control: RawFd) -> ChildStart {
             unsafe { libc::_exit(70) };
         }
     };
-    // Read once here rather than by every run child (its bounding set is this one).
-    let _ = crate::lockdown::bounding_set();
+    // Read once here rather than by every run child: a run child stays in this process's
+    // user namespace, so its bounding set is this one until it drops it.
+    let bounding_set = crate::lockdown::bounding_set();
     let mut children: Vec<RunChild> = Vec::new();
     loop {
         match next_event(control, &children) {
@@ -124,7 +125,8 @@ pub fn serve(control: RawFd) -> ChildStart {
                 let socket = unsafe { BorrowedFd::borrow_raw(control) };
                 match control::receive(socket) {
                     Ok(Received::Message(Message::Fork(params), fds)) => {
-                        if let Some(start) = fork_run(&python, socket, &params, fds, &mut children)
+                        if let Some(start) =
+                            fork_run(&python, socket, &params, fds, &mut children, bounding_set)
                         {
                             return start;
                         }
@@ -191,12 +193,14 @@ fn next_event(control: RawFd, children: &[RunChild]) -> Result<Event, ForkerErro
 
 /// Forks a run child for FORK (`fds`: its control socket, stdout, stderr, program memfd).
 /// In the parent: answers FORKED (or ERROR) and returns None. In the child: returns its start.
+/// `bounding_set` is this zygote's.
 fn fork_run(
     python: &PythonFork,
     socket: BorrowedFd<'_>,
     params: &[u8],
     fds: Vec<OwnedFd>,
     children: &mut Vec<RunChild>,
+    bounding_set: Option<u64>,
 ) -> Option<ChildStart> {
     let refuse = |why: String| {
         let _ = control::send(socket, &Message::Error(why), &[]);
@@ -219,13 +223,13 @@ fn fork_run(
             // Confinement closes every descriptor but these: the parent's others must not be
             // closed again when this process drops them.
             std::mem::forget(std::mem::take(children));
-            let start = confine_child(
-                params,
+            let fds = [
                 into_raw(run_control),
                 into_raw(stdout),
                 into_raw(stderr),
                 program.as_raw_fd(),
-            );
+            ];
+            let start = confine_child(params, fds, bounding_set);
             return Some(match start {
                 Ok(()) => ChildStart::Program(into_raw(program)),
                 Err(_) => {
