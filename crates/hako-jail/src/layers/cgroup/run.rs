@@ -27,7 +27,7 @@ pub struct RunCgroup {
     readers: Mutex<HashMap<PathBuf, File>>,
     /// The limits the last [`RunCgroup::retune`] set.
     retuned: Mutex<Option<CgroupLimits>>,
-    /// The v1 memory group's optional files (None without a v1 memory group).
+    /// The v1 memory group's optional files, looked up when it was made.
     pub(super) memory_files: Option<v1::MemoryFiles>,
 }
 
@@ -163,10 +163,11 @@ impl RunCgroup {
         for (kind, dir) in &self.dirs {
             match kind {
                 Controller::Memory => {
-                    if let Some(files) = self.memory_files {
-                        let last = last.as_ref().map(|l| l.memory_bytes);
-                        v1::retune_memory(self.kernel, dir, files, limits.memory_bytes, last)?
-                    }
+                    let files = self
+                        .memory_files
+                        .unwrap_or_else(|| v1::MemoryFiles::of(dir));
+                    let last = last.as_ref().map(|l| l.memory_bytes);
+                    v1::retune_memory(self.kernel, dir, files, limits.memory_bytes, last)?
                 }
                 Controller::Pids if pids => super::set(
                     self.kernel,

@@ -297,6 +297,57 @@ fn v1_without_swap_accounting_and_unlimited_values() {
 }
 
 #[test]
+fn v1_retunes_without_swap_accounting_write_the_memory_limit_alone() {
+    let host = Host::v1(false);
+    let run = host.cgroups().create_run("r", &LIMITS).unwrap();
+    let memory = |mib: u64| CgroupLimits {
+        memory_bytes: mib << 20,
+        ..LIMITS
+    };
+    let limit = |value: &str| {
+        vec![format!(
+            "write $ROOT/memory/hako/r/memory.limit_in_bytes \"{value}\""
+        )]
+    };
+    run.retune(&memory(64)).unwrap();
+    host.calls();
+    for (mib, value) in [(96, "100663296"), (32, "33554432"), (0, "-1")] {
+        run.retune(&memory(mib)).unwrap();
+        assert_eq!(host.calls(), limit(value), "{mib} MiB");
+    }
+}
+
+#[test]
+fn after_a_failed_memory_retune_the_next_finds_the_order_again() {
+    let host = Host::v1(true);
+    let run = host.cgroups().create_run("r", &LIMITS).unwrap();
+    let memory = |mib: u64| CgroupLimits {
+        memory_bytes: mib << 20,
+        ..LIMITS
+    };
+    run.retune(&memory(64)).unwrap();
+    host.calls();
+    // Lowering: limit_in_bytes went through, memsw did not.
+    host.kernel.fail(
+        "write $ROOT/memory/hako/r/memory.memsw.limit_in_bytes",
+        Errno::EBUSY,
+    );
+    assert!(run.retune(&memory(32)).is_err());
+    host.calls();
+    // The same limits again are all written again, limit_in_bytes first (it is accepted).
+    run.retune(&memory(32)).unwrap();
+    assert_eq!(
+        host.calls(),
+        [
+            "write $ROOT/memory/hako/r/memory.limit_in_bytes \"33554432\"",
+            "write $ROOT/memory/hako/r/memory.memsw.limit_in_bytes \"33554432\"",
+            "write $ROOT/memory/hako/r/memory.kmem.tcp.limit_in_bytes \"33554432\"",
+            "write $ROOT/pids/hako/r/pids.max \"16\"",
+        ]
+    );
+}
+
+#[test]
 fn v1_stats_read_oom_control_failcnt_and_pids_events() {
     let host = Host::v1(true);
     let tmp = &host.dir;

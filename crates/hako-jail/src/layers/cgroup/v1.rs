@@ -70,7 +70,7 @@ pub(super) struct MemoryFiles {
 }
 
 impl MemoryFiles {
-    fn of(dir: &Path) -> MemoryFiles {
+    pub(super) fn of(dir: &Path) -> MemoryFiles {
         MemoryFiles {
             memsw: dir.join("memory.memsw.limit_in_bytes").exists(),
             tcp: dir.join("memory.kmem.tcp.limit_in_bytes").exists(),
