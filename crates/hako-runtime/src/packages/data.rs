@@ -269,6 +269,46 @@ mod tests {
     }
 
     #[test]
+    fn a_loaded_environment_binds_the_prepared_directories_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(MANIFEST),
+            r#"{"key":"k","language":"python3","interpreter":"/usr/bin/python3",
+                "interpreter_version":"3.11","requirements":"","defaults":[],
+                "system_libs":[],"missing_libraries":[]}"#,
+        )
+        .unwrap();
+        let load = || {
+            load_env(Language::Python3, dir.path())
+                .unwrap()
+                .prepared_dirs
+        };
+        assert_eq!(load(), Vec::new());
+        fs::create_dir(dir.path().join(crate::provision::DATA_DIR)).unwrap();
+        assert_eq!(
+            load(),
+            [(
+                dir.path().join(crate::provision::DATA_DIR),
+                PathBuf::from(crate::provision::DATA_IN_JAIL)
+            )]
+        );
+        fs::create_dir(dir.path().join(crate::provision::SEED_DIR)).unwrap();
+        assert_eq!(
+            load(),
+            [
+                (
+                    dir.path().join(crate::provision::SEED_DIR),
+                    PathBuf::from(hako_jail::mounts::SEED_IN_JAIL)
+                ),
+                (
+                    dir.path().join(crate::provision::DATA_DIR),
+                    PathBuf::from(crate::provision::DATA_IN_JAIL)
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn node_packages_include_scoped_ones() {
         let dir = tempfile::tempdir().unwrap();
         for (path, json) in [
