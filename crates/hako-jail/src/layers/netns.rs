@@ -3,13 +3,14 @@
 //! Every run's network namespace is owned by a user namespace of hako's own (a spawn-mode
 //! jail creates both when it is cloned, `CLONE_NEWUSER | CLONE_NEWNET`; a zygote run child
 //! unshares its network namespace inside its zygote's), so no step needs `CAP_SYS_ADMIN` in
-//! the namespaces hako itself runs in (a container's). Before any code of the run exists, hako's own code inside it brings
-//! loopback up, listens on `127.0.0.1:EGRESS_PORT` ([`hand_over_listener`]) and passes that
-//! socket to the helper on its control channel ([`hako_wire::control::Message::Egress`]).
-//! The helper hands it to the egress guard over the guard's unix socket (SCM_RIGHTS; a path
-//! socket works across network namespaces) with [`register`]: a spawned jail's before its
-//! program starts, a zygote run's when the run first connects ([`Egress`]). The namespace has no other
-//! interface and no route, so the listener is the run's only way out; the program holds no
+//! the namespaces hako itself runs in (a container's). Before any code of the run exists,
+//! hako's own code inside it brings loopback up, listens on `127.0.0.1:EGRESS_PORT`
+//! ([`hand_over_listener`]) and passes that socket to the helper on its control channel
+//! ([`hako_wire::control::Message::Egress`]). The helper hands it to the egress guard over
+//! the guard's unix socket (SCM_RIGHTS; a path socket works across network namespaces) with
+//! [`register`]: a spawned jail's before its program starts, a zygote run's when the run
+//! first connects ([`Egress`]). The namespace has no other interface and no route, so the
+//! listener is the run's only way out; the program holds no
 //! capability in its user namespace and seccomp refuses it new namespaces, so it can neither
 //! add a way out nor reach the helper's namespace.
 //! The guard accepts the run's connections on the listener for the run's lifetime. When the

@@ -115,6 +115,14 @@ const LIMITS: CgroupLimits = CgroupLimits {
     cpu_percent: 0,
 };
 
+/// `limits` with a memory limit of `mib` MiB (0: none).
+fn with_memory(limits: CgroupLimits, mib: u64) -> CgroupLimits {
+    CgroupLimits {
+        memory_bytes: mib << 20,
+        ..limits
+    }
+}
+
 #[test]
 fn stale_groups_of_live_helpers_are_kept() {
     let host = Host::v1(false);
@@ -300,10 +308,7 @@ fn v1_without_swap_accounting_and_unlimited_values() {
 fn v1_retunes_without_swap_accounting_write_the_memory_limit_alone() {
     let host = Host::v1(false);
     let run = host.cgroups().create_run("r", &LIMITS).unwrap();
-    let memory = |mib: u64| CgroupLimits {
-        memory_bytes: mib << 20,
-        ..LIMITS
-    };
+    let memory = |mib: u64| with_memory(LIMITS, mib);
     let limit = |value: &str| {
         vec![format!(
             "write $ROOT/memory/hako/r/memory.limit_in_bytes \"{value}\""
@@ -321,10 +326,7 @@ fn v1_retunes_without_swap_accounting_write_the_memory_limit_alone() {
 fn after_a_failed_memory_retune_the_next_finds_the_order_again() {
     let host = Host::v1(true);
     let run = host.cgroups().create_run("r", &LIMITS).unwrap();
-    let memory = |mib: u64| CgroupLimits {
-        memory_bytes: mib << 20,
-        ..LIMITS
-    };
+    let memory = |mib: u64| with_memory(LIMITS, mib);
     run.retune(&memory(64)).unwrap();
     host.calls();
     // Lowering: limit_in_bytes went through, memsw did not.
@@ -412,10 +414,7 @@ fn a_retune_writes_only_the_limits_that_changed_since_the_last() {
     assert_eq!(host.calls(), Vec::<String>::new());
     // A higher memory limit raises memsw first, a lower one lowers it last: the kernel
     // refuses memsw below limit_in_bytes.
-    let memory = |mib: u64| CgroupLimits {
-        memory_bytes: mib << 20,
-        ..limits
-    };
+    let memory = |mib: u64| with_memory(limits, mib);
     let writes = |value: &str, order: [&str; 2]| {
         order
             .iter()
@@ -467,11 +466,7 @@ fn a_v2_retune_writes_only_the_limits_that_changed_since_the_last() {
     host.calls();
     run.retune(&LIMITS).unwrap();
     assert_eq!(host.calls(), Vec::<String>::new());
-    run.retune(&CgroupLimits {
-        memory_bytes: 32 << 20,
-        ..LIMITS
-    })
-    .unwrap();
+    run.retune(&with_memory(LIMITS, 32)).unwrap();
     assert_eq!(host.calls(), ["write $ROOT/hako/r/memory.max \"33554432\""]);
 }
 
