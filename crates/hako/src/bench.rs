@@ -1,11 +1,12 @@
 //! `hako bench`: a load generator that speaks the run API, against a URL or servers it starts
-//! itself, with ratios against a spawn-mode server measured in the same invocation.
+//! itself, with ratios against a spawn-mode server or another build's server measured in the
+//! same invocation.
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
 use clap::Args;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +65,14 @@ pub struct BenchArgs {
     /// Python file the started servers use as `hako.python_warmup`.
     #[arg(long)]
     python_warmup: Option<PathBuf>,
+    /// Another build's `hako` binary (e.g. the build before a change): measure servers started
+    /// from it and from this build, alternating for --rounds, and print the medians and their
+    /// ratio. The host's load drifts within minutes; only the same sitting compares builds.
+    #[arg(long, conflicts_with_all = ["url", "compare_spawn"])]
+    against: Option<PathBuf>,
+    /// Rounds of --against; each measures both builds on fresh servers, in turn first.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 #[derive(Clone)]
@@ -172,6 +181,7 @@ fn free_port() -> Result<u16> {
 }
 
 fn start_server(
+    binary: &Path,
     mode: &str,
     workers: usize,
     requirements: &[&str],
@@ -198,7 +208,7 @@ fn start_server(
             extra_requirements.to_string()
         },
     )?;
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = Command::new(binary);
     if let Some(code) = warmup {
         command.env("HAKO_PYTHON_WARMUP", code);
     }
@@ -209,7 +219,7 @@ fn start_server(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("start hako serve")?;
+        .with_context(|| format!("start {} serve", binary.display()))?;
     Ok(OwnServer {
         child,
         url: format!("http://127.0.0.1:{port}"),
@@ -632,12 +642,20 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         }
         None => String::new(),
     };
+    if let Some(other) = &args.against {
+        let started = Started {
+            requirements: &extra_requirements,
+            warmup: warmup.as_deref(),
+        };
+        return compare_builds(&runtime, &args, work, other, started);
+    }
     let main = match &args.url {
         Some(url) => runtime.block_on(measure(url, &args.key, work.clone(), &args, None))?,
         None => {
             let workers = args.workers.unwrap_or(args.concurrency).max(1);
             let started = Instant::now();
             let server = start_server(
+                &std::env::current_exe()?,
                 "zygote",
                 workers,
                 &work.requirements,
@@ -677,6 +695,7 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
     report(if args.url.is_some() { "server" } else { "warm" }, &main);
     if args.compare_spawn {
         let server = start_server(
+            &std::env::current_exe()?,
             "spawn",
             args.workers.unwrap_or(args.concurrency).max(1),
             &work.requirements,
@@ -694,6 +713,143 @@ pub fn bench(args: BenchArgs) -> Result<i32> {
         );
     }
     Ok(if main.errors == 0 { 0 } else { 1 })
+}
+
+/// What the servers of one invocation start with besides the workload.
+struct Started<'a> {
+    /// The --requirements file's text (empty: the workload's own).
+    requirements: &'a str,
+    warmup: Option<&'a str>,
+}
+
+/// `--against`: this build's servers and `other`'s, alternating for `args.rounds` rounds,
+/// each on a fresh server; then the medians of both and their ratio.
+fn compare_builds(
+    runtime: &tokio::runtime::Runtime,
+    args: &BenchArgs,
+    work: Arc<Workload>,
+    other: &Path,
+    started: Started<'_>,
+) -> Result<i32> {
+    if work.session {
+        bail!("--against measures one-shot runs; choose a workload without a session");
+    }
+    let other = other
+        .canonicalize()
+        .with_context(|| format!("--against {}", other.display()))?;
+    let this = std::env::current_exe()?;
+    outln!("builds: this {}, other {}", this.display(), other.display());
+    let builds = [("this", this.as_path()), ("other", other.as_path())];
+    let workers = args.workers.unwrap_or(args.concurrency).max(1);
+    let mut measured: [Vec<Measured>; 2] = Default::default();
+    for round in 1..=args.rounds {
+        for build in round_order(round) {
+            let (label, binary) = builds[build];
+            let server = start_server(
+                binary,
+                "zygote",
+                workers,
+                &work.requirements,
+                started.requirements,
+                started.warmup,
+            )?;
+            let pid = server.child.id();
+            runtime.block_on(wait_ready(
+                &reqwest::Client::new(),
+                &server.url,
+                &server.key,
+                &work,
+            ))?;
+            wait_settled(pid);
+            let m = runtime.block_on(measure(
+                &server.url,
+                &server.key,
+                work.clone(),
+                args,
+                Some(pid),
+            ))?;
+            report(&format!("{label} {round}"), &m);
+            measured[build].push(m);
+        }
+    }
+    let [this, other] = measured.map(|rounds| BuildSummary::of(&rounds));
+    outln!(
+        "medians of {} rounds: this p50 {:.2} ms, cpu/run {:.2} ms; other p50 {:.2} ms, cpu/run {:.2} ms",
+        args.rounds,
+        this.p50_ms,
+        this.cpu_ms,
+        other.p50_ms,
+        other.cpu_ms
+    );
+    outln!(
+        "ratios (this / other): p50 {:.2}x  cpu/run {:.2}x",
+        this.p50_ms / other.p50_ms.max(1e-9),
+        this.cpu_ms / other.cpu_ms.max(1e-9)
+    );
+    Ok(if this.errors + other.errors == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// The builds of a round in the order they are measured (0 this, 1 other): each goes first
+/// every other round, so a drift of the host's load does not favour one.
+fn round_order(round: u32) -> [usize; 2] {
+    if round % 2 == 1 {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
+}
+
+/// A build's rounds: the medians of their p50 and CPU per run, and all their errors.
+#[derive(Debug, PartialEq)]
+struct BuildSummary {
+    p50_ms: f64,
+    cpu_ms: f64,
+    errors: usize,
+}
+
+impl BuildSummary {
+    fn of(rounds: &[Measured]) -> BuildSummary {
+        let p50s: Vec<f64> = rounds.iter().map(|m| m.percentile(50.0)).collect();
+        let cpus: Vec<f64> = rounds.iter().filter_map(|m| m.cpu_ms).collect();
+        BuildSummary {
+            p50_ms: median(p50s),
+            cpu_ms: median(cpus),
+            errors: rounds.iter().map(|m| m.errors).sum(),
+        }
+    }
+}
+
+/// The median (the mean of the middle two of an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Waits (at most 5 minutes) until the server's process tree uses less than a tenth of a CPU:
+/// a zygote may still be importing its preload at the lowest priority after the server says
+/// it is ready, and that work is not the runs'.
+fn wait_settled(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let step = Duration::from_millis(500);
+    let mut last = tree_cpu(pid).total();
+    while Instant::now() < deadline {
+        std::thread::sleep(step);
+        let now = tree_cpu(pid).total();
+        if now - last < step.as_secs_f64() * 1000.0 / 10.0 {
+            return;
+        }
+        last = now;
+    }
+    outln!("(the server at pid {pid} still used CPU after 5 minutes; measuring anyway)");
 }
 
 /// The labelled values of one metric of a server's /metrics: `name{pool="x"} v` → (x, v).
@@ -826,6 +982,35 @@ mod tests {
                 "{interpreter:?}"
             );
         }
+    }
+
+    #[test]
+    fn each_build_goes_first_every_other_round() {
+        assert_eq!(round_order(1), [0, 1]);
+        assert_eq!(round_order(2), [1, 0]);
+        assert_eq!(round_order(3), [0, 1]);
+    }
+
+    #[test]
+    fn a_builds_summary_takes_the_medians_of_its_rounds_and_all_their_errors() {
+        let round = |p50_ms: u64, cpu_ms: f64, errors: usize| Measured {
+            latencies: vec![Duration::from_millis(p50_ms); 3],
+            errors,
+            cpu_ms: Some(cpu_ms),
+            ..Measured::default()
+        };
+        let summary = BuildSummary::of(&[round(4, 5.0, 0), round(9, 4.0, 2), round(3, 6.5, 1)]);
+        assert_eq!(
+            summary,
+            BuildSummary {
+                p50_ms: 4.0,
+                cpu_ms: 5.0,
+                errors: 3
+            }
+        );
+        // An even count: the mean of the middle two.
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
     }
 
     #[test]
