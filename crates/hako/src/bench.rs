@@ -71,7 +71,7 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["url", "compare_spawn"])]
     against: Option<PathBuf>,
     /// Rounds of --against; each measures both builds on fresh servers, in turn first.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3, requires = "against", value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 }
 
@@ -773,18 +773,23 @@ fn compare_builds(
         }
     }
     let [this, other] = measured.map(|rounds| BuildSummary::of(&rounds));
+    let ms = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.2} ms"));
     outln!(
-        "medians of {} rounds: this p50 {:.2} ms, cpu/run {:.2} ms; other p50 {:.2} ms, cpu/run {:.2} ms",
+        "medians of {} rounds: this p50 {}, cpu/run {}; other p50 {}, cpu/run {}",
         args.rounds,
-        this.p50_ms,
-        this.cpu_ms,
-        other.p50_ms,
-        other.cpu_ms
+        ms(this.p50_ms),
+        ms(this.cpu_ms),
+        ms(other.p50_ms),
+        ms(other.cpu_ms)
     );
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "n/a".into(),
+    };
     outln!(
-        "ratios (this / other): p50 {:.2}x  cpu/run {:.2}x",
-        this.p50_ms / other.p50_ms.max(1e-9),
-        this.cpu_ms / other.cpu_ms.max(1e-9)
+        "ratios (this / other): p50 {}  cpu/run {}",
+        ratio(this.p50_ms, other.p50_ms),
+        ratio(this.cpu_ms, other.cpu_ms)
     );
     Ok(if this.errors + other.errors == 0 {
         0
@@ -803,11 +808,12 @@ fn round_order(round: u32) -> [usize; 2] {
     }
 }
 
-/// A build's rounds: the medians of their p50 and CPU per run, and all their errors.
+/// A build's rounds: the medians of their p50 and CPU per run (None when no round had one),
+/// and all their errors.
 #[derive(Debug, PartialEq)]
 struct BuildSummary {
-    p50_ms: f64,
-    cpu_ms: f64,
+    p50_ms: Option<f64>,
+    cpu_ms: Option<f64>,
     errors: usize,
 }
 
@@ -823,14 +829,16 @@ impl BuildSummary {
     }
 }
 
-/// The median (the mean of the middle two of an even count); 0 for none.
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median of the finite values (the mean of the middle two of an even count); None for
+/// none (a round without a successful run has no p50).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 
@@ -841,10 +849,18 @@ fn wait_settled(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(300);
     let step = Duration::from_millis(500);
     let mut last = tree_cpu(pid).total();
+    // Two quiet steps in a row; a fall (a process left the tree) is not quiet.
+    let mut quiet = 0;
     while Instant::now() < deadline {
         std::thread::sleep(step);
         let now = tree_cpu(pid).total();
-        if now - last < step.as_secs_f64() * 1000.0 / 10.0 {
+        let used = now - last;
+        quiet = if (0.0..step.as_secs_f64() * 1000.0 / 10.0).contains(&used) {
+            quiet + 1
+        } else {
+            0
+        };
+        if quiet == 2 {
             return;
         }
         last = now;
@@ -1003,14 +1019,23 @@ mod tests {
         assert_eq!(
             summary,
             BuildSummary {
-                p50_ms: 4.0,
-                cpu_ms: 5.0,
+                p50_ms: Some(4.0),
+                cpu_ms: Some(5.0),
                 errors: 3
             }
         );
         // An even count: the mean of the middle two.
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(Vec::new()), 0.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+        // A round without a successful run has no p50; it does not move the median.
+        let failed = Measured {
+            errors: 5,
+            ..Measured::default()
+        };
+        let summary = BuildSummary::of(&[round(4, 5.0, 0), failed, round(6, 7.0, 0)]);
+        assert_eq!(summary.p50_ms, Some(5.0));
+        assert_eq!(summary.errors, 5);
+        assert_eq!(BuildSummary::of(&[Measured::default()]).p50_ms, None);
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn a_bad_against_is_a_clear_error_before_any_server_starts() {
     let (code, out, err) = bench(&["--against", "/nonexistent/hako", "--count", "1"]);
     assert_eq!(code, Some(2), "{out}\n{err}");
     assert!(err.contains("--against /nonexistent/hako"), "{err}");
-    assert!(!out.contains("this 1"), "{out}");
+    assert!(!out.contains("builds:"), "{out}");
     // Another build is compared with servers the bench starts: not with --url, nor together
     // with a spawn-mode comparison.
     for other in [&["--url", "http://127.0.0.1:9"][..], &["--compare-spawn"]] {
@@ -86,4 +86,8 @@ fn a_bad_against_is_a_clear_error_before_any_server_starts() {
     }
     let (code, _, err) = bench(&["--against", HAKO, "--rounds", "0"]);
     assert_eq!(code, Some(2), "{err}");
+    // --rounds counts rounds of --against only.
+    let (code, _, err) = bench(&["--rounds", "2", "--count", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--against"), "{err}");
 }
